@@ -1,0 +1,3 @@
+//! cli: the `berth` operator CLI.
+//!
+//! Not yet implemented: see issue 7.

@@ -1,0 +1,3 @@
+//! cri-server: berthd, the CRI v1 server.
+//!
+//! Not yet implemented: see issue 5.

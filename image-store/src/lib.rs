@@ -1,0 +1,3 @@
+//! image-store: content store, registry client, unpack, snapshots, metadata, GC, import/export.
+//!
+//! Not yet implemented: see issue 3.
