@@ -1,3 +1,12 @@
 //! image-store: content store, registry client, unpack, snapshots, metadata, GC, import/export.
 //!
-//! Not yet implemented: see issue 3.
+//! The public entry point is [`ImageStore`]; the typed building blocks (digests, references,
+//! chain IDs) are usable on their own.
+
+pub mod chain_id;
+pub mod digest;
+pub mod reference;
+
+pub use chain_id::ChainId;
+pub use digest::{Algorithm, Digest, DigestError};
+pub use reference::{Reference, ReferenceError};
