@@ -4,9 +4,11 @@
 //! chain IDs) are usable on their own.
 
 pub mod chain_id;
+pub mod content;
 pub mod digest;
 pub mod reference;
 
 pub use chain_id::ChainId;
+pub use content::{ContentError, ContentStore};
 pub use digest::{Algorithm, Digest, DigestError};
 pub use reference::{Reference, ReferenceError};
