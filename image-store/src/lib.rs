@@ -7,8 +7,10 @@ pub mod chain_id;
 pub mod content;
 pub mod digest;
 pub mod reference;
+pub mod unpack;
 
 pub use chain_id::ChainId;
 pub use content::{ContentError, ContentStore};
 pub use digest::{Algorithm, Digest, DigestError};
 pub use reference::{Reference, ReferenceError};
+pub use unpack::{unpack_layer, Compression, UnpackError, UnpackOptions, Unpacked};
