@@ -1,0 +1,150 @@
+use super::*;
+use std::fs;
+
+use crate::setup::UnifiedMount;
+use crate::v2::resources::tests::layout;
+
+fn manager(root: &Path, spec: &str) -> V2Manager {
+    V2Manager::with_root(
+        root,
+        &CgroupPath::from_spec(Some(spec), "c1", false).unwrap(),
+    )
+}
+
+#[test]
+fn create_enables_available_controllers_in_ancestors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = layout(tmp.path(), "");
+    fs::write(root.join("cgroup.controllers"), "cpu memory pids\n").unwrap();
+    let m = manager(&root, "/berth/c1");
+    m.create().unwrap();
+    assert!(root.join("berth/c1").is_dir());
+    assert_eq!(
+        fs::read_to_string(root.join("cgroup.subtree_control")).unwrap(),
+        "+cpu +memory +pids"
+    );
+    // Creating again is fine.
+    m.create().unwrap();
+}
+
+#[test]
+fn relative_paths_resolve_under_own_cgroup() {
+    let mounts = CgroupMounts {
+        v1: vec![],
+        unified: Some(UnifiedMount {
+            mount_point: "/sys/fs/cgroup".into(),
+            root: "/".into(),
+        }),
+    };
+    let own = crate::setup::parse_proc_cgroup(Path::new("f"), "0::/user.slice/me\n").unwrap();
+    let path = CgroupPath::from_spec(Some("pods/c1"), "c1", false).unwrap();
+    let m = V2Manager::with_mounts(&mounts, &own, &path).unwrap();
+    assert_eq!(m.dir(), Path::new("/sys/fs/cgroup/user.slice/me/pods/c1"));
+    assert!(V2Manager::with_mounts(&mounts, &[], &path).is_err());
+    let abs = CgroupPath::from_spec(Some("/berth/c1"), "c1", false).unwrap();
+    let m = V2Manager::with_mounts(&mounts, &[], &abs).unwrap();
+    assert_eq!(m.paths(), vec![PathBuf::from("/sys/fs/cgroup/berth/c1")]);
+}
+
+#[test]
+fn freezer_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = layout(tmp.path(), "c1");
+    let m = manager(tmp.path(), "/c1");
+    fs::write(dir.join("cgroup.freeze"), "0\n").unwrap();
+    fs::write(dir.join("cgroup.events"), "populated 1\nfrozen 0\n").unwrap();
+    assert_eq!(m.freezer_state().unwrap(), FreezerState::Thawed);
+    fs::write(dir.join("cgroup.freeze"), "1\n").unwrap();
+    assert_eq!(m.freezer_state().unwrap(), FreezerState::Freezing);
+    fs::write(dir.join("cgroup.events"), "populated 1\nfrozen 1\n").unwrap();
+    assert_eq!(m.freezer_state().unwrap(), FreezerState::Frozen);
+    // freeze() writes cgroup.freeze and returns once cgroup.events says frozen.
+    fs::write(dir.join("cgroup.freeze"), "0").unwrap();
+    m.freeze().unwrap();
+    assert_eq!(fs::read_to_string(dir.join("cgroup.freeze")).unwrap(), "1");
+    fs::write(dir.join("cgroup.events"), "populated 1\nfrozen 0\n").unwrap();
+    m.thaw().unwrap();
+    assert_eq!(fs::read_to_string(dir.join("cgroup.freeze")).unwrap(), "0");
+}
+
+#[test]
+fn kill_all_uses_cgroup_kill_for_sigkill() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = layout(tmp.path(), "c1");
+    let m = manager(tmp.path(), "/c1");
+    m.kill_all(Signal::SIGKILL).unwrap();
+    assert_eq!(fs::read_to_string(dir.join("cgroup.kill")).unwrap(), "1");
+}
+
+#[test]
+fn stats_and_oom_from_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = layout(tmp.path(), "c1");
+    let m = manager(tmp.path(), "/c1");
+    let w = |f: &str, c: &str| fs::write(dir.join(f), c).unwrap();
+    w(
+        "cpu.stat",
+        "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_periods 10\nnr_throttled 2\nthrottled_usec 30\n",
+    );
+    w("memory.current", "10485760\n");
+    w("memory.max", "max\n");
+    w(
+        "memory.stat",
+        "anon 4096\nfile 8192\ninactive_file 1048576\npgfault 7\npgmajfault 1\n",
+    );
+    w("memory.swap.current", "0\n");
+    w("memory.swap.max", "1048576\n");
+    w("memory.events", "low 0\nhigh 0\nmax 4\noom 2\noom_kill 1\n");
+    w("pids.current", "3\n");
+    w("pids.max", "100\n");
+    w("hugetlb.2MB.current", "2097152\n");
+    w("hugetlb.2MB.events", "max 5\n");
+    w(
+        "io.stat",
+        "8:0 rbytes=100 wbytes=200 rios=1 wios=2 dbytes=0 dios=0\n",
+    );
+    let s = m.stats().unwrap();
+    assert_eq!(s.cpu.usage_total_ns, 1_500_000);
+    assert_eq!(s.cpu.usage_user_ns, 1_000_000);
+    assert_eq!(s.cpu.usage_system_ns, 500_000);
+    assert_eq!((s.cpu.periods, s.cpu.throttled_periods), (10, 2));
+    assert_eq!(s.cpu.throttled_time_ns, 30_000);
+    assert_eq!(s.memory.usage, 10485760);
+    assert_eq!(s.memory.limit, None);
+    assert_eq!(s.memory.working_set, 10485760 - 1048576);
+    assert_eq!((s.memory.rss, s.memory.cache), (4096, 8192));
+    assert_eq!((s.memory.pgfault, s.memory.pgmajfault), (7, 1));
+    assert_eq!(s.memory.swap_limit, Some(1048576));
+    assert_eq!(s.memory.oom_kill_count, 1);
+    assert_eq!(s.pids.current, 3);
+    assert_eq!(s.pids.limit, Some(100));
+    let huge: Vec<_> = s
+        .hugetlb
+        .iter()
+        .map(|h| (h.page_size.as_str(), h.usage, h.failcnt))
+        .collect();
+    assert_eq!(huge, vec![("1GB", 0, 0), ("2MB", 2097152, 5)]);
+    assert_eq!(s.blkio_read_bytes(), 100);
+    assert_eq!(s.blkio_write_bytes(), 200);
+    assert_eq!((s.blkio[0].read_ios, s.blkio[0].write_ios), (1, 2));
+    assert_eq!(m.oom_kill_count().unwrap(), 1);
+    fs::remove_file(dir.join("memory.events")).unwrap();
+    assert!(matches!(
+        m.oom_kill_count(),
+        Err(CgroupError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn pids_and_remove() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = layout(tmp.path(), "c1");
+    fs::write(dir.join("cgroup.procs"), "12\n7\n").unwrap();
+    let m = manager(tmp.path(), "/c1");
+    assert_eq!(m.pids().unwrap(), vec![Pid::from_raw(7), Pid::from_raw(12)]);
+    // A temp dir is not cgroupfs: its files make rmdir fail, and the error names the directory.
+    let err = m.remove().unwrap_err();
+    assert!(err.to_string().contains("c1"), "{err}");
+    let empty = manager(tmp.path(), "/gone");
+    empty.remove().unwrap();
+}
