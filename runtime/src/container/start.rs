@@ -1,0 +1,69 @@
+//! `start`: release init from the exec FIFO, then run the poststart hooks.
+
+use std::fs;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{open, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::stat::Mode;
+
+use super::state::{Container, EXEC_FIFO};
+use super::ContainerStatus;
+use crate::error::{Result, RuntimeError};
+use crate::hooks::{self, HookKind};
+
+/// How long `start` waits for init to open its end of the FIFO. Init opens it as the last step
+/// of `create`, so this only matters if init died or was stopped.
+const FIFO_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn start(container: &Container) -> Result<()> {
+    container.require("start", ContainerStatus::can_start)?;
+    let path = container.dir.join(EXEC_FIFO);
+    // Non-blocking open for reading succeeds at once; init's blocking open for writing then
+    // completes, and its byte arrives.
+    let fifo = open(
+        &path,
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| RuntimeError::sys(format!("open {}", path.display()), e))?;
+    let deadline = Instant::now() + FIFO_TIMEOUT;
+    loop {
+        let mut fds = [PollFd::new(fifo.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(100u16)) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(RuntimeError::sys("poll the exec fifo", e)),
+        }
+        let mut buf = [0u8; 1];
+        match nix::unistd::read(&fifo, &mut buf) {
+            Ok(1) => break,
+            Ok(_) | Err(nix::errno::Errno::EAGAIN) => {}
+            Err(e) => return Err(RuntimeError::sys("read the exec fifo", e)),
+        }
+        if !container.init_alive() {
+            return Err(RuntimeError::WrongStatus {
+                id: container.state.id.clone(),
+                op: "start",
+                status: ContainerStatus::Stopped,
+            });
+        }
+        if Instant::now() >= deadline {
+            return Err(RuntimeError::Timeout {
+                what: format!("container {} to take the start signal", container.state.id),
+                seconds: FIFO_TIMEOUT.as_secs(),
+            });
+        }
+    }
+    fs::remove_file(&path).map_err(|e| RuntimeError::io("remove", &path, e))?;
+    let state = serde_json::to_string(&container.oci_state()).expect("state serializes");
+    if let Err(e) = hooks::run(
+        HookKind::Poststart,
+        &HookKind::Poststart.of(&container.spec),
+        &state,
+    ) {
+        // The spec: a failing poststart hook is logged, the lifecycle goes on.
+        tracing::warn!(container = %container.state.id, error = %e, "poststart hook failed");
+    }
+    Ok(())
+}

@@ -1,0 +1,305 @@
+//! Namespaces: which ones a container creates and which it joins (by path, as pod containers
+//! join their sandbox's), and the setns/unshare calls that put a process into them.
+
+use std::fs::{self, File};
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use nix::sched::{setns, unshare, CloneFlags};
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
+
+use crate::error::{Result, RuntimeError};
+
+/// `CLONE_NEWTIME`, which nix does not name.
+pub const CLONE_NEWTIME: CloneFlags = CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
+
+/// A namespace to join, opened by the runtime before forking so that the path is resolved in
+/// the runtime's own mount namespace.
+#[derive(Debug)]
+pub struct JoinNamespace {
+    pub kind: CloneFlags,
+    pub path: PathBuf,
+    pub file: File,
+}
+
+/// What to do about namespaces for one process.
+#[derive(Debug)]
+pub struct NamespacePlan {
+    /// Namespaces to join, user namespace first.
+    pub join: Vec<JoinNamespace>,
+    /// Create a new user namespace (after joining the others; before creating the others).
+    pub new_user: bool,
+    /// Other namespaces to create with unshare (PID and time take effect for the children).
+    pub create: CloneFlags,
+}
+
+fn flag(kind: LinuxNamespaceType) -> CloneFlags {
+    match kind {
+        LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+        LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+        LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+        LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+        LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+        LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
+        LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+        LinuxNamespaceType::Time => CLONE_NEWTIME,
+    }
+}
+
+/// The /proc/PID/ns file name of a namespace kind.
+fn proc_name(kind: CloneFlags) -> &'static str {
+    match kind {
+        k if k == CloneFlags::CLONE_NEWUSER => "user",
+        k if k == CloneFlags::CLONE_NEWPID => "pid",
+        k if k == CloneFlags::CLONE_NEWNET => "net",
+        k if k == CloneFlags::CLONE_NEWNS => "mnt",
+        k if k == CloneFlags::CLONE_NEWIPC => "ipc",
+        k if k == CloneFlags::CLONE_NEWUTS => "uts",
+        k if k == CloneFlags::CLONE_NEWCGROUP => "cgroup",
+        _ => "time",
+    }
+}
+
+/// Join order: the user namespace first (it grants the capabilities to join the others), the
+/// mount namespace last (after it, host paths no longer resolve).
+const ORDER: [CloneFlags; 8] = [
+    CloneFlags::CLONE_NEWUSER,
+    CloneFlags::CLONE_NEWIPC,
+    CloneFlags::CLONE_NEWUTS,
+    CloneFlags::CLONE_NEWNET,
+    CloneFlags::CLONE_NEWPID,
+    CloneFlags::CLONE_NEWCGROUP,
+    CLONE_NEWTIME,
+    CloneFlags::CLONE_NEWNS,
+];
+
+impl Default for NamespacePlan {
+    fn default() -> Self {
+        Self {
+            join: Vec::new(),
+            new_user: false,
+            create: CloneFlags::empty(),
+        }
+    }
+}
+
+impl NamespacePlan {
+    /// The plan for a container's init, from `linux.namespaces`.
+    pub fn from_spec(spec: &Spec) -> Result<Self> {
+        let mut plan = NamespacePlan::default();
+        let namespaces = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().clone())
+            .unwrap_or_default();
+        let mut seen = CloneFlags::empty();
+        for ns in &namespaces {
+            let kind = flag(ns.typ());
+            if seen.contains(kind) {
+                return Err(RuntimeError::InvalidSpec {
+                    field: "linux.namespaces",
+                    reason: format!("namespace {} is listed twice", proc_name(kind)),
+                });
+            }
+            seen |= kind;
+            match ns.path() {
+                Some(path) if !path.as_os_str().is_empty() => {
+                    let file = File::open(path)
+                        .map_err(|e| RuntimeError::io("open namespace", path, e))?;
+                    plan.join.push(JoinNamespace {
+                        kind,
+                        path: path.clone(),
+                        file,
+                    });
+                }
+                _ if kind == CloneFlags::CLONE_NEWUSER => plan.new_user = true,
+                _ => plan.create |= kind,
+            }
+        }
+        plan.sort();
+        Ok(plan)
+    }
+
+    /// The plan for `exec`: join every namespace of the container's init that differs from
+    /// the runtime's own.
+    pub fn for_exec(init: Pid) -> Result<Self> {
+        let mut plan = NamespacePlan::default();
+        for kind in ORDER {
+            let name = proc_name(kind);
+            let theirs = PathBuf::from(format!("/proc/{init}/ns/{name}"));
+            let ours = PathBuf::from(format!("/proc/self/ns/{name}"));
+            let (Ok(their_meta), Ok(our_meta)) = (fs::metadata(&theirs), fs::metadata(&ours))
+            else {
+                // A kernel without this namespace kind (e.g. time before 5.6).
+                continue;
+            };
+            if their_meta.ino() == our_meta.ino() && their_meta.dev() == our_meta.dev() {
+                continue;
+            }
+            let file =
+                File::open(&theirs).map_err(|e| RuntimeError::io("open namespace", &theirs, e))?;
+            plan.join.push(JoinNamespace {
+                kind,
+                path: theirs,
+                file,
+            });
+        }
+        Ok(plan)
+    }
+
+    fn sort(&mut self) {
+        self.join
+            .sort_by_key(|j| ORDER.iter().position(|k| *k == j.kind).unwrap_or(0));
+    }
+
+    /// Whether the process will be in a PID namespace other than the runtime's.
+    pub fn changes_pid_ns(&self) -> bool {
+        self.create.contains(CloneFlags::CLONE_NEWPID)
+            || self.join.iter().any(|j| j.kind == CloneFlags::CLONE_NEWPID)
+    }
+
+    pub fn joins(&self, kind: CloneFlags) -> bool {
+        self.join.iter().any(|j| j.kind == kind)
+    }
+
+    pub fn creates(&self, kind: CloneFlags) -> bool {
+        self.create.contains(kind) || (kind == CloneFlags::CLONE_NEWUSER && self.new_user)
+    }
+
+    /// Enters the namespaces to join, in order. Runs in the forked stage-1 process.
+    pub fn join_all(&self) -> Result<()> {
+        for ns in &self.join {
+            setns(ns.file.as_fd(), ns.kind).map_err(|e| {
+                RuntimeError::sys(
+                    format!(
+                        "join {} namespace {}",
+                        proc_name(ns.kind),
+                        ns.path.display()
+                    ),
+                    e,
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Creates the new user namespace (stage 1, after joining).
+    pub fn unshare_user(&self) -> Result<()> {
+        if self.new_user {
+            unshare(CloneFlags::CLONE_NEWUSER)
+                .map_err(|e| RuntimeError::sys("unshare the user namespace", e))?;
+        }
+        Ok(())
+    }
+
+    /// Creates every other new namespace (stage 1, after the user namespace is mapped).
+    pub fn unshare_rest(&self) -> Result<()> {
+        if !self.create.is_empty() {
+            unshare(self.create).map_err(|e| {
+                RuntimeError::sys(format!("unshare namespaces {:?}", self.create), e)
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes `/proc/PID/uid_map` and `gid_map` of a process that just created a user namespace.
+pub fn write_id_maps(pid: Pid, uids: &[LinuxIdMapping], gids: &[LinuxIdMapping]) -> Result<()> {
+    for (file, maps) in [("uid_map", uids), ("gid_map", gids)] {
+        if maps.is_empty() {
+            return Err(RuntimeError::InvalidSpec {
+                field: "linux.uidMappings/gidMappings",
+                reason: "a new user namespace needs uid and gid mappings".into(),
+            });
+        }
+        let path = format!("/proc/{pid}/{file}");
+        fs::write(&path, format_id_map(maps))
+            .map_err(|e| RuntimeError::io("write user namespace map", path, e))?;
+    }
+    Ok(())
+}
+
+/// The `ID-inside ID-outside length` lines the kernel expects.
+pub fn format_id_map(maps: &[LinuxIdMapping]) -> String {
+    maps.iter()
+        .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::{
+        LinuxBuilder, LinuxIdMappingBuilder, LinuxNamespaceBuilder, SpecBuilder,
+    };
+
+    fn spec_with(namespaces: Vec<(LinuxNamespaceType, Option<&str>)>) -> Spec {
+        let ns = namespaces
+            .into_iter()
+            .map(|(typ, path)| {
+                let mut b = LinuxNamespaceBuilder::default().typ(typ);
+                if let Some(p) = path {
+                    b = b.path(p);
+                }
+                b.build().unwrap()
+            })
+            .collect::<Vec<_>>();
+        SpecBuilder::default()
+            .linux(LinuxBuilder::default().namespaces(ns).build().unwrap())
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn splits_create_and_join_with_user_first() {
+        let spec = spec_with(vec![
+            (LinuxNamespaceType::Network, Some("/proc/self/ns/net")),
+            (LinuxNamespaceType::Pid, None),
+            (LinuxNamespaceType::User, Some("/proc/self/ns/user")),
+            (LinuxNamespaceType::Mount, None),
+        ]);
+        let plan = NamespacePlan::from_spec(&spec).unwrap();
+        assert_eq!(plan.join[0].kind, CloneFlags::CLONE_NEWUSER);
+        assert_eq!(plan.join[1].kind, CloneFlags::CLONE_NEWNET);
+        assert_eq!(
+            plan.create,
+            CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS
+        );
+        assert!(!plan.new_user);
+        assert!(plan.changes_pid_ns());
+    }
+
+    #[test]
+    fn refuses_duplicates_and_missing_paths() {
+        let dup = spec_with(vec![
+            (LinuxNamespaceType::Pid, None),
+            (LinuxNamespaceType::Pid, None),
+        ]);
+        assert!(NamespacePlan::from_spec(&dup).is_err());
+        let missing = spec_with(vec![(
+            LinuxNamespaceType::Network,
+            Some("/nonexistent/netns"),
+        )]);
+        let err = NamespacePlan::from_spec(&missing).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/netns"), "{err}");
+    }
+
+    #[test]
+    fn exec_plan_of_self_is_empty() {
+        let plan = NamespacePlan::for_exec(nix::unistd::getpid()).unwrap();
+        assert!(plan.join.is_empty());
+    }
+
+    #[test]
+    fn id_map_lines() {
+        let m = LinuxIdMappingBuilder::default()
+            .container_id(0u32)
+            .host_id(100000u32)
+            .size(65536u32)
+            .build()
+            .unwrap();
+        assert_eq!(format_id_map(&[m]), "0 100000 65536\n");
+    }
+}

@@ -1,0 +1,148 @@
+//! The raw system calls nix does not wrap, and the few process-wide calls with safety
+//! preconditions. Every `unsafe` block of the crate outside seccomp lives here.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::unistd::ForkResult;
+
+/// `struct mount_attr` of mount_setattr(2).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MountAttr {
+    pub attr_set: u64,
+    pub attr_clr: u64,
+    pub propagation: u64,
+    pub userns_fd: u64,
+}
+
+pub const AT_RECURSIVE: u32 = 0x8000;
+pub const AT_EMPTY_PATH: u32 = 0x1000;
+pub const OPEN_TREE_CLONE: u32 = 1;
+pub const OPEN_TREE_CLOEXEC: u32 = libc::O_CLOEXEC as u32;
+pub const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
+
+/// fork(2). The runtime forks only while it is single-threaded (the berth-runtime binary never
+/// starts threads), so the child may run arbitrary code afterwards.
+pub fn fork() -> nix::Result<ForkResult> {
+    // SAFETY: berth-runtime is single-threaded (no async runtime, no thread spawns), so the
+    // child does not inherit locks held by other threads.
+    unsafe { nix::unistd::fork() }
+}
+
+/// Ends a forked child at once, without running exit handlers or flushing stdio buffers it
+/// shares with its parent.
+pub fn exit_child(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no Rust state.
+    unsafe { libc::_exit(code) }
+}
+
+fn path_cstring(path: &str) -> CString {
+    CString::new(path).expect("paths passed to mount syscalls have no NUL")
+}
+
+/// mount_setattr(2) on `path` (relative to `dirfd`, or the fd itself with AT_EMPTY_PATH).
+pub fn mount_setattr(
+    dirfd: &impl AsRawFd,
+    path: &str,
+    flags: u32,
+    attr: &MountAttr,
+) -> nix::Result<()> {
+    let path = path_cstring(path);
+    // SAFETY: every pointer refers to a live value for the duration of the call, and the size
+    // passed is the size of the struct pointed to.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            dirfd.as_raw_fd(),
+            path.as_ptr(),
+            flags,
+            attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    Errno::result(rc).map(drop)
+}
+
+/// open_tree(2): a descriptor for (a detached clone of) the mount at `path`.
+pub fn open_tree(dirfd: &impl AsRawFd, path: &str, flags: u32) -> nix::Result<OwnedFd> {
+    let path = path_cstring(path);
+    // SAFETY: `path` is a live NUL-terminated string; the kernel returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, dirfd.as_raw_fd(), path.as_ptr(), flags) };
+    let fd = Errno::result(fd)? as i32;
+    // SAFETY: open_tree returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// move_mount(2) of the detached mount `from` onto `to_path`.
+pub fn move_mount(from: &impl AsRawFd, to_path: &str) -> nix::Result<()> {
+    let empty = path_cstring("");
+    let to = path_cstring(to_path);
+    // SAFETY: both strings are live and NUL-terminated for the duration of the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            from.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    Errno::result(rc).map(drop)
+}
+
+/// Marks every descriptor from `first` upwards close-on-exec (close_range(2), Linux 5.11+).
+pub fn cloexec_from(first: u32) -> nix::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
+    // SAFETY: close_range only changes descriptor flags; no memory is passed.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+    Errno::result(rc).map(drop)
+}
+
+/// Makes the terminal `fd` the controlling terminal of the calling session leader.
+pub fn set_controlling_tty(fd: &impl AsRawFd) -> nix::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer argument, no pointer.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) };
+    Errno::result(rc).map(drop)
+}
+
+/// Sets a terminal's window size.
+pub fn set_winsize(fd: &impl AsRawFd, rows: u16, cols: u16) -> nix::Result<()> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize struct that lives across the call.
+    let rc = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TIOCSWINSZ,
+            &ws as *const libc::winsize,
+        )
+    };
+    Errno::result(rc).map(drop)
+}
+
+/// Reads a terminal's window size.
+pub fn get_winsize(fd: &impl AsRawFd) -> nix::Result<(u16, u16)> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes a winsize struct that lives across the call.
+    let rc = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TIOCGWINSZ,
+            &mut ws as *mut libc::winsize,
+        )
+    };
+    Errno::result(rc)?;
+    Ok((ws.ws_row, ws.ws_col))
+}
