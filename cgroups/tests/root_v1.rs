@@ -239,3 +239,35 @@ fn hugetlb_on_the_host_hierarchy() {
     result.unwrap();
     assert_eq!(value.unwrap().trim(), "4194304");
 }
+
+#[test]
+fn manager_picks_the_hosts_layout() {
+    if !can_run("manager_picks_the_hosts_layout") {
+        return;
+    }
+    let setup = detect_setup().unwrap();
+    let path = unique_path();
+    let cg = berth_cgroups::manager(&path).unwrap();
+    let guard = CgroupGuard { cg };
+    let paths = guard.cg.paths();
+    match setup {
+        // One directory per v1 hierarchy, plus the cgroup2 one on hybrid hosts.
+        CgroupSetup::Hybrid => {
+            assert!(paths.len() > 2, "{paths:?}");
+            assert!(paths.iter().any(|p| p.starts_with("/sys/fs/cgroup/memory")));
+            assert!(paths
+                .iter()
+                .any(|p| p.starts_with("/sys/fs/cgroup/unified")));
+        }
+        CgroupSetup::Legacy => assert!(paths.len() > 1, "{paths:?}"),
+        CgroupSetup::Unified => assert_eq!(paths.len(), 1),
+    }
+    guard.cg.create().unwrap();
+    let mut child = spawn_sleep();
+    guard.cg.add_task(child.pid()).unwrap();
+    assert_eq!(guard.cg.pids().unwrap(), vec![child.pid()]);
+    guard.cg.kill_all(Signal::SIGKILL).unwrap();
+    child.wait_exit(Duration::from_secs(10)).expect("killed");
+    guard.cg.remove().unwrap();
+    assert!(paths.iter().all(|p| !p.exists()));
+}
