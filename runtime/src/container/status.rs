@@ -72,7 +72,7 @@ impl ContainerStatus {
 
 impl fmt::Display for ContainerStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
