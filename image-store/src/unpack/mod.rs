@@ -142,17 +142,57 @@ pub fn unpack_layer<R: Read>(
         path: dest.to_owned(),
         source,
     })?;
-    let mut archive = tar::Archive::new(digesting);
+    let mut archive = tar::Archive::new(EofPad::new(digesting));
     let entries = apply::apply_entries(&mut archive, &mut root, opts)?;
-    let mut digesting = archive.into_inner();
-    io::copy(&mut digesting, &mut io::sink()).map_err(UnpackError::Read)?;
-    let (diff_id, uncompressed_size, _) = digesting.finish();
+    let mut padded = archive.into_inner();
+    io::copy(&mut padded, &mut io::sink()).map_err(UnpackError::Read)?;
+    let (diff_id, uncompressed_size, _) = padded.inner.finish();
     Ok(Unpacked {
         diff_id,
         uncompressed_size,
         entries,
         compression,
     })
+}
+
+/// Some writers (umoci 0.4's `insert`, for one) end a layer right after the last entry's data,
+/// without its padding or the two zero blocks that end a tar. This reader supplies them after
+/// the real end of the stream, so such layers unpack as they do with Go's archive/tar. The
+/// diff_id is computed below this reader, over the real bytes only, so a stream that is really
+/// truncated still fails its diff_id check.
+struct EofPad<R> {
+    inner: R,
+    pos: u64,
+    synthetic: Option<u64>,
+}
+
+impl<R> EofPad<R> {
+    fn new(inner: R) -> Self {
+        EofPad {
+            inner,
+            pos: 0,
+            synthetic: None,
+        }
+    }
+}
+
+impl<R: Read> Read for EofPad<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.synthetic.is_none() {
+            let n = self.inner.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                self.pos += n as u64;
+                return Ok(n);
+            }
+            let pad = (512 - self.pos % 512) % 512;
+            self.synthetic = Some(pad + 1024);
+        }
+        let left = self.synthetic.as_mut().expect("set above");
+        let n = (*left).min(buf.len() as u64) as usize;
+        buf[..n].fill(0);
+        *left -= n as u64;
+        Ok(n)
+    }
 }
 
 #[cfg(test)]

@@ -437,3 +437,18 @@ fn escape_whiteout_through_symlink_is_contained() {
     fs::remove_file(s.outside().join("keep")).unwrap();
     s.assert_outside_untouched();
 }
+
+#[test]
+fn tolerates_missing_padding_and_end_blocks() {
+    // What umoci 0.4 `insert` writes: the last entry's data, then nothing.
+    let full = Tar::new().file("a", b"abc", 0o644).bytes();
+    let cut = &full[..512 + 3];
+    let s = Scratch::new();
+    let u = s.unpack(cut).unwrap();
+    assert_eq!(fs::read(s.root().join("a")).unwrap(), b"abc");
+    assert_eq!(
+        u.diff_id,
+        Digest::sha256_of(cut),
+        "diff_id covers the real bytes only"
+    );
+}

@@ -1,0 +1,279 @@
+//! One layer's trip from the registry to an unpacked (not yet committed) snapshot directory:
+//! download, verify (size while streaming, digest at the end) into the content store, and
+//! decompress + unpack — all in one pass.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use crate::content::{ContentError, ContentStore, Writer};
+use crate::digest::Digest;
+use crate::manifest::Descriptor;
+use crate::reference::Reference;
+use crate::registry::{RegistryClient, RegistryError};
+use crate::snapshot::{LayerDir, SnapshotError, Snapshotter};
+use crate::unpack::{unpack_layer, Compression, UnpackError, UnpackOptions, Unpacked};
+
+/// Why one layer could not be fetched and unpacked.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    /// The request for the blob failed.
+    #[error("download: {0}")]
+    Registry(#[from] RegistryError),
+    /// The byte stream broke off.
+    #[error("download interrupted: {0}")]
+    Stream(#[source] io::Error),
+    /// The bytes were not what the manifest promised (digest or size), or storing them failed.
+    #[error(transparent)]
+    Content(#[from] ContentError),
+    /// The layer could not be unpacked.
+    #[error("unpack: {0}")]
+    Unpack(#[from] UnpackError),
+    /// The snapshot directory could not be made.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// Another process kept the blob's ingest locked for too long.
+    #[error("another process has been downloading it for more than {0:?}")]
+    BusyTimeout(Duration),
+    /// The unpack thread panicked or was cancelled.
+    #[error("unpack task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl LayerError {
+    /// Whether a new attempt may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            LayerError::Registry(e) => e.is_transient(),
+            LayerError::Stream(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Everything a layer fetch needs.
+pub(crate) struct LayerJob {
+    pub reference: Reference,
+    pub desc: Descriptor,
+    pub content: ContentStore,
+    pub snapshots: Snapshotter,
+    pub unpack: UnpackOptions,
+}
+
+const BUSY_POLL: Duration = Duration::from_millis(200);
+const BUSY_LIMIT: Duration = Duration::from_secs(600);
+
+/// Fetches (or reads from the content store) and unpacks one layer into a fresh, uncommitted
+/// snapshot directory.
+pub(crate) async fn fetch_layer(
+    job: &LayerJob,
+    client: &RegistryClient,
+) -> Result<(Unpacked, LayerDir), LayerError> {
+    Compression::from_media_type(&job.desc.media_type)?;
+    let digest = &job.desc.digest;
+    let layer = job.snapshots.begin_layer()?;
+    let mut waited = Duration::ZERO;
+    let writer = loop {
+        if job.content.contains(digest) {
+            debug!(layer = %digest, "layer blob already in the content store");
+            return unpack_local(job, layer).await;
+        }
+        match job.content.writer(digest, Some(job.desc.size)) {
+            Ok(w) => break w,
+            Err(ContentError::Busy(_)) if waited < BUSY_LIMIT => {
+                tokio::time::sleep(BUSY_POLL).await;
+                waited += BUSY_POLL;
+            }
+            Err(ContentError::Busy(_)) => return Err(LayerError::BusyTimeout(BUSY_LIMIT)),
+            Err(e) => return Err(e.into()),
+        }
+    };
+    download_and_unpack(job, client, writer, layer).await
+}
+
+async fn unpack_local(job: &LayerJob, layer: LayerDir) -> Result<(Unpacked, LayerDir), LayerError> {
+    let file = job.content.open_blob(&job.desc.digest)?;
+    let opts = job.unpack.clone();
+    tokio::task::spawn_blocking(move || {
+        let u = unpack_layer(
+            io::BufReader::with_capacity(1 << 17, file),
+            &layer.path(),
+            &opts,
+        )?;
+        Ok((u, layer))
+    })
+    .await?
+}
+
+async fn download_and_unpack(
+    job: &LayerJob,
+    client: &RegistryClient,
+    mut writer: Writer,
+    layer: LayerDir,
+) -> Result<(Unpacked, LayerDir), LayerError> {
+    let digest = &job.desc.digest;
+    let offset = writer.offset();
+    let (mut stream, start) = client.blob(&job.reference, digest, offset).await?;
+    let prefix = if start > 0 {
+        debug!(layer = %digest, offset = start, "resuming download");
+        Some(writer.reopen_partial()?.take(start))
+    } else {
+        if offset > 0 {
+            writer.restart()?;
+        }
+        None
+    };
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(16);
+    let opts = job.unpack.clone();
+    let unpacker =
+        tokio::task::spawn_blocking(move || unpack_from_channel(rx, prefix, writer, layer, &opts));
+    while let Some(chunk) = stream.next().await {
+        let failed = chunk.is_err();
+        if tx.send(chunk).await.is_err() || failed {
+            // The unpacker stopped (it reports why) or the download broke (sent to it).
+            break;
+        }
+    }
+    drop(tx);
+    unpacker.await?
+}
+
+/// Reads the chunks a download task sends.
+struct ChannelReader {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    cur: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // Bounded: every iteration either returns or consumes one channel message.
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.cur = b,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        self.cur = self.cur.slice(n..);
+        Ok(n)
+    }
+}
+
+/// Copies what is read into the content writer (which checks the size as it goes).
+struct Tee {
+    inner: ChannelReader,
+    writer: Writer,
+    failed: Option<ContentError>,
+    stream_error: bool,
+}
+
+impl Read for Tee {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = match self.inner.read(buf) {
+            Ok(n) => n,
+            Err(e) => {
+                self.stream_error = true;
+                return Err(e);
+            }
+        };
+        if let Err(e) = self.writer.write_all(&buf[..n]) {
+            let ce = self.writer.unwrap_io(e);
+            let msg = ce.to_string();
+            self.failed = Some(ce);
+            return Err(io::Error::other(msg));
+        }
+        Ok(n)
+    }
+}
+
+fn unpack_from_channel(
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    prefix: Option<io::Take<File>>,
+    writer: Writer,
+    layer: LayerDir,
+    opts: &UnpackOptions,
+) -> Result<(Unpacked, LayerDir), LayerError> {
+    let mut tee = Tee {
+        inner: ChannelReader {
+            rx,
+            cur: Bytes::new(),
+        },
+        writer,
+        failed: None,
+        stream_error: false,
+    };
+    let classify = |tee: &mut Tee, e: LayerError| -> LayerError {
+        if let Some(c) = tee.failed.take() {
+            return c.into();
+        }
+        match e {
+            LayerError::Unpack(UnpackError::Read(io)) if tee.stream_error => LayerError::Stream(io),
+            other => other,
+        }
+    };
+    let result = {
+        let input: Box<dyn Read + '_> = match prefix {
+            Some(p) => Box::new(p.chain(&mut tee)),
+            None => Box::new(&mut tee),
+        };
+        unpack_layer(input, &layer.path(), opts)
+    };
+    let unpacked = match result {
+        Ok(u) => u,
+        Err(e) => return Err(classify(&mut tee, e.into())),
+    };
+    // The compressed stream may carry bytes past the end of the tar: they count for the digest.
+    if let Err(e) = io::copy(&mut tee, &mut io::sink()) {
+        return Err(classify(&mut tee, LayerError::Unpack(UnpackError::Read(e))));
+    }
+    tee.writer.commit()?;
+    Ok((unpacked, layer))
+}
+
+/// Fetches a small blob (a config) into the content store and returns its bytes.
+pub(crate) async fn fetch_small_blob(
+    content: &ContentStore,
+    client: &RegistryClient,
+    reference: &Reference,
+    desc: &Descriptor,
+    max: u64,
+) -> Result<Vec<u8>, LayerError> {
+    let digest: &Digest = &desc.digest;
+    if content.contains(digest) {
+        return Ok(content.read_blob(digest)?);
+    }
+    if desc.size > max {
+        return Err(ContentError::SizeMismatch {
+            digest: digest.clone(),
+            expected: max,
+            actual: desc.size,
+        }
+        .into());
+    }
+    let (mut stream, _) = client.blob(reference, digest, 0).await?;
+    let mut buf = Vec::with_capacity(desc.size as usize);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(LayerError::Stream)?;
+        if buf.len() as u64 + chunk.len() as u64 > desc.size {
+            return Err(ContentError::SizeMismatch {
+                digest: digest.clone(),
+                expected: desc.size,
+                actual: buf.len() as u64 + chunk.len() as u64,
+            }
+            .into());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    let mut w = content.writer(digest, Some(desc.size))?;
+    w.restart()?;
+    w.write_all(&buf).map_err(|e| w.unwrap_io(e))?;
+    w.commit()?;
+    Ok(buf)
+}

@@ -1,0 +1,142 @@
+//! [`ImageStore`]: the content store, snapshots and metadata under one root, and the pull entry
+//! point.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+
+use crate::content::{ContentError, ContentStore};
+use crate::digest::Digest;
+use crate::metadata::{ImageRecord, MetadataError, MetadataStore};
+use crate::pull::{PullError, PullOptions};
+use crate::reference::Reference;
+use crate::registry::RegistryConfig;
+use crate::snapshot::{SnapshotError, Snapshotter, Usage};
+
+/// A stored image.
+pub type Image = ImageRecord;
+
+/// Configuration of an [`ImageStore`].
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// The state directory (`/var/lib/berth`): `content/`, `snapshots/`, `metadata.db`.
+    pub root: PathBuf,
+    /// Registry access.
+    pub registry: RegistryConfig,
+    /// How many layers one pull fetches and unpacks at once.
+    pub max_concurrent_layers: usize,
+}
+
+impl StoreConfig {
+    /// Defaults for `root`: HTTPS everywhere, 3 layers at once.
+    pub fn new(root: &Path) -> Self {
+        StoreConfig {
+            root: root.to_owned(),
+            registry: RegistryConfig::default(),
+            max_concurrent_layers: 3,
+        }
+    }
+}
+
+/// Errors of opening or querying the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The content store failed.
+    #[error(transparent)]
+    Content(#[from] ContentError),
+    /// The metadata database failed.
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    /// The snapshotter failed.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+}
+
+/// Images: pulled, stored, unpacked.
+pub struct ImageStore {
+    config: StoreConfig,
+    content: ContentStore,
+    meta: MetadataStore,
+    snapshots: Snapshotter,
+    layer_locks: Mutex<HashMap<Digest, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+impl ImageStore {
+    /// Opens (creating) the store and removes snapshot directories a crash left unrecorded.
+    /// One process per root.
+    pub fn open(config: StoreConfig) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(&config.root).map_err(|source| ContentError::Io {
+            op: "create dir",
+            path: config.root.clone(),
+            source,
+        })?;
+        let content = ContentStore::open(&config.root)?;
+        let meta = MetadataStore::open(&config.root.join("metadata.db"))?;
+        let snapshots = Snapshotter::open(&config.root, meta.clone())?;
+        snapshots.clean_orphans()?;
+        Ok(ImageStore {
+            config,
+            content,
+            meta,
+            snapshots,
+            layer_locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Pulls `reference`: manifest (platform-selected from an index), config, and every layer
+    /// verified and unpacked into snapshots. Returns the stored image.
+    pub async fn pull(
+        &self,
+        reference: &Reference,
+        opts: &PullOptions,
+    ) -> Result<Image, PullError> {
+        crate::pull::pull(self, reference, opts).await
+    }
+
+    /// The image a name (`registry/repo:tag`, `registry/repo@digest`) or ID points at.
+    pub fn image(&self, name_or_id: &str) -> Result<Option<Image>, StoreError> {
+        Ok(self.meta.get_image(name_or_id)?)
+    }
+
+    /// Every stored image.
+    pub fn images(&self) -> Result<Vec<Image>, StoreError> {
+        Ok(self.meta.list_images()?)
+    }
+
+    /// Disk use of the unpacked snapshots (for CRI ImageFsInfo).
+    pub fn fs_usage(&self) -> Result<Usage, StoreError> {
+        Ok(self.snapshots.total_usage()?)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// The content store.
+    pub fn content(&self) -> &ContentStore {
+        &self.content
+    }
+
+    /// The metadata database.
+    pub fn metadata(&self) -> &MetadataStore {
+        &self.meta
+    }
+
+    /// The snapshotter.
+    pub fn snapshots(&self) -> &Snapshotter {
+        &self.snapshots
+    }
+
+    /// The in-process lock serialising work on one layer blob.
+    pub(crate) fn layer_lock(&self, digest: &Digest) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.layer_locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.retain(|_, w| w.strong_count() > 0);
+        if let Some(l) = locks.get(digest).and_then(Weak::upgrade) {
+            return l;
+        }
+        let l = Arc::new(tokio::sync::Mutex::new(()));
+        locks.insert(digest.clone(), Arc::downgrade(&l));
+        l
+    }
+}
