@@ -22,6 +22,7 @@ pub const AT_EMPTY_PATH: u32 = 0x1000;
 pub const OPEN_TREE_CLONE: u32 = 1;
 pub const OPEN_TREE_CLOEXEC: u32 = libc::O_CLOEXEC as u32;
 pub const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
+pub const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
 
 /// fork(2). The runtime forks only while it is single-threaded (the berth-runtime binary never
 /// starts threads), so the child may run arbitrary code afterwards.
@@ -75,19 +76,18 @@ pub fn open_tree(dirfd: &impl AsRawFd, path: &str, flags: u32) -> nix::Result<Ow
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// move_mount(2) of the detached mount `from` onto `to_path`.
-pub fn move_mount(from: &impl AsRawFd, to_path: &str) -> nix::Result<()> {
+/// move_mount(2) of the detached mount `from` onto the directory or file open as `to`.
+pub fn move_mount(from: &impl AsRawFd, to: &impl AsRawFd) -> nix::Result<()> {
     let empty = path_cstring("");
-    let to = path_cstring(to_path);
-    // SAFETY: both strings are live and NUL-terminated for the duration of the call.
+    // SAFETY: the empty string is live and NUL-terminated for the duration of the call.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_move_mount,
             from.as_raw_fd(),
             empty.as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
+            to.as_raw_fd(),
+            empty.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
         )
     };
     Errno::result(rc).map(drop)

@@ -24,6 +24,8 @@ pub enum ToParent {
     ChildPid { pid: i32 },
     /// Init set up its mounts: run the prestart and createRuntime hooks now.
     ReadyForHooks,
+    /// Init is about to mount: create its idmapped mounts (sent back with [`ToChild::Idmapped`]).
+    NeedIdmappedMounts,
     /// Init finished setting up and now waits for `start` on the exec FIFO.
     Created,
     /// Something failed in `stage`; the child exits after sending this.
@@ -39,6 +41,8 @@ pub enum ToChild {
     UsernsMapped,
     /// The runtime knows the init PID; init may proceed.
     Proceed,
+    /// The idmapped mounts, one descriptor per planned mount in order, attached to the message.
+    Idmapped,
     /// The runtime hooks ran; the OCI state JSON for createContainer hooks.
     HooksDone { state: String },
 }
@@ -92,6 +96,19 @@ impl SyncSocket {
     }
 
     pub fn recv_with_fds<T: DeserializeOwned>(&self) -> Result<Option<(T, Vec<OwnedFd>)>> {
+        let Some((bytes, fds)) = self.recv_raw_with_fds()? else {
+            return Ok(None);
+        };
+        let msg = serde_json::from_slice(&bytes).map_err(|e| RuntimeError::Init {
+            id: String::new(),
+            stage: "sync".into(),
+            message: format!("malformed sync message: {e}"),
+        })?;
+        Ok(Some((msg, fds)))
+    }
+
+    /// One packet's bytes and descriptors, undecoded; `None` at EOF.
+    pub fn recv_raw_with_fds(&self) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
         let mut buf = vec![0u8; MAX_MESSAGE];
         let mut cmsg = nix::cmsg_space!([RawFd; 8]);
         let (len, fds) = loop {
@@ -126,12 +143,8 @@ impl SyncSocket {
         if len == 0 {
             return Ok(None);
         }
-        let msg = serde_json::from_slice(&buf[..len]).map_err(|e| RuntimeError::Init {
-            id: String::new(),
-            stage: "sync".into(),
-            message: format!("malformed sync message: {e}"),
-        })?;
-        Ok(Some((msg, fds)))
+        buf.truncate(len);
+        Ok(Some((buf, fds)))
     }
 }
 

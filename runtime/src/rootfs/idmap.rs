@@ -1,25 +1,42 @@
 //! Idmapped mounts (`mounts[].uidMappings/gidMappings`, options `idmap`/`ridmap`), for
-//! Kubernetes pods with `hostUsers: false`: the runtime (in the host's namespaces) clones the
-//! source as a detached mount, attaches a user namespace carrying the mapping with
-//! mount_setattr(MOUNT_ATTR_IDMAP), and hands the descriptor to init, which moves it into place.
+//! Kubernetes pods with `hostUsers: false`.
+//!
+//! Attaching the mapping needs privileges in the filesystem's user namespace (the host's), which
+//! init in a new user namespace lacks; and since Linux 6.15 a detached mount may only be attached
+//! in the mount namespace it was cloned from. So when init asks, the runtime forks a helper that
+//! enters init's mount namespace (keeping the host's credentials), clones each source with
+//! open_tree(OPEN_TREE_CLONE), attaches a user namespace carrying the mapping with
+//! mount_setattr(MOUNT_ATTR_IDMAP), and returns the descriptors; init moves them into place.
 
-use std::collections::HashMap;
 use std::fs::File;
-use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 
+use nix::sched::{setns, CloneFlags};
 use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::waitpid;
-use nix::unistd::ForkResult;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{ForkResult, Pid};
 use oci_spec::runtime::{LinuxIdMapping, Mount, Spec};
 
 use super::mount_options::{self, attr, Recursive};
 use crate::error::{Result, RuntimeError};
 use crate::process::namespaces::write_id_maps;
-use crate::process::sync::{self, ToParent};
+use crate::process::sync::{self, ToChild, ToParent};
 use crate::sys::{
     self, MountAttr, AT_EMPTY_PATH, AT_RECURSIVE, OPEN_TREE_CLOEXEC, OPEN_TREE_CLONE,
 };
+
+/// One mount of the spec to idmap.
+#[derive(Debug, Clone)]
+pub struct IdmapRequest {
+    /// Index in the spec's `mounts`.
+    pub index: usize,
+    pub source: PathBuf,
+    pub destination: PathBuf,
+    pub uids: Vec<LinuxIdMapping>,
+    pub gids: Vec<LinuxIdMapping>,
+    pub recursive: Recursive,
+}
 
 /// Whether the mount asks to be idmapped.
 fn wants_idmap(m: &Mount) -> Option<Recursive> {
@@ -36,10 +53,8 @@ fn wants_idmap(m: &Mount) -> Option<Recursive> {
     })
 }
 
-/// Prepares every idmapped mount of the spec; the map is keyed by index in `mounts`.
-pub fn prepare(spec: &Spec, bundle: &Path) -> Result<HashMap<usize, OwnedFd>> {
-    let mut out = HashMap::new();
-    let mounts = spec.mounts().clone().unwrap_or_default();
+/// The idmapped mounts of a spec. A mount without its own mappings uses the container's.
+pub fn plan(spec: &Spec, bundle: &Path) -> Result<Vec<IdmapRequest>> {
     let linux = spec.linux().as_ref();
     let default_uids = linux
         .and_then(|l| l.uid_mappings().clone())
@@ -47,20 +62,11 @@ pub fn prepare(spec: &Spec, bundle: &Path) -> Result<HashMap<usize, OwnedFd>> {
     let default_gids = linux
         .and_then(|l| l.gid_mappings().clone())
         .unwrap_or_default();
-    for (i, m) in mounts.iter().enumerate() {
+    let mut out = Vec::new();
+    for (index, m) in spec.mounts().iter().flatten().enumerate() {
         let Some(recursive) = wants_idmap(m) else {
             continue;
         };
-        let uids = m
-            .uid_mappings()
-            .clone()
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| default_uids.clone());
-        let gids = m
-            .gid_mappings()
-            .clone()
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| default_gids.clone());
         let source = m
             .source()
             .clone()
@@ -71,55 +77,138 @@ pub fn prepare(spec: &Spec, bundle: &Path) -> Result<HashMap<usize, OwnedFd>> {
                     m.destination().display()
                 ),
             })?;
-        let source = if source.is_absolute() {
-            source
-        } else {
-            bundle.join(source)
-        };
-        let fd = idmapped_tree(&source, &uids, &gids, recursive).map_err(|e| match e {
-            RuntimeError::Sys { op, source: errno } => RuntimeError::Sys {
-                op: format!(
-                    "idmapped mount {} on {}: {op}",
-                    m.source()
-                        .as_ref()
-                        .map(|s| s.display().to_string())
-                        .unwrap_or_default(),
+        let uids = m
+            .uid_mappings()
+            .clone()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| default_uids.clone());
+        let gids = m
+            .gid_mappings()
+            .clone()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| default_gids.clone());
+        if uids.is_empty() || gids.is_empty() {
+            return Err(RuntimeError::InvalidSpec {
+                field: "mounts[].uidMappings",
+                reason: format!(
+                    "idmapped mount on {} has no mappings and the container no user namespace mappings",
                     m.destination().display()
                 ),
-                source: errno,
+            });
+        }
+        out.push(IdmapRequest {
+            index,
+            source: if source.is_absolute() {
+                source
+            } else {
+                bundle.join(source)
             },
-            other => other,
-        })?;
-        out.insert(i, fd);
+            destination: m.destination().clone(),
+            uids,
+            gids,
+            recursive,
+        });
     }
     Ok(out)
 }
 
-fn idmapped_tree(
-    source: &Path,
-    uids: &[LinuxIdMapping],
-    gids: &[LinuxIdMapping],
-    recursive: Recursive,
-) -> Result<OwnedFd> {
-    let userns = mapped_userns(uids, gids)?;
-    let mut flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC;
-    if recursive == Recursive::Yes {
-        flags |= AT_RECURSIVE;
+/// Creates the detached idmapped mounts for `requests` in the mount namespace of `init`.
+pub fn create_for(init: Pid, requests: &[IdmapRequest]) -> Result<Vec<OwnedFd>> {
+    let usernses = requests
+        .iter()
+        .map(|r| mapped_userns(&r.uids, &r.gids))
+        .collect::<Result<Vec<File>>>()?;
+    let mnt_path = format!("/proc/{init}/ns/mnt");
+    let mnt_ns = File::open(&mnt_path).map_err(|e| RuntimeError::io("open", &mnt_path, e))?;
+    let (parent, child) = sync::pair()?;
+    match sys::fork().map_err(|e| RuntimeError::sys("fork the idmap helper", e))? {
+        ForkResult::Child => {
+            drop(parent);
+            let result = (|| -> Result<Vec<OwnedFd>> {
+                setns(mnt_ns.as_fd(), CloneFlags::CLONE_NEWNS)
+                    .map_err(|e| RuntimeError::sys("enter the container's mount namespace", e))?;
+                requests
+                    .iter()
+                    .zip(&usernses)
+                    .map(|(r, ns)| idmapped_tree(r, ns))
+                    .collect()
+            })();
+            let sent = match result {
+                Ok(fds) => {
+                    let raw: Vec<_> = fds.iter().map(|f| f.as_raw_fd()).collect();
+                    child.send_with_fds(&ToChild::Proceed, &raw)
+                }
+                Err(e) => child.send(&ToParent::Error {
+                    stage: "idmapped mounts".into(),
+                    message: e.to_string(),
+                }),
+            };
+            sys::exit_child(if sent.is_ok() { 0 } else { 1 })
+        }
+        ForkResult::Parent { child: pid } => {
+            drop(child);
+            let received = parent.recv_raw_with_fds();
+            let status = waitpid(pid, None);
+            let (bytes, fds) = received?.ok_or_else(|| RuntimeError::Init {
+                id: String::new(),
+                stage: "idmapped mounts".into(),
+                message: format!("the helper exited without an answer ({status:?})"),
+            })?;
+            if let Ok(ToParent::Error { stage, message }) =
+                serde_json::from_slice::<ToParent>(&bytes)
+            {
+                return Err(RuntimeError::Init {
+                    id: String::new(),
+                    stage,
+                    message,
+                });
+            }
+            if !matches!(status, Ok(WaitStatus::Exited(_, 0))) || fds.len() != requests.len() {
+                return Err(RuntimeError::Init {
+                    id: String::new(),
+                    stage: "idmapped mounts".into(),
+                    message: format!(
+                        "helper returned {} mounts for {} requests ({status:?})",
+                        fds.len(),
+                        requests.len()
+                    ),
+                });
+            }
+            Ok(fds)
+        }
     }
-    let cwd = File::open(".").map_err(|e| RuntimeError::io("open", ".", e))?;
-    let tree = sys::open_tree(&cwd, &source.to_string_lossy(), flags)
-        .map_err(|e| RuntimeError::sys(format!("open_tree {}", source.display()), e))?;
+}
+
+fn idmapped_tree(req: &IdmapRequest, userns: &File) -> Result<OwnedFd> {
+    let context = |op: &str, e| {
+        RuntimeError::sys(
+            format!(
+                "idmapped mount {} on {}: {op}",
+                req.source.display(),
+                req.destination.display()
+            ),
+            e,
+        )
+    };
+    let recursive = if req.recursive == Recursive::Yes {
+        AT_RECURSIVE
+    } else {
+        0
+    };
+    let cwd = File::open("/").map_err(|e| RuntimeError::io("open", "/", e))?;
+    let tree = sys::open_tree(
+        &cwd,
+        &req.source.to_string_lossy(),
+        OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | recursive,
+    )
+    .map_err(|e| context("open_tree", e))?;
     let attr = MountAttr {
         attr_set: attr::IDMAP,
-        userns_fd: std::os::fd::AsRawFd::as_raw_fd(&userns) as u64,
+        userns_fd: userns.as_raw_fd() as u64,
         ..Default::default()
     };
-    let mut set_flags = AT_EMPTY_PATH;
-    if recursive == Recursive::Yes {
-        set_flags |= AT_RECURSIVE;
-    }
-    sys::mount_setattr(&tree, "", set_flags, &attr)
-        .map_err(|e| RuntimeError::sys("mount_setattr MOUNT_ATTR_IDMAP", e))?;
+    sys::mount_setattr(&tree, "", AT_EMPTY_PATH | recursive, &attr)
+        .map_err(|e| context("mount_setattr MOUNT_ATTR_IDMAP", e))?;
     Ok(tree)
 }
 
@@ -130,11 +219,11 @@ fn mapped_userns(uids: &[LinuxIdMapping], gids: &[LinuxIdMapping]) -> Result<Fil
     match sys::fork().map_err(|e| RuntimeError::sys("fork for an idmap user namespace", e))? {
         ForkResult::Child => {
             drop(parent);
-            let code = match nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER) {
+            let code = match nix::sched::unshare(CloneFlags::CLONE_NEWUSER) {
                 Ok(()) => {
                     let _ = child.send(&ToParent::UsernsCreated);
                     // Wait until the runtime has what it needs and closes its end.
-                    let _ = child.recv::<sync::ToChild>();
+                    let _ = child.recv::<ToChild>();
                     0
                 }
                 Err(_) => 1,
@@ -148,7 +237,7 @@ fn mapped_userns(uids: &[LinuxIdMapping], gids: &[LinuxIdMapping]) -> Result<Fil
                     Some(ToParent::UsernsCreated) => {}
                     _ => {
                         return Err(RuntimeError::sys(
-                            "create an idmap user namespace",
+                            "create a user namespace for an idmapped mount",
                             nix::errno::Errno::EPERM,
                         ))
                     }

@@ -60,7 +60,7 @@ fn mount_one(root: &RootDir, index: usize, m: &Mount, env: &mut MountEnv) -> Res
         let target =
             root.resolve_or_create(dest, if is_dir { Create::Dir } else { Create::File })?;
         if let Some(tree) = env.idmapped.remove(&index) {
-            sys::move_mount(&tree, &proc_fd_path(&target).to_string_lossy())
+            sys::move_mount(&tree, &target)
                 .map_err(|e| RuntimeError::sys("attach the idmapped mount", e))?;
         } else {
             let flags = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);

@@ -3,12 +3,14 @@
 //! interpreted as if the rootfs were `/`. Mount targets are then named by the magic link
 //! `/proc/self/fd/N` of the resolved O_PATH descriptor, never by a string the image controls.
 
+use std::collections::VecDeque;
+use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
-use nix::sys::stat::Mode;
+use nix::sys::stat::{Mode, SFlag};
 
 use crate::error::{Result, RuntimeError};
 
@@ -99,75 +101,103 @@ impl RootDir {
     }
 
     /// Resolves `path`, creating missing directories on the way and the last component as
-    /// `create` says. Every created component is created relative to an already resolved
-    /// parent, so a symlink swapped in by the image cannot redirect the creation outside.
+    /// `create` says. Symlinks met on the way are followed by hand, inside the root (an absolute
+    /// target restarts at the root, `..` stops at it), so a dangling link in the image makes the
+    /// runtime create its target inside the rootfs, never outside.
     pub fn resolve_or_create(&self, path: &Path, create: Create) -> Result<OwnedFd> {
-        match self.resolve_follow(path) {
-            Ok(fd) => return Ok(fd),
-            Err(RuntimeError::Sys {
-                source: Errno::ENOENT,
-                ..
-            }) => {}
-            Err(e) => return Err(e),
-        }
-        let rel = relative(path);
-        let comps: Vec<_> = rel.components().collect();
-        let mut current = PathBuf::new();
-        for (i, comp) in comps.iter().enumerate() {
-            let last = i + 1 == comps.len();
-            let parent = if current.as_os_str().is_empty() {
-                PathBuf::from(".")
-            } else {
-                current.clone()
-            };
-            current.push(comp);
-            match self.resolve_follow(&current) {
-                Ok(fd) if last => return Ok(fd),
-                Ok(_) => continue,
-                Err(RuntimeError::Sys {
-                    source: Errno::ENOENT,
-                    ..
-                }) => {}
-                Err(e) => return Err(e),
-            }
-            let parent_fd = openat2(
-                self.fd.as_fd(),
-                &parent,
-                how(OFlag::O_PATH | OFlag::O_DIRECTORY),
+        const MAX_LINKS: usize = 40;
+        let err = |op: &str, p: &Path, e| {
+            RuntimeError::sys(
+                format!("{op} {} in rootfs {}", p.display(), self.path.display()),
+                e,
             )
-            .map_err(|e| RuntimeError::sys(format!("resolve {} in rootfs", parent.display()), e))?;
-            let name = comp.as_os_str();
-            let made = if last && create == Create::File {
-                nix::fcntl::openat(
-                    parent_fd.as_fd(),
-                    name,
-                    OFlag::O_CREAT
-                        | OFlag::O_EXCL
-                        | OFlag::O_WRONLY
-                        | OFlag::O_CLOEXEC
-                        | OFlag::O_NOFOLLOW,
-                    Mode::from_bits_truncate(0o644),
-                )
-                .map(drop)
-            } else {
-                nix::sys::stat::mkdirat(parent_fd.as_fd(), name, Mode::from_bits_truncate(0o755))
-            };
-            match made {
-                Ok(()) | Err(Errno::EEXIST) => {}
-                Err(e) => {
-                    return Err(RuntimeError::sys(
-                        format!(
-                            "create {} in rootfs {}",
-                            current.display(),
-                            self.path.display()
-                        ),
-                        e,
-                    ))
+        };
+        let mut todo: VecDeque<OsString> = components(path);
+        let mut resolved = PathBuf::new();
+        let mut links = 0;
+        while let Some(comp) = todo.pop_front() {
+            if comp == ".." {
+                resolved.pop();
+                continue;
+            }
+            let candidate = resolved.join(&comp);
+            let strict = OpenHow::new()
+                .flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+                .resolve(
+                    ResolveFlag::RESOLVE_IN_ROOT
+                        | ResolveFlag::RESOLVE_NO_MAGICLINKS
+                        | ResolveFlag::RESOLVE_NO_SYMLINKS,
+                );
+            match openat2(self.fd.as_fd(), &candidate, strict) {
+                Ok(fd) => {
+                    let st = nix::sys::stat::fstat(&fd).map_err(|e| err("stat", &candidate, e))?;
+                    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK {
+                        links += 1;
+                        if links > MAX_LINKS {
+                            return Err(err("resolve", path, Errno::ELOOP));
+                        }
+                        let target = nix::fcntl::readlinkat(&fd, "")
+                            .map_err(|e| err("readlink", &candidate, e))?;
+                        let target = PathBuf::from(target);
+                        if target.is_absolute() {
+                            resolved = PathBuf::new();
+                        }
+                        for c in components(&target).into_iter().rev() {
+                            todo.push_front(c);
+                        }
+                    } else {
+                        resolved = candidate;
+                    }
                 }
+                Err(Errno::ENOENT) => {
+                    let parent = if resolved.as_os_str().is_empty() {
+                        PathBuf::from(".")
+                    } else {
+                        resolved.clone()
+                    };
+                    let parent_fd = openat2(
+                        self.fd.as_fd(),
+                        &parent,
+                        how(OFlag::O_PATH | OFlag::O_DIRECTORY),
+                    )
+                    .map_err(|e| err("resolve", &parent, e))?;
+                    let made = if todo.is_empty() && create == Create::File {
+                        nix::fcntl::openat(
+                            parent_fd.as_fd(),
+                            comp.as_os_str(),
+                            OFlag::O_CREAT
+                                | OFlag::O_EXCL
+                                | OFlag::O_WRONLY
+                                | OFlag::O_CLOEXEC
+                                | OFlag::O_NOFOLLOW,
+                            Mode::from_bits_truncate(0o644),
+                        )
+                        .map(drop)
+                    } else {
+                        nix::sys::stat::mkdirat(
+                            parent_fd.as_fd(),
+                            comp.as_os_str(),
+                            Mode::from_bits_truncate(0o755),
+                        )
+                    };
+                    match made {
+                        Ok(()) | Err(Errno::EEXIST) => resolved = candidate,
+                        Err(e) => return Err(err("create", &candidate, e)),
+                    }
+                }
+                Err(e) => return Err(err("resolve", &candidate, e)),
             }
         }
-        self.resolve_follow(path)
+        self.resolve(&resolved)
     }
+}
+
+/// The normal components of `path` (and `..`), as owned strings.
+fn components(path: &Path) -> VecDeque<OsString> {
+    relative(path)
+        .components()
+        .map(|c| c.as_os_str().to_owned())
+        .collect()
 }
 
 /// The magic-link path naming an open descriptor, for syscalls that take paths (mount).

@@ -25,8 +25,9 @@ pub struct Cli {
     /// Treat cgroupsPath as systemd's `slice:prefix:name` (berth drives cgroupfs directly).
     #[arg(long = "systemd-cgroup", global = true)]
     pub systemd_cgroup: bool,
-    /// Accepted for compatibility ("true", "false", "auto").
-    #[arg(long, global = true)]
+    /// Accepted for compatibility ("true", "false", "auto"). Not global: `spec --rootless`
+    /// is a flag of its own, and clap cannot hold both under one name.
+    #[arg(long)]
     pub rootless: Option<String>,
     #[command(subcommand)]
     pub command: Command,
