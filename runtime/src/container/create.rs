@@ -1,7 +1,7 @@
 //! `create`: set the container up and leave its init waiting for `start`.
 
 use std::fs;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -27,7 +27,6 @@ use crate::process::init::{self, InitConfig};
 use crate::process::namespaces::{write_id_maps, NamespacePlan};
 use crate::process::sync::{self, SyncSocket, ToChild, ToParent};
 use crate::process::{procfs, seccomp, stage1};
-use crate::rootfs::idmap::IdmapRequest;
 use crate::rootfs::{self, MountEnv};
 use crate::sys;
 
@@ -149,9 +148,8 @@ pub fn create(root: &Root, id: &ContainerId, opts: &CreateOptions) -> Result<Cre
         cgroup_dirs: cgroup.paths(),
         cgroup_path: cg_path.clone(),
         cgroupns: ns.creates(CloneFlags::CLONE_NEWCGROUP),
-        idmapped: Default::default(),
+        idmapped: rootfs::idmap::create(&rootfs::idmap::plan(&spec, &bundle)?)?,
     };
-    let idmaps = rootfs::idmap::plan(&spec, &bundle)?;
     if !ns.creates(CloneFlags::CLONE_NEWNS) {
         return Err(RuntimeError::InvalidSpec {
             field: "linux.namespaces",
@@ -170,7 +168,6 @@ pub fn create(root: &Root, id: &ContainerId, opts: &CreateOptions) -> Result<Cre
         preserve_fds: opts.preserve_fds,
         new_uts: ns.creates(CloneFlags::CLONE_NEWUTS),
         in_new_userns: ns.new_user || ns.joins(CloneFlags::CLONE_NEWUSER),
-        idmap_indices: idmaps.iter().map(|r| r.index).collect(),
     };
     let (parent, child) = sync::pair()?;
     let stage1_pid = match sys::fork().map_err(|e| RuntimeError::sys("fork stage 1", e))? {
@@ -200,7 +197,6 @@ pub fn create(root: &Root, id: &ContainerId, opts: &CreateOptions) -> Result<Cre
         &parent,
         id,
         &spec,
-        &idmaps,
         stage1_pid,
         cgroup.as_ref(),
         &base_state,
@@ -239,7 +235,6 @@ fn drive_children(
     sync: &SyncSocket,
     id: &ContainerId,
     spec: &Spec,
-    idmaps: &[IdmapRequest],
     stage1_pid: Pid,
     cgroup: &dyn CgroupManager,
     base_state: &OciState,
@@ -279,13 +274,6 @@ fn drive_children(
                     &json,
                 )?;
                 sync.send(&ToChild::HooksDone { state: json })?;
-            }
-            Some(ToParent::NeedIdmappedMounts) => {
-                let pid =
-                    init_pid.ok_or_else(|| protocol(id, "idmapped mounts before the init pid"))?;
-                let fds = rootfs::idmap::create_for(pid, idmaps)?;
-                let raw: Vec<_> = fds.iter().map(|f| f.as_raw_fd()).collect();
-                sync.send_with_fds(&ToChild::Idmapped, &raw)?;
             }
             Some(ToParent::Created) => {
                 return init_pid.ok_or_else(|| protocol(id, "created before the init pid"));

@@ -33,8 +33,6 @@ pub struct InitConfig {
     pub preserve_fds: u32,
     pub new_uts: bool,
     pub in_new_userns: bool,
-    /// Indices in `mounts` of the idmapped mounts the runtime creates on request.
-    pub idmap_indices: Vec<usize>,
 }
 
 /// A process ready to exec.
@@ -121,21 +119,6 @@ fn setup(cfg: &mut InitConfig, sync: &SyncSocket) -> Result<Prepared> {
     }
     nix::unistd::setsid().map_err(|e| RuntimeError::sys("setsid", e))?;
 
-    if !cfg.idmap_indices.is_empty() {
-        sync.send(&ToParent::NeedIdmappedMounts)?;
-        match sync.recv_with_fds::<ToChild>()? {
-            Some((ToChild::Idmapped, fds)) if fds.len() == cfg.idmap_indices.len() => {
-                cfg.mount_env.idmapped = cfg.idmap_indices.iter().copied().zip(fds).collect();
-            }
-            other => {
-                return Err(RuntimeError::Init {
-                    id: cfg.id.clone(),
-                    stage: "idmapped mounts".into(),
-                    message: format!("unexpected answer {:?}", other.map(|(m, f)| (m, f.len()))),
-                })
-            }
-        }
-    }
     rootfs::prepare(&spec, &cfg.rootfs, &mut cfg.mount_env, cfg.in_new_userns)?;
 
     sync.send(&ToParent::ReadyForHooks)?;

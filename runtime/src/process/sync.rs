@@ -24,8 +24,6 @@ pub enum ToParent {
     ChildPid { pid: i32 },
     /// Init set up its mounts: run the prestart and createRuntime hooks now.
     ReadyForHooks,
-    /// Init is about to mount: create its idmapped mounts (sent back with [`ToChild::Idmapped`]).
-    NeedIdmappedMounts,
     /// Init finished setting up and now waits for `start` on the exec FIFO.
     Created,
     /// Something failed in `stage`; the child exits after sending this.
@@ -41,8 +39,6 @@ pub enum ToChild {
     UsernsMapped,
     /// The runtime knows the init PID; init may proceed.
     Proceed,
-    /// The idmapped mounts, one descriptor per planned mount in order, attached to the message.
-    Idmapped,
     /// The runtime hooks ran; the OCI state JSON for createContainer hooks.
     HooksDone { state: String },
 }

@@ -2,20 +2,20 @@
 //! Kubernetes pods with `hostUsers: false`.
 //!
 //! Attaching the mapping needs privileges in the filesystem's user namespace (the host's), which
-//! init in a new user namespace lacks; and since Linux 6.15 a detached mount may only be attached
-//! in the mount namespace it was cloned from. So when init asks, the runtime forks a helper that
-//! enters init's mount namespace (keeping the host's credentials), clones each source with
-//! open_tree(OPEN_TREE_CLONE), attaches a user namespace carrying the mapping with
-//! mount_setattr(MOUNT_ATTR_IDMAP), and returns the descriptors; init moves them into place.
+//! init in a new user namespace lacks. So the runtime, before forking, clones each source with
+//! open_tree(OPEN_TREE_CLONE) and attaches a user namespace carrying the mapping with
+//! mount_setattr(MOUNT_ATTR_IDMAP); init inherits the detached mounts and moves them into place
+//! (as runc 1.2 does).
 
+use std::collections::HashMap;
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use nix::sched::{setns, CloneFlags};
+use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{ForkResult, Pid};
+use nix::sys::wait::waitpid;
+use nix::unistd::ForkResult;
 use oci_spec::runtime::{LinuxIdMapping, Mount, Spec};
 
 use super::mount_options::{self, attr, Recursive};
@@ -112,71 +112,17 @@ pub fn plan(spec: &Spec, bundle: &Path) -> Result<Vec<IdmapRequest>> {
     Ok(out)
 }
 
-/// Creates the detached idmapped mounts for `requests` in the mount namespace of `init`.
-pub fn create_for(init: Pid, requests: &[IdmapRequest]) -> Result<Vec<OwnedFd>> {
-    let usernses = requests
+/// Creates the detached idmapped mounts, by index in the spec's `mounts`.
+pub fn create(requests: &[IdmapRequest]) -> Result<HashMap<usize, OwnedFd>> {
+    requests
         .iter()
-        .map(|r| mapped_userns(&r.uids, &r.gids))
-        .collect::<Result<Vec<File>>>()?;
-    let mnt_path = format!("/proc/{init}/ns/mnt");
-    let mnt_ns = File::open(&mnt_path).map_err(|e| RuntimeError::io("open", &mnt_path, e))?;
-    let (parent, child) = sync::pair()?;
-    match sys::fork().map_err(|e| RuntimeError::sys("fork the idmap helper", e))? {
-        ForkResult::Child => {
-            drop(parent);
-            let result = (|| -> Result<Vec<OwnedFd>> {
-                setns(mnt_ns.as_fd(), CloneFlags::CLONE_NEWNS)
-                    .map_err(|e| RuntimeError::sys("enter the container's mount namespace", e))?;
-                requests
-                    .iter()
-                    .zip(&usernses)
-                    .map(|(r, ns)| idmapped_tree(r, ns))
-                    .collect()
-            })();
-            let sent = match result {
-                Ok(fds) => {
-                    let raw: Vec<_> = fds.iter().map(|f| f.as_raw_fd()).collect();
-                    child.send_with_fds(&ToChild::Proceed, &raw)
-                }
-                Err(e) => child.send(&ToParent::Error {
-                    stage: "idmapped mounts".into(),
-                    message: e.to_string(),
-                }),
-            };
-            sys::exit_child(if sent.is_ok() { 0 } else { 1 })
-        }
-        ForkResult::Parent { child: pid } => {
-            drop(child);
-            let received = parent.recv_raw_with_fds();
-            let status = waitpid(pid, None);
-            let (bytes, fds) = received?.ok_or_else(|| RuntimeError::Init {
-                id: String::new(),
-                stage: "idmapped mounts".into(),
-                message: format!("the helper exited without an answer ({status:?})"),
-            })?;
-            if let Ok(ToParent::Error { stage, message }) =
-                serde_json::from_slice::<ToParent>(&bytes)
-            {
-                return Err(RuntimeError::Init {
-                    id: String::new(),
-                    stage,
-                    message,
-                });
-            }
-            if !matches!(status, Ok(WaitStatus::Exited(_, 0))) || fds.len() != requests.len() {
-                return Err(RuntimeError::Init {
-                    id: String::new(),
-                    stage: "idmapped mounts".into(),
-                    message: format!(
-                        "helper returned {} mounts for {} requests ({status:?})",
-                        fds.len(),
-                        requests.len()
-                    ),
-                });
-            }
-            Ok(fds)
-        }
-    }
+        .map(|r| {
+            Ok((
+                r.index,
+                idmapped_tree(r, &mapped_userns(&r.uids, &r.gids)?)?,
+            ))
+        })
+        .collect()
 }
 
 fn idmapped_tree(req: &IdmapRequest, userns: &File) -> Result<OwnedFd> {
