@@ -255,6 +255,11 @@ impl Writer {
         self.written
     }
 
+    /// The announced size, if any.
+    pub fn expected_size(&self) -> Option<u64> {
+        self.size
+    }
+
     /// The blob being written.
     pub fn digest(&self) -> &Digest {
         &self.digest
@@ -290,6 +295,27 @@ impl Writer {
             },
             None => io_err("write ingest", &self.path)(e),
         }
+    }
+
+    /// Checks size and digest of what was written so far, without committing.
+    pub fn verify(&self) -> Result<(), ContentError> {
+        if let Some(expected) = self.size {
+            if self.written != expected {
+                return Err(ContentError::SizeMismatch {
+                    digest: self.digest.clone(),
+                    expected,
+                    actual: self.written,
+                });
+            }
+        }
+        let actual = self.digester.clone().finish();
+        if actual != self.digest {
+            return Err(ContentError::DigestMismatch {
+                expected: self.digest.clone(),
+                actual,
+            });
+        }
+        Ok(())
     }
 
     /// Verifies size and digest, fsyncs, and makes the blob visible.

@@ -118,7 +118,17 @@ async fn download_and_unpack(
 ) -> Result<(Unpacked, LayerDir), LayerError> {
     let digest = &job.desc.digest;
     let offset = writer.offset();
-    let (mut stream, start) = client.blob(&job.reference, digest, offset).await?;
+    let (mut stream, start, announced) = client.blob(&job.reference, digest, offset).await?;
+    if let Some(len) = announced {
+        if start + len != job.desc.size {
+            return Err(ContentError::SizeMismatch {
+                digest: digest.clone(),
+                expected: job.desc.size,
+                actual: start + len,
+            }
+            .into());
+        }
+    }
     let prefix = if start > 0 {
         debug!(layer = %digest, offset = start, "resuming download");
         Some(writer.reopen_partial()?.take(start))
@@ -200,6 +210,7 @@ fn unpack_from_channel(
     layer: LayerDir,
     opts: &UnpackOptions,
 ) -> Result<(Unpacked, LayerDir), LayerError> {
+    let job_size = writer.expected_size().unwrap_or(u64::MAX);
     let mut tee = Tee {
         inner: ChannelReader {
             rx,
@@ -209,12 +220,30 @@ fn unpack_from_channel(
         failed: None,
         stream_error: false,
     };
+    // When unpacking fails, the blob itself is the likelier culprit: read the rest of it and
+    // report a digest or size mismatch in preference to the unpack error it caused. A stream
+    // that broke off before all bytes arrived stays a (retryable) download error.
+    let size = job_size;
     let classify = |tee: &mut Tee, e: LayerError| -> LayerError {
         if let Some(c) = tee.failed.take() {
             return c.into();
         }
+        if !tee.stream_error {
+            let _ = io::copy(tee, &mut io::sink());
+            if let Some(c) = tee.failed.take() {
+                return c.into();
+            }
+        }
+        if !tee.stream_error || tee.writer.offset() == size {
+            if let Err(c) = tee.writer.verify() {
+                return c.into();
+            }
+        }
         match e {
             LayerError::Unpack(UnpackError::Read(io)) if tee.stream_error => LayerError::Stream(io),
+            LayerError::Unpack(UnpackError::Entry { source, .. }) if tee.stream_error => {
+                LayerError::Stream(source)
+            }
             other => other,
         }
     };
@@ -257,7 +286,7 @@ pub(crate) async fn fetch_small_blob(
         }
         .into());
     }
-    let (mut stream, _) = client.blob(reference, digest, 0).await?;
+    let (mut stream, _, _) = client.blob(reference, digest, 0).await?;
     let mut buf = Vec::with_capacity(desc.size as usize);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(LayerError::Stream)?;

@@ -198,14 +198,15 @@ impl RegistryClient {
         Ok((bytes.to_vec(), actual))
     }
 
-    /// Streams blob `digest` of `reference`'s repository from byte `offset`. Returns the stream
-    /// and the offset it really starts at (0 when the registry ignored the range).
+    /// Streams blob `digest` of `reference`'s repository from byte `offset`. Returns the stream,
+    /// the offset it really starts at (0 when the registry ignored the range) and the length the
+    /// registry announced.
     pub async fn blob(
         &self,
         reference: &Reference,
         digest: &Digest,
         offset: u64,
-    ) -> Result<(BlobStream, u64), RegistryError> {
+    ) -> Result<(BlobStream, u64, Option<u64>), RegistryError> {
         let r = oci_ref(reference, Some(digest));
         let d = digest.to_string();
         let err = |e| RegistryError::Client {
@@ -222,7 +223,7 @@ impl RegistryClient {
                 .pull_blob_stream(&r, d.as_str())
                 .await
                 .map_err(err)?;
-            return Ok((s.stream, 0));
+            return Ok((s.stream, 0, s.content_length));
         }
         match self
             .client
@@ -230,8 +231,8 @@ impl RegistryClient {
             .await
             .map_err(err)?
         {
-            BlobResponse::Full(s) => Ok((s.stream, 0)),
-            BlobResponse::Partial(s) => Ok((s.stream, offset)),
+            BlobResponse::Full(s) => Ok((s.stream, 0, s.content_length)),
+            BlobResponse::Partial(s) => Ok((s.stream, offset, s.content_length)),
         }
     }
 }

@@ -1,0 +1,240 @@
+//! A registry that lies: a tiny in-test HTTP server serves a valid manifest and config but a
+//! layer blob that is corrupted, truncated, too long, or a 500. Each pull must fail with an
+//! error naming the blob and leave nothing visible in the store.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use image_store::{Digest, ImageStore, PullOptions, Reference, StoreConfig};
+
+#[derive(Clone, Copy, Debug)]
+enum Lie {
+    CorruptByte,
+    Truncated,
+    TooLong,
+    ServerError,
+}
+
+struct Fixture {
+    manifest: Vec<u8>,
+    config: Vec<u8>,
+    config_digest: Digest,
+    layer: Vec<u8>,
+    layer_digest: Digest,
+}
+
+fn fixture() -> Fixture {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    let data = vec![7u8; 10_000];
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_600_000_000);
+    h.set_cksum();
+    b.append_data(&mut h, "payload", &data[..]).unwrap();
+    let tar = b.into_inner().unwrap();
+    let diff_id = Digest::sha256_of(&tar);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).unwrap();
+    let layer = gz.finish().unwrap();
+    let layer_digest = Digest::sha256_of(&layer);
+    let config = format!(
+        r#"{{"architecture":"{}","os":"linux","rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#,
+        image_store::Platform::host().architecture
+    )
+    .into_bytes();
+    let config_digest = Digest::sha256_of(&config);
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{layer_digest}","size":{}}}]}}"#,
+        config.len(),
+        layer.len()
+    )
+    .into_bytes();
+    Fixture {
+        manifest,
+        config,
+        config_digest,
+        layer,
+        layer_digest,
+    }
+}
+
+/// The lying server; stopped and joined on drop.
+struct LyingRegistry {
+    host: String,
+    stop: Arc<AtomicBool>,
+    layer_requests: Arc<AtomicUsize>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for LyingRegistry {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(&self.host);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn respond(
+    s: &mut TcpStream,
+    status: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+    declared: usize,
+) {
+    let mut head =
+        format!("HTTP/1.1 {status}\r\nContent-Length: {declared}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let _ = s.write_all(head.as_bytes());
+    let _ = s.write_all(body);
+}
+
+fn start(f: &Fixture, lie: Lie) -> LyingRegistry {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let layer_requests = Arc::new(AtomicUsize::new(0));
+    let (manifest, config, layer) = (f.manifest.clone(), f.config.clone(), f.layer.clone());
+    let (cd, ld) = (f.config_digest.to_string(), f.layer_digest.to_string());
+    let (stop2, count) = (Arc::clone(&stop), Arc::clone(&layer_requests));
+    let thread = std::thread::spawn(move || {
+        // Bounded: at most 200 connections, and it stops when told.
+        for conn in listener.incoming().take(200) {
+            if stop2.load(Ordering::SeqCst) {
+                break;
+            }
+            let Ok(mut s) = conn else { continue };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            if r.read_line(&mut line).is_err() {
+                continue;
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+            let mut hdr = String::new();
+            while r.read_line(&mut hdr).is_ok_and(|n| n > 2) {
+                hdr.clear();
+            }
+            let json = |mt: &str| vec![("Content-Type", mt.to_owned())];
+            if path == "/v2/" {
+                respond(&mut s, "200 OK", &json("application/json"), b"{}", 2);
+            } else if path.contains("/manifests/") {
+                let mut h = json("application/vnd.oci.image.manifest.v1+json");
+                h.push((
+                    "Docker-Content-Digest",
+                    Digest::sha256_of(&manifest).to_string(),
+                ));
+                respond(&mut s, "200 OK", &h, &manifest, manifest.len());
+            } else if path.ends_with(&cd) {
+                respond(&mut s, "200 OK", &[], &config, config.len());
+            } else if path.ends_with(&ld) {
+                count.fetch_add(1, Ordering::SeqCst);
+                match lie {
+                    Lie::CorruptByte => {
+                        let mut bad = layer.clone();
+                        let mid = bad.len() / 2;
+                        bad[mid] ^= 0x55;
+                        respond(&mut s, "200 OK", &[], &bad, bad.len());
+                    }
+                    Lie::Truncated => {
+                        let short = &layer[..layer.len() - 10];
+                        respond(&mut s, "200 OK", &[], short, short.len());
+                    }
+                    Lie::TooLong => {
+                        let mut long = layer.clone();
+                        long.extend_from_slice(&[0u8; 4096]);
+                        respond(&mut s, "200 OK", &[], &long, long.len());
+                    }
+                    Lie::ServerError => {
+                        respond(&mut s, "500 Internal Server Error", &[], b"boom", 4);
+                    }
+                }
+            } else {
+                respond(&mut s, "404 Not Found", &[], b"", 0);
+            }
+            let _ = r.read(&mut [0u8; 0]);
+        }
+    });
+    LyingRegistry {
+        host,
+        stop,
+        layer_requests,
+        thread: Some(thread),
+    }
+}
+
+fn pull_from_liar(lie: Lie) -> (String, usize) {
+    let f = fixture();
+    let reg = start(&f, lie);
+    let root = tempfile::tempdir().unwrap();
+    let mut cfg = StoreConfig::new(root.path());
+    cfg.registry.insecure_hosts = vec![reg.host.clone()];
+    let store = ImageStore::open(cfg).unwrap();
+    let r: Reference = format!("{}/bad:1", reg.host).parse().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let err = rt
+        .block_on(store.pull(&r, &PullOptions::default()))
+        .expect_err("a lying registry must fail the pull")
+        .to_string();
+    let prefix = format!("pull {}/bad:1: layer {}: ", reg.host, f.layer_digest);
+    assert!(err.starts_with(&prefix), "{lie:?}: {err}");
+    // Nothing visible: no image, no layer blob, no snapshot, no ingest, no snapshot dirs.
+    assert!(store.images().unwrap().is_empty());
+    assert!(!store.content().contains(&f.layer_digest));
+    assert!(store.snapshots().list().unwrap().is_empty());
+    let ingest = std::fs::read_dir(root.path().join("content/ingest"))
+        .unwrap()
+        .count();
+    assert_eq!(ingest, 0, "{lie:?}: ingest left behind");
+    let dirs = std::fs::read_dir(root.path().join("snapshots"))
+        .unwrap()
+        .count();
+    assert_eq!(dirs, 0, "{lie:?}: snapshot dir left behind");
+    eprintln!("{lie:?}: {err}");
+    (err, reg.layer_requests.load(Ordering::SeqCst))
+}
+
+#[test]
+fn corrupted_layer_bytes_are_a_digest_mismatch() {
+    let (err, _) = pull_from_liar(Lie::CorruptByte);
+    assert!(err.contains("digest mismatch"), "{err}");
+}
+
+#[test]
+fn truncated_layer_is_an_error() {
+    let (err, _) = pull_from_liar(Lie::Truncated);
+    assert!(
+        err.contains("size mismatch") || err.contains("unpack"),
+        "{err}"
+    );
+}
+
+#[test]
+fn too_long_layer_is_a_size_mismatch() {
+    let (err, _) = pull_from_liar(Lie::TooLong);
+    assert!(err.contains("size mismatch"), "{err}");
+}
+
+#[test]
+fn server_errors_are_retried_then_reported() {
+    let (err, requests) = pull_from_liar(Lie::ServerError);
+    assert!(
+        err.contains("500") || err.to_lowercase().contains("server"),
+        "{err}"
+    );
+    assert_eq!(requests, 3, "bounded retries");
+}
