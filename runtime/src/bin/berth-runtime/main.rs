@@ -265,7 +265,11 @@ fn exec_process_spec(args: &ExecArgs, container: &berth_runtime::Container) -> R
     if !args.cap.is_empty() {
         let mut caps = p.capabilities().clone().unwrap_or_default();
         for name in &args.cap {
-            let cap: oci_spec::runtime::Capability = name
+            // runc's spelling is CAP_SYS_ADMIN; oci-spec's FromStr wants SYS_ADMIN.
+            let upper = name.to_ascii_uppercase();
+            let cap: oci_spec::runtime::Capability = upper
+                .strip_prefix("CAP_")
+                .unwrap_or(&upper)
                 .parse()
                 .map_err(|_| anyhow::anyhow!("unknown capability {name}"))?;
             let add = |s: Option<oci_spec::runtime::Capabilities>| {
