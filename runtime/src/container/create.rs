@@ -245,7 +245,10 @@ fn drive_children(
     let linux = spec.linux().clone().unwrap_or_default();
     let mut init_pid = None;
     loop {
-        let msg = sync.recv::<ToParent>()?;
+        let (msg, fds) = match sync.recv_with_fds::<ToParent>()? {
+            Some((msg, fds)) => (Some(msg), fds),
+            None => (None, Vec::new()),
+        };
         match msg {
             Some(ToParent::UsernsCreated) => {
                 write_id_maps(
@@ -261,6 +264,13 @@ fn drive_children(
                 init_pid = Some(pid);
                 let _ = waitpid(stage1_pid, None);
                 sync.send(&ToChild::Proceed)?;
+            }
+            Some(ToParent::SeccompListener) => {
+                let pid = init_pid.ok_or_else(|| protocol(id, "seccomp before the init pid"))?;
+                let mut state = base_state.clone();
+                state.pid = pid.as_raw();
+                forward_seccomp_listener(spec, &state, &fds)?;
+                sync.send(&ToChild::SeccompListenerSent)?;
             }
             Some(ToParent::ReadyForHooks) => {
                 let pid = init_pid.ok_or_else(|| protocol(id, "hooks before the init pid"))?;
@@ -294,6 +304,49 @@ fn drive_children(
             }
         }
     }
+}
+
+/// Hands the seccomp notify listener a container process sent to the agent listening at the
+/// spec's `linux.seccomp.listenerPath`, with the container's state (runtime spec, "seccomp").
+pub(crate) fn forward_seccomp_listener(
+    spec: &Spec,
+    state: &OciState,
+    fds: &[OwnedFd],
+) -> Result<()> {
+    let missing = |reason: &str| RuntimeError::InvalidSpec {
+        field: "linux.seccomp.listenerPath",
+        reason: reason.into(),
+    };
+    let filter = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().clone())
+        .ok_or_else(|| missing("no seccomp filter"))?;
+    let path = filter
+        .listener_path()
+        .clone()
+        .ok_or_else(|| missing("a notify filter needs a listener path"))?;
+    let fd = fds
+        .first()
+        .ok_or_else(|| missing("the container process sent no listener"))?;
+    let process_state: oci_spec::runtime::ContainerProcessState =
+        serde_json::from_value(serde_json::json!({
+            "ociVersion": state.oci_version,
+            "fds": [oci_spec::runtime::SECCOMP_FD_NAME],
+            "pid": state.pid,
+            "metadata": filter.listener_metadata(),
+            "state": {
+                "ociVersion": state.oci_version,
+                "id": state.id,
+                "status": "creating",
+                "pid": state.pid,
+                "bundle": state.bundle,
+                "annotations": state.annotations,
+            },
+        }))
+        .expect("the process state document is well-formed");
+    seccomp::send_listener_fd(&path, std::os::fd::AsFd::as_fd(fd), &process_state)?;
+    Ok(())
 }
 
 fn protocol(id: &ContainerId, what: &str) -> RuntimeError {

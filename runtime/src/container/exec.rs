@@ -9,7 +9,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 use oci_spec::runtime::Process;
 
-use super::create::write_pid_file;
+use super::create::{forward_seccomp_listener, write_pid_file};
 use super::state::Container;
 use super::ContainerStatus;
 use crate::error::{Result, RuntimeError};
@@ -85,7 +85,17 @@ pub fn exec(container: &Container, opts: ExecOptions) -> Result<Exec> {
         parent.send(&ToChild::Go)?;
         let mut pid = None;
         loop {
-            match parent.recv::<ToParent>()? {
+            let (msg, fds) = match parent.recv_with_fds::<ToParent>()? {
+                Some((msg, fds)) => (Some(msg), fds),
+                None => (None, Vec::new()),
+            };
+            match msg {
+                Some(ToParent::SeccompListener) => {
+                    let mut state = container.oci_state();
+                    state.pid = pid.map(|p: Pid| p.as_raw()).unwrap_or_default();
+                    forward_seccomp_listener(&container.spec, &state, &fds)?;
+                    parent.send(&ToChild::SeccompListenerSent)?;
+                }
                 Some(ToParent::ChildPid { pid: p }) => {
                     pid = Some(Pid::from_raw(p));
                     let _ = waitpid(stage1_pid, None);

@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::ffi::CString;
 use std::fs;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{open, OFlag};
@@ -160,7 +160,7 @@ fn setup(cfg: &mut InitConfig, sync: &SyncSocket) -> Result<Prepared> {
     }
     rootfs::finalize(&spec)?;
     let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
-    prepare_process(&process, seccomp, cfg.preserve_fds)
+    prepare_process(&process, seccomp, cfg.preserve_fds, sync)
 }
 
 fn set_hostname(spec: &Spec, new_uts: bool) -> Result<()> {
@@ -209,6 +209,7 @@ fn prepare_process(
     process: &Process,
     seccomp: Option<LinuxSeccomp>,
     preserve_fds: u32,
+    sync: &SyncSocket,
 ) -> Result<Prepared> {
     if let Some(adj) = process.oom_score_adj() {
         fs::write("/proc/self/oom_score_adj", adj.to_string())
@@ -222,7 +223,27 @@ fn prepare_process(
     }
     let mut late_seccomp = None;
     if let Some(filter) = seccomp {
-        if nnp {
+        if seccomp::uses_notify(&filter) {
+            // The agent's socket is a host path: the runtime forwards the listener. This needs
+            // the runtime still waiting, so a notify filter loads now rather than last.
+            let listener =
+                seccomp::load_with_notify(&filter)?.ok_or(RuntimeError::InvalidSpec {
+                    field: "linux.seccomp",
+                    reason: "notify filter returned no listener".into(),
+                })?;
+            sync.send_with_fds(&ToParent::SeccompListener, &[listener.as_raw_fd()])?;
+            drop(listener);
+            match wait_for(sync)? {
+                ToChild::SeccompListenerSent => {}
+                other => {
+                    return Err(RuntimeError::Init {
+                        id: String::new(),
+                        stage: "seccomp".into(),
+                        message: format!("unexpected {other:?}"),
+                    })
+                }
+            }
+        } else if nnp {
             late_seccomp = Some(filter);
         } else {
             seccomp::load(&filter)?;
@@ -308,7 +329,7 @@ pub fn run_exec(
                 .map(|b| (b.height() as u16, b.width() as u16));
             console::setup(socket, size, false)?;
         }
-        prepare_process(&process, seccomp, preserve_fds)
+        prepare_process(&process, seccomp, preserve_fds, &sync)
     })();
     match result {
         Ok(p) => {

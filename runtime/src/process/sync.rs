@@ -24,6 +24,8 @@ pub enum ToParent {
     ChildPid { pid: i32 },
     /// Init set up its mounts: run the prestart and createRuntime hooks now.
     ReadyForHooks,
+    /// The seccomp notify listener (attached): pass it to the spec's listenerPath.
+    SeccompListener,
     /// Init finished setting up and now waits for `start` on the exec FIFO.
     Created,
     /// Something failed in `stage`; the child exits after sending this.
@@ -39,6 +41,8 @@ pub enum ToChild {
     UsernsMapped,
     /// The runtime knows the init PID; init may proceed.
     Proceed,
+    /// The seccomp listener was handed to the agent.
+    SeccompListenerSent,
     /// The runtime hooks ran; the OCI state JSON for createContainer hooks.
     HooksDone { state: String },
 }
