@@ -1,0 +1,31 @@
+//! berth-bench: side-by-side benchmarks of berth against the runtimes it replaces. These are
+//! benchmarks, not tests: they print numbers and ratios, and judge nothing.
+//!
+//! One module per benchmark; each is a subcommand.
+
+mod bundle;
+mod host;
+mod runtime_lifecycle;
+mod stats;
+mod sys;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "berth-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Bench,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// create + start + wait + delete of a trivial container: berth-runtime vs runc vs crun.
+    Runtime(runtime_lifecycle::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Bench::Runtime(args) => runtime_lifecycle::run(args),
+    }
+}
