@@ -33,6 +33,8 @@ pub struct NamespacePlan {
     pub new_user: bool,
     /// Other namespaces to create with unshare (PID and time take effect for the children).
     pub create: CloneFlags,
+    /// `linux.timeOffsets` as /proc/self/timens_offsets lines, for a new time namespace.
+    pub time_offsets: String,
 }
 
 fn flag(kind: LinuxNamespaceType) -> CloneFlags {
@@ -81,6 +83,7 @@ impl Default for NamespacePlan {
             join: Vec::new(),
             new_user: false,
             create: CloneFlags::empty(),
+            time_offsets: String::new(),
         }
     }
 }
@@ -117,6 +120,32 @@ impl NamespacePlan {
                 _ if kind == CloneFlags::CLONE_NEWUSER => plan.new_user = true,
                 _ => plan.create |= kind,
             }
+        }
+        let offsets = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.time_offsets().clone())
+            .unwrap_or_default();
+        if !offsets.is_empty() && !plan.create.contains(CLONE_NEWTIME) {
+            return Err(RuntimeError::InvalidSpec {
+                field: "linux.timeOffsets",
+                reason: "time offsets need a new time namespace".into(),
+            });
+        }
+        let mut clocks: Vec<_> = offsets.into_iter().collect();
+        clocks.sort_by(|a, b| a.0.cmp(&b.0));
+        for (clock, off) in clocks {
+            if clock != "monotonic" && clock != "boottime" {
+                return Err(RuntimeError::InvalidSpec {
+                    field: "linux.timeOffsets",
+                    reason: format!("unknown clock {clock:?} (monotonic or boottime)"),
+                });
+            }
+            plan.time_offsets.push_str(&format!(
+                "{clock} {} {}\n",
+                off.secs().unwrap_or(0),
+                off.nanosecs().unwrap_or(0)
+            ));
         }
         plan.sort();
         Ok(plan)
@@ -194,11 +223,21 @@ impl NamespacePlan {
         Ok(())
     }
 
-    /// Creates every other new namespace (stage 1, after the user namespace is mapped).
+    /// Creates every other new namespace (stage 1, after the user namespace is mapped), and
+    /// sets the clock offsets of a new time namespace before any process enters it.
     pub fn unshare_rest(&self) -> Result<()> {
         if !self.create.is_empty() {
             unshare(self.create).map_err(|e| {
                 RuntimeError::sys(format!("unshare namespaces {:?}", self.create), e)
+            })?;
+        }
+        if !self.time_offsets.is_empty() {
+            fs::write("/proc/self/timens_offsets", &self.time_offsets).map_err(|e| {
+                RuntimeError::io(
+                    "write time namespace offsets",
+                    "/proc/self/timens_offsets",
+                    e,
+                )
             })?;
         }
         Ok(())

@@ -105,7 +105,18 @@ fn run(cli: Cli) -> Result<i32> {
             if path.exists() {
                 bail!("File {} exists. Remove it first", path.display());
             }
-            let spec = spec_default::default_spec(rootless);
+            let mut spec = serde_json::to_value(spec_default::default_spec(rootless))?;
+            // oci-spec keeps capabilities in hash sets; print them in a stable order, as runc does.
+            if let Some(caps) = spec
+                .pointer_mut("/process/capabilities")
+                .and_then(|c| c.as_object_mut())
+            {
+                for set in caps.values_mut() {
+                    if let Some(list) = set.as_array_mut() {
+                        list.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+                    }
+                }
+            }
             fs::write(&path, serde_json::to_string_pretty(&spec)?)
                 .with_context(|| format!("write {}", path.display()))?;
             Ok(0)
