@@ -17,6 +17,8 @@ enum Lie {
     Truncated,
     TooLong,
     ServerError,
+    Schema1Manifest,
+    IndexWithoutOurPlatform,
 }
 
 struct Fixture {
@@ -130,12 +132,30 @@ fn start(f: &Fixture, lie: Lie) -> LyingRegistry {
             if path == "/v2/" {
                 respond(&mut s, "200 OK", &json("application/json"), b"{}", 2);
             } else if path.contains("/manifests/") {
-                let mut h = json("application/vnd.oci.image.manifest.v1+json");
+                let (body, mt) = match lie {
+                    Lie::Schema1Manifest => (
+                        br#"{"schemaVersion":1,"name":"bad","tag":"1","architecture":"amd64","fsLayers":[],"history":[]}"#.to_vec(),
+                        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+                    ),
+                    Lie::IndexWithoutOurPlatform => (
+                        format!(
+                            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":{},"platform":{{"os":"windows","architecture":"amd64"}}}},{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":{},"platform":{{"os":"linux","architecture":"s390x"}}}}]}}"#,
+                            Digest::sha256_of(&manifest),
+                            manifest.len(),
+                            Digest::sha256_of(&manifest),
+                            manifest.len()
+                        )
+                        .into_bytes(),
+                        "application/vnd.oci.image.index.v1+json",
+                    ),
+                    _ => (manifest.clone(), "application/vnd.oci.image.manifest.v1+json"),
+                };
+                let mut h = json(mt);
                 h.push((
                     "Docker-Content-Digest",
-                    Digest::sha256_of(&manifest).to_string(),
+                    Digest::sha256_of(&body).to_string(),
                 ));
-                respond(&mut s, "200 OK", &h, &manifest, manifest.len());
+                respond(&mut s, "200 OK", &h, &body, body.len());
             } else if path.ends_with(&cd) {
                 respond(&mut s, "200 OK", &[], &config, config.len());
             } else if path.ends_with(&ld) {
@@ -159,6 +179,9 @@ fn start(f: &Fixture, lie: Lie) -> LyingRegistry {
                     Lie::ServerError => {
                         respond(&mut s, "500 Internal Server Error", &[], b"boom", 4);
                     }
+                    Lie::Schema1Manifest | Lie::IndexWithoutOurPlatform => {
+                        respond(&mut s, "200 OK", &[], &layer, layer.len());
+                    }
                 }
             } else {
                 respond(&mut s, "404 Not Found", &[], b"", 0);
@@ -176,7 +199,17 @@ fn start(f: &Fixture, lie: Lie) -> LyingRegistry {
 
 fn pull_from_liar(lie: Lie) -> (String, usize) {
     let f = fixture();
-    let reg = start(&f, lie);
+    let (err, requests, host, root) = pull_err(&f, lie);
+    let prefix = format!("pull {host}/bad:1: layer {}: ", f.layer_digest);
+    assert!(err.starts_with(&prefix), "{lie:?}: {err}");
+    assert_nothing_visible(&root, &f, lie);
+    (err, requests)
+}
+
+/// Pulls `<liar>/bad:1` into a fresh store and returns the error, the number of layer
+/// requests, the registry host and the store root (kept for inspection).
+fn pull_err(f: &Fixture, lie: Lie) -> (String, usize, String, tempfile::TempDir) {
+    let reg = start(f, lie);
     let root = tempfile::tempdir().unwrap();
     let mut cfg = StoreConfig::new(root.path());
     cfg.registry.insecure_hosts = vec![reg.host.clone()];
@@ -190,22 +223,29 @@ fn pull_from_liar(lie: Lie) -> (String, usize) {
         .block_on(store.pull(&r, &PullOptions::default()))
         .expect_err("a lying registry must fail the pull")
         .to_string();
-    let prefix = format!("pull {}/bad:1: layer {}: ", reg.host, f.layer_digest);
-    assert!(err.starts_with(&prefix), "{lie:?}: {err}");
-    // Nothing visible: no image, no layer blob, no snapshot, no ingest, no snapshot dirs.
-    assert!(store.images().unwrap().is_empty());
-    assert!(!store.content().contains(&f.layer_digest));
-    assert!(store.snapshots().list().unwrap().is_empty());
-    let ingest = std::fs::read_dir(root.path().join("content/ingest"))
-        .unwrap()
-        .count();
-    assert_eq!(ingest, 0, "{lie:?}: ingest left behind");
-    let dirs = std::fs::read_dir(root.path().join("snapshots"))
-        .unwrap()
-        .count();
-    assert_eq!(dirs, 0, "{lie:?}: snapshot dir left behind");
     eprintln!("{lie:?}: {err}");
-    (err, reg.layer_requests.load(Ordering::SeqCst))
+    let requests = reg.layer_requests.load(Ordering::SeqCst);
+    (err, requests, reg.host.clone(), root)
+}
+
+fn assert_nothing_visible(root: &tempfile::TempDir, f: &Fixture, lie: Lie) {
+    // On disk first: opening the store would clean orphan snapshot dirs.
+    let count = |p: &str| std::fs::read_dir(root.path().join(p)).unwrap().count();
+    assert_eq!(count("content/ingest"), 0, "{lie:?}: ingest left behind");
+    assert_eq!(count("snapshots"), 0, "{lie:?}: snapshot dir left behind");
+    let store = ImageStore::open(StoreConfig::new(root.path())).unwrap();
+    assert!(
+        store.images().unwrap().is_empty(),
+        "{lie:?}: image recorded"
+    );
+    assert!(
+        !store.content().contains(&f.layer_digest),
+        "{lie:?}: layer blob visible"
+    );
+    assert!(
+        store.snapshots().list().unwrap().is_empty(),
+        "{lie:?}: snapshot recorded"
+    );
 }
 
 #[test]
@@ -237,4 +277,38 @@ fn server_errors_are_retried_then_reported() {
         "{err}"
     );
     assert_eq!(requests, 3, "bounded retries");
+}
+
+#[test]
+fn schema1_manifest_is_refused_clearly() {
+    let f = fixture();
+    let (err, requests, host, root) = pull_err(&f, Lie::Schema1Manifest);
+    assert!(
+        err.starts_with(&format!("pull {host}/bad:1: manifest sha256:")),
+        "{err}"
+    );
+    assert!(
+        err.contains("schema 1 manifests are not supported"),
+        "{err}"
+    );
+    assert_eq!(requests, 0);
+    assert_nothing_visible(&root, &f, Lie::Schema1Manifest);
+}
+
+#[test]
+fn index_without_our_platform_is_refused_clearly() {
+    let f = fixture();
+    let (err, requests, host, root) = pull_err(&f, Lie::IndexWithoutOurPlatform);
+    assert!(
+        err.starts_with(&format!("pull {host}/bad:1: index sha256:")),
+        "{err}"
+    );
+    let host_platform = image_store::Platform::host().to_string();
+    assert!(
+        err.contains(&format!("no manifest for platform {host_platform}")),
+        "{err}"
+    );
+    assert!(err.contains("windows/amd64, linux/s390x"), "{err}");
+    assert_eq!(requests, 0);
+    assert_nothing_visible(&root, &f, Lie::IndexWithoutOurPlatform);
 }
