@@ -170,6 +170,17 @@ impl Bundle {
         self
     }
 
+    /// A private tmpfs on /tmp, so that a writing test leaves the shared rootfs as it was
+    /// (the same bundle runs under both runtimes).
+    pub fn tmpfs_tmp(&mut self) -> &mut Self {
+        self.mount(json!({
+            "destination": "/tmp",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": ["nosuid", "nodev", "mode=1777"]
+        }))
+    }
+
     /// Adds an environment variable.
     pub fn env(&mut self, kv: &str) -> &mut Self {
         self.push("/process/env", json!(kv))

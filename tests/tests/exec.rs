@@ -40,7 +40,11 @@ fn exec_env_cwd_user() {
     require_root!();
     let (b, r) = with_sleepers("exec-env", |rt, id, _| {
         let env = rt
-            .exec_with(&["--env", "FOO=bar baz"], id, &["sh", "-c", "echo \"$FOO\""])
+            .exec_with(
+                &["--env", "FOO=bar baz"],
+                id,
+                &["sh", "-c", "echo \"$FOO\""],
+            )
             .ok()
             .out();
         let cwd = rt.exec_with(&["--cwd", "/tmp"], id, &["pwd"]).ok().out();
@@ -126,9 +130,13 @@ fn exec_cap_and_no_new_privs() {
     require_root!();
     let (b, r) = with_sleepers("exec-cap", |rt, id, _| {
         let status = |flags: &[&str]| {
-            rt.exec_with(flags, id, &["grep", "-E", "^(CapEff|NoNewPrivs)", "/proc/self/status"])
-                .ok()
-                .out()
+            rt.exec_with(
+                flags,
+                id,
+                &["grep", "-E", "^(CapEff|NoNewPrivs)", "/proc/self/status"],
+            )
+            .ok()
+            .out()
         };
         (
             status(&[]),

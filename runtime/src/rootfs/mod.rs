@@ -89,6 +89,10 @@ pub fn prepare(spec: &Spec, rootfs: &Path, env: &mut MountEnv, in_userns: bool) 
         devices::create_devices(&root, &extra, in_userns)?;
         devices::create_symlinks(&root)?;
     }
+    // A missing cwd is created (inside the root), as runc does.
+    if let Some(process) = spec.process() {
+        root.resolve_or_create(process.cwd(), secure_path::Create::Dir)?;
+    }
     Ok(())
 }
 
