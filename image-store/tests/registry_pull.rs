@@ -191,3 +191,103 @@ fn pull_by_digest_and_resume_after_killed_writer() {
         .names
         .contains(&format!("{host}/app@{}", image.manifest_digest)));
 }
+
+#[test]
+fn multi_platform_index_selects_this_node_or_the_requested_platform() {
+    if !is_root() {
+        eprintln!("SKIP multi_platform_index_selects: needs root (whiteouts)");
+        return;
+    }
+    if !have_tools("multi_platform_index_selects", TOOLS) {
+        return;
+    }
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let layout = build_fixture(work.path());
+    multi_platform_twin(&layout, "app", "multi");
+    let host = &reg.host;
+    push(&layout, "multi", &format!("{host}/multi:1"), &["--all"]);
+    let rt = rt();
+    let root = tempfile::tempdir().unwrap();
+    let store = open_store(root.path(), host);
+    let r: Reference = format!("{host}/multi:1").parse().unwrap();
+    let native = rt
+        .block_on(store.pull(&r, &PullOptions::default()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(native.platform, image_store::Platform::host());
+    let index = native
+        .index_digest
+        .clone()
+        .expect("pulled through an index");
+    assert!(store.content().contains(&index));
+    let arm = image_store::Platform {
+        os: "linux".into(),
+        architecture: "arm64".into(),
+        variant: Some("v8".into()),
+    };
+    let opts = PullOptions {
+        platform: Some(arm.clone()),
+        ..PullOptions::default()
+    };
+    let other = rt
+        .block_on(store.pull(&r, &opts))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(other.platform, arm);
+    assert_ne!(other.manifest_digest, native.manifest_digest);
+    // Same layers: the snapshots are shared.
+    assert_eq!(other.chain_id, native.chain_id);
+    assert_eq!(store.snapshots().list().unwrap().len(), 3);
+}
+
+#[test]
+fn basic_auth_registry_needs_credentials() {
+    if !is_root() {
+        eprintln!("SKIP basic_auth_registry_needs_credentials: needs root (whiteouts)");
+        return;
+    }
+    if !have_tools("basic_auth_registry_needs_credentials", TOOLS) {
+        return;
+    }
+    let reg = Registry::start_with_auth("berth", "s3cret");
+    let work = tempfile::tempdir().unwrap();
+    let layout = build_fixture(work.path());
+    let host = &reg.host;
+    push(
+        &layout,
+        "app",
+        &format!("{host}/private:1"),
+        &["--dest-creds", "berth:s3cret"],
+    );
+    let rt = rt();
+    let root = tempfile::tempdir().unwrap();
+    let store = open_store(root.path(), host);
+    let r: Reference = format!("{host}/private:1").parse().unwrap();
+    let err = rt
+        .block_on(store.pull(&r, &PullOptions::default()))
+        .expect_err("anonymous pull of a private image")
+        .to_string();
+    assert!(
+        err.starts_with(&format!("pull {host}/private:1: manifest")),
+        "{err}"
+    );
+    let wrong = PullOptions {
+        credentials: Credentials::Basic {
+            username: "berth".into(),
+            password: "wrong".into(),
+        },
+        ..PullOptions::default()
+    };
+    assert!(rt.block_on(store.pull(&r, &wrong)).is_err());
+    let good = PullOptions {
+        credentials: Credentials::Basic {
+            username: "berth".into(),
+            password: "s3cret".into(),
+        },
+        ..PullOptions::default()
+    };
+    let image = rt
+        .block_on(store.pull(&r, &good))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(image.layers.len(), 3);
+    assert!(store.images().unwrap().len() == 1);
+}

@@ -44,18 +44,33 @@ pub struct Registry {
 
 impl Registry {
     pub fn start() -> Registry {
+        Registry::start_with(None)
+    }
+
+    /// A registry that requires HTTP basic auth (htpasswd) for `user`/`password`.
+    pub fn start_with_auth(user: &str, password: &str) -> Registry {
+        Registry::start_with(Some((user, password)))
+    }
+
+    fn start_with(auth: Option<(&str, &str)>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let host = format!("127.0.0.1:{port}");
         let config = dir.path().join("config.yml");
-        fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
+        let mut yaml = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((user, password)) = auth {
+            let htpasswd = dir.path().join("htpasswd");
+            let hash = bcrypt::hash(password, 5).unwrap();
+            fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
+            yaml.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        fs::write(&config, yaml).unwrap();
         let child = Command::new("/usr/bin/docker-registry")
             .arg("serve")
             .arg(&config)
@@ -352,5 +367,69 @@ pub fn recompressed_twin(layout: &Path, tag: &str, new_tag: &str, format: &str) 
     new_entry["size"] = Value::from(mbytes.len());
     new_entry["annotations"]["org.opencontainers.image.ref.name"] = Value::from(new_tag);
     index["manifests"].as_array_mut().unwrap().push(new_entry);
+    fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+/// Adds tag `new_tag`: an image index holding `tag`'s manifest as this machine's platform and a
+/// copy of it whose config says `linux/arm64/v8` (same layers).
+pub fn multi_platform_twin(layout: &Path, tag: &str, new_tag: &str) {
+    use serde_json::Value;
+    let blobs = layout.join("blobs/sha256");
+    let index_path = layout.join("index.json");
+    let mut index: Value = serde_json::from_slice(&fs::read(&index_path).unwrap()).unwrap();
+    let entry = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .expect("tag in layout")
+        .clone();
+    let mhex = entry["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_owned();
+    let mbytes = fs::read(blobs.join(&mhex)).unwrap();
+    let mut manifest: Value = serde_json::from_slice(&mbytes).unwrap();
+    let chex = manifest["config"]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_owned();
+    let mut config: Value = serde_json::from_slice(&fs::read(blobs.join(&chex)).unwrap()).unwrap();
+    let host_arch = config["architecture"].as_str().unwrap().to_owned();
+    config["architecture"] = Value::from("arm64");
+    config["variant"] = Value::from("v8");
+    let cbytes = serde_json::to_vec(&config).unwrap();
+    let new_chex = sha256_hex(&cbytes);
+    fs::write(blobs.join(&new_chex), &cbytes).unwrap();
+    manifest["config"]["digest"] = Value::from(format!("sha256:{new_chex}"));
+    manifest["config"]["size"] = Value::from(cbytes.len());
+    let arm_bytes = serde_json::to_vec(&manifest).unwrap();
+    let arm_hex = sha256_hex(&arm_bytes);
+    fs::write(blobs.join(&arm_hex), &arm_bytes).unwrap();
+    let mt = "application/vnd.oci.image.manifest.v1+json";
+    let idx = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": mt, "digest": format!("sha256:{arm_hex}"), "size": arm_bytes.len(),
+             "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+            {"mediaType": mt, "digest": format!("sha256:{mhex}"), "size": mbytes.len(),
+             "platform": {"os": "linux", "architecture": host_arch}},
+        ]
+    });
+    let ibytes = serde_json::to_vec(&idx).unwrap();
+    let ihex = sha256_hex(&ibytes);
+    fs::write(blobs.join(&ihex), &ibytes).unwrap();
+    index["manifests"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": format!("sha256:{ihex}"),
+            "size": ibytes.len(),
+            "annotations": {"org.opencontainers.image.ref.name": new_tag},
+        }));
     fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
 }
