@@ -194,9 +194,48 @@ fn write_sysctls(spec: &Spec) -> Result<()> {
                 reason: format!("invalid key {key:?}"),
             });
         }
+        sysctl_namespace_check(spec, &key)?;
         let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
         fs::write(&path, value.as_bytes())
             .map_err(|e| RuntimeError::io("write sysctl", path, e))?;
+    }
+    Ok(())
+}
+
+/// A sysctl is written only in a namespace of the container's own (as runc validates): net.*
+/// needs a network namespace, IPC keys an IPC one, kernel.{host,domain}name a UTS one; others
+/// are not namespaced and would change the host.
+fn sysctl_namespace_check(spec: &Spec, key: &str) -> Result<()> {
+    use oci_spec::runtime::LinuxNamespaceType as T;
+    let ipc = [
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+    ];
+    let ipc = ipc.contains(&key) || key.starts_with("kernel.shm") || key.starts_with("fs.mqueue.");
+    let needs = if key.starts_with("net.") {
+        T::Network
+    } else if ipc {
+        T::Ipc
+    } else if key == "kernel.hostname" || key == "kernel.domainname" {
+        T::Uts
+    } else {
+        return Err(RuntimeError::InvalidSpec {
+            field: "linux.sysctl",
+            reason: format!("sysctl {key:?} is not in a separate kernel namespace"),
+        });
+    };
+    let has = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| ns.iter().any(|n| n.typ() == needs));
+    if !has {
+        return Err(RuntimeError::InvalidSpec {
+            field: "linux.sysctl",
+            reason: format!("sysctl {key:?} is not allowed in the host's {needs:?} namespace"),
+        });
     }
     Ok(())
 }

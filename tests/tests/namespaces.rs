@@ -1,0 +1,318 @@
+//! Namespaces: new ones (each differs from the host's), joined by path (a netns the test holds,
+//! the uts namespace of another container), user namespaces with uid/gid mappings, idmapped
+//! mounts, hostname/domainname, sysctls — compared with runc where runc supports them.
+
+use std::os::unix::fs::{chown, MetadataExt};
+use std::time::Duration;
+
+use berth_tests::compare::{run_both_same, same};
+use berth_tests::host::{ns_link, HeldNamespace, NS_KINDS};
+use berth_tests::runtime::Runtime;
+use berth_tests::{json, require_root, Bundle};
+
+/// For each kind: does the container's /proc/self/ns/<kind> differ from the host's?
+fn ns_differs(out: &str) -> Vec<(String, bool)> {
+    out.lines()
+        .filter_map(|l| {
+            let (kind, link) = l.split_once('=')?;
+            Some((kind.to_string(), link != ns_link("self", kind)))
+        })
+        .collect()
+}
+
+fn readlink_ns_script() -> String {
+    NS_KINDS
+        .iter()
+        .map(|k| format!("echo {k}=$(readlink /proc/self/ns/{k})"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The default spec's namespaces (pid, net, ipc, uts, mount) plus cgroup: each one new.
+#[test]
+fn new_namespaces_differ_from_host() {
+    require_root!();
+    let mut b = Bundle::new();
+    b.namespace("cgroup", None);
+    b.sh(&readlink_ns_script());
+    let (ob, or) = berth_tests::compare::run_both("ns-new", &b);
+    let (db, dr) = (ns_differs(&ob.ok().stdout), ns_differs(&or.ok().stdout));
+    same("which namespaces are new", &db, &dr);
+    for (kind, differs) in &db {
+        let want = matches!(kind.as_str(), "cgroup" | "ipc" | "mnt" | "net" | "pid" | "uts");
+        assert_eq!(*differs, want, "namespace {kind}: {db:?}");
+    }
+}
+
+/// A time namespace (runc 1.1 has none: berth only).
+#[test]
+fn new_time_namespace() {
+    require_root!();
+    let mut b = Bundle::new();
+    b.namespace("time", None);
+    b.sh("readlink /proc/self/ns/time");
+    let o = Runtime::berth().run_new("ns-time", &b).ok();
+    assert_ne!(o.out(), ns_link("self", "time"), "time namespace not new");
+    assert!(o.out().starts_with("time:["), "{o:?}");
+}
+
+/// Joining a network namespace by path: one the test holds with `unshare --net sleep`.
+#[test]
+fn join_netns_by_path() {
+    require_root!();
+    let held = HeldNamespace::new("net");
+    let mut b = Bundle::new();
+    b.namespace("network", Some(&held.path()));
+    b.sh("readlink /proc/self/ns/net");
+    let o = run_both_same("ns-join-net", &b);
+    assert_eq!(o.out(), held.link());
+}
+
+/// Joining the uts and net namespaces of another (running) container, as pod containers do.
+#[test]
+fn join_namespaces_of_another_container() {
+    require_root!();
+    let mut results = Vec::new();
+    for rt in [Runtime::berth(), Runtime::runc()] {
+        let mut sandbox = Bundle::new();
+        sandbox.set("/hostname", json!("pod-sandbox"));
+        let sid = rt.start_sleeper("sandbox", &mut sandbox);
+        let spid = rt.pid(&sid);
+        let mut b = Bundle::new();
+        // As CRI does: no hostname of its own when joining the sandbox's UTS namespace.
+        b.set("/hostname", json!(null));
+        b.namespace("uts", Some(&format!("/proc/{spid}/ns/uts")));
+        b.namespace("network", Some(&format!("/proc/{spid}/ns/net")));
+        b.sh("hostname; readlink /proc/self/ns/net");
+        let o = rt.run_new("joiner", &b).ok();
+        assert_eq!(
+            o.out(),
+            format!("pod-sandbox\n{}", ns_link(&spid.to_string(), "net")),
+            "{}",
+            rt.name()
+        );
+        results.push(o.out().lines().next().unwrap().to_string());
+    }
+    same("hostname seen by the joining container", &results[0], &results[1]);
+}
+
+fn userns_bundle() -> Bundle {
+    let mut b = Bundle::new();
+    b.namespace("user", None);
+    b.set(
+        "/linux/uidMappings",
+        json!([{"containerID": 0, "hostID": 100000, "size": 65536}]),
+    );
+    b.set(
+        "/linux/gidMappings",
+        json!([{"containerID": 0, "hostID": 100000, "size": 65536}]),
+    );
+    b
+}
+
+/// A user namespace with uid/gid mappings: root inside, 100000 outside.
+#[test]
+fn user_namespace_mappings() {
+    require_root!();
+    let mut b = userns_bundle();
+    b.sh("id; cat /proc/self/uid_map /proc/self/gid_map; readlink /proc/self/ns/user");
+    let (ob, or) = berth_tests::compare::run_both("userns", &b);
+    let (ob, or) = (ob.ok(), or.ok());
+    let strip = |s: &str| {
+        s.lines()
+            .filter(|l| !l.starts_with("user:"))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    same("id and maps in a user namespace", strip(&ob.stdout), strip(&or.stdout));
+    assert_eq!(
+        strip(&ob.stdout),
+        "uid=0(root) gid=0(root)\n0 100000 65536\n0 100000 65536"
+    );
+    assert_ne!(ob.out().lines().last(), Some(ns_link("self", "user").as_str()));
+}
+
+/// The init of a user-namespaced container runs as host uid 100000 (seen from the host).
+#[test]
+fn user_namespace_host_view() {
+    require_root!();
+    for rt in [Runtime::berth(), Runtime::runc()] {
+        let mut b = userns_bundle();
+        let id = rt.start_sleeper("userns-host", &mut b);
+        let pid = rt.pid(&id);
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        assert_eq!(
+            uid_line.split_whitespace().nth(1),
+            Some("100000"),
+            "{}: {uid_line}",
+            rt.name()
+        );
+    }
+}
+
+/// Prepares a host dir with files owned by 0 and by 1000, for idmapped mounts.
+fn idmap_source() -> tempfile::TempDir {
+    let d = tempfile::Builder::new()
+        .prefix("berth-idmap-src-")
+        .tempdir()
+        .unwrap();
+    std::fs::write(d.path().join("owned-by-0"), "x").unwrap();
+    std::fs::write(d.path().join("owned-by-1000"), "y").unwrap();
+    chown(d.path().join("owned-by-1000"), Some(1000), Some(1000)).unwrap();
+    d
+}
+
+/// An idmapped bind mount (mount uidMappings/gidMappings, no user namespace for the
+/// container): host uid 0 shows as 1234 inside, unmapped ids show as the overflow id. Debian's
+/// runc 1.1 cannot do this: berth only. The host's files keep their owners.
+#[test]
+fn idmapped_mount_without_userns() {
+    require_root!();
+    let src = idmap_source();
+    let mut b = Bundle::new();
+    b.mount(json!({
+        "destination": "/data",
+        "type": "bind",
+        "source": src.path(),
+        "options": ["bind", "idmap"],
+        "uidMappings": [{"containerID": 0, "hostID": 1234, "size": 1}],
+        "gidMappings": [{"containerID": 0, "hostID": 1234, "size": 1}],
+    }));
+    b.sh("stat -c '%n %u %g' /data/owned-by-0 /data/owned-by-1000");
+    let o = Runtime::berth().run_new("idmap", &b).ok();
+    assert_eq!(
+        o.out(),
+        "/data/owned-by-0 1234 1234\n/data/owned-by-1000 65534 65534"
+    );
+    assert_eq!(
+        std::fs::metadata(src.path().join("owned-by-0")).unwrap().uid(),
+        0
+    );
+}
+
+/// The Kubernetes user-namespaced pod case: a user namespace 0→100000 and an idmapped mount
+/// with the same mapping, so host files owned by 0 are owned by root inside and a file
+/// created inside is owned by 0 on the host.
+#[test]
+fn idmapped_mount_with_userns() {
+    require_root!();
+    let src = idmap_source();
+    let mut b = userns_bundle();
+    // Container root (host 100000) cannot create the mount point in a rootfs owned by host root.
+    std::fs::create_dir(b.rootfs().join("data")).unwrap();
+    b.mount(json!({
+        "destination": "/data",
+        "type": "bind",
+        "source": src.path(),
+        "options": ["rbind", "idmap"],
+        "uidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],
+        "gidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],
+    }));
+    b.sh("stat -c '%n %u' /data/owned-by-0 /data/owned-by-1000; touch /data/made-inside && echo made");
+    let o = Runtime::berth().run_new("idmap-userns", &b).ok();
+    assert_eq!(
+        o.out(),
+        "/data/owned-by-0 0\n/data/owned-by-1000 1000\nmade"
+    );
+    let md = std::fs::metadata(src.path().join("made-inside")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (0, 0), "file made inside, seen from the host");
+}
+
+#[test]
+fn hostname_and_domainname() {
+    require_root!();
+    let mut b = Bundle::new();
+    b.set("/hostname", json!("berth-test-host"));
+    b.sh("hostname; cat /proc/sys/kernel/domainname");
+    let o = run_both_same("hostname", &b);
+    assert_eq!(o.out(), "berth-test-host\n(none)");
+    // domainname: runc 1.1 ignores it (added in runc 1.2), so berth only.
+    b.set("/domainname", json!("berth.example"));
+    let o = Runtime::berth().run_new("domainname", &b).ok();
+    assert_eq!(o.out(), "berth-test-host\nberth.example");
+    // The host's hostname is untouched.
+    assert_ne!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap()
+            .trim(),
+        "berth-test-host"
+    );
+}
+
+/// sysctls in the container's own namespaces: net.* in a new netns, kernel.shm_rmid_forced in
+/// a new ipc namespace; the host's values stay.
+#[test]
+fn sysctls_in_new_namespaces() {
+    require_root!();
+    let host_fwd = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    let host_shm = std::fs::read_to_string("/proc/sys/kernel/shm_rmid_forced").unwrap();
+    let fwd = if host_fwd.trim() == "1" { "0" } else { "1" };
+    let shm = if host_shm.trim() == "1" { "0" } else { "1" };
+    let mut b = Bundle::new();
+    b.set(
+        "/linux/sysctl",
+        json!({"net.ipv4.ip_forward": fwd, "kernel.shm_rmid_forced": shm}),
+    );
+    b.sh("cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/shm_rmid_forced");
+    let o = run_both_same("sysctl", &b);
+    assert_eq!(o.out(), format!("{fwd}\n{shm}"));
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+        host_fwd
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/shm_rmid_forced").unwrap(),
+        host_shm
+    );
+}
+
+/// Puts a host sysctl back as it was, also when the test fails.
+struct RestoreSysctl(&'static str, String);
+
+impl Drop for RestoreSysctl {
+    fn drop(&mut self) {
+        if std::fs::read_to_string(self.0).ok().as_deref() != Some(self.1.as_str()) {
+            eprintln!("{} was changed on the host; restoring it", self.0);
+            let _ = std::fs::write(self.0, &self.1);
+        }
+    }
+}
+
+/// A net.* sysctl without a new network namespace is refused (it would change the host), as
+/// are sysctls that no namespace isolates.
+#[test]
+fn sysctl_refused_in_host_netns() {
+    require_root!();
+    let path = "/proc/sys/net/ipv4/ip_forward";
+    let _restore = RestoreSysctl(path, std::fs::read_to_string(path).unwrap());
+    let mut b = Bundle::new();
+    b.remove_namespace("network");
+    b.set("/linux/sysctl", json!({"net.ipv4.ip_forward": "1"}));
+    let (ob, or) = berth_tests::compare::run_both("sysctl-host", &b);
+    same("refused", ob.success(), or.success());
+    assert!(!ob.success());
+    let mut b = Bundle::new();
+    b.set("/linux/sysctl", json!({"vm.swappiness": "10"}));
+    let (ob, or) = berth_tests::compare::run_both("sysctl-vm", &b);
+    same("vm.* refused", ob.success(), or.success());
+    assert!(!ob.success());
+}
+
+/// A joined namespace path that is not a namespace (or missing) fails create cleanly.
+#[test]
+fn join_bad_namespace_path_fails() {
+    require_root!();
+    let mut b = Bundle::new();
+    b.namespace("network", Some("/proc/self/nonexistent-ns"));
+    for rt in [Runtime::berth(), Runtime::runc()] {
+        let id = rt.new_id("badns");
+        let o = rt.create(&id, &b, &[]);
+        assert!(!o.success(), "{}: {o:?}", rt.name());
+        // Nothing left behind.
+        berth_tests::wait::until("no state", Duration::from_secs(5), || {
+            rt.try_state(&id).is_none()
+        });
+    }
+}
