@@ -6,6 +6,7 @@
 pub mod chain_id;
 pub mod content;
 pub mod digest;
+mod gc;
 pub mod layer_fetch;
 pub mod manifest;
 pub mod metadata;
@@ -21,6 +22,7 @@ pub mod unpack;
 pub use chain_id::ChainId;
 pub use content::{ContentError, ContentStore};
 pub use digest::{Algorithm, Digest, DigestError};
+pub use gc::{GcFailure, GcReport, RemoveError};
 pub use layer_fetch::LayerError;
 pub use manifest::{ImageConfig, ManifestError};
 pub use metadata::{ImageRecord, MetadataError, MetadataStore, SnapshotKind, SnapshotRecord};

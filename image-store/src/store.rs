@@ -59,6 +59,8 @@ pub struct ImageStore {
     meta: MetadataStore,
     snapshots: Snapshotter,
     layer_locks: Mutex<HashMap<Digest, Weak<tokio::sync::Mutex<()>>>>,
+    /// Pulls hold it shared, GC exclusively.
+    gc_lock: tokio::sync::RwLock<()>,
 }
 
 impl ImageStore {
@@ -80,6 +82,7 @@ impl ImageStore {
             meta,
             snapshots,
             layer_locks: Mutex::new(HashMap::new()),
+            gc_lock: tokio::sync::RwLock::new(()),
         })
     }
 
@@ -90,6 +93,7 @@ impl ImageStore {
         reference: &Reference,
         opts: &PullOptions,
     ) -> Result<Image, PullError> {
+        let _shared = self.gc_lock.read().await;
         crate::pull::pull(self, reference, opts).await
     }
 
@@ -126,6 +130,11 @@ impl ImageStore {
     /// The snapshotter.
     pub fn snapshots(&self) -> &Snapshotter {
         &self.snapshots
+    }
+
+    /// The lock that keeps GC and pulls apart.
+    pub(crate) fn gc_lock(&self) -> &tokio::sync::RwLock<()> {
+        &self.gc_lock
     }
 
     /// The in-process lock serialising work on one layer blob.
