@@ -39,7 +39,10 @@ fn new_namespaces_differ_from_host() {
     let (db, dr) = (ns_differs(&ob.ok().stdout), ns_differs(&or.ok().stdout));
     same("which namespaces are new", &db, &dr);
     for (kind, differs) in &db {
-        let want = matches!(kind.as_str(), "cgroup" | "ipc" | "mnt" | "net" | "pid" | "uts");
+        let want = matches!(
+            kind.as_str(),
+            "cgroup" | "ipc" | "mnt" | "net" | "pid" | "uts"
+        );
         assert_eq!(*differs, want, "namespace {kind}: {db:?}");
     }
 }
@@ -93,7 +96,11 @@ fn join_namespaces_of_another_container() {
         );
         results.push(o.out().lines().next().unwrap().to_string());
     }
-    same("hostname seen by the joining container", &results[0], &results[1]);
+    same(
+        "hostname seen by the joining container",
+        &results[0],
+        &results[1],
+    );
 }
 
 fn userns_bundle() -> Bundle {
@@ -125,12 +132,19 @@ fn user_namespace_mappings() {
             .collect::<Vec<_>>()
             .join("\n")
     };
-    same("id and maps in a user namespace", strip(&ob.stdout), strip(&or.stdout));
+    same(
+        "id and maps in a user namespace",
+        strip(&ob.stdout),
+        strip(&or.stdout),
+    );
     assert_eq!(
         strip(&ob.stdout),
         "uid=0(root) gid=0(root)\n0 100000 65536\n0 100000 65536"
     );
-    assert_ne!(ob.out().lines().last(), Some(ns_link("self", "user").as_str()));
+    assert_ne!(
+        ob.out().lines().last(),
+        Some(ns_link("self", "user").as_str())
+    );
 }
 
 /// The init of a user-namespaced container runs as host uid 100000 (seen from the host).
@@ -187,7 +201,9 @@ fn idmapped_mount_without_userns() {
         "/data/owned-by-0 1234 1234\n/data/owned-by-1000 65534 65534"
     );
     assert_eq!(
-        std::fs::metadata(src.path().join("owned-by-0")).unwrap().uid(),
+        std::fs::metadata(src.path().join("owned-by-0"))
+            .unwrap()
+            .uid(),
         0
     );
 }
@@ -217,7 +233,11 @@ fn idmapped_mount_with_userns() {
         "/data/owned-by-0 0\n/data/owned-by-1000 1000\nmade"
     );
     let md = std::fs::metadata(src.path().join("made-inside")).unwrap();
-    assert_eq!((md.uid(), md.gid()), (0, 0), "file made inside, seen from the host");
+    assert_eq!(
+        (md.uid(), md.gid()),
+        (0, 0),
+        "file made inside, seen from the host"
+    );
 }
 
 #[test]
