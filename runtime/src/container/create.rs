@@ -159,6 +159,7 @@ pub fn create(root: &Root, id: &ContainerId, opts: &CreateOptions) -> Result<Cre
 
     let init_cfg = InitConfig {
         id: id.to_string(),
+        bundle: bundle.clone(),
         spec: spec.clone(),
         rootfs: rootfs.clone(),
         mount_env,

@@ -29,6 +29,7 @@ pub fn start(container: &Container) -> Result<()> {
     )
     .map_err(|e| RuntimeError::sys(format!("open {}", path.display()), e))?;
     let deadline = Instant::now() + FIFO_TIMEOUT;
+    let mut got_byte = false;
     loop {
         let mut fds = [PollFd::new(fifo.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::from(100u16)) {
@@ -37,11 +38,13 @@ pub fn start(container: &Container) -> Result<()> {
         }
         let mut buf = [0u8; 1];
         match nix::unistd::read(&fifo, &mut buf) {
-            Ok(1) => break,
+            Ok(1) => got_byte = true,
+            // EOF after the byte: init closed the FIFO by execve (after startContainer hooks).
+            Ok(0) if got_byte => break,
             Ok(_) | Err(nix::errno::Errno::EAGAIN) => {}
             Err(e) => return Err(RuntimeError::sys("read the exec fifo", e)),
         }
-        if !container.init_alive() {
+        if !got_byte && !container.init_alive() {
             return Err(RuntimeError::WrongStatus {
                 id: container.state.id.clone(),
                 op: "start",

@@ -23,6 +23,8 @@ use crate::sys;
 #[derive(Debug)]
 pub struct InitConfig {
     pub id: String,
+    /// The bundle directory (for the state the startContainer hooks get).
+    pub bundle: PathBuf,
     pub spec: Spec,
     pub rootfs: PathBuf,
     pub mount_env: MountEnv,
@@ -58,7 +60,9 @@ pub fn run(mut cfg: InitConfig, sync: SyncSocket) -> Infallible {
         "/proc/self/fd/{}",
         std::os::fd::AsRawFd::as_raw_fd(&cfg.fifo)
     );
-    let result = (|| -> Result<()> {
+    // The write end stays open (O_CLOEXEC) until execve: `start` reads the FIFO to EOF, so it
+    // returns — and runs poststart — only after the startContainer hooks, as with runc.
+    let result = (|| -> Result<OwnedFd> {
         let fifo = open(
             Path::new(&fifo_path),
             OFlag::O_WRONLY | OFlag::O_CLOEXEC,
@@ -66,32 +70,34 @@ pub fn run(mut cfg: InitConfig, sync: SyncSocket) -> Infallible {
         )
         .map_err(|e| RuntimeError::sys("open the exec fifo", e))?;
         nix::unistd::write(&fifo, b"0").map_err(|e| RuntimeError::sys("write the exec fifo", e))?;
-        drop(fifo);
         drop(cfg.fifo);
-        let state = oci_state_for_hooks(&cfg.id, &cfg.spec);
+        let state = oci_state_for_hooks(&cfg.id, &cfg.bundle, &cfg.spec);
         hooks::run(
             HookKind::StartContainer,
             &HookKind::StartContainer.of(&cfg.spec),
             &state,
         )?;
-        Ok(())
+        Ok(fifo)
     })();
-    if let Err(e) = result {
-        eprintln!("berth-runtime init: {e}");
-        sys::exit_child(1)
-    }
+    let _fifo_open_until_exec = match result {
+        Ok(fifo) => fifo,
+        Err(e) => {
+            eprintln!("berth-runtime init: {e}");
+            sys::exit_child(1)
+        }
+    };
     exec(prepared)
 }
 
 /// The state hooks inside the container get (the runtime's view of the PID is not known here,
 /// so it is the container's own).
-fn oci_state_for_hooks(id: &str, spec: &Spec) -> String {
+fn oci_state_for_hooks(id: &str, bundle: &Path, spec: &Spec) -> String {
     serde_json::json!({
         "ociVersion": spec.version(),
         "id": id,
         "status": "created",
         "pid": std::process::id(),
-        "bundle": "",
+        "bundle": bundle,
         "annotations": spec.annotations().clone().unwrap_or_default(),
     })
     .to_string()
