@@ -60,6 +60,7 @@ pub struct GcReport {
 impl ImageStore {
     /// Removes one name from an image; the image stays (possibly nameless, until GC).
     pub fn untag(&self, name: &str) -> Result<ImageRecord, RemoveError> {
+        let name = &self.normalise_name(name);
         self.metadata().untag(name).map_err(|e| match e {
             MetadataError::ImageNotFound(_) => RemoveError::NotFound(name.to_owned()),
             source => RemoveError::Metadata {
@@ -72,6 +73,7 @@ impl ImageStore {
     /// Deletes an image record with all its names (its content goes at the next GC). Pinned
     /// images are kept unless `force`.
     pub fn remove_image(&self, name_or_id: &str, force: bool) -> Result<ImageRecord, RemoveError> {
+        let name_or_id = &self.normalise_name(name_or_id);
         let meta = |source| RemoveError::Metadata {
             name: name_or_id.to_owned(),
             source,
@@ -91,6 +93,7 @@ impl ImageStore {
 
     /// Pins or unpins an image.
     pub fn set_pinned(&self, name_or_id: &str, pinned: bool) -> Result<(), RemoveError> {
+        let name_or_id = &self.normalise_name(name_or_id);
         let meta = |source| RemoveError::Metadata {
             name: name_or_id.to_owned(),
             source,

@@ -76,6 +76,13 @@ impl ImageStore {
         let meta = MetadataStore::open(&config.root.join("metadata.db"))?;
         let snapshots = Snapshotter::open(&config.root, meta.clone())?;
         snapshots.clean_orphans()?;
+        // Scratch space of imports a crash interrupted.
+        let tmp = config.root.join("tmp");
+        if let Err(e) = std::fs::remove_dir_all(&tmp) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %tmp.display(), error = %e, "cannot clean scratch dir");
+            }
+        }
         Ok(ImageStore {
             config,
             content,
@@ -98,8 +105,22 @@ impl ImageStore {
     }
 
     /// The image a name (`registry/repo:tag`, `registry/repo@digest`) or ID points at.
+    /// Short names are normalised (`busybox` finds `docker.io/library/busybox:latest`).
     pub fn image(&self, name_or_id: &str) -> Result<Option<Image>, StoreError> {
-        Ok(self.meta.get_image(name_or_id)?)
+        Ok(self.meta.get_image(&self.normalise_name(name_or_id))?)
+    }
+
+    /// A name as stored: references normalised, image IDs (`sha256:…`) unchanged.
+    pub(crate) fn normalise_name(&self, name_or_id: &str) -> String {
+        if name_or_id.parse::<Digest>().is_ok() {
+            return name_or_id.to_owned();
+        }
+        match self.meta.get_image(name_or_id) {
+            Ok(Some(_)) => name_or_id.to_owned(),
+            _ => name_or_id
+                .parse::<Reference>()
+                .map_or_else(|_| name_or_id.to_owned(), |r| r.to_string()),
+        }
     }
 
     /// Every stored image.
