@@ -1,3 +1,9 @@
-//! cri-server: berthd, the CRI v1 server.
+//! cri-server: berthd, the CRI v1 server of berth.
 //!
-//! Not yet implemented: see issue 5.
+//! - [`config`]: `/etc/berth/config.toml` with embedded defaults.
+//! - [`server`]: the gRPC server on the CRI unix socket.
+//! - [`service`]: RuntimeService and ImageService, one file per RPC family.
+
+pub mod config;
+pub mod server;
+pub mod service;

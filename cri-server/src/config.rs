@@ -1,0 +1,268 @@
+//! berthd's configuration: `/etc/berth/config.toml`, every key with an embedded default, so
+//! that a missing file (or an empty one) gives a working node. `berthd --print-config` prints
+//! the effective configuration in this format.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/berth/config.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("config: default_runtime {name:?} is not a configured runtime (have: {have})")]
+    UnknownDefaultRuntime { name: String, have: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Persistent data: content, snapshots, metadata.
+    pub root: PathBuf,
+    /// Runtime state: sockets, shim state, pinned network namespaces.
+    pub state: PathBuf,
+    /// The CRI socket.
+    pub listen: PathBuf,
+    /// The RuntimeClass handler used when a pod names none.
+    pub default_runtime: String,
+    pub cgroup: CgroupConfig,
+    pub registry: RegistryConfig,
+    pub cni: CniConfig,
+    pub sandbox: SandboxConfig,
+    pub streaming: StreamingConfig,
+    /// RuntimeClass handler name → OCI runtime.
+    pub runtimes: BTreeMap<String, RuntimeHandler>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CgroupConfig {
+    /// `cgroupfs` or `systemd` (reported to the kubelet by RuntimeConfig).
+    pub driver: CgroupDriver,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupDriver {
+    Cgroupfs,
+    Systemd,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// containerd's hosts.toml layout: one folder per registry host.
+    pub config_path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CniConfig {
+    /// Conflists; when it holds none, berthd uses its embedded bridge network.
+    pub conf_dir: PathBuf,
+    pub bin_dirs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// Empty: the built-in pause image.
+    pub image: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamingConfig {
+    /// Address of the exec/attach/port-forward server; port 0 picks a free one.
+    pub address: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeHandler {
+    /// Path of an OCI runtime with runc's command line.
+    pub path: PathBuf,
+    /// Its state root (`--root`); empty: `<state>/runtimes/<handler>`.
+    #[serde(default)]
+    pub root: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            root: "/var/lib/berth".into(),
+            state: "/run/berth".into(),
+            listen: "/run/berth/berth.sock".into(),
+            default_runtime: "berth".into(),
+            cgroup: CgroupConfig::default(),
+            registry: RegistryConfig::default(),
+            cni: CniConfig::default(),
+            sandbox: SandboxConfig::default(),
+            streaming: StreamingConfig::default(),
+            runtimes: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for CgroupConfig {
+    fn default() -> Self {
+        Self {
+            driver: CgroupDriver::Cgroupfs,
+        }
+    }
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            config_path: "/etc/berth/certs.d".into(),
+        }
+    }
+}
+
+impl Default for CniConfig {
+    fn default() -> Self {
+        Self {
+            conf_dir: "/etc/cni/net.d".into(),
+            bin_dirs: vec!["/opt/cni/bin".into()],
+        }
+    }
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        Self {
+            address: "127.0.0.1:0".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`; a missing file at the default location means "all defaults".
+    pub fn load(path: &Path, required: bool) -> Result<Self, ConfigError> {
+        let text = match fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => String::new(),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        };
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(e),
+        })
+    }
+
+    /// Fills in the runtime handlers every node has: `berth` (berth-runtime, installed next to
+    /// berthd) and `runc`/`crun` when their binaries exist, unless the file configured them.
+    pub fn with_detected_runtimes(
+        mut self,
+        berthd_dir: Option<&Path>,
+    ) -> Result<Self, ConfigError> {
+        let berth_runtime = berthd_dir
+            .map(|d| d.join("berth-runtime"))
+            .unwrap_or_else(|| PathBuf::from("/usr/local/bin/berth-runtime"));
+        let candidates = [
+            ("berth", berth_runtime),
+            ("runc", PathBuf::from("/usr/sbin/runc")),
+            ("crun", PathBuf::from("/usr/bin/crun")),
+        ];
+        for (name, path) in candidates {
+            if !self.runtimes.contains_key(name) && (name == "berth" || path.exists()) {
+                self.runtimes.insert(
+                    name.to_owned(),
+                    RuntimeHandler {
+                        path,
+                        root: PathBuf::new(),
+                    },
+                );
+            }
+        }
+        for (name, handler) in self.runtimes.iter_mut() {
+            if handler.root.as_os_str().is_empty() {
+                handler.root = self.state.join("runtimes").join(name);
+            }
+        }
+        if !self.runtimes.contains_key(&self.default_runtime) {
+            return Err(ConfigError::UnknownDefaultRuntime {
+                name: self.default_runtime.clone(),
+                have: self.runtimes.keys().cloned().collect::<Vec<_>>().join(", "),
+            });
+        }
+        Ok(self)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("the config serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let c = Config::parse(Path::new("x.toml"), "").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.listen, PathBuf::from("/run/berth/berth.sock"));
+        assert_eq!(c.cni.bin_dirs, vec![PathBuf::from("/opt/cni/bin")]);
+    }
+
+    #[test]
+    fn keys_override_defaults_and_round_trip() {
+        let c = Config::parse(
+            Path::new("x.toml"),
+            "[cni]\nconf_dir = \"/tmp/net\"\n[runtimes.kata]\npath = \"/usr/bin/kata\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.cni.conf_dir, PathBuf::from("/tmp/net"));
+        assert_eq!(c.cni.bin_dirs, vec![PathBuf::from("/opt/cni/bin")]);
+        let c = c
+            .with_detected_runtimes(Some(Path::new("/opt/berth")))
+            .unwrap();
+        assert_eq!(
+            c.runtimes["berth"].path,
+            PathBuf::from("/opt/berth/berth-runtime")
+        );
+        assert_eq!(
+            c.runtimes["kata"].root,
+            PathBuf::from("/run/berth/runtimes/kata")
+        );
+        let again = Config::parse(Path::new("y.toml"), &c.to_toml()).unwrap();
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_defaults_are_errors() {
+        let err =
+            Config::parse(Path::new("/etc/berth/config.toml"), "[cni]\nconfdir = 1\n").unwrap_err();
+        assert!(err.to_string().contains("/etc/berth/config.toml"), "{err}");
+        let c = Config {
+            default_runtime: "nope".into(),
+            ..Config::default()
+        };
+        assert!(c.with_detected_runtimes(None).is_err());
+    }
+}

@@ -1,0 +1,59 @@
+//! Serving the CRI on a unix socket.
+
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use k8s_cri::v1::image_service_server::ImageServiceServer;
+use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::config::Config;
+use crate::service::{image::Images, runtime::Runtime};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("listen on {path}: {source}")]
+    Listen {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("serve the CRI: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Binds the CRI socket (replacing a stale one; only root may connect).
+pub fn bind(path: &Path) -> Result<UnixListener, ServeError> {
+    let err = |source| ServeError::Listen {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(err)?;
+    Ok(listener)
+}
+
+/// Serves RuntimeService and ImageService on `listener` until `shutdown` completes.
+pub async fn serve(
+    config: Arc<Config>,
+    listener: UnixListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    tonic::transport::Server::builder()
+        .add_service(RuntimeServiceServer::new(Runtime::new(config)))
+        .add_service(ImageServiceServer::new(Images))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,306 @@
+//! RuntimeService: version, status, runtime config. Pod sandboxes and containers come with
+//! the sandbox/container stores (issue 5); until then their RPCs answer UNIMPLEMENTED.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::runtime_service_server::RuntimeService;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::not_yet;
+use crate::config::{CgroupDriver, Config};
+
+/// CRI API version berth implements.
+pub const CRI_VERSION: &str = "v1";
+pub const RUNTIME_NAME: &str = "berth";
+pub const RUNTIME_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+const SANDBOXES: &str = "pod sandboxes need the sandbox store and CNI wiring (issue 5)";
+const CONTAINERS: &str = "containers need the container store and berth-shim (issue 5)";
+const STREAMING: &str = "the streaming server is issue 6";
+
+pub struct Runtime {
+    config: Arc<Config>,
+    pod_cidr: Mutex<String>,
+}
+
+impl Runtime {
+    pub fn new(config: Arc<Config>) -> Self {
+        Self {
+            config,
+            pod_cidr: Mutex::new(String::new()),
+        }
+    }
+
+    /// The pod CIDR the kubelet last gave with UpdateRuntimeConfig.
+    pub fn pod_cidr(&self) -> String {
+        self.pod_cidr.lock().expect("pod cidr lock").clone()
+    }
+
+    fn conditions(&self) -> Vec<cri::RuntimeCondition> {
+        let handler = &self.config.runtimes[&self.config.default_runtime];
+        let runtime_ready = handler.path.exists();
+        vec![
+            cri::RuntimeCondition {
+                r#type: "RuntimeReady".into(),
+                status: runtime_ready,
+                reason: if runtime_ready {
+                    String::new()
+                } else {
+                    "RuntimeBinaryMissing".into()
+                },
+                message: if runtime_ready {
+                    String::new()
+                } else {
+                    format!("OCI runtime {} not found", handler.path.display())
+                },
+            },
+            cri::RuntimeCondition {
+                r#type: "NetworkReady".into(),
+                status: false,
+                reason: "NetworkPluginNotReady".into(),
+                message: "berth: pod networking (CNI) is not wired into berthd yet".into(),
+            },
+        ]
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl RuntimeService for Runtime {
+    async fn version(
+        &self,
+        _: Request<cri::VersionRequest>,
+    ) -> Result<Response<cri::VersionResponse>, Status> {
+        Ok(Response::new(cri::VersionResponse {
+            version: "0.1.0".into(),
+            runtime_name: RUNTIME_NAME.into(),
+            runtime_version: RUNTIME_VERSION.into(),
+            runtime_api_version: CRI_VERSION.into(),
+        }))
+    }
+
+    async fn status(
+        &self,
+        req: Request<cri::StatusRequest>,
+    ) -> Result<Response<cri::StatusResponse>, Status> {
+        let mut info = std::collections::HashMap::new();
+        if req.get_ref().verbose {
+            info.insert("config".to_owned(), self.config.to_toml());
+            info.insert("podCIDR".to_owned(), self.pod_cidr());
+        }
+        let handlers = self
+            .config
+            .runtimes
+            .keys()
+            .map(|name| cri::RuntimeHandler {
+                name: name.clone(),
+                features: Some(cri::RuntimeHandlerFeatures {
+                    recursive_read_only_mounts: true,
+                    user_namespaces: true,
+                }),
+            })
+            .collect();
+        Ok(Response::new(cri::StatusResponse {
+            status: Some(cri::RuntimeStatus {
+                conditions: self.conditions(),
+            }),
+            info,
+            runtime_handlers: handlers,
+            features: Some(cri::RuntimeFeatures {
+                supplemental_groups_policy: false,
+            }),
+        }))
+    }
+
+    async fn runtime_config(
+        &self,
+        _: Request<cri::RuntimeConfigRequest>,
+    ) -> Result<Response<cri::RuntimeConfigResponse>, Status> {
+        let driver = match self.config.cgroup.driver {
+            CgroupDriver::Cgroupfs => cri::CgroupDriver::Cgroupfs,
+            CgroupDriver::Systemd => cri::CgroupDriver::Systemd,
+        };
+        Ok(Response::new(cri::RuntimeConfigResponse {
+            linux: Some(cri::LinuxRuntimeConfiguration {
+                cgroup_driver: driver as i32,
+            }),
+        }))
+    }
+
+    async fn update_runtime_config(
+        &self,
+        req: Request<cri::UpdateRuntimeConfigRequest>,
+    ) -> Result<Response<cri::UpdateRuntimeConfigResponse>, Status> {
+        let cidr = req
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+            .unwrap_or_default();
+        if !cidr.is_empty() {
+            tracing::info!(pod_cidr = %cidr, "pod CIDR updated");
+            *self.pod_cidr.lock().expect("pod cidr lock") = cidr;
+        }
+        Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
+    }
+
+    async fn run_pod_sandbox(
+        &self,
+        _: Request<cri::RunPodSandboxRequest>,
+    ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
+        Err(not_yet("RunPodSandbox", SANDBOXES))
+    }
+    async fn stop_pod_sandbox(
+        &self,
+        _: Request<cri::StopPodSandboxRequest>,
+    ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
+        Err(not_yet("StopPodSandbox", SANDBOXES))
+    }
+    async fn remove_pod_sandbox(
+        &self,
+        _: Request<cri::RemovePodSandboxRequest>,
+    ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
+        Err(not_yet("RemovePodSandbox", SANDBOXES))
+    }
+    async fn pod_sandbox_status(
+        &self,
+        _: Request<cri::PodSandboxStatusRequest>,
+    ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
+        Err(not_yet("PodSandboxStatus", SANDBOXES))
+    }
+    async fn list_pod_sandbox(
+        &self,
+        _: Request<cri::ListPodSandboxRequest>,
+    ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
+        Err(not_yet("ListPodSandbox", SANDBOXES))
+    }
+    async fn create_container(
+        &self,
+        _: Request<cri::CreateContainerRequest>,
+    ) -> Result<Response<cri::CreateContainerResponse>, Status> {
+        Err(not_yet("CreateContainer", CONTAINERS))
+    }
+    async fn start_container(
+        &self,
+        _: Request<cri::StartContainerRequest>,
+    ) -> Result<Response<cri::StartContainerResponse>, Status> {
+        Err(not_yet("StartContainer", CONTAINERS))
+    }
+    async fn stop_container(
+        &self,
+        _: Request<cri::StopContainerRequest>,
+    ) -> Result<Response<cri::StopContainerResponse>, Status> {
+        Err(not_yet("StopContainer", CONTAINERS))
+    }
+    async fn remove_container(
+        &self,
+        _: Request<cri::RemoveContainerRequest>,
+    ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
+        Err(not_yet("RemoveContainer", CONTAINERS))
+    }
+    async fn list_containers(
+        &self,
+        _: Request<cri::ListContainersRequest>,
+    ) -> Result<Response<cri::ListContainersResponse>, Status> {
+        Err(not_yet("ListContainers", CONTAINERS))
+    }
+    async fn container_status(
+        &self,
+        _: Request<cri::ContainerStatusRequest>,
+    ) -> Result<Response<cri::ContainerStatusResponse>, Status> {
+        Err(not_yet("ContainerStatus", CONTAINERS))
+    }
+    async fn update_container_resources(
+        &self,
+        _: Request<cri::UpdateContainerResourcesRequest>,
+    ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
+        Err(not_yet("UpdateContainerResources", CONTAINERS))
+    }
+    async fn reopen_container_log(
+        &self,
+        _: Request<cri::ReopenContainerLogRequest>,
+    ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
+        Err(not_yet("ReopenContainerLog", CONTAINERS))
+    }
+    async fn exec_sync(
+        &self,
+        _: Request<cri::ExecSyncRequest>,
+    ) -> Result<Response<cri::ExecSyncResponse>, Status> {
+        Err(not_yet("ExecSync", CONTAINERS))
+    }
+    async fn exec(
+        &self,
+        _: Request<cri::ExecRequest>,
+    ) -> Result<Response<cri::ExecResponse>, Status> {
+        Err(not_yet("Exec", STREAMING))
+    }
+    async fn attach(
+        &self,
+        _: Request<cri::AttachRequest>,
+    ) -> Result<Response<cri::AttachResponse>, Status> {
+        Err(not_yet("Attach", STREAMING))
+    }
+    async fn port_forward(
+        &self,
+        _: Request<cri::PortForwardRequest>,
+    ) -> Result<Response<cri::PortForwardResponse>, Status> {
+        Err(not_yet("PortForward", STREAMING))
+    }
+    async fn container_stats(
+        &self,
+        _: Request<cri::ContainerStatsRequest>,
+    ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
+        Err(not_yet("ContainerStats", CONTAINERS))
+    }
+    async fn list_container_stats(
+        &self,
+        _: Request<cri::ListContainerStatsRequest>,
+    ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
+        Err(not_yet("ListContainerStats", CONTAINERS))
+    }
+    async fn pod_sandbox_stats(
+        &self,
+        _: Request<cri::PodSandboxStatsRequest>,
+    ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
+        Err(not_yet("PodSandboxStats", SANDBOXES))
+    }
+    async fn list_pod_sandbox_stats(
+        &self,
+        _: Request<cri::ListPodSandboxStatsRequest>,
+    ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
+        Err(not_yet("ListPodSandboxStats", SANDBOXES))
+    }
+    async fn checkpoint_container(
+        &self,
+        _: Request<cri::CheckpointContainerRequest>,
+    ) -> Result<Response<cri::CheckpointContainerResponse>, Status> {
+        Err(Status::unimplemented(
+            "berth: CheckpointContainer needs CRIU, which berth does not use",
+        ))
+    }
+
+    type GetContainerEventsStream = EventStream;
+
+    async fn get_container_events(
+        &self,
+        _: Request<cri::GetEventsRequest>,
+    ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+        Err(not_yet("GetContainerEvents", CONTAINERS))
+    }
+    async fn list_metric_descriptors(
+        &self,
+        _: Request<cri::ListMetricDescriptorsRequest>,
+    ) -> Result<Response<cri::ListMetricDescriptorsResponse>, Status> {
+        Err(not_yet("ListMetricDescriptors", CONTAINERS))
+    }
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _: Request<cri::ListPodSandboxMetricsRequest>,
+    ) -> Result<Response<cri::ListPodSandboxMetricsResponse>, Status> {
+        Err(not_yet("ListPodSandboxMetrics", SANDBOXES))
+    }
+}

@@ -1,0 +1,136 @@
+//! berthd's CRI server over a real unix socket, driven by a k8s-cri client.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use berth_cri::config::Config;
+use berth_cri::server;
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+async fn connect(path: &Path) -> Channel {
+    let path = path.to_owned();
+    Endpoint::try_from("http://[::]:50051")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+        }))
+        .await
+        .expect("connect to the CRI socket")
+}
+
+/// Starts a server on a socket in a temp dir; returns the channel and a shutdown sender.
+async fn start(
+    dir: &Path,
+) -> (
+    Channel,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let config = Config {
+        state: dir.join("state"),
+        listen: dir.join("berth.sock"),
+        ..Config::default()
+    }
+    .with_detected_runtimes(Some(Path::new(env!("CARGO_MANIFEST_DIR"))))
+    .unwrap();
+    let listener = server::bind(&config.listen).unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        server::serve(Arc::new(config), listener, async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    (connect(&dir.join("berth.sock")).await, tx, task)
+}
+
+#[tokio::test]
+async fn version_status_and_runtime_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let (channel, stop, task) = start(dir.path()).await;
+    let mut rt = RuntimeServiceClient::new(channel.clone());
+
+    let v = rt
+        .version(cri::VersionRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(v.runtime_name, "berth");
+    assert_eq!(v.runtime_api_version, "v1");
+    assert_eq!(v.runtime_version, env!("CARGO_PKG_VERSION"));
+
+    let s = rt
+        .status(cri::StatusRequest { verbose: true })
+        .await
+        .unwrap()
+        .into_inner();
+    let conds = s.status.unwrap().conditions;
+    let net = conds.iter().find(|c| c.r#type == "NetworkReady").unwrap();
+    assert!(!net.status && !net.reason.is_empty(), "{net:?}");
+    assert!(conds.iter().any(|c| c.r#type == "RuntimeReady"));
+    assert!(s.runtime_handlers.iter().any(|h| h.name == "berth"));
+    assert!(s.info["config"].contains("listen"));
+
+    let c = rt
+        .runtime_config(cri::RuntimeConfigRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        c.linux.unwrap().cgroup_driver,
+        cri::CgroupDriver::Cgroupfs as i32
+    );
+
+    rt.update_runtime_config(cri::UpdateRuntimeConfigRequest {
+        runtime_config: Some(cri::RuntimeConfig {
+            network_config: Some(cri::NetworkConfig {
+                pod_cidr: "10.244.1.0/24".into(),
+            }),
+        }),
+    })
+    .await
+    .unwrap();
+    let s = rt
+        .status(cri::StatusRequest { verbose: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(s.info["podCIDR"], "10.244.1.0/24");
+
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn unserved_rpcs_say_unimplemented_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let (channel, stop, task) = start(dir.path()).await;
+    let mut rt = RuntimeServiceClient::new(channel.clone());
+    let err = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+    assert!(err.message().contains("RunPodSandbox"), "{}", err.message());
+    let err = rt
+        .checkpoint_container(cri::CheckpointContainerRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+    assert!(err.message().contains("CRIU"));
+    let mut img = ImageServiceClient::new(channel);
+    let err = img
+        .list_images(cri::ListImagesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
