@@ -19,7 +19,12 @@ enum Lie {
     ServerError,
     Schema1Manifest,
     IndexWithoutOurPlatform,
+    /// Not a lie: an honest registry behind a bearer-token challenge (token for berth:s3cret).
+    BearerAuth,
 }
+
+const TOKEN: &str = "tok-123";
+const BASIC_BERTH: &str = "Basic YmVydGg6czNjcmV0";
 
 struct Fixture {
     manifest: Vec<u8>,
@@ -110,6 +115,7 @@ fn start(f: &Fixture, lie: Lie) -> LyingRegistry {
     let (manifest, config, layer) = (f.manifest.clone(), f.config.clone(), f.layer.clone());
     let (cd, ld) = (f.config_digest.to_string(), f.layer_digest.to_string());
     let (stop2, count) = (Arc::clone(&stop), Arc::clone(&layer_requests));
+    let host2 = host.clone();
     let thread = std::thread::spawn(move || {
         // Bounded: at most 200 connections, and it stops when told.
         for conn in listener.incoming().take(200) {
@@ -125,10 +131,39 @@ fn start(f: &Fixture, lie: Lie) -> LyingRegistry {
             }
             let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
             let mut hdr = String::new();
+            let mut authorization = String::new();
             while r.read_line(&mut hdr).is_ok_and(|n| n > 2) {
+                if let Some((k, v)) = hdr.split_once(':') {
+                    if k.eq_ignore_ascii_case("authorization") {
+                        authorization = v.trim().to_owned();
+                    }
+                }
                 hdr.clear();
             }
             let json = |mt: &str| vec![("Content-Type", mt.to_owned())];
+            if matches!(lie, Lie::BearerAuth) {
+                let challenge = format!(r#"Bearer realm="http://{host2}/token",service="liar""#);
+                if path.starts_with("/token") {
+                    if authorization == BASIC_BERTH {
+                        let body = format!(r#"{{"token":"{TOKEN}"}}"#);
+                        respond(
+                            &mut s,
+                            "200 OK",
+                            &json("application/json"),
+                            body.as_bytes(),
+                            body.len(),
+                        );
+                    } else {
+                        respond(&mut s, "401 Unauthorized", &[], b"", 0);
+                    }
+                    continue;
+                }
+                if authorization != format!("Bearer {TOKEN}") {
+                    let h = vec![("WWW-Authenticate", challenge)];
+                    respond(&mut s, "401 Unauthorized", &h, b"", 0);
+                    continue;
+                }
+            }
             if path == "/v2/" {
                 respond(&mut s, "200 OK", &json("application/json"), b"{}", 2);
             } else if path.contains("/manifests/") {
@@ -179,7 +214,7 @@ fn start(f: &Fixture, lie: Lie) -> LyingRegistry {
                     Lie::ServerError => {
                         respond(&mut s, "500 Internal Server Error", &[], b"boom", 4);
                     }
-                    Lie::Schema1Manifest | Lie::IndexWithoutOurPlatform => {
+                    Lie::Schema1Manifest | Lie::IndexWithoutOurPlatform | Lie::BearerAuth => {
                         respond(&mut s, "200 OK", &[], &layer, layer.len());
                     }
                 }
@@ -311,4 +346,40 @@ fn index_without_our_platform_is_refused_clearly() {
     assert!(err.contains("windows/amd64, linux/s390x"), "{err}");
     assert_eq!(requests, 0);
     assert_nothing_visible(&root, &f, Lie::IndexWithoutOurPlatform);
+}
+
+#[test]
+fn bearer_token_challenge_is_answered_with_credentials() {
+    let f = fixture();
+    // Anonymous: the token endpoint refuses, so the pull fails at the manifest.
+    let (err, requests, host, root) = pull_err(&f, Lie::BearerAuth);
+    assert!(
+        err.starts_with(&format!("pull {host}/bad:1: manifest")),
+        "{err}"
+    );
+    assert_eq!(requests, 0);
+    assert_nothing_visible(&root, &f, Lie::BearerAuth);
+    // With the right credentials the whole image comes through the bearer token.
+    let reg = start(&f, Lie::BearerAuth);
+    let root = tempfile::tempdir().unwrap();
+    let mut cfg = StoreConfig::new(root.path());
+    cfg.registry.insecure_hosts = vec![reg.host.clone()];
+    let store = ImageStore::open(cfg).unwrap();
+    let r: Reference = format!("{}/bad:1", reg.host).parse().unwrap();
+    let opts = PullOptions {
+        credentials: image_store::Credentials::Basic {
+            username: "berth".into(),
+            password: "s3cret".into(),
+        },
+        ..PullOptions::default()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let image = rt
+        .block_on(store.pull(&r, &opts))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(image.layers, vec![f.layer_digest.clone()]);
+    assert!(store.content().contains(&f.layer_digest));
 }
