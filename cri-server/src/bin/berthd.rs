@@ -30,7 +30,7 @@ struct Args {
 }
 
 fn load_config(args: &Args) -> Result<Config> {
-    let required = args.config != DEFAULT_CONFIG_PATH;
+    let required = args.config.as_path() != std::path::Path::new(DEFAULT_CONFIG_PATH);
     let mut config = Config::load(&args.config, required)?;
     if let Some(root) = &args.root {
         config.root = root.clone();
