@@ -193,6 +193,7 @@ pub(crate) async fn pull(
     let client = Arc::new(client);
     let mut tasks = tokio::task::JoinSet::new();
     let mut guards = Vec::new();
+    let mut task_layer = std::collections::HashMap::new();
     for (i, desc) in manifest.layers.iter().enumerate() {
         // One fetch per layer blob in this process; a second pull waits and then reuses it.
         let guard = store.layer_lock(&desc.digest).lock_owned().await;
@@ -218,11 +219,12 @@ pub(crate) async fn pull(
         };
         let client = Arc::clone(&client);
         let limit = Arc::clone(&limit);
-        tasks.spawn(async move {
+        let handle = tasks.spawn(async move {
             let _permit = limit.acquire_owned().await.expect("semaphore never closed");
             let r = retry(|| fetch_layer(&job, &client), LayerError::is_transient).await;
             (i, r)
         });
+        task_layer.insert(handle.id(), i);
     }
     let mut done: Vec<Option<(Unpacked, LayerDir)>> =
         (0..manifest.layers.len()).map(|_| None).collect();
@@ -231,9 +233,10 @@ pub(crate) async fn pull(
         let (i, r) = match joined {
             Ok(x) => x,
             Err(e) => {
+                let i = task_layer.get(&e.id()).copied().unwrap_or(0);
                 first_error.get_or_insert(PullError::Layer {
                     reference: rs.clone(),
-                    digest: manifest.layers[0].digest.clone(),
+                    digest: manifest.layers[i].digest.clone(),
                     source: LayerError::Task(e),
                 });
                 continue;
