@@ -101,7 +101,11 @@ fn limits_and_cgroups_path() {
             "50".into()
         )
     );
-    same("cgroup limits (host files, inside view)", &seen[0], &seen[1]);
+    same(
+        "cgroup limits (host files, inside view)",
+        &seen[0],
+        &seen[1],
+    );
 }
 
 /// The container's cgroup is removed by delete.
@@ -179,8 +183,15 @@ fn pids_limit_enforced() {
     b.sh("for i in 1 2 3 4 5 6 7 8; do sleep 5 & done 2>/dev/null; echo forked; kill $(jobs -p) 2>/dev/null; true");
     let (ob, or) = berth_tests::compare::run_both("pids", &b);
     let fail = |o: &berth_tests::Outcome| o.stderr.contains("fork") || o.stdout.contains("fork");
-    assert!(fail(&ob) || ob.code != 0, "berth: forks beyond the limit succeeded: {ob:?}");
-    same("pids limit enforced", fail(&ob) || ob.code != 0, fail(&or) || or.code != 0);
+    assert!(
+        fail(&ob) || ob.code != 0,
+        "berth: forks beyond the limit succeeded: {ob:?}"
+    );
+    same(
+        "pids limit enforced",
+        fail(&ob) || ob.code != 0,
+        fail(&or) || or.code != 0,
+    );
 }
 
 fn find_key<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
@@ -219,11 +230,15 @@ fn oom_kill_visible() {
                 .or_else(|| find_key(&v, "oomKillCount"))
                 .or_else(|| find_key(&v, "oom_kill"))
                 .and_then(Value::as_u64);
-            assert!(n.unwrap_or(0) >= 1, "no OOM kill counted in events --stats: {v}");
+            assert!(
+                n.unwrap_or(0) >= 1,
+                "no OOM kill counted in events --stats: {v}"
+            );
             // The host's memory cgroup agrees.
             if berth_tests::host::cgroup_v1() {
                 let d = cgroup_dir(rt.pid(&id), "memory").unwrap();
-                let oom = std::fs::read_to_string(Path::new(&d).join("memory.oom_control")).unwrap();
+                let oom =
+                    std::fs::read_to_string(Path::new(&d).join("memory.oom_control")).unwrap();
                 assert!(!oom.contains("oom_kill 0"), "{oom}");
             }
         }

@@ -82,8 +82,12 @@ fn observe(rt: &Runtime) -> Observed {
     let mut ids_match = true;
     let mut pid_positive = Vec::new();
     for k in KINDS {
-        let text = std::fs::read_to_string(dir.join(format!("{k}.json")))
-            .unwrap_or_else(|e| panic!("{}: hook {k} wrote no state ({e}); order {order:?}", rt.name()));
+        let text = std::fs::read_to_string(dir.join(format!("{k}.json"))).unwrap_or_else(|e| {
+            panic!(
+                "{}: hook {k} wrote no state ({e}); order {order:?}",
+                rt.name()
+            )
+        });
         let s: Value = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("{}: hook {k} stdin not JSON ({e}): {text}", rt.name()));
         statuses.push(format!("{k}:{}", s["status"].as_str().unwrap_or("?")));
@@ -135,14 +139,27 @@ fn all_six_hooks() {
         but_poststart(&b.statuses),
         but_poststart(&r.statuses),
     );
-    assert!(b.ids_match, "berth: a hook's state has the wrong id or bundle");
-    same("pid > 0 in each hook's state", &b.pid_positive, &r.pid_positive);
-    assert!(b.create_runtime_host_mnt, "berth: createRuntime not in the host's mount namespace");
+    assert!(
+        b.ids_match,
+        "berth: a hook's state has the wrong id or bundle"
+    );
+    same(
+        "pid > 0 in each hook's state",
+        &b.pid_positive,
+        &r.pid_positive,
+    );
+    assert!(
+        b.create_runtime_host_mnt,
+        "berth: createRuntime not in the host's mount namespace"
+    );
     assert!(
         b.create_container_container_mnt,
         "berth: createContainer not in the container's mount namespace"
     );
-    assert!(b.start_container_container_mnt, "berth: startContainer not in the container");
+    assert!(
+        b.start_container_container_mnt,
+        "berth: startContainer not in the container"
+    );
     same(
         "namespaces of the hooks",
         (
