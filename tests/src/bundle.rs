@@ -196,6 +196,21 @@ impl Bundle {
     }
 }
 
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        // A container that still writes into the rootfs can make one removal fail; retry a
+        // few times (TempDir's own removal then finds nothing).
+        for _ in 0..5 {
+            match fs::remove_dir_all(self.dir.path()) {
+                Ok(()) => return,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+            }
+        }
+        eprintln!("could not remove bundle {}", self.dir.path().display());
+    }
+}
+
 impl Default for Bundle {
     fn default() -> Self {
         Self::new()

@@ -100,8 +100,13 @@ fn podman_runs_with_berth_runtime() {
         "podman cannot import an image on this machine (not berth's doing): {imported:?}"
     );
 
-    let script = "echo hello-from-podman; id; hostname | grep -c .; ulimit -n; cat /proc/self/uid_map";
-    let control = podman_run(dir, &binaries::runc(), &["berth-test-busybox", "sh", "-c", script]);
+    let script =
+        "echo hello-from-podman; id; hostname | grep -c .; ulimit -n; cat /proc/self/uid_map";
+    let control = podman_run(
+        dir,
+        &binaries::runc(),
+        &["berth-test-busybox", "sh", "-c", script],
+    );
     assert!(
         control.success(),
         "podman cannot run a container on this machine even with runc, so the berth-runtime \
@@ -116,7 +121,10 @@ fn podman_runs_with_berth_runtime() {
         control.out(),
         "podman output differs: berth-runtime vs runc"
     );
-    assert!(o.out().starts_with("hello-from-podman\nuid=0(root)"), "{o:?}");
+    assert!(
+        o.out().starts_with("hello-from-podman\nuid=0(root)"),
+        "{o:?}"
+    );
 
     // Exit codes pass through podman.
     let o = podman_run(dir, &berth, &["berth-test-busybox", "sh", "-c", "exit 7"]);
@@ -147,7 +155,11 @@ fn podman_runs_with_berth_runtime() {
     let rt = ["--runtime", berth.to_str().unwrap()];
     let e = podman(
         dir,
-        &[&rt[..], &["exec", "berth-podman-detached", "echo", "exec-ok"]].concat(),
+        &[
+            &rt[..],
+            &["exec", "berth-podman-detached", "echo", "exec-ok"],
+        ]
+        .concat(),
     );
     assert_eq!(e.out(), "exec-ok", "podman exec: {e:?}");
     let s = podman(

@@ -31,7 +31,11 @@ fn console_socket_create_start() {
         rt.create(&id, &b, &["--console-socket", &sock]).ok();
         rt.start(&id).ok();
         rt.wait_stopped(&id);
-        let out = text(console.output().unwrap_or_else(|e| panic!("{}: {e}", rt.name())));
+        let out = text(
+            console
+                .output()
+                .unwrap_or_else(|e| panic!("{}: {e}", rt.name())),
+        );
         seen.push(out);
     }
     assert_eq!(seen[0], "/dev/pts/0\n30 100\nstdio-is-tty\nc", "berth");
@@ -54,7 +58,11 @@ fn exec_tty_console_socket() {
             &["sh", "-c", "[ -t 1 ] && echo exec-tty; tty | grep -c pts"],
         )
         .ok();
-        let out = text(console.output().unwrap_or_else(|e| panic!("{}: {e}", rt.name())));
+        let out = text(
+            console
+                .output()
+                .unwrap_or_else(|e| panic!("{}: {e}", rt.name())),
+        );
         seen.push(out);
     }
     assert_eq!(seen[0], "exec-tty\n1", "berth");
