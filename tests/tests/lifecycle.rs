@@ -350,3 +350,36 @@ fn pause_resume() {
     assert_eq!(statuses[0][1], "running");
     same("pause/resume statuses", &statuses[0], &statuses[1]);
 }
+
+/// create --pid-file writes the init's host PID, the one `state` reports.
+#[test]
+fn create_pid_file() {
+    require_root!();
+    let mut same_pid = Vec::new();
+    for rt in [Runtime::berth(), Runtime::runc()] {
+        let b = Bundle::new();
+        let id = rt.new_id("pidfile");
+        let pf = b.path().join("init.pid");
+        rt.create(&id, &b, &["--pid-file", pf.to_str().unwrap()])
+            .ok();
+        let text = std::fs::read_to_string(&pf)
+            .unwrap_or_else(|e| panic!("{}: no pid file: {e}", rt.name()));
+        same_pid.push(text.trim().parse::<i32>().ok() == Some(rt.pid(&id)));
+    }
+    assert!(same_pid[0], "berth: pid file differs from state.pid");
+    same("pid file matches state", same_pid[0], same_pid[1]);
+}
+
+/// `features` prints the OCI features document; `spec` refuses to overwrite config.json.
+#[test]
+fn features_and_spec() {
+    require_root!();
+    let rt = Runtime::berth();
+    let f = rt.cmd(&["features"]).ok();
+    let v: Value = serde_json::from_str(&f.stdout).expect("features is JSON");
+    assert!(v["ociVersionMin"].is_string(), "{v}");
+    assert!(v["ociVersionMax"].is_string(), "{v}");
+    let b = Bundle::new();
+    let again = rt.cmd(&["spec", "--bundle", b.path().to_str().unwrap()]);
+    assert!(!again.success(), "spec overwrote config.json: {again:?}");
+}
