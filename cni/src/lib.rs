@@ -15,6 +15,7 @@ mod default_network;
 mod error;
 mod exec;
 pub mod netns;
+pub mod plugin;
 mod result;
 mod version;
 
