@@ -172,3 +172,116 @@ fn loopback_brings_lo_up_like_the_reference_plugin() {
     }
     assert_eq!(results[0], results[1]);
 }
+
+fn bridge_net(t: &TestNet, bridge: &str, ipam: &str, lo: &str, gateway: bool) -> NetworkConfigList {
+    NetworkConfigList::from_value(serde_json::json!({
+        "cniVersion": "1.0.0", "name": format!("{}-net", t.id),
+        "plugins": [
+            {
+                "type": bridge, "bridge": t.bridge, "isGateway": gateway, "ipMasq": false,
+                "hairpinMode": true,
+                "ipam": { "type": ipam, "ranges": [[{ "subnet": t.subnet() }]],
+                          "dataDir": t.ipam_dir() }
+            },
+            { "type": lo }
+        ]
+    }))
+    .unwrap()
+}
+
+/// What must agree between berth's bridge result and the reference one (names and MACs differ).
+fn shape(r: &CniResult) -> serde_json::Value {
+    serde_json::json!({
+        "interfaces": r.interfaces.iter().map(|i| (i.mac.len(), !i.sandbox.is_empty())).collect::<Vec<_>>(),
+        "ips": r.ips.iter().map(|i| (i.interface, i.address.prefix_len(), i.gateway.is_some())).collect::<Vec<_>>(),
+        "routes": r.routes.len(),
+        "first_ip": r.ips[0].address.to_string(),
+    })
+}
+
+/// Two pods on the test bridge: ADD, talk over TCP, CHECK, DEL, DEL after the netns vanished;
+/// returns A's result.
+fn two_pods_scenario(t: &mut TestNet, net: &NetworkConfigList, bin: PathBuf) -> CniResult {
+    let c = CniClient::new(vec![bin], t.cache_dir()).with_timeout(Duration::from_secs(30));
+    let ns_a = t.make_netns("a");
+    let ns_b = t.make_netns("b");
+    let att_a = Attachment::new("pod-a", ns_a.path(), "eth0").unwrap();
+    let att_b = Attachment::new("pod-b", ns_b.path(), "eth0").unwrap();
+    let ra = c.add(net, &att_a).unwrap();
+    c.check(net, &att_a).unwrap();
+    let rb = c.add(net, &att_b).unwrap();
+    let ip_a = ra.sandbox_ip().unwrap();
+    assert_ne!(ip_a, rb.sandbox_ip().unwrap());
+    assert_eq!(t.bridge_ports().len(), 2, "{:?}", t.bridge_ports());
+    let echoed = support::tcp_round_trip(
+        ns_b.path(),
+        ns_a.path(),
+        std::net::SocketAddr::new(ip_a, 7201),
+    )
+    .unwrap();
+    assert_eq!(echoed, "hello\n");
+    c.del(net, &att_a).unwrap();
+    c.del(net, &att_a).unwrap();
+    t.netns.remove("b").unwrap();
+    c.del(net, &att_b).unwrap();
+    let ports = t.bridge_ports_settled();
+    assert!(ports.is_empty(), "{ports:?}");
+    assert!(t.allocations().is_empty(), "{:?}", t.allocations());
+    ra
+}
+
+#[test]
+fn berth_bridge_connects_two_pods_like_the_reference_bridge() {
+    let name = "berth_bridge_connects_two_pods_like_the_reference_bridge";
+    if !need_root(name) || !need_reference_plugins(name) {
+        return;
+    }
+    let mut ours_t = TestNet::new(22);
+    let ours_net = bridge_net(
+        &ours_t,
+        "berth-cni-bridge",
+        "berth-cni-host-local",
+        "berth-cni-loopback",
+        false,
+    );
+    let ours = two_pods_scenario(&mut ours_t, &ours_net, berth_bin_dir());
+    assert_eq!(ours.interfaces[0].name, ours_t.bridge);
+    assert_eq!(ours.interfaces[2].name, "eth0");
+    assert!(ours.interfaces[1].name.starts_with("veth"));
+    drop(ours_t);
+
+    let mut ref_t = TestNet::new(22);
+    let ref_net = bridge_net(&ref_t, "bridge", "host-local", "loopback", false);
+    let theirs = two_pods_scenario(&mut ref_t, &ref_net, PathBuf::from(REFERENCE_PLUGINS));
+    assert_eq!(shape(&ours), shape(&theirs), "{ours:?}\nvs\n{theirs:?}");
+}
+
+#[test]
+fn berth_bridge_gateway_is_reachable_from_the_pod() {
+    let name = "berth_bridge_gateway_is_reachable_from_the_pod";
+    if !need_root(name) {
+        return;
+    }
+    let mut t = TestNet::new(23);
+    let net = bridge_net(
+        &t,
+        "berth-cni-bridge",
+        "berth-cni-host-local",
+        "berth-cni-loopback",
+        true,
+    );
+    let c = CniClient::new(vec![berth_bin_dir()], t.cache_dir());
+    let ns = t.make_netns("gw");
+    let att = Attachment::new("pod-gw", ns.path(), "eth0").unwrap();
+    let r = c.add(&net, &att).unwrap();
+    let gw = r.ips[0].gateway.unwrap();
+    assert_eq!(gw.to_string(), format!("{}.1", t.prefix));
+    // A listener on the bridge's gateway address in the host namespace.
+    let l = std::net::TcpListener::bind((gw, 0)).unwrap();
+    let addr = l.local_addr().unwrap();
+    let server = support::serve_echo_once(l, Duration::from_secs(5));
+    assert_eq!(support::connect_from(ns.path(), addr).unwrap(), "hello\n");
+    server.join().unwrap();
+    c.del(&net, &att).unwrap();
+    assert!(t.bridge_ports_settled().is_empty());
+}

@@ -96,7 +96,8 @@ fn two_pods_talk_over_the_bridge_and_del_cleans_up() {
 
     c.del(&net, &att_a).unwrap();
     c.del(&net, &att_b).unwrap();
-    assert!(t.bridge_ports().is_empty(), "{:?}", t.bridge_ports());
+    let ports = t.bridge_ports_settled();
+    assert!(ports.is_empty(), "{ports:?}");
     assert!(t.allocations().is_empty(), "{:?}", t.allocations());
     assert!(c.cache().list(net.name()).unwrap().is_empty());
     // DEL again: idempotent.
@@ -124,7 +125,7 @@ fn del_succeeds_after_the_netns_vanished() {
     t.netns.remove("gone").unwrap();
     c.del(&net, &att).unwrap();
     assert!(t.allocations().is_empty(), "{:?}", t.allocations());
-    assert!(t.bridge_ports().is_empty());
+    assert!(t.bridge_ports_settled().is_empty());
     c.del(&net, &att).unwrap();
 }
 
@@ -210,5 +211,6 @@ fn fifty_concurrent_adds_get_fifty_distinct_addresses() {
         }
     });
     assert!(t.allocations().is_empty(), "{:?}", t.allocations());
-    assert!(t.bridge_ports().is_empty(), "{:?}", t.bridge_ports());
+    let ports = t.bridge_ports_settled();
+    assert!(ports.is_empty(), "{ports:?}");
 }

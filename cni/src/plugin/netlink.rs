@@ -3,9 +3,13 @@
 
 use std::path::Path;
 
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+
 use futures_util::TryStreamExt;
-use rtnetlink::packet_route::link::{LinkFlags, LinkMessage};
-use rtnetlink::{Handle, LinkUnspec};
+use ipnet::IpNet;
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::error::CniError;
 
@@ -78,10 +82,183 @@ impl Netlink {
             )))
     }
 
+    /// Creates bridge `name` (up) unless it exists; returns its index.
+    pub fn ensure_bridge(&self, name: &str, mtu: Option<u32>) -> Result<LinkMessage, CniError> {
+        if self.link(name)?.is_none() {
+            let mut b = LinkBridge::new(name);
+            if let Some(mtu) = mtu {
+                b = b.mtu(mtu);
+            }
+            let res = self
+                .rt
+                .block_on(self.handle.link().add(b.build()).execute());
+            match res {
+                Ok(()) => {}
+                // Another ADD created it concurrently.
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code().abs() == libc::EEXIST => {}
+                Err(e) => return Err(nl_err(format!("create bridge {name}"))(e)),
+            }
+        }
+        self.set_up(name, true)?;
+        self.require(name)
+    }
+
+    /// Creates a veth pair `host`/`peer` with `host` enslaved to `master` and up, and `peer`
+    /// moved into the namespace open as `netns`.
+    pub fn create_veth(
+        &self,
+        host: &str,
+        peer: &str,
+        master: u32,
+        mtu: Option<u32>,
+        netns: &std::fs::File,
+    ) -> Result<(), CniError> {
+        let mut v = LinkVeth::new(host, peer);
+        if let Some(mtu) = mtu {
+            v = v.mtu(mtu);
+        }
+        self.rt
+            .block_on(self.handle.link().add(v.build()).execute())
+            .map_err(nl_err(format!("create veth {host}/{peer}")))?;
+        let host_idx = self.require(host)?.header.index;
+        let peer_idx = self.require(peer)?.header.index;
+        self.rt
+            .block_on(
+                self.handle
+                    .link()
+                    .set(
+                        LinkUnspec::new_with_index(host_idx)
+                            .controller(master)
+                            .up()
+                            .build(),
+                    )
+                    .execute(),
+            )
+            .map_err(nl_err(format!("attach {host} to bridge")))?;
+        self.rt
+            .block_on(
+                self.handle
+                    .link()
+                    .set(
+                        LinkUnspec::new_with_index(peer_idx)
+                            .setns_by_fd(netns.as_raw_fd())
+                            .build(),
+                    )
+                    .execute(),
+            )
+            .map_err(nl_err(format!("move {peer} into the sandbox netns")))
+    }
+
+    /// Sets hairpin mode on bridge port `name`.
+    pub fn set_hairpin(&self, name: &str, on: bool) -> Result<(), CniError> {
+        let index = self.require(name)?.header.index;
+        self.rt
+            .block_on(
+                self.handle
+                    .link()
+                    .set_port(LinkBridgePort::new(index).hairpin(on).build())
+                    .execute(),
+            )
+            .map_err(nl_err(format!("set hairpin on {name}")))
+    }
+
+    /// Renames link `from` to `to`.
+    pub fn rename(&self, from: &str, to: &str) -> Result<(), CniError> {
+        let index = self.require(from)?.header.index;
+        self.rt
+            .block_on(
+                self.handle
+                    .link()
+                    .set(
+                        LinkUnspec::new_with_index(index)
+                            .name(to.to_owned())
+                            .build(),
+                    )
+                    .execute(),
+            )
+            .map_err(nl_err(format!("rename {from} to {to}")))
+    }
+
+    /// Deletes link `name`; no error if it does not exist.
+    pub fn delete_link(&self, name: &str) -> Result<(), CniError> {
+        let Some(link) = self.link(name)? else {
+            return Ok(());
+        };
+        match self
+            .rt
+            .block_on(self.handle.link().del(link.header.index).execute())
+        {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code().abs() == libc::ENODEV => Ok(()),
+            Err(e) => Err(nl_err(format!("delete link {name}"))(e)),
+        }
+    }
+
+    /// Adds `addr` to link `name`; an address already there is fine.
+    pub fn add_address(&self, name: &str, addr: IpNet) -> Result<(), CniError> {
+        let index = self.require(name)?.header.index;
+        match self.rt.block_on(
+            self.handle
+                .address()
+                .add(index, addr.addr(), addr.prefix_len())
+                .execute(),
+        ) {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code().abs() == libc::EEXIST => Ok(()),
+            Err(e) => Err(nl_err(format!("add address {addr} to {name}"))(e)),
+        }
+    }
+
+    /// Adds a route to `dst` via `gw` (if any) out of link `name`.
+    pub fn add_route(&self, name: &str, dst: IpNet, gw: Option<IpAddr>) -> Result<(), CniError> {
+        let index = self.require(name)?.header.index;
+        let mut b = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(dst.network(), dst.prefix_len())
+            .map_err(|e| invalid_route(dst, e))?;
+        if let Some(gw) = gw {
+            b = b.gateway(gw).map_err(|e| invalid_route(dst, e))?;
+        }
+        let msg = b.output_interface(index).build();
+        match self.rt.block_on(self.handle.route().add(msg).execute()) {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code().abs() == libc::EEXIST => Ok(()),
+            Err(e) => Err(nl_err(format!("add route to {dst} on {name}"))(e)),
+        }
+    }
+
+    /// The hardware address of `name`, as `aa:bb:cc:dd:ee:ff`.
+    pub fn mac(&self, name: &str) -> Result<String, CniError> {
+        Ok(mac_of(&self.require(name)?))
+    }
+
     /// Whether `name` is administratively up.
     pub fn is_up(&self, name: &str) -> Result<bool, CniError> {
         Ok(self.require(name)?.header.flags.contains(LinkFlags::Up))
     }
+}
+
+fn invalid_route(dst: IpNet, e: impl std::fmt::Display) -> CniError {
+    CniError::new(
+        CniError::INVALID_NETWORK_CONFIG,
+        format!("route to {dst}"),
+        e.to_string(),
+    )
+}
+
+/// The hardware address of a link, as `aa:bb:cc:dd:ee:ff`.
+pub(crate) fn mac_of(link: &LinkMessage) -> String {
+    link.attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::Address(mac) => Some(
+                mac.iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(":"),
+            ),
+            _ => None,
+        })
+        .unwrap_or_default()
 }
 
 /// Runs `f` with a netlink connection inside the namespace at `netns`.

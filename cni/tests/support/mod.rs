@@ -125,6 +125,19 @@ impl TestNet {
             .collect()
     }
 
+    /// Bridge ports after waiting (bounded) for them to go: a namespace's interfaces are
+    /// destroyed asynchronously after its last reference goes.
+    pub fn bridge_ports_settled(&self) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let ports = self.bridge_ports();
+            if ports.is_empty() || Instant::now() >= deadline {
+                return ports;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn bridge_exists(&self) -> bool {
         Path::new("/sys/class/net").join(&self.bridge).exists()
     }

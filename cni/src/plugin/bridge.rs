@@ -1,0 +1,240 @@
+//! The bridge plugin: a host bridge, one veth pair per attachment (host end on the bridge,
+//! sandbox end renamed to CNI_IFNAME), addresses and routes from the IPAM plugin, the gateway
+//! address on the bridge, hairpin mode. All through netlink.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use super::host_local::exec_ipam;
+use super::netlink::{in_netns, Netlink};
+use super::skel::{Plugin, PluginArgs};
+use crate::error::CniError;
+use crate::exec::Command;
+use crate::result::{CniResult, Interface, Route};
+
+fn default_bridge() -> String {
+    "cni0".to_owned()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BridgeConf {
+    #[serde(default = "default_bridge")]
+    bridge: String,
+    #[serde(default)]
+    is_gateway: bool,
+    #[serde(default)]
+    is_default_gateway: bool,
+    #[serde(default)]
+    ip_masq: bool,
+    #[serde(default)]
+    hairpin_mode: bool,
+    #[serde(default)]
+    mtu: Option<u32>,
+}
+
+/// The bridge plugin.
+#[derive(Debug, Default)]
+pub struct Bridge;
+
+/// Host-side veth name: stable per attachment so a retried ADD or a DEL finds it.
+fn host_veth_name(container_id: &str, ifname: &str) -> (String, String) {
+    let mut h = DefaultHasher::new();
+    (container_id, ifname).hash(&mut h);
+    let x = h.finish() as u32;
+    (format!("veth{x:08x}"), format!("btmp{x:08x}"))
+}
+
+fn conf(args: &PluginArgs) -> Result<BridgeConf, CniError> {
+    let c: BridgeConf = args.parse()?;
+    if c.bridge.is_empty() || c.bridge.len() > 15 || c.bridge.contains('/') {
+        return Err(CniError::new(
+            CniError::INVALID_NETWORK_CONFIG,
+            format!("bridge name {:?} is not a valid interface name", c.bridge),
+            "",
+        ));
+    }
+    Ok(c)
+}
+
+impl Plugin for Bridge {
+    fn add(&self, args: &PluginArgs) -> Result<CniResult, CniError> {
+        let c = conf(args)?;
+        if c.ip_masq {
+            tracing::warn!(bridge = %c.bridge, "ipMasq is not implemented yet; ignored");
+        }
+        let mut ipam = exec_ipam(args, Command::Add)?.ok_or_else(|| {
+            CniError::new(
+                CniError::INVALID_NETWORK_CONFIG,
+                "ipam returned no result",
+                "",
+            )
+        })?;
+        match attach(args, &c, &mut ipam) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                let _ = exec_ipam(args, Command::Del);
+                let _ = detach(args);
+                Err(e)
+            }
+        }
+    }
+
+    fn check(&self, args: &PluginArgs) -> Result<(), CniError> {
+        let _ = conf(args)?;
+        let ifname = args.ifname.clone();
+        let found = in_netns(&args.netns, move |nl| nl.link(&ifname).map(|l| l.is_some()))?;
+        if !found {
+            return Err(CniError::new(
+                CniError::IO_FAILURE,
+                format!(
+                    "bridge: interface {} missing in {}",
+                    args.ifname,
+                    args.netns.display()
+                ),
+                "",
+            ));
+        }
+        exec_ipam(args, Command::Check).map(|_| ())
+    }
+
+    fn del(&self, args: &PluginArgs) -> Result<(), CniError> {
+        let _ = conf(args)?;
+        exec_ipam(args, Command::Del)?;
+        detach(args)
+    }
+}
+
+fn detach(args: &PluginArgs) -> Result<(), CniError> {
+    let (host, tmp) = host_veth_name(&args.container_id, &args.ifname);
+    // Deleting either end of a veth pair removes both.
+    if !args.netns.as_os_str().is_empty() && crate::netns::is_pinned(&args.netns) {
+        let ifname = args.ifname.clone();
+        in_netns(&args.netns, move |nl| nl.delete_link(&ifname))?;
+    }
+    let nl = Netlink::open()?;
+    nl.delete_link(&host)?;
+    nl.delete_link(&tmp)
+}
+
+fn attach(args: &PluginArgs, c: &BridgeConf, ipam: &mut CniResult) -> Result<CniResult, CniError> {
+    let nl = Netlink::open()?;
+    let br = nl.ensure_bridge(&c.bridge, c.mtu)?;
+    let (host, tmp) = host_veth_name(&args.container_id, &args.ifname);
+    let ns = std::fs::File::open(&args.netns).map_err(|e| {
+        CniError::new(
+            CniError::IO_FAILURE,
+            format!("open netns {}", args.netns.display()),
+            e.to_string(),
+        )
+    })?;
+    // A leftover of an interrupted ADD would make the create fail.
+    nl.delete_link(&host)?;
+    nl.create_veth(&host, &tmp, br.header.index, c.mtu, &ns)?;
+    if c.hairpin_mode {
+        nl.set_hairpin(&host, true)?;
+    }
+    if c.is_gateway {
+        for ip in &ipam.ips {
+            if let Some(gw) = ip.gateway {
+                let net =
+                    IpNet::new(gw, ip.address.prefix_len()).expect("prefix from a valid address");
+                nl.add_address(&c.bridge, net)?;
+            }
+        }
+        enable_forwarding(ipam.ips.iter().map(|i| i.address.addr()))?;
+    }
+    if c.is_default_gateway {
+        for ip in &ipam.ips {
+            if let Some(gw) = ip.gateway {
+                let dst: IpNet = if gw.is_ipv4() { "0.0.0.0/0" } else { "::/0" }
+                    .parse()
+                    .expect("constant");
+                if !ipam.routes.iter().any(|r| r.dst == dst) {
+                    ipam.routes.push(Route::new(dst, Some(gw)));
+                }
+            }
+        }
+    }
+    let ips = ipam.ips.clone();
+    let routes = ipam.routes.clone();
+    let ifname = args.ifname.clone();
+    let sandbox_mac = in_netns(&args.netns, move |nl| {
+        nl.rename(&tmp, &ifname)?;
+        for ip in &ips {
+            nl.add_address(&ifname, ip.address)?;
+        }
+        nl.set_up(&ifname, true)?;
+        for r in &routes {
+            let gw = r.gw.or_else(|| {
+                ips.iter()
+                    .find(|i| i.address.addr().is_ipv4() == r.dst.addr().is_ipv4())
+                    .and_then(|i| i.gateway)
+            });
+            nl.add_route(&ifname, r.dst, gw)?;
+        }
+        nl.mac(&ifname)
+    })?;
+    let iface = |name: &str, mac: String, sandbox: String| Interface {
+        name: name.to_owned(),
+        mac,
+        mtu: None,
+        sandbox,
+        socket_path: String::new(),
+        pci_id: String::new(),
+    };
+    let mut r = CniResult::new(args.conf.cni_version);
+    r.interfaces = vec![
+        iface(&c.bridge, nl.mac(&c.bridge)?, String::new()),
+        iface(&host, nl.mac(&host)?, String::new()),
+        iface(
+            &args.ifname,
+            sandbox_mac,
+            args.netns.to_string_lossy().into_owned(),
+        ),
+    ];
+    r.ips = ipam
+        .ips
+        .iter()
+        .cloned()
+        .map(|mut ip| {
+            ip.interface = Some(2);
+            ip
+        })
+        .collect();
+    r.routes = ipam.routes.clone();
+    r.dns = ipam.dns.clone();
+    Ok(r)
+}
+
+fn enable_forwarding(ips: impl Iterator<Item = IpAddr>) -> Result<(), CniError> {
+    let mut v4 = false;
+    let mut v6 = false;
+    for ip in ips {
+        v4 |= ip.is_ipv4();
+        v6 |= ip.is_ipv6();
+    }
+    for (on, path) in [
+        (v4, "/proc/sys/net/ipv4/ip_forward"),
+        (v6, "/proc/sys/net/ipv6/conf/all/forwarding"),
+    ] {
+        if on
+            && std::fs::read_to_string(path)
+                .map(|s| s.trim() != "1")
+                .unwrap_or(true)
+        {
+            std::fs::write(path, "1").map_err(|e| {
+                CniError::new(
+                    CniError::IO_FAILURE,
+                    format!("enable forwarding ({path})"),
+                    e.to_string(),
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
