@@ -6,6 +6,8 @@
 //!   [`Attachment`], with a time limit per plugin call and an on-disk attachment cache.
 //! - [`NetnsDir`]: network namespaces pinned as files under `/run/berth/netns`.
 //! - [`default_conflist`]: berthd's embedded network when the config dir is empty.
+//! - [`plugin`]: berth's own plugins (`berth-cni-bridge`, `berth-cni-host-local`,
+//!   `berth-cni-loopback`, `berth-cni-portmap`).
 
 mod attachment;
 mod cache;

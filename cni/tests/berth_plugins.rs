@@ -285,3 +285,66 @@ fn berth_bridge_gateway_is_reachable_from_the_pod() {
     c.del(&net, &att).unwrap();
     assert!(t.bridge_ports_settled().is_empty());
 }
+
+#[test]
+fn default_conflist_names_berths_own_plugins() {
+    let net = NetworkConfigList::from_conflist_bytes(cni::default_conflist().as_bytes()).unwrap();
+    for p in net.plugins() {
+        let t = p.plugin_type();
+        assert!(
+            berth_bin_dir().join(t).exists(),
+            "{t} is not a binary of this crate"
+        );
+        if let Some(ipam) = p.raw().get("ipam") {
+            let t = ipam["type"].as_str().unwrap();
+            assert!(
+                berth_bin_dir().join(t).exists(),
+                "{t} is not a binary of this crate"
+            );
+        }
+    }
+}
+
+#[test]
+fn default_style_chain_with_portmap_attaches_and_port_mappings_fail_clearly() {
+    let name = "default_style_chain_with_portmap_attaches_and_port_mappings_fail_clearly";
+    if !need_root(name) {
+        return;
+    }
+    let mut t = TestNet::new(24);
+    let net = NetworkConfigList::from_value(serde_json::json!({
+        "cniVersion": "1.0.0", "name": format!("{}-net", t.id),
+        "plugins": [
+            { "type": "berth-cni-bridge", "bridge": t.bridge, "hairpinMode": true,
+              "ipam": { "type": "berth-cni-host-local", "ranges": [[{ "subnet": t.subnet() }]],
+                        "dataDir": t.ipam_dir() } },
+            { "type": "berth-cni-portmap", "capabilities": { "portMappings": true } },
+            { "type": "berth-cni-loopback" }
+        ]
+    }))
+    .unwrap();
+    let c = CniClient::new(vec![berth_bin_dir()], t.cache_dir());
+    let ns = t.make_netns("pm");
+    let att = Attachment::new("pod-pm", ns.path(), "eth0").unwrap();
+    let r = c.add(&net, &att).unwrap();
+    assert_eq!(r.interfaces.len(), 3, "{r:?}");
+    c.del(&net, &att).unwrap();
+
+    let mapped = att.clone().with_capabilities(cni::CapabilityArgs {
+        port_mappings: vec![cni::PortMapping {
+            host_port: 18080,
+            container_port: 80,
+            protocol: cni::Protocol::Tcp,
+            host_ip: None,
+        }],
+        ..Default::default()
+    });
+    let err = c.add(&net, &mapped).unwrap_err().to_string();
+    assert!(
+        err.contains("port mappings are not implemented yet (hostPort 18080 -> 80/tcp)"),
+        "{err}"
+    );
+    // The failed ADD was rolled back.
+    assert!(t.bridge_ports_settled().is_empty());
+    assert!(t.allocations().is_empty(), "{:?}", t.allocations());
+}
