@@ -190,6 +190,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     let host_before = HostLoad::now();
     let mut notes = Vec::new();
+    if let Some(note) = workdir_note(&args.workdir) {
+        notes.push(note);
+    }
     let timeout = Duration::from_secs(args.step_timeout.max(1));
     sys::become_subreaper().context("become a child subreaper")?;
 
@@ -440,6 +443,19 @@ fn version(path: &Path) -> String {
                 .map(str::to_owned)
         })
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// On a node /run is a tmpfs; elsewhere the runtimes' state writes (and any fsync) hit a disk.
+fn workdir_note(dir: &Path) -> Option<String> {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    let fs = nix::sys::statfs::statfs(dir).ok()?;
+    (fs.filesystem_type().0 as i64 != TMPFS_MAGIC).then(|| {
+        format!(
+            "{} is not a tmpfs (as /run is on a node): the runtimes' state directories are on \
+             disk here",
+            dir.display()
+        )
+    })
 }
 
 /// Debian's crun refuses v1-hybrid cgroups while the hugetlb controller sits on cgroup2.

@@ -87,7 +87,7 @@ pub fn create(root: &Root, id: &ContainerId, opts: &CreateOptions) -> Result<Cre
         armed: true,
     };
     let json = serde_json::to_vec(&spec).expect("spec serializes");
-    atomic_file::write(&dir.join(CONFIG_FILE), &json, 0o600)
+    atomic_file::replace(&dir.join(CONFIG_FILE), &json, 0o600)
         .map_err(|e| RuntimeError::io("write", dir.join(CONFIG_FILE), e))?;
 
     // The FIFO init blocks on until `start`; writable by anyone so that init can open it after
@@ -437,7 +437,7 @@ pub fn effective_resources(spec: &Spec) -> LinuxResources {
 }
 
 pub fn write_pid_file(path: &Path, pid: Pid) -> Result<()> {
-    atomic_file::write(path, pid.to_string().as_bytes(), 0o644)
+    atomic_file::replace(path, pid.to_string().as_bytes(), 0o644)
         .map_err(|e| RuntimeError::io("write pid file", path, e))
 }
 

@@ -222,7 +222,7 @@ impl Container {
     pub fn save_spec(&self) -> Result<()> {
         let path = self.dir.join(CONFIG_FILE);
         let json = serde_json::to_vec(&self.spec).expect("a spec serializes");
-        atomic_file::write(&path, &json, 0o600).map_err(|e| RuntimeError::io("write", path, e))
+        atomic_file::replace(&path, &json, 0o600).map_err(|e| RuntimeError::io("write", path, e))
     }
 }
 
@@ -246,5 +246,5 @@ pub struct OciState {
 pub fn write_record(dir: &Path, record: &ContainerRecord) -> Result<()> {
     let path = dir.join(STATE_FILE);
     let json = serde_json::to_vec(record).expect("a record serializes");
-    atomic_file::write(&path, &json, 0o600).map_err(|e| RuntimeError::io("write", path, e))
+    atomic_file::replace(&path, &json, 0o600).map_err(|e| RuntimeError::io("write", path, e))
 }
