@@ -67,6 +67,9 @@ pub enum CgroupDriver {
 pub struct RegistryConfig {
     /// containerd's hosts.toml layout: one folder per registry host.
     pub config_path: PathBuf,
+    /// Registry hosts (`host` or `host:port`, e.g. `"127.0.0.1:5000"`) spoken to over plain
+    /// HTTP; every other registry uses HTTPS. Default: none.
+    pub insecure: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -130,6 +133,7 @@ impl Default for RegistryConfig {
     fn default() -> Self {
         Self {
             config_path: "/etc/berth/certs.d".into(),
+            insecure: Vec::new(),
         }
     }
 }

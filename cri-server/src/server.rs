@@ -11,7 +11,7 @@ use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::Config;
-use crate::service::{image::Images, runtime::Runtime};
+use crate::service::{image, image::Images, runtime::Runtime};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -20,6 +20,12 @@ pub enum ServeError {
         path: std::path::PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error("open the image store at {path}: {source}")]
+    ImageStore {
+        path: std::path::PathBuf,
+        #[source]
+        source: image_store::StoreError,
     },
     #[error("serve the CRI: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -44,16 +50,25 @@ pub fn bind(path: &Path) -> Result<UnixListener, ServeError> {
     Ok(listener)
 }
 
-/// Serves RuntimeService and ImageService on `listener` until `shutdown` completes.
+/// Serves RuntimeService and ImageService (on the image store under `config.root`) on
+/// `listener` until `shutdown` completes.
 pub async fn serve(
     config: Arc<Config>,
     listener: UnixListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    tonic::transport::Server::builder()
+    let store = image::open_store(&config).map_err(|source| ServeError::ImageStore {
+        path: config.root.clone(),
+        source,
+    })?;
+    let (images, image_gc) = Images::new(Arc::new(store), &config);
+    let served = tonic::transport::Server::builder()
         .add_service(RuntimeServiceServer::new(Runtime::new(config)))
-        .add_service(ImageServiceServer::new(Images))
+        .add_service(ImageServiceServer::new(images))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await?;
+        .await;
+    // The services are dropped: the image GC worker ends after its current run.
+    let _ = image_gc.await;
+    served?;
     Ok(())
 }

@@ -34,7 +34,7 @@ pub use mount::{unmount, Mount, MountError};
 pub use platform::Platform;
 pub use pull::{PullError, PullOptions};
 pub use reference::{Reference, ReferenceError};
-pub use registry::{Credentials, RegistryConfig, RegistryError};
+pub use registry::{Credentials, RegistryConfig, RegistryError, RegistryFailure};
 pub use snapshot::{LayerDir, SnapshotError, Snapshotter, Usage};
 pub use store::{Image, ImageStore, StoreConfig, StoreError};
 pub use unpack::{unpack_layer, Compression, UnpackError, UnpackOptions, Unpacked};

@@ -112,6 +112,66 @@ impl RegistryError {
     }
 }
 
+/// What kind of failure a [`RegistryError`] is, for callers that report it by category
+/// (berthd maps it to gRPC codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistryFailure {
+    /// The repository, tag, manifest or blob does not exist.
+    NotFound,
+    /// The registry wants credentials (or other ones).
+    Unauthorized,
+    /// The credentials may not read this repository.
+    Denied,
+    /// Network failure, timeout, rate limit or a 5xx answer.
+    Unavailable,
+    /// Anything else: malformed answers, digest mismatches, oversized manifests.
+    Other,
+}
+
+fn failure_of_status(code: u16) -> RegistryFailure {
+    match code {
+        404 => RegistryFailure::NotFound,
+        401 => RegistryFailure::Unauthorized,
+        403 => RegistryFailure::Denied,
+        429 | 500..=599 => RegistryFailure::Unavailable,
+        _ => RegistryFailure::Other,
+    }
+}
+
+impl RegistryError {
+    /// The category of this failure.
+    pub fn failure(&self) -> RegistryFailure {
+        use oci_client::errors::OciErrorCode as C;
+        let RegistryError::Client { source, .. } = self else {
+            return RegistryFailure::Other;
+        };
+        match source.as_ref() {
+            OciDistributionError::ImageManifestNotFoundError(_) => RegistryFailure::NotFound,
+            OciDistributionError::UnauthorizedError { .. }
+            | OciDistributionError::AuthenticationFailure(_) => RegistryFailure::Unauthorized,
+            OciDistributionError::RegistryError { envelope, .. } => envelope
+                .errors
+                .iter()
+                .find_map(|e| match e.code {
+                    C::ManifestUnknown | C::NameUnknown | C::NotFound | C::BlobUnknown => {
+                        Some(RegistryFailure::NotFound)
+                    }
+                    C::Unauthorized => Some(RegistryFailure::Unauthorized),
+                    C::Denied => Some(RegistryFailure::Denied),
+                    C::Toomanyrequests => Some(RegistryFailure::Unavailable),
+                    _ => None,
+                })
+                .unwrap_or(RegistryFailure::Other),
+            OciDistributionError::ServerError { code, .. } => failure_of_status(*code),
+            OciDistributionError::RequestError(e) if e.status().is_some() => {
+                failure_of_status(e.status().map_or(0, |s| s.as_u16()))
+            }
+            _ if self.is_transient() => RegistryFailure::Unavailable,
+            _ => RegistryFailure::Other,
+        }
+    }
+}
+
 const MAX_MANIFEST: usize = 4 << 20;
 
 /// A byte stream of one blob.
@@ -234,5 +294,65 @@ impl RegistryClient {
             BlobResponse::Full(s) => Ok((s.stream, 0, s.content_length)),
             BlobResponse::Partial(s) => Ok((s.stream, offset, s.content_length)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client_err(e: OciDistributionError) -> RegistryError {
+        RegistryError::Client {
+            what: "manifest x".into(),
+            source: Box::new(e),
+        }
+    }
+
+    fn envelope(code: &str) -> RegistryError {
+        let envelope = serde_json::from_str(&format!(
+            r#"{{"errors":[{{"code":"{code}","message":"m"}}]}}"#
+        ))
+        .unwrap();
+        client_err(OciDistributionError::RegistryError {
+            envelope,
+            url: "http://r/v2/x".into(),
+        })
+    }
+
+    #[test]
+    fn failures_are_categorised() {
+        assert_eq!(
+            envelope("MANIFEST_UNKNOWN").failure(),
+            RegistryFailure::NotFound
+        );
+        assert_eq!(
+            envelope("NAME_UNKNOWN").failure(),
+            RegistryFailure::NotFound
+        );
+        assert_eq!(envelope("DENIED").failure(), RegistryFailure::Denied);
+        assert_eq!(
+            envelope("UNAUTHORIZED").failure(),
+            RegistryFailure::Unauthorized
+        );
+        assert_eq!(
+            envelope("TOOMANYREQUESTS").failure(),
+            RegistryFailure::Unavailable
+        );
+        assert_eq!(envelope("SOMETHING").failure(), RegistryFailure::Other);
+        let server = |code| {
+            client_err(OciDistributionError::ServerError {
+                code,
+                url: "u".into(),
+                message: String::new(),
+            })
+        };
+        assert_eq!(server(404).failure(), RegistryFailure::NotFound);
+        assert_eq!(server(403).failure(), RegistryFailure::Denied);
+        assert_eq!(server(503).failure(), RegistryFailure::Unavailable);
+        assert_eq!(server(418).failure(), RegistryFailure::Other);
+        assert_eq!(
+            client_err(OciDistributionError::UnauthorizedError { url: "u".into() }).failure(),
+            RegistryFailure::Unauthorized
+        );
     }
 }
