@@ -199,6 +199,11 @@ async fn pull_list_status_fs_info_remove_against_a_real_registry() {
     let err = pull(&mut c, &down, None).await.unwrap_err();
     // Not listed as insecure: HTTPS to a closed port; either way the registry is unreachable.
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(
+        err.message().contains("Connection refused"),
+        "the cause is named: {}",
+        err.message()
+    );
 
     // Remove by tag takes the image with every name (containerd's semantics); again: success.
     remove(&mut c, &tag1).await;

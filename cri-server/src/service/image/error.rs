@@ -81,8 +81,24 @@ impl ImageServiceError {
 
 impl From<ImageServiceError> for Status {
     fn from(e: ImageServiceError) -> Status {
-        Status::new(e.code(), e.to_string())
+        Status::new(e.code(), message(&e))
     }
+}
+
+/// The error's message followed by every cause it does not already quote (an HTTP client's
+/// "error sending request" hides "Connection refused" in its sources).
+fn message(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        cause = c.source();
+    }
+    msg
 }
 
 fn pull_code(e: &PullError) -> Code {
@@ -123,5 +139,22 @@ fn layer_code(e: &LayerError) -> Code {
         | LayerError::Content(ContentError::SizeMismatch { .. }) => Code::DataLoss,
         LayerError::Unpack(_) => Code::FailedPrecondition,
         _ => Code::Internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn messages_carry_hidden_causes_once() {
+        let e = Outer(std::io::Error::other("connection refused"));
+        assert_eq!(message(&e), "outer: connection refused");
+        let e = ImageServiceError::NoImage { rpc: "PullImage" };
+        assert_eq!(Status::from(e).code(), Code::InvalidArgument);
     }
 }
