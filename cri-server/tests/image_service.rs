@@ -97,7 +97,10 @@ async fn pull_list_status_fs_info_remove_against_a_real_registry() {
     assert!(list(&mut c, None).await.is_empty());
 
     // Pull: the answer is the image ID, the config digest.
-    assert_eq!(pull(&mut c, &tag1, None).await.unwrap(), id);
+    // Two pulls of one image at once (the kubelet pulls in parallel) share the download.
+    let mut c2 = c.clone();
+    let (a, b) = tokio::join!(pull(&mut c, &tag1, None), pull(&mut c2, &tag1, None));
+    assert_eq!((a.unwrap(), b.unwrap()), (id.clone(), id.clone()));
     assert_eq!(
         pull(&mut c, &tag1, None).await.unwrap(),
         id,
