@@ -11,10 +11,12 @@
 //! - [`spec_default`] and [`features`]: `berth-runtime spec` and `berth-runtime features`.
 
 pub mod container;
+pub mod cri_log;
 pub mod features;
 pub mod hooks;
 pub mod process;
 pub mod rootfs;
+pub mod shim_protocol;
 pub mod spec_default;
 
 pub mod atomic_file;
