@@ -7,3 +7,5 @@
 pub mod config;
 pub mod server;
 pub mod service;
+pub mod shim_client;
+pub mod spec;

@@ -61,9 +61,10 @@ pub async fn serve(
         path: config.root.clone(),
         source,
     })?;
-    let (images, image_gc) = Images::new(Arc::new(store), &config);
+    let store = Arc::new(store);
+    let (images, image_gc) = Images::new(store.clone(), &config);
     let served = tonic::transport::Server::builder()
-        .add_service(RuntimeServiceServer::new(Runtime::new(config)))
+        .add_service(RuntimeServiceServer::new(Runtime::new(config, store)))
         .add_service(ImageServiceServer::new(images))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;

@@ -1,8 +1,10 @@
 //! The CRI services. One file per RPC family, as containerd's CRI plugin; what berth does not
 //! serve yet answers UNIMPLEMENTED with the reason, never a fake success.
 
+pub mod container;
 pub mod image;
 pub mod runtime;
+pub mod sandbox;
 
 use tonic::Status;
 

@@ -1,34 +1,38 @@
 //! RuntimeService: version, status, runtime config. Pod sandboxes and containers come with
 //! the sandbox/container stores (issue 5); until then their RPCs answer UNIMPLEMENTED.
 
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_server::RuntimeService;
-use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use super::container::{ContainerService, EventStream as ContainerEvents};
 use super::not_yet;
+use super::sandbox::SandboxService;
 use crate::config::{CgroupDriver, Config};
+use image_store::ImageStore;
 
 /// CRI API version berth implements.
 pub const CRI_VERSION: &str = "v1";
 pub const RUNTIME_NAME: &str = "berth";
 pub const RUNTIME_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-const SANDBOXES: &str = "pod sandboxes need the sandbox store and CNI wiring (issue 5)";
-const CONTAINERS: &str = "containers need the container store and berth-shim (issue 5)";
+const METRICS: &str = "cAdvisor-style metrics come after container stats (issue 5)";
 const STREAMING: &str = "the streaming server is issue 6";
 
 pub struct Runtime {
     config: Arc<Config>,
     pod_cidr: Mutex<String>,
+    sandboxes: SandboxService,
+    containers: ContainerService,
 }
 
 impl Runtime {
-    pub fn new(config: Arc<Config>) -> Self {
+    pub fn new(config: Arc<Config>, images: Arc<ImageStore>) -> Self {
         Self {
+            sandboxes: SandboxService::new(config.clone(), images.clone()),
+            containers: ContainerService::new(config.clone(), images),
             config,
             pod_cidr: Mutex::new(String::new()),
         }
@@ -57,17 +61,23 @@ impl Runtime {
                     format!("OCI runtime {} not found", handler.path.display())
                 },
             },
-            cri::RuntimeCondition {
-                r#type: "NetworkReady".into(),
-                status: false,
-                reason: "NetworkPluginNotReady".into(),
-                message: "berth: pod networking (CNI) is not wired into berthd yet".into(),
+            match self.sandboxes.network_ready() {
+                Ok(()) => cri::RuntimeCondition {
+                    r#type: "NetworkReady".into(),
+                    status: true,
+                    reason: String::new(),
+                    message: String::new(),
+                },
+                Err(message) => cri::RuntimeCondition {
+                    r#type: "NetworkReady".into(),
+                    status: false,
+                    reason: "NetworkPluginNotReady".into(),
+                    message,
+                },
             },
         ]
     }
 }
-
-type EventStream = Pin<Box<dyn Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl RuntimeService for Runtime {
@@ -150,87 +160,129 @@ impl RuntimeService for Runtime {
 
     async fn run_pod_sandbox(
         &self,
-        _: Request<cri::RunPodSandboxRequest>,
+        req: Request<cri::RunPodSandboxRequest>,
     ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
-        Err(not_yet("RunPodSandbox", SANDBOXES))
+        self.sandboxes
+            .run(req.into_inner(), &self.containers)
+            .await
+            .map(Response::new)
     }
     async fn stop_pod_sandbox(
         &self,
-        _: Request<cri::StopPodSandboxRequest>,
+        req: Request<cri::StopPodSandboxRequest>,
     ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
-        Err(not_yet("StopPodSandbox", SANDBOXES))
+        self.sandboxes
+            .stop(req.into_inner(), &self.containers)
+            .await
+            .map(Response::new)
     }
     async fn remove_pod_sandbox(
         &self,
-        _: Request<cri::RemovePodSandboxRequest>,
+        req: Request<cri::RemovePodSandboxRequest>,
     ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
-        Err(not_yet("RemovePodSandbox", SANDBOXES))
+        self.sandboxes
+            .remove(req.into_inner(), &self.containers)
+            .await
+            .map(Response::new)
     }
     async fn pod_sandbox_status(
         &self,
-        _: Request<cri::PodSandboxStatusRequest>,
+        req: Request<cri::PodSandboxStatusRequest>,
     ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
-        Err(not_yet("PodSandboxStatus", SANDBOXES))
+        self.sandboxes
+            .status(req.into_inner(), &self.containers)
+            .await
+            .map(Response::new)
     }
     async fn list_pod_sandbox(
         &self,
-        _: Request<cri::ListPodSandboxRequest>,
+        req: Request<cri::ListPodSandboxRequest>,
     ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
-        Err(not_yet("ListPodSandbox", SANDBOXES))
+        self.sandboxes
+            .list(req.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn create_container(
         &self,
-        _: Request<cri::CreateContainerRequest>,
+        req: Request<cri::CreateContainerRequest>,
     ) -> Result<Response<cri::CreateContainerResponse>, Status> {
-        Err(not_yet("CreateContainer", CONTAINERS))
+        self.containers
+            .create(req.into_inner(), &self.sandboxes)
+            .await
+            .map(Response::new)
     }
     async fn start_container(
         &self,
-        _: Request<cri::StartContainerRequest>,
+        req: Request<cri::StartContainerRequest>,
     ) -> Result<Response<cri::StartContainerResponse>, Status> {
-        Err(not_yet("StartContainer", CONTAINERS))
+        self.containers
+            .start(req.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn stop_container(
         &self,
-        _: Request<cri::StopContainerRequest>,
+        req: Request<cri::StopContainerRequest>,
     ) -> Result<Response<cri::StopContainerResponse>, Status> {
-        Err(not_yet("StopContainer", CONTAINERS))
+        self.containers
+            .stop(req.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn remove_container(
         &self,
-        _: Request<cri::RemoveContainerRequest>,
+        req: Request<cri::RemoveContainerRequest>,
     ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
-        Err(not_yet("RemoveContainer", CONTAINERS))
+        self.containers
+            .remove(req.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn list_containers(
         &self,
-        _: Request<cri::ListContainersRequest>,
+        req: Request<cri::ListContainersRequest>,
     ) -> Result<Response<cri::ListContainersResponse>, Status> {
-        Err(not_yet("ListContainers", CONTAINERS))
+        self.containers
+            .list(req.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn container_status(
         &self,
-        _: Request<cri::ContainerStatusRequest>,
+        req: Request<cri::ContainerStatusRequest>,
     ) -> Result<Response<cri::ContainerStatusResponse>, Status> {
-        Err(not_yet("ContainerStatus", CONTAINERS))
+        self.containers
+            .status(req.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn update_container_resources(
         &self,
-        _: Request<cri::UpdateContainerResourcesRequest>,
+        req: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
-        Err(not_yet("UpdateContainerResources", CONTAINERS))
+        self.containers
+            .update_resources(req.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn reopen_container_log(
         &self,
-        _: Request<cri::ReopenContainerLogRequest>,
+        req: Request<cri::ReopenContainerLogRequest>,
     ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
-        Err(not_yet("ReopenContainerLog", CONTAINERS))
+        self.containers
+            .reopen_log(req.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn exec_sync(
         &self,
-        _: Request<cri::ExecSyncRequest>,
+        req: Request<cri::ExecSyncRequest>,
     ) -> Result<Response<cri::ExecSyncResponse>, Status> {
-        Err(not_yet("ExecSync", CONTAINERS))
+        self.containers
+            .exec_sync(req.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn exec(
         &self,
@@ -252,27 +304,39 @@ impl RuntimeService for Runtime {
     }
     async fn container_stats(
         &self,
-        _: Request<cri::ContainerStatsRequest>,
+        req: Request<cri::ContainerStatsRequest>,
     ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
-        Err(not_yet("ContainerStats", CONTAINERS))
+        self.containers
+            .stats(req.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn list_container_stats(
         &self,
-        _: Request<cri::ListContainerStatsRequest>,
+        req: Request<cri::ListContainerStatsRequest>,
     ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
-        Err(not_yet("ListContainerStats", CONTAINERS))
+        self.containers
+            .list_stats(req.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn pod_sandbox_stats(
         &self,
-        _: Request<cri::PodSandboxStatsRequest>,
+        req: Request<cri::PodSandboxStatsRequest>,
     ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
-        Err(not_yet("PodSandboxStats", SANDBOXES))
+        self.sandboxes
+            .stats(req.into_inner(), &self.containers)
+            .await
+            .map(Response::new)
     }
     async fn list_pod_sandbox_stats(
         &self,
-        _: Request<cri::ListPodSandboxStatsRequest>,
+        req: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
-        Err(not_yet("ListPodSandboxStats", SANDBOXES))
+        self.sandboxes
+            .list_stats(req.into_inner(), &self.containers)
+            .await
+            .map(Response::new)
     }
     async fn checkpoint_container(
         &self,
@@ -283,24 +347,27 @@ impl RuntimeService for Runtime {
         ))
     }
 
-    type GetContainerEventsStream = EventStream;
+    type GetContainerEventsStream = ContainerEvents;
 
     async fn get_container_events(
         &self,
-        _: Request<cri::GetEventsRequest>,
+        req: Request<cri::GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        Err(not_yet("GetContainerEvents", CONTAINERS))
+        self.containers
+            .events(req.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn list_metric_descriptors(
         &self,
         _: Request<cri::ListMetricDescriptorsRequest>,
     ) -> Result<Response<cri::ListMetricDescriptorsResponse>, Status> {
-        Err(not_yet("ListMetricDescriptors", CONTAINERS))
+        Err(not_yet("ListMetricDescriptors", METRICS))
     }
     async fn list_pod_sandbox_metrics(
         &self,
         _: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> Result<Response<cri::ListPodSandboxMetricsResponse>, Status> {
-        Err(not_yet("ListPodSandboxMetrics", SANDBOXES))
+        Err(not_yet("ListPodSandboxMetrics", METRICS))
     }
 }
