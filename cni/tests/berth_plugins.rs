@@ -306,8 +306,8 @@ fn default_conflist_names_berths_own_plugins() {
 }
 
 #[test]
-fn default_style_chain_with_portmap_attaches_and_port_mappings_fail_clearly() {
-    let name = "default_style_chain_with_portmap_attaches_and_port_mappings_fail_clearly";
+fn default_style_chain_with_portmap_attaches_and_detaches() {
+    let name = "default_style_chain_with_portmap_attaches_and_detaches";
     if !need_root(name) {
         return;
     }
@@ -318,7 +318,8 @@ fn default_style_chain_with_portmap_attaches_and_port_mappings_fail_clearly() {
             { "type": "berth-cni-bridge", "bridge": t.bridge, "hairpinMode": true,
               "ipam": { "type": "berth-cni-host-local", "ranges": [[{ "subnet": t.subnet() }]],
                         "dataDir": t.ipam_dir() } },
-            { "type": "berth-cni-portmap", "capabilities": { "portMappings": true } },
+            { "type": "berth-cni-portmap", "capabilities": { "portMappings": true },
+              "nftTable": t.nft_table() },
             { "type": "berth-cni-loopback" }
         ]
     }))
@@ -328,23 +329,10 @@ fn default_style_chain_with_portmap_attaches_and_port_mappings_fail_clearly() {
     let att = Attachment::new("pod-pm", ns.path(), "eth0").unwrap();
     let r = c.add(&net, &att).unwrap();
     assert_eq!(r.interfaces.len(), 3, "{r:?}");
+    c.check(&net, &att).unwrap();
+    // No port mappings: portmap touched no nft table.
+    assert!(!t.nft_table_exists());
     c.del(&net, &att).unwrap();
-
-    let mapped = att.clone().with_capabilities(cni::CapabilityArgs {
-        port_mappings: vec![cni::PortMapping {
-            host_port: 18080,
-            container_port: 80,
-            protocol: cni::Protocol::Tcp,
-            host_ip: None,
-        }],
-        ..Default::default()
-    });
-    let err = c.add(&net, &mapped).unwrap_err().to_string();
-    assert!(
-        err.contains("port mappings are not implemented yet (hostPort 18080 -> 80/tcp)"),
-        "{err}"
-    );
-    // The failed ADD was rolled back.
     assert!(t.bridge_ports_settled().is_empty());
     assert!(t.allocations().is_empty(), "{:?}", t.allocations());
 }

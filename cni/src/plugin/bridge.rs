@@ -1,17 +1,20 @@
 //! The bridge plugin: a host bridge, one veth pair per attachment (host end on the bridge,
-//! sandbox end renamed to CNI_IFNAME), addresses and routes from the IPAM plugin, the gateway
-//! address on the bridge, hairpin mode. All through netlink.
+//! sandbox end renamed to CNI_IFNAME), IPv4 and IPv6 addresses and routes from the IPAM
+//! plugin, the gateway addresses on the bridge, hairpin mode (netlink), and `ipMasq` (nftables,
+//! see [`super::ip_masq`]). CHECK is in [`super::bridge_check`].
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::host_local::exec_ipam;
+use super::ip_masq;
 use super::netlink::{in_netns, Netlink};
+use super::netlink_query::{controller_of, kind_of, name_of};
+use super::nft::{Table, DEFAULT_TABLE};
 use super::skel::{Plugin, PluginArgs};
+use crate::attachment::AttachmentKey;
 use crate::error::CniError;
 use crate::exec::Command;
 use crate::result::{CniResult, Interface, Route};
@@ -20,36 +23,51 @@ fn default_bridge() -> String {
     "cni0".to_owned()
 }
 
+fn default_table() -> String {
+    DEFAULT_TABLE.to_owned()
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct BridgeConf {
+pub(crate) struct BridgeConf {
+    pub name: String,
     #[serde(default = "default_bridge")]
-    bridge: String,
+    pub bridge: String,
     #[serde(default)]
     is_gateway: bool,
     #[serde(default)]
     is_default_gateway: bool,
     #[serde(default)]
-    ip_masq: bool,
+    pub ip_masq: bool,
     #[serde(default)]
-    hairpin_mode: bool,
+    pub hairpin_mode: bool,
     #[serde(default)]
     mtu: Option<u32>,
+    /// berth's extension: the nft table of the ipMasq rules.
+    #[serde(default = "default_table")]
+    pub nft_table: String,
+    #[serde(default, rename = "cni.dev/valid-attachments")]
+    valid_attachments: Vec<AttachmentKey>,
+}
+
+impl BridgeConf {
+    pub fn table(&self) -> Result<Table, CniError> {
+        Table::new(&self.nft_table)
+    }
 }
 
 /// The bridge plugin.
 #[derive(Debug, Default)]
 pub struct Bridge;
 
-/// Host-side veth name: stable per attachment so a retried ADD or a DEL finds it.
-fn host_veth_name(container_id: &str, ifname: &str) -> (String, String) {
-    let mut h = DefaultHasher::new();
-    (container_id, ifname).hash(&mut h);
-    let x = h.finish() as u32;
+/// Host-side veth name: stable per attachment (and across builds: FNV) so a retried ADD, a
+/// DEL or a GC finds it.
+pub(crate) fn host_veth_name(container_id: &str, ifname: &str) -> (String, String) {
+    let x = super::nft::fnv64(&[container_id, ifname]) as u32;
     (format!("veth{x:08x}"), format!("btmp{x:08x}"))
 }
 
-fn conf(args: &PluginArgs) -> Result<BridgeConf, CniError> {
+pub(crate) fn conf(args: &PluginArgs) -> Result<BridgeConf, CniError> {
     let c: BridgeConf = args.parse()?;
     if c.bridge.is_empty() || c.bridge.len() > 15 || c.bridge.contains('/') {
         return Err(CniError::new(
@@ -64,9 +82,7 @@ fn conf(args: &PluginArgs) -> Result<BridgeConf, CniError> {
 impl Plugin for Bridge {
     fn add(&self, args: &PluginArgs) -> Result<CniResult, CniError> {
         let c = conf(args)?;
-        if c.ip_masq {
-            tracing::warn!(bridge = %c.bridge, "ipMasq is not implemented yet; ignored");
-        }
+        let table = c.table()?;
         let mut ipam = exec_ipam(args, Command::Add)?.ok_or_else(|| {
             CniError::new(
                 CniError::INVALID_NETWORK_CONFIG,
@@ -74,9 +90,18 @@ impl Plugin for Bridge {
                 "",
             )
         })?;
-        match attach(args, &c, &mut ipam) {
+        let attached = attach(args, &c, &mut ipam).and_then(|r| {
+            if c.ip_masq {
+                ip_masq::setup(&table, &c.name, &key(args), &r.ips)?;
+            }
+            Ok(r)
+        });
+        match attached {
             Ok(r) => Ok(r),
             Err(e) => {
+                if c.ip_masq {
+                    let _ = ip_masq::teardown(&table, &c.name, &key(args));
+                }
                 let _ = exec_ipam(args, Command::Del);
                 let _ = detach(args);
                 Err(e)
@@ -85,28 +110,67 @@ impl Plugin for Bridge {
     }
 
     fn check(&self, args: &PluginArgs) -> Result<(), CniError> {
-        let _ = conf(args)?;
-        let ifname = args.ifname.clone();
-        let found = in_netns(&args.netns, move |nl| nl.link(&ifname).map(|l| l.is_some()))?;
-        if !found {
-            return Err(CniError::new(
-                CniError::IO_FAILURE,
-                format!(
-                    "bridge: interface {} missing in {}",
-                    args.ifname,
-                    args.netns.display()
-                ),
-                "",
-            ));
-        }
-        exec_ipam(args, Command::Check).map(|_| ())
+        super::bridge_check::check(args)
     }
 
     fn del(&self, args: &PluginArgs) -> Result<(), CniError> {
-        let _ = conf(args)?;
+        let c = conf(args)?;
+        if c.ip_masq {
+            ip_masq::teardown(&c.table()?, &c.name, &key(args))?;
+        }
         exec_ipam(args, Command::Del)?;
         detach(args)
     }
+
+    fn gc(&self, args: &PluginArgs) -> Result<(), CniError> {
+        let c = conf(args)?;
+        if c.ip_masq {
+            let n = ip_masq::gc(&c.table()?, &c.name, &c.valid_attachments)?;
+            tracing::info!(network = %c.name, removed = n, "GC: stale ipMasq rules");
+        }
+        gc_veths(&c)?;
+        exec_ipam(args, Command::Gc).map(|_| ())
+    }
+}
+
+fn key(args: &PluginArgs) -> AttachmentKey {
+    AttachmentKey {
+        container_id: args.container_id.clone(),
+        ifname: args.ifname.clone(),
+    }
+}
+
+/// Deletes the host ends (and leftover temporary peers) of berth's veths on the bridge that
+/// belong to no valid attachment.
+fn gc_veths(c: &BridgeConf) -> Result<(), CniError> {
+    let nl = Netlink::open()?;
+    let Some(br) = nl.link(&c.bridge)? else {
+        return Ok(());
+    };
+    let mut keep = std::collections::BTreeSet::new();
+    for k in &c.valid_attachments {
+        let (host, tmp) = host_veth_name(&k.container_id, &k.ifname);
+        keep.insert(host);
+        keep.insert(tmp);
+    }
+    let berths = |n: &str| {
+        [("veth", 12), ("btmp", 12)].iter().any(|(p, len)| {
+            n.len() == *len && n.starts_with(p) && n[4..].chars().all(|c| c.is_ascii_hexdigit())
+        })
+    };
+    for link in nl.links()? {
+        let Some(name) = name_of(&link).map(str::to_owned) else {
+            continue;
+        };
+        let on_bridge = controller_of(&link) == Some(br.header.index);
+        let is_veth = kind_of(&link) == Some(rtnetlink::packet_route::link::InfoKind::Veth);
+        let stray_tmp = name.starts_with("btmp");
+        if is_veth && berths(&name) && (on_bridge || stray_tmp) && !keep.contains(&name) {
+            tracing::info!(bridge = %c.bridge, veth = %name, "GC: deleting stale veth");
+            nl.delete_link(&name)?;
+        }
+    }
+    Ok(())
 }
 
 fn detach(args: &PluginArgs) -> Result<(), CniError> {

@@ -8,6 +8,7 @@ use std::os::fd::AsRawFd;
 
 use futures_util::TryStreamExt;
 use ipnet::IpNet;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
@@ -15,8 +16,8 @@ use crate::error::CniError;
 
 /// A netlink connection bound to the network namespace of the thread that opened it.
 pub(crate) struct Netlink {
-    rt: tokio::runtime::Runtime,
-    handle: Handle,
+    pub(super) rt: tokio::runtime::Runtime,
+    pub(super) handle: Handle,
 }
 
 fn nl_err(what: String) -> impl FnOnce(rtnetlink::Error) -> CniError {
@@ -63,7 +64,7 @@ impl Netlink {
         }
     }
 
-    fn require(&self, name: &str) -> Result<LinkMessage, CniError> {
+    pub(super) fn require(&self, name: &str) -> Result<LinkMessage, CniError> {
         self.link(name)?.ok_or_else(|| {
             CniError::new(CniError::IO_FAILURE, format!("link {name} not found"), "")
         })
@@ -194,15 +195,20 @@ impl Netlink {
         }
     }
 
-    /// Adds `addr` to link `name`; an address already there is fine.
+    /// Adds `addr` to link `name`; an address already there is fine. IPv6 addresses skip
+    /// duplicate address detection (IPAM made them unique), so they are usable at once.
     pub fn add_address(&self, name: &str, addr: IpNet) -> Result<(), CniError> {
         let index = self.require(name)?.header.index;
-        match self.rt.block_on(
-            self.handle
-                .address()
-                .add(index, addr.addr(), addr.prefix_len())
-                .execute(),
-        ) {
+        let mut req = self
+            .handle
+            .address()
+            .add(index, addr.addr(), addr.prefix_len());
+        if addr.addr().is_ipv6() {
+            req.message_mut()
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        match self.rt.block_on(req.execute()) {
             Ok(()) => Ok(()),
             Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code().abs() == libc::EEXIST => Ok(()),
             Err(e) => Err(nl_err(format!("add address {addr} to {name}"))(e)),

@@ -48,6 +48,8 @@ pub struct TestNet {
     pub dir: tempfile::TempDir,
     pub netns: NetnsDir,
     made: Vec<PathBuf>,
+    links: Vec<String>,
+    tables: Vec<String>,
 }
 
 impl TestNet {
@@ -69,6 +71,8 @@ impl TestNet {
             dir,
             netns,
             made: Vec::new(),
+            links: Vec::new(),
+            tables: Vec::new(),
         }
     }
 
@@ -141,6 +145,106 @@ impl TestNet {
     pub fn bridge_exists(&self) -> bool {
         Path::new("/sys/class/net").join(&self.bridge).exists()
     }
+
+    /// The test's own nft table for berth's plugins (config key `nftTable`).
+    pub fn nft_table(&self) -> String {
+        format!("berth-{}", self.id)
+    }
+
+    /// A ULA /64 of the test: `fd00:2xx:slot::/64`.
+    pub fn subnet6(&self) -> String {
+        let (a, slot) = self.v6_parts();
+        format!("fd00:{a}:{slot}::/64")
+    }
+
+    fn v6_parts(&self) -> (String, String) {
+        let mut parts = self.prefix.split('.').skip(1);
+        (
+            parts.next().unwrap_or("0").to_owned(),
+            parts.next().unwrap_or("0").to_owned(),
+        )
+    }
+
+    /// The rules of the test's nft table, as `nft list` prints them (empty if it is gone).
+    pub fn nft_rules(&self) -> String {
+        let out = Command::new("nft")
+            .args(["list", "table", "inet", &self.nft_table()])
+            .output()
+            .expect("run nft");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn nft_table_exists(&self) -> bool {
+        Command::new("nft")
+            .args(["list", "table", "inet", &self.nft_table()])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// Records an interface of the host the test created, deleted when the test ends.
+    pub fn own_link(&mut self, name: &str) {
+        self.links.push(name.to_owned());
+    }
+
+    /// Records an nft table the test created, deleted when the test ends.
+    pub fn own_nft_table(&mut self, name: &str) {
+        self.tables.push(name.to_owned());
+    }
+}
+
+/// Deletes an attachment when dropped (also when the test panics); errors are printed.
+pub struct Detach<'a>(
+    pub &'a cni::CniClient,
+    pub &'a cni::NetworkConfigList,
+    pub cni::Attachment,
+);
+
+impl Drop for Detach<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.del(self.1, &self.2) {
+            eprintln!("cleanup: DEL {}: {e}", self.2.container_id());
+        }
+    }
+}
+
+/// Whether IPv6 works on this host; prints why not otherwise.
+pub fn need_ipv6(test: &str) -> bool {
+    let ok = std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6")
+        .is_ok_and(|s| s.trim() == "0");
+    if !ok {
+        eprintln!(
+            "{test}: skipped: IPv6 is disabled on this host (net.ipv6.conf.all.disable_ipv6)"
+        );
+    }
+    ok
+}
+
+/// Runs `ip` (or any command) inside the netns at `ns` via nsenter; panics on failure.
+pub fn run_in_ns(ns: &Path, args: &[&str]) {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", ns.display()))
+        .args(args)
+        .output()
+        .expect("run nsenter");
+    assert!(
+        out.status.success(),
+        "{args:?} in {}: {}",
+        ns.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs a host command; panics on failure.
+pub fn run_host(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("run command");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Drop for TestNet {
@@ -151,10 +255,17 @@ impl Drop for TestNet {
                 eprintln!("cleanup: {e}");
             }
         }
-        if self.bridge_exists() {
-            let _ = Command::new("ip")
-                .args(["link", "del", "dev", &self.bridge])
+        for l in self.links.iter().chain(std::iter::once(&self.bridge)) {
+            if Path::new("/sys/class/net").join(l).exists() {
+                let _ = Command::new("ip").args(["link", "del", "dev", l]).status();
+            }
+        }
+        for t in self.tables.iter().chain(std::iter::once(&self.nft_table())) {
+            let _ = Command::new("nft")
+                .args(["delete", "table", "inet", t])
+                .stderr(std::process::Stdio::null())
                 .status();
+            let _ = std::fs::remove_file(format!("/run/berth/cni/nft-{t}.lock"));
         }
         // The state dir goes with the TempDir.
     }
@@ -179,6 +290,48 @@ pub fn connect_from(ns: &Path, addr: SocketAddr) -> std::io::Result<String> {
         Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
     })
     .expect("enter netns")
+}
+
+/// Binds a UDP socket on `addr` inside `ns` and echoes one datagram (bounded), on a thread.
+pub fn udp_echo_once_in(ns: &Path, addr: SocketAddr) -> std::thread::JoinHandle<()> {
+    let sock = netns::run_in(ns, move || std::net::UdpSocket::bind(addr))
+        .expect("enter netns")
+        .unwrap_or_else(|e| panic!("bind udp {addr}: {e}"));
+    std::thread::spawn(move || {
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        if let Ok((n, peer)) = sock.recv_from(&mut buf) {
+            let _ = sock.send_to(&buf[..n], peer);
+        }
+    })
+}
+
+/// Sends one datagram to `addr` from the calling thread's namespace and waits (bounded) for
+/// the echo.
+pub fn udp_round_trip(addr: SocketAddr) -> std::io::Result<String> {
+    let bind: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()
+    .unwrap();
+    let s = std::net::UdpSocket::bind(bind)?;
+    s.set_read_timeout(Some(Duration::from_secs(3)))?;
+    s.send_to(b"ping\n", addr)?;
+    let mut buf = [0u8; 64];
+    let (n, _) = s.recv_from(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// Connects from the calling thread's namespace to `addr` (bounded) and returns the echo.
+pub fn connect_here(addr: SocketAddr) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+    s.set_read_timeout(Some(Duration::from_secs(3)))?;
+    s.write_all(b"hello\n")?;
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
 /// Accepts one connection (bounded by `limit`) and echoes what it reads, on a thread.
