@@ -60,11 +60,12 @@ impl BridgeConf {
 #[derive(Debug, Default)]
 pub struct Bridge;
 
-/// Host-side veth name: stable per attachment (and across builds: FNV) so a retried ADD, a
-/// DEL or a GC finds it.
-pub(crate) fn host_veth_name(container_id: &str, ifname: &str) -> (String, String) {
-    let x = super::nft::fnv64(&[container_id, ifname]) as u32;
-    (format!("veth{x:08x}"), format!("btmp{x:08x}"))
+/// Host-side veth name (and the temporary name of its peer before it moves): stable per
+/// attachment and network (and across builds: FNV) so a retried ADD, a DEL or a GC finds it;
+/// 44 bits of hash, all that fits in an interface name.
+pub(crate) fn host_veth_name(network: &str, container_id: &str, ifname: &str) -> (String, String) {
+    let x = super::nft::fnv64(&[network, container_id, ifname]) & ((1 << 44) - 1);
+    (format!("veth{x:011x}"), format!("btmp{x:011x}"))
 }
 
 pub(crate) fn conf(args: &PluginArgs) -> Result<BridgeConf, CniError> {
@@ -140,8 +141,7 @@ fn key(args: &PluginArgs) -> AttachmentKey {
     }
 }
 
-/// Deletes the host ends (and leftover temporary peers) of berth's veths on the bridge that
-/// belong to no valid attachment.
+/// Deletes the host ends of berth's veths on the bridge that belong to no valid attachment.
 fn gc_veths(c: &BridgeConf) -> Result<(), CniError> {
     let nl = Netlink::open()?;
     let Some(br) = nl.link(&c.bridge)? else {
@@ -149,14 +149,10 @@ fn gc_veths(c: &BridgeConf) -> Result<(), CniError> {
     };
     let mut keep = std::collections::BTreeSet::new();
     for k in &c.valid_attachments {
-        let (host, tmp) = host_veth_name(&k.container_id, &k.ifname);
-        keep.insert(host);
-        keep.insert(tmp);
+        keep.insert(host_veth_name(&c.name, &k.container_id, &k.ifname).0);
     }
     let berths = |n: &str| {
-        [("veth", 12), ("btmp", 12)].iter().any(|(p, len)| {
-            n.len() == *len && n.starts_with(p) && n[4..].chars().all(|c| c.is_ascii_hexdigit())
-        })
+        n.len() == 15 && n.starts_with("veth") && n[4..].chars().all(|c| c.is_ascii_hexdigit())
     };
     for link in nl.links()? {
         let Some(name) = name_of(&link).map(str::to_owned) else {
@@ -164,8 +160,7 @@ fn gc_veths(c: &BridgeConf) -> Result<(), CniError> {
         };
         let on_bridge = controller_of(&link) == Some(br.header.index);
         let is_veth = kind_of(&link) == Some(rtnetlink::packet_route::link::InfoKind::Veth);
-        let stray_tmp = name.starts_with("btmp");
-        if is_veth && berths(&name) && (on_bridge || stray_tmp) && !keep.contains(&name) {
+        if is_veth && on_bridge && berths(&name) && !keep.contains(&name) {
             tracing::info!(bridge = %c.bridge, veth = %name, "GC: deleting stale veth");
             nl.delete_link(&name)?;
         }
@@ -174,7 +169,7 @@ fn gc_veths(c: &BridgeConf) -> Result<(), CniError> {
 }
 
 fn detach(args: &PluginArgs) -> Result<(), CniError> {
-    let (host, tmp) = host_veth_name(&args.container_id, &args.ifname);
+    let (host, tmp) = host_veth_name(&args.conf.name, &args.container_id, &args.ifname);
     // Deleting either end of a veth pair removes both.
     if !args.netns.as_os_str().is_empty() && crate::netns::is_pinned(&args.netns) {
         let ifname = args.ifname.clone();
@@ -188,7 +183,7 @@ fn detach(args: &PluginArgs) -> Result<(), CniError> {
 fn attach(args: &PluginArgs, c: &BridgeConf, ipam: &mut CniResult) -> Result<CniResult, CniError> {
     let nl = Netlink::open()?;
     let br = nl.ensure_bridge(&c.bridge, c.mtu)?;
-    let (host, tmp) = host_veth_name(&args.container_id, &args.ifname);
+    let (host, tmp) = host_veth_name(&args.conf.name, &args.container_id, &args.ifname);
     let ns = std::fs::File::open(&args.netns).map_err(|e| {
         CniError::new(
             CniError::IO_FAILURE,
