@@ -1,8 +1,10 @@
 //! The CNI client: runs a network's plugin chain for ADD, CHECK, DEL, STATUS and GC, and keeps
 //! the attachment cache that lets DEL replay what ADD did.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value};
 
@@ -33,6 +35,8 @@ pub struct CniClient {
     bin_dirs: Vec<PathBuf>,
     cache: ResultCache,
     timeout: Duration,
+    /// What each plugin binary answered to VERSION, keyed by path and modification time.
+    versions: Arc<Mutex<HashMap<PathBuf, (SystemTime, Vec<String>)>>>,
 }
 
 impl CniClient {
@@ -43,6 +47,7 @@ impl CniClient {
             bin_dirs,
             cache: ResultCache::new(cache_dir),
             timeout: DEFAULT_PLUGIN_TIMEOUT,
+            versions: Arc::default(),
         }
     }
 
@@ -112,6 +117,7 @@ impl CniClient {
         let mut prev: Option<Value> = None;
         let mut last = None;
         for plugin in net.plugins() {
+            self.check_version(net, plugin)?;
             let stdin = plugin_stdin(net, plugin, prev.as_ref(), att.capabilities(), None);
             let out = invoke(&self.invocation(plugin, Command::Add, att), &stdin)?;
             let bad = |source| ClientError::BadResult {
@@ -276,6 +282,65 @@ impl CniClient {
             }
         }
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// Refuses a plugin whose VERSION answer does not list the network's version (asked once
+    /// per binary and modification time). A plugin that cannot answer VERSION is let through
+    /// with a warning: its ADD then speaks for itself.
+    fn check_version(
+        &self,
+        net: &NetworkConfigList,
+        plugin: &PluginConfig,
+    ) -> Result<(), ClientError> {
+        let path = find_plugin(plugin.plugin_type(), &self.bin_dirs)?;
+        let mtime = path
+            .metadata()
+            .and_then(|m| m.modified())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let known = self
+            .versions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&path)
+            .filter(|(t, _)| *t == mtime)
+            .map(|(_, v)| v.clone());
+        let supported = match known {
+            Some(v) => v,
+            None => {
+                let stdin =
+                    serde_json::to_vec(&serde_json::json!({ "cniVersion": net.cni_version() }))
+                        .expect("a JSON object serializes");
+                let answer = invoke(&self.global_invocation(plugin, Command::Version), &stdin)
+                    .ok()
+                    .and_then(|out| serde_json::from_slice::<Value>(&out).ok())
+                    .and_then(|v| {
+                        v.get("supportedVersions")?.as_array().map(|a| {
+                            a.iter()
+                                .filter_map(|s| s.as_str().map(str::to_owned))
+                                .collect::<Vec<_>>()
+                        })
+                    });
+                let Some(v) = answer else {
+                    tracing::warn!(plugin = plugin.plugin_type(), path = %path.display(),
+                        "CNI plugin gave no valid VERSION answer; trying ADD anyway");
+                    return Ok(());
+                };
+                self.versions
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(path.clone(), (mtime, v.clone()));
+                v
+            }
+        };
+        if supported.iter().any(|v| v == net.cni_version().as_str()) {
+            return Ok(());
+        }
+        Err(ClientError::IncompatibleVersion {
+            plugin: plugin.plugin_type().to_owned(),
+            network: net.name().to_owned(),
+            version: net.cni_version().as_str().to_owned(),
+            supported,
+        })
     }
 
     fn invocation<'a>(

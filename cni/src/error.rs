@@ -208,6 +208,18 @@ pub enum ClientError {
         /// The cause.
         source: io::Error,
     },
+    /// The plugin does not speak the network's CNI version (its VERSION answer).
+    #[error("CNI plugin {plugin:?} does not support cniVersion {version} of network {network:?} (it supports {})", supported.join(", "))]
+    IncompatibleVersion {
+        /// The plugin type.
+        plugin: String,
+        /// The network.
+        network: String,
+        /// The network's version.
+        version: String,
+        /// What the plugin listed.
+        supported: Vec<String>,
+    },
     /// The plugin did not finish in time and was killed.
     #[error("CNI plugin {plugin:?} ({command}) timed out after {after:?} and was killed")]
     Timeout {

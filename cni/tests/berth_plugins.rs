@@ -336,3 +336,60 @@ fn default_style_chain_with_portmap_attaches_and_detaches() {
     assert!(t.bridge_ports_settled().is_empty());
     assert!(t.allocations().is_empty(), "{:?}", t.allocations());
 }
+
+#[test]
+fn host_local_ips_capability_hands_out_the_requested_address_like_the_reference() {
+    let name = "host_local_ips_capability_hands_out_the_requested_address_like_the_reference";
+    let dir = tempfile::tempdir().unwrap();
+    let mut plugins = vec![("berth-cni-host-local", berth_bin_dir())];
+    if need_reference_plugins(name) {
+        plugins.push(("host-local", PathBuf::from(REFERENCE_PLUGINS)));
+    }
+    let mut results = Vec::new();
+    for (plugin, bin) in plugins {
+        let data = dir.path().join(format!("ipam-{plugin}"));
+        let net = NetworkConfigList::from_value(serde_json::json!({
+            "cniVersion": "1.0.0", "name": "ips",
+            "plugins": [{
+                "type": plugin, "capabilities": { "ips": true },
+                "ipam": { "type": plugin, "ranges": [[{ "subnet": "10.250.4.0/24" }]],
+                          "dataDir": data }
+            }]
+        }))
+        .unwrap();
+        let c = CniClient::new(vec![bin], dir.path().join(format!("cache-{plugin}")));
+        let want = |id: &str, ip: &str| {
+            Attachment::new(id, "/nonexistent", "eth0")
+                .unwrap()
+                .with_capabilities(cni::CapabilityArgs {
+                    ips: vec![ip.to_owned()],
+                    ..Default::default()
+                })
+        };
+        let a = want("a", "10.250.4.7/24");
+        let r = c.add(&net, &a).unwrap();
+        assert_eq!(r.ips[0].address.to_string(), "10.250.4.7/24", "{plugin}");
+        // Taken: a second attachment asking for it fails; one outside the ranges too.
+        let err = c
+            .add(&net, &want("b", "10.250.4.7"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("10.250.4.7"), "{plugin}: {err}");
+        if plugin.starts_with("berth") {
+            assert!(
+                err.contains("requested address 10.250.4.7 is already allocated"),
+                "{err}"
+            );
+            let err = c.add(&net, &want("c", "10.9.9.9")).unwrap_err().to_string();
+            assert!(
+                err.contains("requested address 10.9.9.9 is in none of the configured ranges"),
+                "{err}"
+            );
+        }
+        c.del(&net, &a).unwrap();
+        results.push(r);
+    }
+    if results.len() == 2 {
+        assert_eq!(results[0], results[1]);
+    }
+}

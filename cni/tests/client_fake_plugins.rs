@@ -69,8 +69,16 @@ print(json.dumps(r))' $IN.stdin;; esac"#
         CniClient::new(vec![self.bin.clone()], &self.cache).with_timeout(Duration::from_secs(10))
     }
 
-    /// Calls in order: (plugin, command, stdin json, env).
+    /// Calls in order, without the VERSION queries: (plugin, command, stdin json, env).
     fn calls(&self) -> Vec<(String, String, Value, String)> {
+        self.all_calls()
+            .into_iter()
+            .filter(|c| c.1 != "VERSION")
+            .collect()
+    }
+
+    /// Every call in order, VERSION queries included.
+    fn all_calls(&self) -> Vec<(String, String, Value, String)> {
         let mut names: Vec<_> = fs::read_dir(&self.log)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -374,4 +382,40 @@ fn old_versions_skip_check_and_prev_result_on_del() {
     let calls = f.calls();
     assert_eq!(calls.len(), 1);
     assert!(calls[0].2.get("prevResult").is_none());
+}
+
+#[test]
+fn add_asks_version_once_and_refuses_a_plugin_without_the_networks_version() {
+    let f = Fake::new();
+    f.plugin(
+        "old",
+        r#"case $CNI_COMMAND in
+VERSION) echo '{"cniVersion":"0.4.0","supportedVersions":["0.3.0","0.3.1","0.4.0"]}';;
+ADD) echo '{"cniVersion":"0.4.0","interfaces":[],"ips":[]}';;
+esac"#,
+    );
+    let c = f.client();
+    let err = c
+        .add(&net("1.0.0", r#"{"type":"old"}"#), &attachment())
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::IncompatibleVersion { .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "CNI plugin \"old\" does not support cniVersion 1.0.0 of network \"fakenet\" (it supports 0.3.0, 0.3.1, 0.4.0)"
+    );
+    // No ADD was attempted (only the rollback DEL ran).
+    let cmds: Vec<String> = f.all_calls().into_iter().map(|c| c.1).collect();
+    assert_eq!(cmds, ["VERSION", "DEL"]);
+
+    // A version it speaks: ADD goes ahead; VERSION is not asked again (the answer is kept
+    // while the binary is unchanged).
+    f.clear_log();
+    let old = net("0.4.0", r#"{"type":"old"}"#);
+    c.add(&old, &attachment()).unwrap();
+    c.add(&old, &attachment()).unwrap();
+    let cmds: Vec<String> = f.all_calls().into_iter().map(|c| c.1).collect();
+    assert_eq!(cmds, ["ADD", "ADD"]);
 }

@@ -27,9 +27,13 @@ pub const DEFAULT_DATA_DIR: &str = "/var/lib/berth/cni/networks";
 const MAX_CANDIDATES: usize = 1 << 20;
 
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct NetConf {
     name: String,
     ipam: IpamConf,
+    /// The `ips` capability: addresses the runtime asks for (`10.1.2.3/24` or `10.1.2.3`).
+    #[serde(default)]
+    runtime_config: RuntimeIps,
     #[serde(default, rename = "cni.dev/valid-attachments")]
     valid_attachments: Vec<AttachmentKey>,
 }
@@ -53,6 +57,12 @@ struct IpamConf {
     dns: Dns,
 }
 
+#[derive(Debug, Default, Deserialize)]
+struct RuntimeIps {
+    #[serde(default)]
+    ips: Vec<String>,
+}
+
 #[derive(Debug, Deserialize)]
 struct RouteConf {
     dst: IpNet,
@@ -66,6 +76,7 @@ pub struct HostLocal;
 
 struct Parsed {
     sets: Vec<Vec<Range>>,
+    requested: Vec<IpAddr>,
     store: Store,
     routes: Vec<Route>,
     dns: Dns,
@@ -113,8 +124,38 @@ fn parse(args: &PluginArgs) -> Result<Parsed, CniError> {
         .ipam
         .data_dir
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let mut requested = Vec::new();
+    // `ips` capability first, then CNI_ARGS `IP=a,b` (as the reference plugin reads them).
+    let from_args = args
+        .args
+        .iter()
+        .filter(|(k, _)| k == "IP")
+        .flat_map(|(_, v)| v.split(','))
+        .map(str::to_owned);
+    for raw in conf.runtime_config.ips.iter().cloned().chain(from_args) {
+        let ip = raw
+            .split('/')
+            .next()
+            .and_then(|a| a.trim().parse::<IpAddr>().ok())
+            .ok_or_else(|| {
+                CniError::new(
+                    CniError::INVALID_NETWORK_CONFIG,
+                    format!("ipam: requested address {raw:?} is not an IP address"),
+                    "",
+                )
+            })?;
+        if !sets.iter().flatten().any(|r| r.subnet.contains(&ip)) {
+            return Err(CniError::new(
+                CniError::INVALID_NETWORK_CONFIG,
+                format!("ipam: requested address {ip} is in none of the configured ranges"),
+                "",
+            ));
+        }
+        requested.push(ip);
+    }
     Ok(Parsed {
         sets,
+        requested,
         store: Store {
             dir: data_dir.join(&conf.name),
         },
@@ -137,7 +178,16 @@ impl Plugin for HostLocal {
         let mut result = CniResult::new(args.conf.cni_version);
         let mut reserved = Vec::new();
         for (idx, set) in p.sets.iter().enumerate() {
-            match p.store.reserve(idx, set, &owner) {
+            let wanted = p
+                .requested
+                .iter()
+                .copied()
+                .find(|ip| set.iter().any(|r| r.subnet.contains(ip)));
+            let res = match wanted {
+                Some(ip) => p.store.reserve_exact(set, ip, &owner),
+                None => p.store.reserve(idx, set, &owner),
+            };
+            match res {
                 Ok(ip) => {
                     reserved.push(ip);
                     let range = set
@@ -327,6 +377,39 @@ impl Store {
             ),
             format!("allocations in {}", self.dir.display()),
         ))
+    }
+
+    /// Reserves exactly `ip` for `owner`: free, or already theirs.
+    fn reserve_exact(&self, set: &[Range], ip: IpAddr, owner: &str) -> Result<IpAddr, CniError> {
+        if !set.iter().any(|r| r.usable(ip)) {
+            return Err(CniError::new(
+                CniError::INVALID_NETWORK_CONFIG,
+                format!("host-local: requested address {ip} is not usable (outside the range, gateway, network or broadcast)"),
+                "",
+            ));
+        }
+        if self.owned_by(owner)?.contains(&ip) {
+            return Ok(ip);
+        }
+        let path = self.ip_path(ip);
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(mut f) => {
+                f.write_all(owner.as_bytes())
+                    .and_then(|()| f.sync_all())
+                    .map_err(io_err(format!("write {}", path.display())))?;
+                Ok(ip)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(CniError::new(
+                CniError::INVALID_NETWORK_CONFIG,
+                format!("host-local: requested address {ip} is already allocated"),
+                format!("{}", path.display()),
+            )),
+            Err(e) => Err(io_err(format!("create {}", path.display()))(e)),
+        }
     }
 
     fn release_ip(&self, ip: IpAddr) -> Result<(), CniError> {
