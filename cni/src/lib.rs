@@ -6,6 +6,8 @@
 //!   [`Attachment`], with a time limit per plugin call and an on-disk attachment cache.
 //! - [`NetnsDir`]: network namespaces pinned as files under `/run/berth/netns`.
 //! - [`default_conflist`]: berthd's embedded network when the config dir is empty.
+//! - [`ConfigWatcher`] / [`network_ready`]: the network in effect (first config file, else the
+//!   embedded default), reloaded when the config dir changes; the NetworkReady condition.
 //! - [`plugin`]: berth's own plugins (`berth-cni-bridge`, `berth-cni-host-local`,
 //!   `berth-cni-loopback`, `berth-cni-portmap`).
 
@@ -20,6 +22,7 @@ pub mod netns;
 pub mod plugin;
 mod result;
 mod version;
+mod watch;
 
 pub use attachment::{
     Attachment, AttachmentKey, Bandwidth, CapabilityArgs, DnsCapability, PodRef, PortMapping,
@@ -36,3 +39,7 @@ pub use exec::{find_plugin, Command};
 pub use netns::{NetnsDir, PinnedNetns};
 pub use result::{CniResult, Dns, Interface, IpConfig, Route};
 pub use version::CniVersion;
+pub use watch::{
+    load_network, network_ready, ConfigWatcher, NetworkSource, WatchedNetwork,
+    DEFAULT_POLL_INTERVAL,
+};
