@@ -116,12 +116,17 @@ pub(crate) async fn pull(
     opts: &PullOptions,
 ) -> Result<ImageRecord, PullError> {
     let rs = reference.to_string();
-    let client = RegistryClient::new(&store.config().registry, &opts.credentials);
     let platform = opts.platform.clone().unwrap_or_else(Platform::host);
     let reg = |source| PullError::Registry {
         reference: rs.clone(),
         source,
     };
+    let client = RegistryClient::for_registry(
+        &store.config().registry,
+        reference.registry(),
+        &opts.credentials,
+    )
+    .map_err(reg)?;
     let man = |source| PullError::Manifest {
         reference: rs.clone(),
         source,

@@ -1,14 +1,17 @@
 //! Registry access on `oci-client`: manifests by reference, blobs as byte streams.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use futures_util::stream::BoxStream;
-use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 
 use crate::digest::Digest;
-use crate::reference::Reference;
+use crate::hosts::HostsError;
+
+mod client;
+
+pub use client::{BlobStream, RegistryClient};
 
 /// Credentials for one pull.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -59,13 +62,20 @@ pub struct RegistryConfig {
     pub connect_timeout: Option<Duration>,
     /// Longest wait for any read (default 60 s).
     pub read_timeout: Option<Duration>,
+    /// The `certs.d` directory of per-registry `hosts.toml` files (containerd's format:
+    /// mirrors, CAs, `skip_verify`, plain HTTP); none → every registry is its own server.
+    pub config_path: Option<PathBuf>,
+    /// docker's `config.json`, read for credentials when a pull carries none; none →
+    /// `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
+    pub docker_config: Option<PathBuf>,
 }
 
 /// Errors talking to a registry.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    /// The registry or the transport failed.
-    #[error("{what}: {source}")]
+    /// The registry or the transport failed. The message carries the causes (a TLS
+    /// certificate error, "connection refused") that the HTTP client's own message hides.
+    #[error("{what}: {}", causes(&**source))]
     Client {
         /// What was fetched.
         what: String,
@@ -90,9 +100,52 @@ pub enum RegistryError {
         /// The limit.
         max: usize,
     },
+    /// The registry's hosts configuration is unusable.
+    #[error(transparent)]
+    Hosts(#[from] HostsError),
+    /// A hosts.toml setting berth's registry client cannot honour for the registry's server
+    /// (mirrors with such settings are skipped instead).
+    #[error("registry {host}: {feature} in hosts.toml is not supported")]
+    Unsupported {
+        /// The host's URL.
+        host: String,
+        /// The setting.
+        feature: &'static str,
+    },
+    /// No configured host may serve the request (capabilities exclude them all).
+    #[error("registry {registry}: no host in hosts.toml has the {capability:?} capability")]
+    NoHost {
+        /// The registry.
+        registry: String,
+        /// `resolve` or `pull`.
+        capability: &'static str,
+    },
+}
+
+/// An error's message followed by every cause it does not already quote.
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = e.to_string();
+    let mut cause = e.source();
+    // Bounded: error chains are short; stop at 16 links regardless.
+    for _ in 0..16 {
+        let Some(c) = cause else { break };
+        let text = c.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        cause = c.source();
+    }
+    msg
 }
 
 impl RegistryError {
+    /// Whether the host could not be reached at all (then it is not asked again this pull).
+    pub fn is_connect(&self) -> bool {
+        matches!(self, RegistryError::Client { source, .. }
+            if matches!(source.as_ref(), OciDistributionError::RequestError(e) if e.is_connect()))
+    }
+
     /// Whether retrying may help (transport errors and 5xx answers).
     pub fn is_transient(&self) -> bool {
         match self {
@@ -168,131 +221,6 @@ impl RegistryError {
             }
             _ if self.is_transient() => RegistryFailure::Unavailable,
             _ => RegistryFailure::Other,
-        }
-    }
-}
-
-const MAX_MANIFEST: usize = 4 << 20;
-
-/// A byte stream of one blob.
-pub type BlobStream = BoxStream<'static, Result<bytes::Bytes, std::io::Error>>;
-
-/// A registry client for one pull (one auth).
-pub struct RegistryClient {
-    client: oci_client::Client,
-    auth: RegistryAuth,
-}
-
-fn oci_ref(r: &Reference, digest: Option<&Digest>) -> oci_client::Reference {
-    match (digest.or(r.digest()), r.tag()) {
-        (Some(d), _) => oci_client::Reference::with_digest(
-            r.registry().to_owned(),
-            r.repository().to_owned(),
-            d.to_string(),
-        ),
-        (None, tag) => oci_client::Reference::with_tag(
-            r.registry().to_owned(),
-            r.repository().to_owned(),
-            tag.unwrap_or("latest").to_owned(),
-        ),
-    }
-}
-
-impl RegistryClient {
-    /// A client with `config` and `credentials`.
-    pub fn new(config: &RegistryConfig, credentials: &Credentials) -> Self {
-        let mut cc = ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(config.insecure_hosts.clone()),
-            platform_resolver: None,
-            connect_timeout: Some(config.connect_timeout.unwrap_or(Duration::from_secs(30))),
-            read_timeout: Some(config.read_timeout.unwrap_or(Duration::from_secs(60))),
-            ..ClientConfig::default()
-        };
-        cc.user_agent = "berth/0.1";
-        RegistryClient {
-            client: oci_client::Client::new(cc),
-            auth: credentials.to_auth(),
-        }
-    }
-
-    /// Fetches the manifest or index `reference` points at (by `digest` when given), checks its
-    /// digest, and returns its bytes and digest.
-    pub async fn manifest(
-        &self,
-        reference: &Reference,
-        digest: Option<&Digest>,
-    ) -> Result<(Vec<u8>, Digest), RegistryError> {
-        let r = oci_ref(reference, digest);
-        let (bytes, _announced) = self
-            .client
-            .pull_manifest_raw(&r, &self.auth, crate::manifest::ACCEPTED)
-            .await
-            .map_err(|e| RegistryError::Client {
-                what: format!("manifest {r}"),
-                source: Box::new(e),
-            })?;
-        if bytes.len() > MAX_MANIFEST {
-            return Err(RegistryError::TooLarge {
-                reference: r.to_string(),
-                size: bytes.len(),
-                max: MAX_MANIFEST,
-            });
-        }
-        let actual = Digest::sha256_of(&bytes);
-        if let Some(expected) = digest.or(reference.digest()) {
-            let check = if expected.algorithm() == actual.algorithm() {
-                actual.clone()
-            } else {
-                let mut d = crate::digest::Digester::new(expected.algorithm());
-                d.update(&bytes);
-                d.finish()
-            };
-            if &check != expected {
-                return Err(RegistryError::ManifestDigest {
-                    expected: expected.clone(),
-                    actual: check,
-                });
-            }
-            return Ok((bytes.to_vec(), expected.clone()));
-        }
-        Ok((bytes.to_vec(), actual))
-    }
-
-    /// Streams blob `digest` of `reference`'s repository from byte `offset`. Returns the stream,
-    /// the offset it really starts at (0 when the registry ignored the range) and the length the
-    /// registry announced.
-    pub async fn blob(
-        &self,
-        reference: &Reference,
-        digest: &Digest,
-        offset: u64,
-    ) -> Result<(BlobStream, u64, Option<u64>), RegistryError> {
-        let r = oci_ref(reference, Some(digest));
-        let d = digest.to_string();
-        let err = |e| RegistryError::Client {
-            what: format!("blob {digest}"),
-            source: Box::new(e),
-        };
-        // Blob requests reuse the token obtained for the manifest; make sure one is stored.
-        self.client
-            .store_auth_if_needed(r.resolve_registry(), &self.auth)
-            .await;
-        if offset == 0 {
-            let s = self
-                .client
-                .pull_blob_stream(&r, d.as_str())
-                .await
-                .map_err(err)?;
-            return Ok((s.stream, 0, s.content_length));
-        }
-        match self
-            .client
-            .pull_blob_stream_partial(&r, d.as_str(), offset, None)
-            .await
-            .map_err(err)?
-        {
-            BlobResponse::Full(s) => Ok((s.stream, 0, s.content_length)),
-            BlobResponse::Partial(s) => Ok((s.stream, offset, s.content_length)),
         }
     }
 }

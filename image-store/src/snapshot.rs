@@ -1,6 +1,8 @@
 //! Overlay snapshots: one committed directory per layer chain, numbered
 //! (`<root>/snapshots/<n>/fs`) so that deep lowerdir chains fit the mount options page, and
-//! active snapshots (upper `fs` + `work`) per container.
+//! active snapshots (upper `fs` + `work`) per container. Where overlay does not work on the
+//! snapshot filesystem (found by a probe mount at open, or forced by config), active snapshots
+//! and views are copies of their layer chain instead, bind-mounted (the native snapshotter).
 
 use std::collections::HashSet;
 use std::fs;
@@ -13,6 +15,10 @@ use tracing::{debug, warn};
 use crate::chain_id::ChainId;
 use crate::metadata::{now_unix, MetadataError, MetadataStore, SnapshotKind, SnapshotRecord};
 use crate::mount::Mount;
+
+mod native;
+
+pub use native::SnapshotterMode;
 
 /// Errors of the snapshotter.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +68,11 @@ pub struct Usage {
 pub struct Snapshotter {
     dir: PathBuf,
     meta: MetadataStore,
+    native: bool,
 }
+
+/// Marks a snapshot made by copying (native): it is bind-mounted, whatever the mode now.
+const NATIVE_MARKER: &str = "native";
 
 /// A layer being unpacked: a reserved, not yet visible snapshot directory. Dropped without
 /// [`LayerDir::commit`], it is removed.
@@ -127,11 +137,33 @@ fn io_err(key: &str, op: &'static str, path: &Path, source: io::Error) -> Snapsh
 }
 
 impl Snapshotter {
-    /// Opens the snapshotter under `root/snapshots`.
+    /// Opens the snapshotter under `root/snapshots`, probing whether overlay works there.
     pub fn open(root: &Path, meta: MetadataStore) -> Result<Self, SnapshotError> {
+        Self::open_with(root, meta, SnapshotterMode::Auto)
+    }
+
+    /// Opens the snapshotter under `root/snapshots` in `mode`.
+    pub fn open_with(
+        root: &Path,
+        meta: MetadataStore,
+        mode: SnapshotterMode,
+    ) -> Result<Self, SnapshotError> {
         let dir = root.join("snapshots");
         fs::create_dir_all(&dir).map_err(|e| io_err("-", "create dir", &dir, e))?;
-        Ok(Snapshotter { dir, meta })
+        let native = match mode {
+            SnapshotterMode::Overlay => false,
+            SnapshotterMode::Native => true,
+            SnapshotterMode::Auto => native::probe_overlay(&dir)
+                .map_err(|e| io_err("-", "probe overlay in", &dir, e))?
+                .is_some(),
+        };
+        debug!(dir = %dir.display(), native, "snapshotter opened");
+        Ok(Snapshotter { dir, meta, native })
+    }
+
+    /// Whether active snapshots and views are copies (native) rather than overlay mounts.
+    pub fn is_native(&self) -> bool {
+        self.native
     }
 
     fn id_dir(&self, id: u64) -> PathBuf {
@@ -247,14 +279,42 @@ impl Snapshotter {
     /// Creates a writable snapshot `key` on top of the committed chain `parent` and returns the
     /// mount that shows it.
     pub fn prepare(&self, key: &str, parent: Option<&ChainId>) -> Result<Mount, SnapshotError> {
-        self.new_snapshot(key, parent, SnapshotKind::Active)?;
+        let rec = self.new_snapshot(key, parent, SnapshotKind::Active)?;
+        self.copy_if_native(&rec)?;
         self.mounts(key)
     }
 
     /// Creates a read-only view `key` of the committed chain `parent`.
     pub fn view(&self, key: &str, parent: &ChainId) -> Result<Mount, SnapshotError> {
-        self.new_snapshot(key, Some(parent), SnapshotKind::View)?;
+        let rec = self.new_snapshot(key, Some(parent), SnapshotKind::View)?;
+        self.copy_if_native(&rec)?;
         self.mounts(key)
+    }
+
+    /// Native mode: fills a new snapshot with a copy of its parent chain (removing the
+    /// snapshot again when that fails).
+    fn copy_if_native(&self, rec: &SnapshotRecord) -> Result<(), SnapshotError> {
+        if !self.native {
+            return Ok(());
+        }
+        let mut layers = match &rec.parent {
+            Some(p) => self.chain_dirs(p)?,
+            None => Vec::new(),
+        };
+        layers.reverse();
+        let fs_dir = self.fs_dir(rec.id);
+        let marker = self.id_dir(rec.id).join(NATIVE_MARKER);
+        let copied = fs::write(&marker, b"")
+            .map_err(|e| (marker.clone(), e))
+            .and_then(|()| native::copy_chain(&layers, &fs_dir));
+        if let Err((path, e)) = copied {
+            if let Err(re) = self.remove(&rec.key) {
+                warn!(snapshot = %rec.key, error = %re, "cannot remove a half-copied snapshot");
+            }
+            return Err(io_err(&rec.key, "copy layers into", &path, e));
+        }
+        debug!(snapshot = %rec.key, layers = layers.len(), "native snapshot copied");
+        Ok(())
     }
 
     /// The mount of an existing snapshot.
@@ -268,6 +328,18 @@ impl Snapshotter {
             None => Vec::new(),
         };
         let path = |p: &Path| p.display().to_string();
+        if rec.kind != SnapshotKind::Committed && self.id_dir(rec.id).join(NATIVE_MARKER).exists() {
+            let rw = if rec.kind == SnapshotKind::Active {
+                "rw"
+            } else {
+                "ro"
+            };
+            return Ok(Mount {
+                fstype: "bind".into(),
+                source: path(&self.fs_dir(rec.id)),
+                options: vec!["rbind".into(), rw.into()],
+            });
+        }
         let mount = match (rec.kind, lowers.len()) {
             (SnapshotKind::Active, 0) => Mount {
                 fstype: "bind".into(),
@@ -403,5 +475,7 @@ pub fn disk_usage(dir: &Path) -> io::Result<Usage> {
     Ok(usage)
 }
 
+#[cfg(test)]
+mod native_tests;
 #[cfg(test)]
 mod tests;

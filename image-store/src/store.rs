@@ -11,7 +11,7 @@ use crate::metadata::{ImageRecord, MetadataError, MetadataStore};
 use crate::pull::{PullError, PullOptions};
 use crate::reference::Reference;
 use crate::registry::RegistryConfig;
-use crate::snapshot::{SnapshotError, Snapshotter, Usage};
+use crate::snapshot::{SnapshotError, Snapshotter, SnapshotterMode, Usage};
 
 /// A stored image.
 pub type Image = ImageRecord;
@@ -25,6 +25,8 @@ pub struct StoreConfig {
     pub registry: RegistryConfig,
     /// How many layers one pull fetches and unpacks at once.
     pub max_concurrent_layers: usize,
+    /// Overlay, native (copy), or overlay when a probe mount works (default).
+    pub snapshotter: SnapshotterMode,
 }
 
 impl StoreConfig {
@@ -34,6 +36,7 @@ impl StoreConfig {
             root: root.to_owned(),
             registry: RegistryConfig::default(),
             max_concurrent_layers: 3,
+            snapshotter: SnapshotterMode::Auto,
         }
     }
 }
@@ -74,7 +77,7 @@ impl ImageStore {
         })?;
         let content = ContentStore::open(&config.root)?;
         let meta = MetadataStore::open(&config.root.join("metadata.db"))?;
-        let snapshots = Snapshotter::open(&config.root, meta.clone())?;
+        let snapshots = Snapshotter::open_with(&config.root, meta.clone(), config.snapshotter)?;
         snapshots.clean_orphans()?;
         // Scratch space of imports a crash interrupted.
         let tmp = config.root.join("tmp");

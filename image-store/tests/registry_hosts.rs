@@ -1,0 +1,264 @@
+//! Registry hosts (containerd's hosts.toml in a certs.d directory) and docker's config.json
+//! against real `docker-registry` processes: mirrors that are down or serving, a TLS registry
+//! with a test CA (given as `ca`, as a `*.crt` file, or skipped with `skip_verify`), and
+//! htpasswd auth over that TLS registry with credentials from the request or from config.json.
+
+mod support;
+
+use std::fs;
+use std::path::Path;
+
+use image_store::{Credentials, ImageStore, PullOptions, Reference, StoreConfig};
+use support::*;
+
+const TOOLS: &[&str] = &[
+    "/usr/bin/docker-registry",
+    "/usr/bin/umoci",
+    "/usr/bin/skopeo",
+    "/usr/bin/openssl",
+    "/bin/busybox",
+];
+
+fn runnable(test: &str) -> bool {
+    if !is_root() {
+        eprintln!("SKIP {test}: needs root (the fixture's whiteouts, owners and fifo)");
+        return false;
+    }
+    have_tools(test, TOOLS)
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Pulls `reference` into a fresh store under `root` configured by `setup`.
+fn pull(
+    root: &Path,
+    reference: &str,
+    creds: Credentials,
+    setup: impl FnOnce(&mut StoreConfig),
+) -> Result<image_store::Image, String> {
+    let mut cfg = StoreConfig::new(root);
+    // No docker config unless the test names one.
+    cfg.registry.docker_config = Some(root.join("no-docker-config.json"));
+    setup(&mut cfg);
+    let store = ImageStore::open(cfg).unwrap();
+    let r: Reference = reference.parse().unwrap();
+    let opts = PullOptions {
+        credentials: creds,
+        ..PullOptions::default()
+    };
+    rt().block_on(store.pull(&r, &opts))
+        .map_err(|e| e.to_string())
+}
+
+fn hosts_toml(certs_d: &Path, registry: &str, text: &str) {
+    let d = certs_d.join(registry);
+    fs::create_dir_all(&d).unwrap();
+    fs::write(d.join("hosts.toml"), text).unwrap();
+}
+
+#[test]
+fn mirror_down_falls_back_to_the_server_and_a_live_mirror_serves() {
+    if !runnable("mirror_down_falls_back_to_the_server") {
+        return;
+    }
+    let server = Registry::start();
+    let mirror = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let layout = build_fixture(work.path());
+    push(&layout, "app", &format!("{}/app:1", server.host), &[]);
+    push(&layout, "app", &format!("{}/app:1", mirror.host), &[]);
+    let dead = format!("127.0.0.1:{}", free_port());
+
+    // A mirror nobody listens on, then the server: the pull falls back to the server.
+    let certs_d = work.path().join("certs.d");
+    hosts_toml(
+        &certs_d,
+        &server.host,
+        &format!(
+            "server = \"http://{}\"\n\n[host.\"http://{dead}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            server.host
+        ),
+    );
+    let root = tempfile::tempdir().unwrap();
+    let image = pull(
+        root.path(),
+        &format!("{}/app:1", server.host),
+        Credentials::Anonymous,
+        |c| c.registry.config_path = Some(certs_d.clone()),
+    )
+    .unwrap_or_else(|e| panic!("fallback to the server failed: {e}"));
+    assert_eq!(image.layers.len(), 3);
+
+    // The registry itself is down; its mirror has the image: the mirror serves the pull
+    // (requests carry `?ns=<registry>`, which docker-registry ignores).
+    hosts_toml(
+        &certs_d,
+        &dead,
+        &format!(
+            "server = \"http://{dead}\"\n\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            mirror.host
+        ),
+    );
+    let root = tempfile::tempdir().unwrap();
+    let from_mirror = pull(
+        root.path(),
+        &format!("{dead}/app:1"),
+        Credentials::Anonymous,
+        |c| c.registry.config_path = Some(certs_d.clone()),
+    )
+    .unwrap_or_else(|e| panic!("pull through the mirror failed: {e}"));
+    assert_eq!(from_mirror.manifest_digest, image.manifest_digest);
+
+    // A mirror that may only pull (not resolve) cannot answer the tag: with the server down
+    // the error is the server's.
+    hosts_toml(
+        &certs_d,
+        &dead,
+        &format!(
+            "server = \"http://{dead}\"\n\n[host.\"http://{}\"]\n  capabilities = [\"pull\"]\n",
+            mirror.host
+        ),
+    );
+    let root = tempfile::tempdir().unwrap();
+    let err = pull(
+        root.path(),
+        &format!("{dead}/app:1"),
+        Credentials::Anonymous,
+        |c| c.registry.config_path = Some(certs_d.clone()),
+    )
+    .expect_err("the server is down and the mirror cannot resolve");
+    assert!(
+        err.contains(&format!("pull {dead}/app:1: manifest")),
+        "{err}"
+    );
+    assert!(err.to_lowercase().contains("connect"), "{err}");
+}
+
+#[test]
+fn tls_registry_with_test_ca_and_htpasswd() {
+    if !runnable("tls_registry_with_test_ca_and_htpasswd") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let certs = make_test_certs(work.path());
+    let (user, password) = ("berth", "s3cret:x");
+    let reg = Registry::start_tls(&certs, Some((user, password)));
+    let layout = build_fixture(work.path());
+    push(
+        &layout,
+        "app",
+        &format!("{}/app:tls", reg.host),
+        &["--dest-creds", &format!("{user}:{password}")],
+    );
+    let reference = format!("{}/app:tls", reg.host);
+    let basic = Credentials::Basic {
+        username: user.into(),
+        password: password.into(),
+    };
+    let certs_d = work.path().join("certs.d");
+
+    // No CA configured: the system roots do not know the test CA.
+    let root = tempfile::tempdir().unwrap();
+    let err =
+        pull(root.path(), &reference, basic.clone(), |_| {}).expect_err("an unknown CA must fail");
+    eprintln!("unknown CA: {err}");
+    assert!(
+        err.starts_with(&format!("pull {reference}: manifest")),
+        "{err}"
+    );
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    assert!(
+        !root.path().join("content/blobs").exists()
+            || fs::read_dir(root.path().join("content/blobs/sha256")).map_or(0, |d| d.count()) == 0,
+        "nothing stored"
+    );
+
+    // `ca` in hosts.toml (relative to the host's folder) makes it work.
+    let host_dir = certs_d.join(&reg.host);
+    fs::create_dir_all(&host_dir).unwrap();
+    fs::copy(&certs.ca, host_dir.join("test-ca.pem")).unwrap();
+    fs::write(
+        host_dir.join("hosts.toml"),
+        format!("server = \"https://{}\"\nca = \"test-ca.pem\"\n", reg.host),
+    )
+    .unwrap();
+    let with_ca = |c: &mut StoreConfig| c.registry.config_path = Some(certs_d.clone());
+    let root = tempfile::tempdir().unwrap();
+    let image = pull(root.path(), &reference, basic.clone(), with_ca)
+        .unwrap_or_else(|e| panic!("pull with the CA failed: {e}"));
+    assert_eq!(image.layers.len(), 3);
+
+    // Right CA, no credentials: the registry's 401 is reported as such.
+    let root = tempfile::tempdir().unwrap();
+    let err = pull(root.path(), &reference, Credentials::Anonymous, with_ca)
+        .expect_err("anonymous must be refused");
+    assert!(err.to_lowercase().contains("not authorized"), "{err}");
+
+    // Credentials from docker's config.json when the request carries none.
+    let docker = work.path().join("docker-config.json");
+    let auth = base64_encode(format!("{user}:{password}").as_bytes());
+    fs::write(
+        &docker,
+        format!(
+            r#"{{"auths":{{"https://{}":{{"auth":"{auth}"}}}}}}"#,
+            reg.host
+        ),
+    )
+    .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    pull(root.path(), &reference, Credentials::Anonymous, |c| {
+        with_ca(c);
+        c.registry.docker_config = Some(docker.clone());
+    })
+    .unwrap_or_else(|e| panic!("pull with config.json credentials failed: {e}"));
+
+    // Request credentials win over config.json (wrong ones here fail).
+    let root = tempfile::tempdir().unwrap();
+    let wrong = Credentials::Basic {
+        username: user.into(),
+        password: "wrong".into(),
+    };
+    pull(root.path(), &reference, wrong, |c| {
+        with_ca(c);
+        c.registry.docker_config = Some(docker.clone());
+    })
+    .expect_err("the request's (wrong) credentials are used first");
+
+    // Without hosts.toml, a `*.crt` file in the host's folder is the CA (docker's layout).
+    fs::remove_file(host_dir.join("hosts.toml")).unwrap();
+    fs::rename(host_dir.join("test-ca.pem"), host_dir.join("ca.crt")).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    pull(root.path(), &reference, basic.clone(), with_ca)
+        .unwrap_or_else(|e| panic!("pull with ca.crt failed: {e}"));
+
+    // skip_verify accepts the unknown CA.
+    fs::remove_file(host_dir.join("ca.crt")).unwrap();
+    fs::write(host_dir.join("hosts.toml"), "skip_verify = true\n").unwrap();
+    let root = tempfile::tempdir().unwrap();
+    pull(root.path(), &reference, basic, with_ca)
+        .unwrap_or_else(|e| panic!("pull with skip_verify failed: {e}"));
+}
+
+fn base64_encode(b: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in b.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
