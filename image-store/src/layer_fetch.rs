@@ -25,8 +25,8 @@ pub enum LayerError {
     /// The request for the blob failed.
     #[error("download: {0}")]
     Registry(#[from] RegistryError),
-    /// The byte stream broke off.
-    #[error("download interrupted: {0}")]
+    /// The byte stream broke off (the message names the cause: a read timeout, a reset).
+    #[error("download interrupted: {}", crate::registry::causes(.0))]
     Stream(#[source] io::Error),
     /// The bytes were not what the manifest promised (digest or size), or storing them failed.
     #[error(transparent)]

@@ -123,7 +123,7 @@ pub enum RegistryError {
 }
 
 /// An error's message followed by every cause it does not already quote.
-fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn causes(e: &(dyn std::error::Error + 'static)) -> String {
     let mut msg = e.to_string();
     let mut cause = e.source();
     // Bounded: error chains are short; stop at 16 links regardless.

@@ -21,7 +21,16 @@ enum Lie {
     IndexWithoutOurPlatform,
     /// Not a lie: an honest registry behind a bearer-token challenge (token for berth:s3cret).
     BearerAuth,
+    /// The first manifest request gets a 503 and the first two layer requests a 500; then
+    /// everything is served.
+    FlakyThenFine,
+    /// The layer's headers and half its body, then silence longer than the read timeout.
+    SlowBody,
 }
+
+/// How long the slow layer stalls; the tests' read timeout is shorter.
+const STALL: Duration = Duration::from_millis(2500);
+const READ_TIMEOUT: Duration = Duration::from_millis(800);
 
 const TOKEN: &str = "tok-123";
 const BASIC_BERTH: &str = "Basic YmVydGg6czNjcmV0";
@@ -115,6 +124,7 @@ fn start(f: &Fixture, lie: Lie) -> LyingRegistry {
     let (manifest, config, layer) = (f.manifest.clone(), f.config.clone(), f.layer.clone());
     let (cd, ld) = (f.config_digest.to_string(), f.layer_digest.to_string());
     let (stop2, count) = (Arc::clone(&stop), Arc::clone(&layer_requests));
+    let manifest_requests = AtomicUsize::new(0);
     let host2 = host.clone();
     let thread = std::thread::spawn(move || {
         // Bounded: at most 200 connections, and it stops when told.
@@ -167,6 +177,11 @@ fn start(f: &Fixture, lie: Lie) -> LyingRegistry {
             if path == "/v2/" {
                 respond(&mut s, "200 OK", &json("application/json"), b"{}", 2);
             } else if path.contains("/manifests/") {
+                let n = manifest_requests.fetch_add(1, Ordering::SeqCst);
+                if matches!(lie, Lie::FlakyThenFine) && n == 0 {
+                    respond(&mut s, "503 Service Unavailable", &[], b"busy", 4);
+                    continue;
+                }
                 let (body, mt) = match lie {
                     Lie::Schema1Manifest => (
                         br#"{"schemaVersion":1,"name":"bad","tag":"1","architecture":"amd64","fsLayers":[],"history":[]}"#.to_vec(),
@@ -194,8 +209,17 @@ fn start(f: &Fixture, lie: Lie) -> LyingRegistry {
             } else if path.ends_with(&cd) {
                 respond(&mut s, "200 OK", &[], &config, config.len());
             } else if path.ends_with(&ld) {
-                count.fetch_add(1, Ordering::SeqCst);
+                let n = count.fetch_add(1, Ordering::SeqCst);
                 match lie {
+                    Lie::FlakyThenFine if n < 2 => {
+                        respond(&mut s, "500 Internal Server Error", &[], b"boom", 4);
+                    }
+                    Lie::SlowBody => {
+                        let half = &layer[..layer.len() / 2];
+                        respond(&mut s, "200 OK", &[], half, layer.len());
+                        let _ = s.flush();
+                        std::thread::sleep(STALL);
+                    }
                     Lie::CorruptByte => {
                         let mut bad = layer.clone();
                         let mid = bad.len() / 2;
@@ -214,7 +238,10 @@ fn start(f: &Fixture, lie: Lie) -> LyingRegistry {
                     Lie::ServerError => {
                         respond(&mut s, "500 Internal Server Error", &[], b"boom", 4);
                     }
-                    Lie::Schema1Manifest | Lie::IndexWithoutOurPlatform | Lie::BearerAuth => {
+                    Lie::Schema1Manifest
+                    | Lie::IndexWithoutOurPlatform
+                    | Lie::BearerAuth
+                    | Lie::FlakyThenFine => {
                         respond(&mut s, "200 OK", &[], &layer, layer.len());
                     }
                 }
@@ -248,6 +275,7 @@ fn pull_err(f: &Fixture, lie: Lie) -> (String, usize, String, tempfile::TempDir)
     let root = tempfile::tempdir().unwrap();
     let mut cfg = StoreConfig::new(root.path());
     cfg.registry.insecure_hosts = vec![reg.host.clone()];
+    cfg.registry.read_timeout = Some(READ_TIMEOUT);
     let store = ImageStore::open(cfg).unwrap();
     let r: Reference = format!("{}/bad:1", reg.host).parse().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -382,4 +410,43 @@ fn bearer_token_challenge_is_answered_with_credentials() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(image.layers, vec![f.layer_digest.clone()]);
     assert!(store.content().contains(&f.layer_digest));
+}
+
+#[test]
+fn server_errors_then_success_are_retried_to_a_complete_image() {
+    let f = fixture();
+    let reg = start(&f, Lie::FlakyThenFine);
+    let root = tempfile::tempdir().unwrap();
+    let mut cfg = StoreConfig::new(root.path());
+    cfg.registry.insecure_hosts = vec![reg.host.clone()];
+    let store = ImageStore::open(cfg).unwrap();
+    let r: Reference = format!("{}/bad:1", reg.host).parse().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let image = rt
+        .block_on(store.pull(&r, &PullOptions::default()))
+        .unwrap_or_else(|e| panic!("a retry must get through: {e}"));
+    assert_eq!(image.layers, vec![f.layer_digest.clone()]);
+    assert!(store.content().contains(&f.layer_digest));
+    assert_eq!(
+        reg.layer_requests.load(Ordering::SeqCst),
+        3,
+        "two 500s, then 200"
+    );
+    assert_eq!(store.images().unwrap().len(), 1);
+}
+
+#[test]
+fn slow_body_hits_the_read_timeout_and_leaves_nothing_visible() {
+    let f = fixture();
+    let started = std::time::Instant::now();
+    let (err, requests) = pull_from_liar(Lie::SlowBody);
+    assert!(err.contains("download interrupted"), "{err}");
+    assert!(err.contains("timed out"), "the cause is named: {err}");
+    assert_eq!(requests, 3, "bounded retries");
+    // Each attempt gives up after the read timeout, not after the server's stall.
+    assert!(started.elapsed() < STALL * 3 + Duration::from_secs(10));
+    drop(f);
 }
