@@ -6,7 +6,12 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use k8s_cri::v1 as cri;
-use oci_spec::runtime::Spec;
+
+mod container;
+mod sandbox;
+
+pub use container::container_spec;
+pub use sandbox::sandbox_spec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
@@ -17,7 +22,7 @@ pub enum SpecError {
 }
 
 /// What the pause container's spec is built from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SandboxSpecInput {
     pub id: String,
     pub config: cri::PodSandboxConfig,
@@ -42,7 +47,7 @@ pub struct SandboxFiles {
 }
 
 /// What a container's spec is built from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ContainerSpecInput {
     pub id: String,
     pub config: cri::ContainerConfig,
@@ -63,18 +68,6 @@ pub struct ContainerSpecInput {
     pub files: SandboxFiles,
     /// Extra annotations berthd records (container type, sandbox id, names).
     pub annotations: HashMap<String, String>,
-}
-
-/// The pause container's spec.
-pub fn sandbox_spec(_input: &SandboxSpecInput) -> Result<Spec, SpecError> {
-    Err(SpecError::NotYet {
-        what: "the sandbox spec",
-    })
-}
-
-/// A container's spec.
-pub fn container_spec(_input: &ContainerSpecInput) -> Result<Spec, SpecError> {
-    Err(SpecError::NotYet {
-        what: "the container spec",
-    })
+    /// For `NamespaceMode::TARGET` pid namespaces: the pid of the target container's process.
+    pub target_pid: Option<i32>,
 }
