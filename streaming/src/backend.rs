@@ -115,8 +115,14 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<ExitStatus, BackendError>;
 
     /// Attaches to the container's main process until it exits or the client detaches.
-    async fn attach(&self, container_id: &str, tty: bool, io: StreamIo) -> Result<(), BackendError>;
+    async fn attach(&self, container_id: &str, tty: bool, io: StreamIo)
+        -> Result<(), BackendError>;
 
     /// Connects `stream` to `port` inside the sandbox's network namespace until either side ends.
-    async fn port_forward(&self, sandbox_id: &str, port: u16, stream: PortForwardStream) -> Result<(), BackendError>;
+    async fn port_forward(
+        &self,
+        sandbox_id: &str,
+        port: u16,
+        stream: PortForwardStream,
+    ) -> Result<(), BackendError>;
 }

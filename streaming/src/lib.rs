@@ -20,6 +20,8 @@ mod status;
 mod tokens;
 mod websocket;
 
-pub use backend::{Backend, BackendError, ExitStatus, Output, PortForwardStream, Stdin, StreamIo, TerminalSize};
+pub use backend::{
+    Backend, BackendError, ExitStatus, Output, PortForwardStream, Stdin, StreamIo, TerminalSize,
+};
 pub use error::{RequestError, ServeError};
 pub use server::{Config, StreamingServer};

@@ -28,8 +28,13 @@ struct Pair {
 
 /// Checks the headers kubelet requires; returns (port, is_data, request id).
 fn classify(stream: &IncomingStream) -> Result<(u16, bool, String), String> {
-    let port = stream.headers.get("port").ok_or("\"port\" header is required")?;
-    let port: u16 = port.parse().map_err(|_| format!("unable to parse {port:?} as a port"))?;
+    let port = stream
+        .headers
+        .get("port")
+        .ok_or("\"port\" header is required")?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("unable to parse {port:?} as a port"))?;
     if port == 0 {
         return Err("port \"0\" must be > 0".into());
     }
@@ -48,7 +53,13 @@ fn classify(stream: &IncomingStream) -> Result<(u16, bool, String), String> {
     Ok((port, is_data, request_id))
 }
 
-async fn forward(backend: Arc<dyn Backend>, sandbox: Arc<str>, port: u16, data: SpdyStream, error: SpdyStream) {
+async fn forward(
+    backend: Arc<dyn Backend>,
+    sandbox: Arc<str>,
+    port: u16,
+    data: SpdyStream,
+    error: SpdyStream,
+) {
     let mut error_io = error.io;
     if let Err(e) = backend.port_forward(&sandbox, port, data.io).await {
         let msg = format!("error forwarding port {port} to pod {sandbox}: {e}");

@@ -32,8 +32,12 @@ impl Version {
 }
 
 /// SPDY sub-protocols served, in kubelet's order.
-pub(crate) const SPDY_PROTOCOLS: [&str; 4] =
-    ["v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io"];
+pub(crate) const SPDY_PROTOCOLS: [&str; 4] = [
+    "v4.channel.k8s.io",
+    "v3.channel.k8s.io",
+    "v2.channel.k8s.io",
+    "channel.k8s.io",
+];
 
 pub(crate) fn spdy_version(protocol: &str) -> Version {
     match protocol {
@@ -56,8 +60,13 @@ pub(crate) struct Options {
 /// What to run once the streams are there.
 #[derive(Debug, Clone)]
 pub(crate) enum Action {
-    Exec { container_id: String, cmd: Vec<String> },
-    Attach { container_id: String },
+    Exec {
+        container_id: String,
+        cmd: Vec<String>,
+    },
+    Attach {
+        container_id: String,
+    },
 }
 
 /// The protocol layer's ends of the client's streams.
@@ -124,7 +133,11 @@ pub(crate) async fn run(
     let io = StreamIo {
         stdin: ends.stdin.map(|s| Box::new(s) as Stdin),
         stdout: ends.stdout.map(|s| Box::new(s) as Output),
-        stderr: if tty { None } else { ends.stderr.map(|s| Box::new(s) as Output) },
+        stderr: if tty {
+            None
+        } else {
+            ends.stderr.map(|s| Box::new(s) as Output)
+        },
         resize,
     };
     let work = async {

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE};
+use http::header::{
+    CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL,
+    SEC_WEBSOCKET_VERSION, UPGRADE,
+};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -85,7 +88,11 @@ pub(crate) struct Limits {
 
 impl Limits {
     fn spdy(&self) -> SessionLimits {
-        SessionLimits { idle_timeout: self.idle_timeout, write_timeout: self.write_timeout, max_streams: self.max_streams }
+        SessionLimits {
+            idle_timeout: self.idle_timeout,
+            write_timeout: self.write_timeout,
+            max_streams: self.max_streams,
+        }
     }
 }
 
@@ -105,7 +112,9 @@ pub struct StreamingServer {
 
 impl std::fmt::Debug for StreamingServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamingServer").field("base_url", &self.base_url).finish()
+        f.debug_struct("StreamingServer")
+            .field("base_url", &self.base_url)
+            .finish()
     }
 }
 
@@ -118,10 +127,21 @@ impl Drop for StreamingServer {
 impl StreamingServer {
     /// Binds and starts serving. Must run inside a tokio runtime.
     pub async fn bind(config: Config, backend: Arc<dyn Backend>) -> Result<Self, ServeError> {
-        let listener =
-            TcpListener::bind(config.addr).await.map_err(|source| ServeError::Bind { addr: config.addr, source })?;
-        let addr = listener.local_addr().map_err(|source| ServeError::Bind { addr: config.addr, source })?;
-        let scheme = if config.tls.is_some() { "https" } else { "http" };
+        let listener = TcpListener::bind(config.addr)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: config.addr,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+            addr: config.addr,
+            source,
+        })?;
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let base_url = format!("{scheme}://{addr}");
         let shared = Arc::new(Shared {
             tokens: TokenCache::new(config.token_ttl, config.max_in_flight),
@@ -136,7 +156,12 @@ impl StreamingServer {
         let tls = config.tls.map(TlsAcceptor::from);
         let accept = tokio::spawn(accept_loop(listener, tls, shared.clone()));
         info!(url = %base_url, "streaming server listening");
-        Ok(Self { shared, addr, base_url, accept })
+        Ok(Self {
+            shared,
+            addr,
+            base_url,
+            accept,
+        })
     }
 
     /// The address listened on.
@@ -151,13 +176,25 @@ impl StreamingServer {
 
     /// A one-time URL for a CRI Exec (validated as kubelet does).
     pub fn exec_url(&self, req: &ExecRequest) -> Result<String, RequestError> {
-        validate_streams(&req.container_id, req.tty, req.stdin, req.stdout, req.stderr)?;
+        validate_streams(
+            &req.container_id,
+            req.tty,
+            req.stdin,
+            req.stdout,
+            req.stderr,
+        )?;
         self.url("exec", Pending::Exec(req.clone()))
     }
 
     /// A one-time URL for a CRI Attach.
     pub fn attach_url(&self, req: &AttachRequest) -> Result<String, RequestError> {
-        validate_streams(&req.container_id, req.tty, req.stdin, req.stdout, req.stderr)?;
+        validate_streams(
+            &req.container_id,
+            req.tty,
+            req.stdin,
+            req.stdout,
+            req.stderr,
+        )?;
         self.url("attach", Pending::Attach(req.clone()))
     }
 
@@ -178,7 +215,13 @@ impl StreamingServer {
     }
 }
 
-fn validate_streams(container: &str, tty: bool, stdin: bool, stdout: bool, stderr: bool) -> Result<(), RequestError> {
+fn validate_streams(
+    container: &str,
+    tty: bool,
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+) -> Result<(), RequestError> {
     if container.is_empty() {
         return Err(RequestError::MissingContainerId);
     }
@@ -207,11 +250,16 @@ async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Ar
         tokio::spawn(async move {
             match tls {
                 None => serve_http(tcp, shared).await,
-                Some(acceptor) => match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => serve_http(stream, shared).await,
-                    Ok(Err(e)) => debug!(%peer, error = %e, "streaming server: TLS handshake failed"),
-                    Err(_) => debug!(%peer, "streaming server: TLS handshake timed out"),
-                },
+                Some(acceptor) => {
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+                    {
+                        Ok(Ok(stream)) => serve_http(stream, shared).await,
+                        Ok(Err(e)) => {
+                            debug!(%peer, error = %e, "streaming server: TLS handshake failed")
+                        }
+                        Err(_) => debug!(%peer, "streaming server: TLS handshake timed out"),
+                    }
+                }
             }
         });
     }
@@ -240,7 +288,10 @@ type Resp = Response<Full<Bytes>>;
 fn plain(status: StatusCode, body: String) -> Resp {
     let mut resp = Response::new(Full::new(Bytes::from(body + "\n")));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     resp
 }
 
@@ -268,11 +319,15 @@ fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
     let path = req.uri().path().to_owned();
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     let (kind, token) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    if !matches!(kind, "exec" | "attach" | "portforward") || token.is_empty() || token.contains('/') {
+    if !matches!(kind, "exec" | "attach" | "portforward") || token.is_empty() || token.contains('/')
+    {
         return plain(StatusCode::NOT_FOUND, format!("404 page not found: {path}"));
     }
     if req.method() != Method::GET && req.method() != Method::POST {
-        return plain(StatusCode::METHOD_NOT_ALLOWED, format!("method {} not allowed", req.method()));
+        return plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method {} not allowed", req.method()),
+        );
     }
     let pending = shared.tokens.consume(token);
     let pending = match (kind, pending) {
@@ -287,7 +342,8 @@ fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
             );
         }
     };
-    let is_ws = header_has(req.headers(), CONNECTION, "upgrade") && header_has(req.headers(), UPGRADE, "websocket");
+    let is_ws = header_has(req.headers(), CONNECTION, "upgrade")
+        && header_has(req.headers(), UPGRADE, "websocket");
     if is_ws {
         upgrade_websocket(shared, req, pending)
     } else {
@@ -314,11 +370,14 @@ fn upgrade_spdy(shared: Arc<Shared>, mut req: Request<Incoming>, pending: Pendin
             ),
         );
         for s in supported {
-            resp.headers_mut().append(ACCEPTED_HEADER, http::HeaderValue::from_static(s));
+            resp.headers_mut()
+                .append(ACCEPTED_HEADER, http::HeaderValue::from_static(s));
         }
         return resp;
     };
-    if !header_has(req.headers(), CONNECTION, "upgrade") || !header_has(req.headers(), UPGRADE, "spdy/3.1") {
+    if !header_has(req.headers(), CONNECTION, "upgrade")
+        || !header_has(req.headers(), UPGRADE, "spdy/3.1")
+    {
         return plain(
             StatusCode::BAD_REQUEST,
             "unable to upgrade: missing upgrade headers in request: want \"Connection: Upgrade\" and \"Upgrade: SPDY/3.1\" (or a WebSocket upgrade)".into(),
@@ -338,19 +397,59 @@ fn upgrade_spdy(shared: Arc<Shared>, mut req: Request<Incoming>, pending: Pendin
         };
         match pending {
             Pending::Exec(r) => {
-                let opts = Options { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, tty: r.tty };
-                let action = Action::Exec { container_id: r.container_id, cmd: r.cmd };
+                let opts = Options {
+                    stdin: r.stdin,
+                    stdout: r.stdout,
+                    stderr: r.stderr,
+                    tty: r.tty,
+                };
+                let action = Action::Exec {
+                    container_id: r.container_id,
+                    cmd: r.cmd,
+                };
                 let version = remotecommand::spdy_version(&protocol);
-                remotecommand::serve_spdy(io, version, opts, action, backend, limits.spdy(), limits.creation_timeout).await
+                remotecommand::serve_spdy(
+                    io,
+                    version,
+                    opts,
+                    action,
+                    backend,
+                    limits.spdy(),
+                    limits.creation_timeout,
+                )
+                .await
             }
             Pending::Attach(r) => {
-                let opts = Options { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, tty: r.tty };
-                let action = Action::Attach { container_id: r.container_id };
+                let opts = Options {
+                    stdin: r.stdin,
+                    stdout: r.stdout,
+                    stderr: r.stderr,
+                    tty: r.tty,
+                };
+                let action = Action::Attach {
+                    container_id: r.container_id,
+                };
                 let version = remotecommand::spdy_version(&protocol);
-                remotecommand::serve_spdy(io, version, opts, action, backend, limits.spdy(), limits.creation_timeout).await
+                remotecommand::serve_spdy(
+                    io,
+                    version,
+                    opts,
+                    action,
+                    backend,
+                    limits.spdy(),
+                    limits.creation_timeout,
+                )
+                .await
             }
             Pending::PortForward(r) => {
-                portforward::serve_spdy(io, r.pod_sandbox_id, backend, limits.spdy(), limits.creation_timeout).await
+                portforward::serve_spdy(
+                    io,
+                    r.pod_sandbox_id,
+                    backend,
+                    limits.spdy(),
+                    limits.creation_timeout,
+                )
+                .await
             }
         }
     });
@@ -373,7 +472,9 @@ fn query_ports(query: Option<&str>, fallback: &[i32]) -> Result<Vec<u16>, String
     for pair in query.unwrap_or("").split('&') {
         if let Some(v) = pair.strip_prefix("port=") {
             for p in v.split(',') {
-                let port: u16 = p.parse().map_err(|_| format!("unable to parse {p:?} as a port"))?;
+                let port: u16 = p
+                    .parse()
+                    .map_err(|_| format!("unable to parse {p:?} as a port"))?;
                 if port == 0 {
                     return Err("port \"0\" must be > 0".into());
                 }
@@ -382,7 +483,10 @@ fn query_ports(query: Option<&str>, fallback: &[i32]) -> Result<Vec<u16>, String
         }
     }
     if ports.is_empty() {
-        ports = fallback.iter().filter_map(|&p| u16::try_from(p).ok()).collect();
+        ports = fallback
+            .iter()
+            .filter_map(|&p| u16::try_from(p).ok())
+            .collect();
     }
     if ports.is_empty() {
         return Err("query parameter \"port\" is required".into());
@@ -400,14 +504,24 @@ fn upgrade_websocket(shared: Arc<Shared>, mut req: Request<Incoming>, pending: P
     };
     let requested = header_list(req.headers(), SEC_WEBSOCKET_PROTOCOL.as_str());
     let Some(proto) = websocket::negotiate(&requested, supported) else {
-        return plain(StatusCode::FORBIDDEN, websocket::unsupported(&requested, supported));
+        return plain(
+            StatusCode::FORBIDDEN,
+            websocket::unsupported(&requested, supported),
+        );
     };
-    let key = req.headers().get(SEC_WEBSOCKET_KEY).map(|k| k.as_bytes().to_vec());
-    let version_ok = req.headers().get(SEC_WEBSOCKET_VERSION).is_some_and(|v| v.as_bytes() == b"13");
+    let key = req
+        .headers()
+        .get(SEC_WEBSOCKET_KEY)
+        .map(|k| k.as_bytes().to_vec());
+    let version_ok = req
+        .headers()
+        .get(SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v.as_bytes() == b"13");
     let Some(key) = key.filter(|_| version_ok) else {
         return plain(
             StatusCode::BAD_REQUEST,
-            "bad websocket handshake: Sec-WebSocket-Key and Sec-WebSocket-Version: 13 are required".into(),
+            "bad websocket handshake: Sec-WebSocket-Key and Sec-WebSocket-Version: 13 are required"
+                .into(),
         );
     };
     let ports = match &pending {
@@ -431,17 +545,33 @@ fn upgrade_websocket(shared: Arc<Shared>, mut req: Request<Incoming>, pending: P
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
         match pending {
             Pending::Exec(r) => {
-                let opts = Options { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, tty: r.tty };
-                let action = Action::Exec { container_id: r.container_id, cmd: r.cmd };
+                let opts = Options {
+                    stdin: r.stdin,
+                    stdout: r.stdout,
+                    stderr: r.stderr,
+                    tty: r.tty,
+                };
+                let action = Action::Exec {
+                    container_id: r.container_id,
+                    cmd: r.cmd,
+                };
                 websocket::serve_remotecommand(ws, proto, opts, action, backend, limits).await
             }
             Pending::Attach(r) => {
-                let opts = Options { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, tty: r.tty };
-                let action = Action::Attach { container_id: r.container_id };
+                let opts = Options {
+                    stdin: r.stdin,
+                    stdout: r.stdout,
+                    stderr: r.stderr,
+                    tty: r.tty,
+                };
+                let action = Action::Attach {
+                    container_id: r.container_id,
+                };
                 websocket::serve_remotecommand(ws, proto, opts, action, backend, limits).await
             }
             Pending::PortForward(r) => {
-                websocket::serve_portforward(ws, proto, r.pod_sandbox_id, ports, backend, limits).await
+                websocket::serve_portforward(ws, proto, r.pod_sandbox_id, ports, backend, limits)
+                    .await
             }
         }
     });
@@ -454,7 +584,10 @@ fn upgrade_websocket(shared: Arc<Shared>, mut req: Request<Incoming>, pending: P
         h.insert(SEC_WEBSOCKET_ACCEPT, v);
     }
     if !proto.name.is_empty() {
-        h.insert(SEC_WEBSOCKET_PROTOCOL, http::HeaderValue::from_static(proto.name));
+        h.insert(
+            SEC_WEBSOCKET_PROTOCOL,
+            http::HeaderValue::from_static(proto.name),
+        );
     }
     resp
 }

@@ -44,9 +44,9 @@ impl Outcome {
     pub(crate) fn message(&self) -> Option<String> {
         match self {
             Outcome::Success => None,
-            Outcome::NonZeroExit(code) => {
-                Some(format!("command terminated with non-zero exit code: exit status {code}"))
-            }
+            Outcome::NonZeroExit(code) => Some(format!(
+                "command terminated with non-zero exit code: exit status {code}"
+            )),
             Outcome::Internal(msg) => Some(format!("Internal error occurred: {msg}")),
         }
     }
@@ -67,7 +67,12 @@ impl Outcome {
                 status: "Failure",
                 message: self.message(),
                 reason: Some("NonZeroExitCode"),
-                details: Some(Details { causes: vec![Cause { reason: Some("ExitCode"), message: code.to_string() }] }),
+                details: Some(Details {
+                    causes: vec![Cause {
+                        reason: Some("ExitCode"),
+                        message: code.to_string(),
+                    }],
+                }),
                 code: None,
             },
             Outcome::Internal(msg) => Status {
@@ -75,7 +80,12 @@ impl Outcome {
                 status: "Failure",
                 message: self.message(),
                 reason: Some("InternalError"),
-                details: Some(Details { causes: vec![Cause { reason: None, message: msg.clone() }] }),
+                details: Some(Details {
+                    causes: vec![Cause {
+                        reason: None,
+                        message: msg.clone(),
+                    }],
+                }),
                 code: Some(500),
             },
         };
@@ -89,8 +99,12 @@ mod tests {
 
     #[test]
     fn shapes_match_kubelet() {
-        assert_eq!(Outcome::Success.to_json(), br#"{"metadata":{},"status":"Success"}"#);
-        let v: serde_json::Value = serde_json::from_slice(&Outcome::NonZeroExit(3).to_json()).unwrap();
+        assert_eq!(
+            Outcome::Success.to_json(),
+            br#"{"metadata":{},"status":"Success"}"#
+        );
+        let v: serde_json::Value =
+            serde_json::from_slice(&Outcome::NonZeroExit(3).to_json()).unwrap();
         assert_eq!(v["reason"], "NonZeroExitCode");
         assert_eq!(v["details"]["causes"][0]["reason"], "ExitCode");
         assert_eq!(v["details"]["causes"][0]["message"], "3");

@@ -26,7 +26,11 @@ pub(crate) struct TokenCache {
 
 impl TokenCache {
     pub(crate) fn new(ttl: Duration, max: usize) -> Self {
-        Self { ttl, max, map: Mutex::new(HashMap::new()) }
+        Self {
+            ttl,
+            max,
+            map: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Stores a request under a fresh random token.
@@ -59,14 +63,22 @@ mod tests {
     #[test]
     fn a_token_works_once_and_expires() {
         let cache = TokenCache::new(Duration::from_millis(50), 2);
-        let t = cache.insert(Pending::Attach(AttachRequest::default())).unwrap();
+        let t = cache
+            .insert(Pending::Attach(AttachRequest::default()))
+            .unwrap();
         assert!(cache.consume(&t).is_some());
         assert!(cache.consume(&t).is_none());
-        let t = cache.insert(Pending::Attach(AttachRequest::default())).unwrap();
+        let t = cache
+            .insert(Pending::Attach(AttachRequest::default()))
+            .unwrap();
         std::thread::sleep(Duration::from_millis(80));
         assert!(cache.consume(&t).is_none());
-        cache.insert(Pending::Attach(AttachRequest::default())).unwrap();
-        cache.insert(Pending::Attach(AttachRequest::default())).unwrap();
+        cache
+            .insert(Pending::Attach(AttachRequest::default()))
+            .unwrap();
+        cache
+            .insert(Pending::Attach(AttachRequest::default()))
+            .unwrap();
         assert!(matches!(
             cache.insert(Pending::Attach(AttachRequest::default())),
             Err(RequestError::TooManyInFlight { max: 2 })

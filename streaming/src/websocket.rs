@@ -40,7 +40,11 @@ pub(crate) struct WsProtocol {
 }
 
 const fn p(name: &'static str, version: Version, codec: Codec) -> WsProtocol {
-    WsProtocol { name, version, codec }
+    WsProtocol {
+        name,
+        version,
+        codec,
+    }
 }
 
 /// Sub-protocols of exec/attach ("" is a client that names none).
@@ -83,7 +87,11 @@ fn encode(codec: Codec, channel: u8, data: &[u8]) -> Message {
             Message::Binary(b.freeze())
         }
         Codec::Base64 => {
-            let text = format!("{}{}", (b'0' + channel) as char, base64::engine::general_purpose::STANDARD.encode(data));
+            let text = format!(
+                "{}{}",
+                (b'0' + channel) as char,
+                base64::engine::general_purpose::STANDARD.encode(data)
+            );
             Message::Text(text.into())
         }
     }
@@ -121,7 +129,12 @@ impl Mux {
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; CHUNK];
                     while let Ok(n) = pump_rd.read(&mut buf).await {
-                        if n == 0 || out.send(WsOut::Msg(encode(proto.codec, ch as u8, &buf[..n]))).await.is_err() {
+                        if n == 0
+                            || out
+                                .send(WsOut::Msg(encode(proto.codec, ch as u8, &buf[..n])))
+                                .await
+                                .is_err()
+                        {
                             break;
                         }
                     }
@@ -185,7 +198,9 @@ impl Mux {
                     Some(Ok(Message::Binary(b))) if proto.codec == Codec::Binary => b.to_vec(),
                     Some(Ok(Message::Text(t))) if proto.codec == Codec::Base64 && !t.is_empty() => {
                         let t = t.as_bytes();
-                        let Ok(mut payload) = base64::engine::general_purpose::STANDARD.decode(&t[1..]) else {
+                        let Ok(mut payload) =
+                            base64::engine::general_purpose::STANDARD.decode(&t[1..])
+                        else {
                             warn!("websocket: bad base64 payload ignored");
                             continue;
                         };
@@ -195,16 +210,22 @@ impl Mux {
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                     Some(Ok(_)) => continue,
                 };
-                let Some((&channel, data)) = raw.split_first() else { continue };
+                let Some((&channel, data)) = raw.split_first() else {
+                    continue;
+                };
                 if proto.version >= Version::V5 && channel == CLOSE_SIGNAL {
                     if let Some(&target) = data.first() {
-                        if let Some(mut w) = writers.get_mut(usize::from(target)).and_then(Option::take) {
+                        if let Some(mut w) =
+                            writers.get_mut(usize::from(target)).and_then(Option::take)
+                        {
                             let _ = w.shutdown().await;
                         }
                     }
                     continue;
                 }
-                let Some(slot) = writers.get_mut(usize::from(channel)) else { continue };
+                let Some(slot) = writers.get_mut(usize::from(channel)) else {
+                    continue;
+                };
                 let Some(w) = slot.as_mut() else { continue };
                 let ok = tokio::select! {
                     r = w.write_all(data) => r.is_ok(),
@@ -222,7 +243,8 @@ impl Mux {
         let mut closed_i = closed.clone();
         tokio::spawn(async move {
             loop {
-                let deadline = *activity.lock().unwrap_or_else(|e| e.into_inner()) + limits.idle_timeout;
+                let deadline =
+                    *activity.lock().unwrap_or_else(|e| e.into_inner()) + limits.idle_timeout;
                 if Instant::now() >= deadline {
                     debug!("websocket: connection idle; closing");
                     done.send_replace(true);
@@ -235,7 +257,12 @@ impl Mux {
             }
         });
 
-        Mux { ends, flushed, out: out_tx, closed }
+        Mux {
+            ends,
+            flushed,
+            out: out_tx,
+            closed,
+        }
     }
 
     fn take(&mut self, ch: usize) -> Option<DuplexStream> {
@@ -288,15 +315,26 @@ pub(crate) async fn serve_remotecommand<IO>(
     } else {
         ERROR
     };
-    let mut mux = Mux::start(ws, &readable, &writable, proto, vec![(first as u8, Vec::new())], limits);
+    let mut mux = Mux::start(
+        ws,
+        &readable,
+        &writable,
+        proto,
+        vec![(first as u8, Vec::new())],
+        limits,
+    );
     let ends = Ends {
         stdin: mux.take(STDIN).filter(|_| opts.stdin),
         stdout: mux.take(STDOUT).filter(|_| opts.stdout),
         stderr: mux.take(STDERR).filter(|_| opts.stderr),
         resize: mux.take(RESIZE),
     };
-    let flushed: Vec<_> = [STDOUT, STDERR].into_iter().filter_map(|c| mux.take_flushed(c)).collect();
-    let Some(outcome) = remotecommand::run(backend, action, opts.tty, ends, mux.gone()).await else {
+    let flushed: Vec<_> = [STDOUT, STDERR]
+        .into_iter()
+        .filter_map(|c| mux.take_flushed(c))
+        .collect();
+    let Some(outcome) = remotecommand::run(backend, action, opts.tty, ends, mux.gone()).await
+    else {
         mux.close(limits.write_timeout).await;
         return;
     };
@@ -339,7 +377,9 @@ pub(crate) async fn serve_portforward<IO>(
     let sandbox: Arc<str> = sandbox.into();
     let mut tasks = JoinSet::new();
     for (i, &port) in ports.iter().enumerate() {
-        let (Some(data), Some(mut error)) = (mux.take(2 * i), mux.take(2 * i + 1)) else { continue };
+        let (Some(data), Some(mut error)) = (mux.take(2 * i), mux.take(2 * i + 1)) else {
+            continue;
+        };
         let flushed = mux.take_flushed(2 * i);
         let (backend, sandbox) = (backend.clone(), sandbox.clone());
         tasks.spawn(async move {
@@ -364,7 +404,11 @@ pub(crate) async fn serve_portforward<IO>(
 
 /// The message a WebSocket client gets on negotiation failure.
 pub(crate) fn unsupported(requested: &[String], supported: &[WsProtocol]) -> String {
-    let names: Vec<&str> = supported.iter().map(|p| p.name).filter(|n| !n.is_empty()).collect();
+    let names: Vec<&str> = supported
+        .iter()
+        .map(|p| p.name)
+        .filter(|n| !n.is_empty())
+        .collect();
     format!("requested protocol(s) are not supported: {requested:?}; supports {names:?}")
 }
 
@@ -373,5 +417,10 @@ pub(crate) fn negotiate(requested: &[String], supported: &[WsProtocol]) -> Optio
     if requested.is_empty() {
         return supported.iter().find(|p| p.name.is_empty()).copied();
     }
-    requested.iter().find_map(|r| supported.iter().find(|p| !p.name.is_empty() && p.name == r).copied())
+    requested.iter().find_map(|r| {
+        supported
+            .iter()
+            .find(|p| !p.name.is_empty() && p.name == r)
+            .copied()
+    })
 }

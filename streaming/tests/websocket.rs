@@ -13,23 +13,41 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 
 async fn server() -> StreamingServer {
-    StreamingServer::bind(Config::default(), Arc::new(FakeBackend::default())).await.unwrap()
+    StreamingServer::bind(Config::default(), Arc::new(FakeBackend::default()))
+        .await
+        .unwrap()
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn dial(url: &str, protocol: &str) -> Result<(Ws, String), tokio_tungstenite::tungstenite::Error> {
-    let mut req = url.replacen("http://", "ws://", 1).into_client_request().unwrap();
-    req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_str(protocol).unwrap());
+async fn dial(
+    url: &str,
+    protocol: &str,
+) -> Result<(Ws, String), tokio_tungstenite::tungstenite::Error> {
+    let mut req = url
+        .replacen("http://", "ws://", 1)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_str(protocol).unwrap(),
+    );
     let (ws, resp) = tokio_tungstenite::connect_async(req).await?;
-    let proto = resp.headers().get("Sec-WebSocket-Protocol").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let proto = resp
+        .headers()
+        .get("Sec-WebSocket-Protocol")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
     Ok((ws, proto))
 }
 
 /// Reads until the server closes; returns the bytes per channel.
 async fn drain(ws: &mut Ws) -> Vec<Vec<u8>> {
     let mut channels = vec![Vec::new(); 8];
-    while let Ok(Some(msg)) = tokio::time::timeout(std::time::Duration::from_secs(20), ws.next()).await {
+    while let Ok(Some(msg)) =
+        tokio::time::timeout(std::time::Duration::from_secs(20), ws.next()).await
+    {
         match msg.unwrap() {
             Message::Binary(b) => channels[b[0] as usize].extend_from_slice(&b[1..]),
             Message::Close(_) => break,
@@ -54,10 +72,16 @@ fn exec(cmd: &[&str], stdin: bool, stderr: bool) -> ExecRequest {
 async fn v5_exec_with_stdin_close_signal() {
     let srv = server().await;
     let url = srv.exec_url(&exec(&["cat"], true, false)).unwrap();
-    let (mut ws, proto) = dial(&url, "v5.channel.k8s.io, v4.channel.k8s.io").await.unwrap();
+    let (mut ws, proto) = dial(&url, "v5.channel.k8s.io, v4.channel.k8s.io")
+        .await
+        .unwrap();
     assert_eq!(proto, "v5.channel.k8s.io");
-    ws.send(Message::Binary(b"\x00hello ".to_vec().into())).await.unwrap();
-    ws.send(Message::Binary(b"\x00v5".to_vec().into())).await.unwrap();
+    ws.send(Message::Binary(b"\x00hello ".to_vec().into()))
+        .await
+        .unwrap();
+    ws.send(Message::Binary(b"\x00v5".to_vec().into()))
+        .await
+        .unwrap();
     ws.send(Message::Binary(vec![255, 0].into())).await.unwrap();
     let ch = drain(&mut ws).await;
     assert_eq!(ch[1], b"hello v5");
@@ -87,7 +111,14 @@ async fn v4_base64_exec_echo() {
         if let Message::Text(t) = msg {
             if t.starts_with('1') && t.len() > 1 {
                 use base64::Engine;
-                out.push_str(&String::from_utf8(base64::engine::general_purpose::STANDARD.decode(&t[1..]).unwrap()).unwrap());
+                out.push_str(
+                    &String::from_utf8(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(&t[1..])
+                            .unwrap(),
+                    )
+                    .unwrap(),
+                );
             }
         } else if msg.is_close() {
             break;
@@ -100,7 +131,9 @@ async fn v4_base64_exec_echo() {
 async fn ws_large_output() {
     let srv = server().await;
     let n = 10 * 1024 * 1024;
-    let url = srv.exec_url(&exec(&["big", &n.to_string()], false, false)).unwrap();
+    let url = srv
+        .exec_url(&exec(&["big", &n.to_string()], false, false))
+        .unwrap();
     let (mut ws, _) = dial(&url, "v5.channel.k8s.io").await.unwrap();
     let ch = drain(&mut ws).await;
     assert_eq!(ch[1].len(), n);
@@ -111,22 +144,31 @@ async fn ws_large_output() {
 async fn ws_port_forward_sends_port_prefix_then_data() {
     let srv = server().await;
     let port = echo_server().await;
-    let req = PortForwardRequest { pod_sandbox_id: "pod1".into(), port: vec![i32::from(port)] };
+    let req = PortForwardRequest {
+        pod_sandbox_id: "pod1".into(),
+        port: vec![i32::from(port)],
+    };
     let url = srv.port_forward_url(&req).unwrap();
     let (mut ws, proto) = dial(&url, "v2.portforward.k8s.io").await.unwrap();
     assert_eq!(proto, "v2.portforward.k8s.io");
     let mut firsts = Vec::new();
     for _ in 0..2 {
-        let Message::Binary(b) = ws.next().await.unwrap().unwrap() else { panic!("binary expected") };
+        let Message::Binary(b) = ws.next().await.unwrap().unwrap() else {
+            panic!("binary expected")
+        };
         firsts.push(b.to_vec());
     }
     firsts.sort();
     let le = port.to_le_bytes();
     assert_eq!(firsts, vec![vec![0, le[0], le[1]], vec![1, le[0], le[1]]]);
-    ws.send(Message::Binary(b"\x00ping".to_vec().into())).await.unwrap();
+    ws.send(Message::Binary(b"\x00ping".to_vec().into()))
+        .await
+        .unwrap();
     let mut got = Vec::new();
     while got.len() < "echo:ping".len() {
-        let Message::Binary(b) = ws.next().await.unwrap().unwrap() else { continue };
+        let Message::Binary(b) = ws.next().await.unwrap().unwrap() else {
+            continue;
+        };
         assert_eq!(b[0], 0);
         got.extend_from_slice(&b[1..]);
     }

@@ -145,12 +145,18 @@ pub(crate) struct FrameEncoder {
 
 impl FrameEncoder {
     pub(crate) fn new() -> Self {
-        Self { headers: HeaderEncoder::new() }
+        Self {
+            headers: HeaderEncoder::new(),
+        }
     }
 
     pub(crate) fn encode(&mut self, frame: &Frame, out: &mut BytesMut) -> Result<(), FrameError> {
         match frame {
-            Frame::SynStream { stream_id, flags, headers } => {
+            Frame::SynStream {
+                stream_id,
+                flags,
+                headers,
+            } => {
                 let block = self.headers.encode(headers)?;
                 control_header(out, 1, *flags, 10 + block.len());
                 out.put_u32(stream_id & 0x7fff_ffff);
@@ -158,8 +164,21 @@ impl FrameEncoder {
                 out.put_u16(0);
                 out.extend_from_slice(&block);
             }
-            Frame::SynReply { stream_id, flags, headers } | Frame::Headers { stream_id, flags, headers } => {
-                let kind = if matches!(frame, Frame::SynReply { .. }) { 2 } else { 8 };
+            Frame::SynReply {
+                stream_id,
+                flags,
+                headers,
+            }
+            | Frame::Headers {
+                stream_id,
+                flags,
+                headers,
+            } => {
+                let kind = if matches!(frame, Frame::SynReply { .. }) {
+                    2
+                } else {
+                    8
+                };
                 let block = self.headers.encode(headers)?;
                 control_header(out, kind, *flags, 4 + block.len());
                 out.put_u32(stream_id & 0x7fff_ffff);
@@ -182,7 +201,10 @@ impl FrameEncoder {
                 control_header(out, 6, 0, 4);
                 out.put_u32(*id);
             }
-            Frame::GoAway { last_good_stream_id, status } => {
+            Frame::GoAway {
+                last_good_stream_id,
+                status,
+            } => {
                 control_header(out, 7, 0, 8);
                 out.put_u32(last_good_stream_id & 0x7fff_ffff);
                 out.put_u32(*status);
@@ -192,7 +214,11 @@ impl FrameEncoder {
                 out.put_u32(stream_id & 0x7fff_ffff);
                 out.put_u32(delta & 0x7fff_ffff);
             }
-            Frame::Data { stream_id, flags, data } => {
+            Frame::Data {
+                stream_id,
+                flags,
+                data,
+            } => {
                 out.put_u32(stream_id & 0x7fff_ffff);
                 out.put_u32(((*flags as u32) << 24) | (data.len() as u32 & 0x00ff_ffff));
                 out.extend_from_slice(data);
@@ -215,7 +241,10 @@ fn be32(b: &[u8]) -> u32 {
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub(crate) fn new(io: R) -> Self {
-        Self { io, headers: HeaderDecoder::new() }
+        Self {
+            io,
+            headers: HeaderDecoder::new(),
+        }
     }
 
     /// The next frame; `Ok(None)` on a clean EOF between frames.
@@ -232,12 +261,19 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         if head[0] & 0x80 == 0 {
             let mut data = vec![0u8; len];
             self.io.read_exact(&mut data).await?;
-            return Ok(Some(Frame::Data { stream_id: be32(&head[..4]) & 0x7fff_ffff, flags, data: data.into() }));
+            return Ok(Some(Frame::Data {
+                stream_id: be32(&head[..4]) & 0x7fff_ffff,
+                flags,
+                data: data.into(),
+            }));
         }
         let version = u16::from_be_bytes([head[0] & 0x7f, head[1]]);
         let kind = u16::from_be_bytes([head[2], head[3]]);
         if len > MAX_CONTROL_PAYLOAD {
-            return Err(FrameError::Malformed { kind: "control", len });
+            return Err(FrameError::Malformed {
+                kind: "control",
+                len,
+            });
         }
         let mut p = vec![0u8; len];
         self.io.read_exact(&mut p).await?;
@@ -255,30 +291,49 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             1 => {
                 need(10, "SYN_STREAM")?;
                 let headers = self.headers.decode(&p[10..])?;
-                Frame::SynStream { stream_id: be32(&p) & 0x7fff_ffff, flags, headers }
+                Frame::SynStream {
+                    stream_id: be32(&p) & 0x7fff_ffff,
+                    flags,
+                    headers,
+                }
             }
             2 | 8 => {
                 need(4, "SYN_REPLY/HEADERS")?;
                 let headers = self.headers.decode(&p[4..])?;
                 let stream_id = be32(&p) & 0x7fff_ffff;
                 if kind == 2 {
-                    Frame::SynReply { stream_id, flags, headers }
+                    Frame::SynReply {
+                        stream_id,
+                        flags,
+                        headers,
+                    }
                 } else {
-                    Frame::Headers { stream_id, flags, headers }
+                    Frame::Headers {
+                        stream_id,
+                        flags,
+                        headers,
+                    }
                 }
             }
             3 => {
                 need(8, "RST_STREAM")?;
-                Frame::RstStream { stream_id: be32(&p) & 0x7fff_ffff, status: be32(&p[4..]) }
+                Frame::RstStream {
+                    stream_id: be32(&p) & 0x7fff_ffff,
+                    status: be32(&p[4..]),
+                }
             }
             4 => {
                 need(4, "SETTINGS")?;
                 let n = be32(&p) as usize;
                 if len < 4 + 8 * n {
-                    return Err(FrameError::Malformed { kind: "SETTINGS", len });
+                    return Err(FrameError::Malformed {
+                        kind: "SETTINGS",
+                        len,
+                    });
                 }
-                let entries =
-                    (0..n).map(|i| (be32(&p[4 + 8 * i..]) & 0x00ff_ffff, be32(&p[8 + 8 * i..]))).collect();
+                let entries = (0..n)
+                    .map(|i| (be32(&p[4 + 8 * i..]) & 0x00ff_ffff, be32(&p[8 + 8 * i..])))
+                    .collect();
                 Frame::Settings { entries }
             }
             6 => {
@@ -288,11 +343,17 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             7 => {
                 need(4, "GOAWAY")?;
                 let status = if len >= 8 { be32(&p[4..]) } else { GOAWAY_OK };
-                Frame::GoAway { last_good_stream_id: be32(&p) & 0x7fff_ffff, status }
+                Frame::GoAway {
+                    last_good_stream_id: be32(&p) & 0x7fff_ffff,
+                    status,
+                }
             }
             9 => {
                 need(8, "WINDOW_UPDATE")?;
-                Frame::WindowUpdate { stream_id: be32(&p) & 0x7fff_ffff, delta: be32(&p[4..]) & 0x7fff_ffff }
+                Frame::WindowUpdate {
+                    stream_id: be32(&p) & 0x7fff_ffff,
+                    delta: be32(&p[4..]) & 0x7fff_ffff,
+                }
             }
             other => Frame::Unknown { kind: other },
         };
@@ -310,14 +371,37 @@ mod tests {
         let mut h = Headers::new();
         h.push("streamtype", "error");
         let frames = vec![
-            Frame::SynStream { stream_id: 1, flags: FLAG_FIN, headers: h.clone() },
-            Frame::SynReply { stream_id: 1, flags: 0, headers: Headers::new() },
-            Frame::Data { stream_id: 1, flags: FLAG_FIN, data: Bytes::from_static(b"hi") },
+            Frame::SynStream {
+                stream_id: 1,
+                flags: FLAG_FIN,
+                headers: h.clone(),
+            },
+            Frame::SynReply {
+                stream_id: 1,
+                flags: 0,
+                headers: Headers::new(),
+            },
+            Frame::Data {
+                stream_id: 1,
+                flags: FLAG_FIN,
+                data: Bytes::from_static(b"hi"),
+            },
             Frame::Ping { id: 7 },
-            Frame::Settings { entries: vec![(SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20)] },
-            Frame::WindowUpdate { stream_id: 3, delta: 100 },
-            Frame::RstStream { stream_id: 5, status: rst::CANCEL },
-            Frame::GoAway { last_good_stream_id: 5, status: GOAWAY_OK },
+            Frame::Settings {
+                entries: vec![(SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20)],
+            },
+            Frame::WindowUpdate {
+                stream_id: 3,
+                delta: 100,
+            },
+            Frame::RstStream {
+                stream_id: 5,
+                status: rst::CANCEL,
+            },
+            Frame::GoAway {
+                last_good_stream_id: 5,
+                status: GOAWAY_OK,
+            },
         ];
         let mut buf = BytesMut::new();
         for f in &frames {

@@ -52,7 +52,9 @@ impl Headers {
     fn decode(block: &[u8]) -> Result<Self, FrameError> {
         let mut pos = 0usize;
         let take_u32 = |pos: &mut usize| -> Result<u32, FrameError> {
-            let bytes = block.get(*pos..*pos + 4).ok_or(FrameError::HeaderBlock("truncated length"))?;
+            let bytes = block
+                .get(*pos..*pos + 4)
+                .ok_or(FrameError::HeaderBlock("truncated length"))?;
             *pos += 4;
             Ok(u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
         };
@@ -68,7 +70,8 @@ impl Headers {
                     .get(*pos..*pos + len)
                     .ok_or(FrameError::HeaderBlock("truncated name or value"))?;
                 *pos += len;
-                String::from_utf8(bytes.to_vec()).map_err(|_| FrameError::HeaderBlock("header is not UTF-8"))
+                String::from_utf8(bytes.to_vec())
+                    .map_err(|_| FrameError::HeaderBlock("header is not UTF-8"))
             };
             let name = field(&mut pos)?;
             let value = field(&mut pos)?;
@@ -118,7 +121,9 @@ pub(crate) struct HeaderDecoder {
 
 impl HeaderDecoder {
     pub(crate) fn new() -> Self {
-        Self { zlib: Decompress::new(true) }
+        Self {
+            zlib: Decompress::new(true),
+        }
     }
 
     pub(crate) fn decode(&mut self, block: &[u8]) -> Result<Headers, FrameError> {
@@ -128,18 +133,23 @@ impl HeaderDecoder {
             let consumed = (self.zlib.total_in() - start) as usize;
             if out.len() == out.capacity() {
                 if out.len() >= MAX_DECOMPRESSED {
-                    return Err(FrameError::HeaderBlock("decompressed header block too large"));
+                    return Err(FrameError::HeaderBlock(
+                        "decompressed header block too large",
+                    ));
                 }
                 out.reserve(out.len().max(256));
             }
             let (before_in, before_out) = (self.zlib.total_in(), self.zlib.total_out());
-            match self.zlib.decompress_vec(&block[consumed..], &mut out, FlushDecompress::Sync) {
+            match self
+                .zlib
+                .decompress_vec(&block[consumed..], &mut out, FlushDecompress::Sync)
+            {
                 Ok(Status::StreamEnd) => return Err(FrameError::HeaderBlock("zlib stream ended")),
                 Ok(_) => {}
                 Err(e) if e.needs_dictionary().is_some() => {
-                    self.zlib
-                        .set_dictionary(DICTIONARY)
-                        .map_err(|_| FrameError::HeaderBlock("peer uses another zlib dictionary"))?;
+                    self.zlib.set_dictionary(DICTIONARY).map_err(|_| {
+                        FrameError::HeaderBlock("peer uses another zlib dictionary")
+                    })?;
                     continue;
                 }
                 Err(_) => return Err(FrameError::HeaderBlock("zlib data is corrupt")),
@@ -148,7 +158,10 @@ impl HeaderDecoder {
             if consumed == block.len() && out.len() < out.capacity() {
                 return Headers::decode(&out);
             }
-            if self.zlib.total_in() == before_in && self.zlib.total_out() == before_out && out.len() < out.capacity() {
+            if self.zlib.total_in() == before_in
+                && self.zlib.total_out() == before_out
+                && out.len() < out.capacity()
+            {
                 return Err(FrameError::HeaderBlock("truncated zlib data"));
             }
         }

@@ -96,7 +96,10 @@ impl Inner {
 
 impl Session {
     /// Starts the tasks of a connection; returns the handle and the streams the client opens.
-    pub(crate) fn start<IO>(io: IO, limits: SessionLimits) -> (Session, mpsc::Receiver<IncomingStream>)
+    pub(crate) fn start<IO>(
+        io: IO,
+        limits: SessionLimits,
+    ) -> (Session, mpsc::Receiver<IncomingStream>)
     where
         IO: AsyncRead + AsyncWrite + Send + 'static,
     {
@@ -115,8 +118,18 @@ impl Session {
         let (rd, wr) = tokio::io::split(io);
         let (incoming_tx, incoming_rx) = mpsc::channel(16);
         let session = Session { inner };
-        tokio::spawn(write_loop(session.inner.clone(), wr, out_rx, limits.write_timeout));
-        tokio::spawn(read_loop(session.clone(), rd, incoming_tx, limits.max_streams));
+        tokio::spawn(write_loop(
+            session.inner.clone(),
+            wr,
+            out_rx,
+            limits.write_timeout,
+        ));
+        tokio::spawn(read_loop(
+            session.clone(),
+            rd,
+            incoming_tx,
+            limits.max_streams,
+        ));
         tokio::spawn(idle_watchdog(session.inner.clone(), limits.idle_timeout));
         (session, incoming_rx)
     }
@@ -142,7 +155,11 @@ impl Session {
     /// Ends the connection: GOAWAY, flush of everything queued before it, then the socket closes.
     pub(crate) async fn close(&self) {
         let last = self.inner.last_stream.load(Ordering::SeqCst);
-        self.send(Frame::GoAway { last_good_stream_id: last, status: frame::GOAWAY_OK }).await;
+        self.send(Frame::GoAway {
+            last_good_stream_id: last,
+            status: frame::GOAWAY_OK,
+        })
+        .await;
         let _ = self.inner.out.send(Out::Close).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.closed()).await;
         self.inner.shut();
@@ -247,10 +264,18 @@ async fn read_loop<R: AsyncRead>(
             }
             Err(e) => {
                 debug!(error = %e, "spdy: read failed");
-                if matches!(e, frame::FrameError::Version(_) | frame::FrameError::HeaderBlock(_)) {
+                if matches!(
+                    e,
+                    frame::FrameError::Version(_) | frame::FrameError::HeaderBlock(_)
+                ) {
                     let status = frame::GOAWAY_PROTOCOL_ERROR;
                     let last = inner.last_stream.load(Ordering::SeqCst);
-                    session.send(Frame::GoAway { last_good_stream_id: last, status }).await;
+                    session
+                        .send(Frame::GoAway {
+                            last_good_stream_id: last,
+                            status,
+                        })
+                        .await;
                     let _ = inner.out.send(Out::Close).await;
                 }
                 break;
@@ -258,37 +283,83 @@ async fn read_loop<R: AsyncRead>(
         };
         inner.touch();
         match frame {
-            Frame::SynStream { stream_id, flags, headers } => {
+            Frame::SynStream {
+                stream_id,
+                flags,
+                headers,
+            } => {
                 let last = inner.last_stream.load(Ordering::SeqCst);
                 if stream_id == 0 || stream_id % 2 == 0 || stream_id <= last {
-                    session.send(Frame::RstStream { stream_id, status: frame::rst::PROTOCOL_ERROR }).await;
+                    session
+                        .send(Frame::RstStream {
+                            stream_id,
+                            status: frame::rst::PROTOCOL_ERROR,
+                        })
+                        .await;
                     continue;
                 }
                 inner.last_stream.store(stream_id, Ordering::SeqCst);
                 let Some(tx) = incoming.as_ref() else {
-                    session.send(Frame::RstStream { stream_id, status: frame::rst::REFUSED_STREAM }).await;
+                    session
+                        .send(Frame::RstStream {
+                            stream_id,
+                            status: frame::rst::REFUSED_STREAM,
+                        })
+                        .await;
                     continue;
                 };
                 if inner.streams().len() >= max_streams {
-                    warn!(stream = stream_id, max_streams, "spdy: too many streams; refusing");
-                    session.send(Frame::RstStream { stream_id, status: frame::rst::REFUSED_STREAM }).await;
+                    warn!(
+                        stream = stream_id,
+                        max_streams, "spdy: too many streams; refusing"
+                    );
+                    session
+                        .send(Frame::RstStream {
+                            stream_id,
+                            status: frame::rst::REFUSED_STREAM,
+                        })
+                        .await;
                     continue;
                 }
                 let (data_tx, data_rx) = mpsc::channel(256);
-                let window = Arc::new(Window::new(*inner.initial_window.lock().unwrap_or_else(|e| e.into_inner())));
+                let window = Arc::new(Window::new(
+                    *inner
+                        .initial_window
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()),
+                ));
                 let (reset, reset_rx) = watch::channel(false);
                 let fin = flags & frame::FLAG_FIN != 0;
                 inner.streams().insert(
                     stream_id,
-                    Entry { inbound: (!fin).then_some(data_tx), window: window.clone(), reset, out_done: false },
+                    Entry {
+                        inbound: (!fin).then_some(data_tx),
+                        window: window.clone(),
+                        reset,
+                        out_done: false,
+                    },
                 );
-                let stream = IncomingStream::new(stream_id, headers, session.clone(), data_rx, window, reset_rx);
+                let stream = IncomingStream::new(
+                    stream_id,
+                    headers,
+                    session.clone(),
+                    data_rx,
+                    window,
+                    reset_rx,
+                );
                 if let Err(refused) = tx.send(stream).await {
                     refused.0.refuse().await;
                 }
             }
-            Frame::Data { stream_id, flags, data } => {
-                let sender = inner.streams().get(&stream_id).and_then(|e| e.inbound.clone());
+            Frame::Data {
+                stream_id,
+                flags,
+                data,
+            } => {
+                let sender = inner
+                    .streams()
+                    .get(&stream_id)
+                    .and_then(|e| e.inbound.clone());
                 if let Some(sender) = sender {
                     if !data.is_empty() {
                         tokio::select! {
@@ -300,7 +371,10 @@ async fn read_loop<R: AsyncRead>(
                         inner.finish(stream_id, true, false);
                     }
                 } else {
-                    debug!(stream = stream_id, "spdy: data for a closed or unknown stream ignored");
+                    debug!(
+                        stream = stream_id,
+                        "spdy: data for a closed or unknown stream ignored"
+                    );
                 }
             }
             Frame::RstStream { stream_id, status } => {
@@ -315,7 +389,10 @@ async fn read_loop<R: AsyncRead>(
                     if id == frame::SETTINGS_INITIAL_WINDOW_SIZE {
                         let value = i64::from(value.min(0x7fff_ffff));
                         let delta = {
-                            let mut initial = inner.initial_window.lock().unwrap_or_else(|e| e.into_inner());
+                            let mut initial = inner
+                                .initial_window
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner());
                             let delta = value - *initial;
                             *initial = value;
                             delta
@@ -332,8 +409,14 @@ async fn read_loop<R: AsyncRead>(
                     session.send(Frame::Ping { id }).await;
                 }
             }
-            Frame::GoAway { last_good_stream_id, status } => {
-                debug!(last_good_stream_id, status, "spdy: client sent GOAWAY; no new streams");
+            Frame::GoAway {
+                last_good_stream_id,
+                status,
+            } => {
+                debug!(
+                    last_good_stream_id,
+                    status, "spdy: client sent GOAWAY; no new streams"
+                );
                 incoming = None;
             }
             Frame::WindowUpdate { stream_id, delta } => {
@@ -346,7 +429,12 @@ async fn read_loop<R: AsyncRead>(
             }
             Frame::SynReply { stream_id, .. } => {
                 // The server opens no streams, so a reply is a protocol error on that stream.
-                session.send(Frame::RstStream { stream_id, status: frame::rst::INVALID_STREAM }).await;
+                session
+                    .send(Frame::RstStream {
+                        stream_id,
+                        status: frame::rst::INVALID_STREAM,
+                    })
+                    .await;
             }
             Frame::Headers { .. } | Frame::Unknown { .. } => {}
         }

@@ -43,7 +43,14 @@ impl IncomingStream {
         window: Arc<Window>,
         reset: watch::Receiver<bool>,
     ) -> Self {
-        Self { id, headers, session, inbound, window, reset }
+        Self {
+            id,
+            headers,
+            session,
+            inbound,
+            window,
+            reset,
+        }
     }
 
     /// Refuses the stream (RST_STREAM REFUSED_STREAM).
@@ -54,13 +61,31 @@ impl IncomingStream {
     /// Rejects the stream with a RST_STREAM status.
     pub(crate) async fn reject(self, status: u32) {
         self.session.inner.streams().remove(&self.id);
-        self.session.send(Frame::RstStream { stream_id: self.id, status }).await;
+        self.session
+            .send(Frame::RstStream {
+                stream_id: self.id,
+                status,
+            })
+            .await;
     }
 
     /// Replies (SYN_REPLY) and starts the pumps.
     pub(crate) async fn accept(self) -> SpdyStream {
-        let Self { id, session, mut inbound, window, reset, .. } = self;
-        session.send(Frame::SynReply { stream_id: id, flags: 0, headers: Headers::new() }).await;
+        let Self {
+            id,
+            session,
+            mut inbound,
+            window,
+            reset,
+            ..
+        } = self;
+        session
+            .send(Frame::SynReply {
+                stream_id: id,
+                flags: 0,
+                headers: Headers::new(),
+            })
+            .await;
         let (app, pump) = tokio::io::duplex(PIPE);
         let (mut pump_rd, mut pump_wr) = tokio::io::split(pump);
         let (flushed_tx, flushed) = oneshot::channel();
@@ -87,8 +112,16 @@ impl IncomingStream {
                 if pending as i64 >= DEFAULT_WINDOW / 4 || inbound.is_empty() {
                     let delta = pending as u32;
                     pending = 0;
-                    s.send(Frame::WindowUpdate { stream_id: id, delta }).await;
-                    s.send(Frame::WindowUpdate { stream_id: 0, delta }).await;
+                    s.send(Frame::WindowUpdate {
+                        stream_id: id,
+                        delta,
+                    })
+                    .await;
+                    s.send(Frame::WindowUpdate {
+                        stream_id: 0,
+                        delta,
+                    })
+                    .await;
                 }
             }
             let _ = pump_wr.shutdown().await;
@@ -102,7 +135,7 @@ impl IncomingStream {
             let mut buf = vec![0u8; CHUNK];
             loop {
                 let n = tokio::select! {
-                    r = pump_rd.read(&mut buf) => match r { Ok(n) => n, Err(_) => 0 },
+                    r = pump_rd.read(&mut buf) => r.unwrap_or(0),
                     _ = reset_out.wait_for(|r| *r) => return,
                 };
                 if n == 0 {
@@ -110,20 +143,37 @@ impl IncomingStream {
                 }
                 let mut off = 0;
                 while off < n {
-                    let Some(k) = window.take(n - off, &inner.enforce).await else { return };
-                    let Some(k2) = inner.session_window.take(k, &inner.enforce).await else { return };
+                    let Some(k) = window.take(n - off, &inner.enforce).await else {
+                        return;
+                    };
+                    let Some(k2) = inner.session_window.take(k, &inner.enforce).await else {
+                        return;
+                    };
                     if k2 < k {
                         window.refund(k - k2);
                     }
                     let data = Bytes::copy_from_slice(&buf[off..off + k2]);
-                    if !session.send(Frame::Data { stream_id: id, flags: 0, data }).await {
+                    if !session
+                        .send(Frame::Data {
+                            stream_id: id,
+                            flags: 0,
+                            data,
+                        })
+                        .await
+                    {
                         return;
                     }
                     off += k2;
                 }
             }
             if !*reset_out.borrow() {
-                session.send(Frame::Data { stream_id: id, flags: frame::FLAG_FIN, data: Bytes::new() }).await;
+                session
+                    .send(Frame::Data {
+                        stream_id: id,
+                        flags: frame::FLAG_FIN,
+                        data: Bytes::new(),
+                    })
+                    .await;
             }
             inner.finish(id, false, true);
             let _ = flushed_tx.send(());

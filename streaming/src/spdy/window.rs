@@ -22,7 +22,11 @@ pub(crate) struct Window {
 
 impl Window {
     pub(crate) fn new(initial: i64) -> Self {
-        Self { credit: Mutex::new(initial), closed: AtomicBool::new(false), changed: Notify::new() }
+        Self {
+            credit: Mutex::new(initial),
+            closed: AtomicBool::new(false),
+            changed: Notify::new(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, i64> {

@@ -6,7 +6,9 @@ pub mod spdy_client;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use berth_streaming::{Backend, BackendError, ExitStatus, PortForwardStream, StreamIo, TerminalSize};
+use berth_streaming::{
+    Backend, BackendError, ExitStatus, PortForwardStream, StreamIo, TerminalSize,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A backend whose "commands" exercise the protocol:
@@ -31,14 +33,21 @@ impl Drop for DropFlag {
 
 #[async_trait]
 impl Backend for FakeBackend {
-    async fn exec(&self, container_id: &str, cmd: Vec<String>, _tty: bool, mut io: StreamIo) -> Result<ExitStatus, BackendError> {
+    async fn exec(
+        &self,
+        container_id: &str,
+        cmd: Vec<String>,
+        _tty: bool,
+        mut io: StreamIo,
+    ) -> Result<ExitStatus, BackendError> {
         if container_id != "c1" {
             return Err(BackendError::ContainerNotFound(container_id.into()));
         }
         let mut out = io.stdout.take().unwrap();
         match cmd[0].as_str() {
             "echo" => {
-                out.write_all(format!("{}\n", cmd[1..].join(" ")).as_bytes()).await?;
+                out.write_all(format!("{}\n", cmd[1..].join(" ")).as_bytes())
+                    .await?;
             }
             "cat" => {
                 let mut stdin = io.stdin.take().unwrap();
@@ -60,7 +69,8 @@ impl Backend for FakeBackend {
                 for _ in 0..n {
                     let size = rx.recv().await.unwrap();
                     self.resizes.lock().unwrap().push(size);
-                    out.write_all(format!("{}x{}\n", size.width, size.height).as_bytes()).await?;
+                    out.write_all(format!("{}x{}\n", size.width, size.height).as_bytes())
+                        .await?;
                 }
             }
             "sleep" => {
@@ -73,7 +83,12 @@ impl Backend for FakeBackend {
         Ok(ExitStatus::from_code(0))
     }
 
-    async fn attach(&self, _container_id: &str, _tty: bool, mut io: StreamIo) -> Result<(), BackendError> {
+    async fn attach(
+        &self,
+        _container_id: &str,
+        _tty: bool,
+        mut io: StreamIo,
+    ) -> Result<(), BackendError> {
         let mut out = io.stdout.take().unwrap();
         out.write_all(b"attached\n").await?;
         if let Some(mut stdin) = io.stdin.take() {
@@ -82,7 +97,12 @@ impl Backend for FakeBackend {
         Ok(())
     }
 
-    async fn port_forward(&self, _sandbox_id: &str, port: u16, mut stream: PortForwardStream) -> Result<(), BackendError> {
+    async fn port_forward(
+        &self,
+        _sandbox_id: &str,
+        port: u16,
+        mut stream: PortForwardStream,
+    ) -> Result<(), BackendError> {
         let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .map_err(|source| BackendError::PortUnreachable { port, source })?;

@@ -39,7 +39,11 @@ pub struct SpdyConn {
 
 /// Sends the upgrade request; returns the status line's code, the response head, and the
 /// connection if it switched protocols.
-pub async fn connect(url: &str, protocols: &[&str], upgrade: bool) -> (u16, String, Option<SpdyConn>) {
+pub async fn connect(
+    url: &str,
+    protocols: &[&str],
+    upgrade: bool,
+) -> (u16, String, Option<SpdyConn>) {
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_at(rest.find('/').unwrap());
     let mut tcp = TcpStream::connect(host).await.unwrap();
@@ -64,7 +68,10 @@ pub async fn connect(url: &str, protocols: &[&str], upgrade: bool) -> (u16, Stri
     let code: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
     if code != 101 {
         let mut body = vec![0u8; 4096];
-        let n = tokio::time::timeout(Duration::from_secs(2), tcp.read(&mut body)).await.map(|r| r.unwrap_or(0)).unwrap_or(0);
+        let n = tokio::time::timeout(Duration::from_secs(2), tcp.read(&mut body))
+            .await
+            .map(|r| r.unwrap_or(0))
+            .unwrap_or(0);
         return (code, head + &String::from_utf8_lossy(&body[..n]), None);
     }
     let (rd, wr) = tcp.into_split();
@@ -84,7 +91,11 @@ fn u32be(b: &[u8]) -> u32 {
     u32::from_be_bytes(b[..4].try_into().unwrap())
 }
 
-async fn read_frames(mut rd: tokio::net::tcp::OwnedReadHalf, state: Arc<Mutex<State>>, changed: Arc<Notify>) {
+async fn read_frames(
+    mut rd: tokio::net::tcp::OwnedReadHalf,
+    state: Arc<Mutex<State>>,
+    changed: Arc<Notify>,
+) {
     let mut inflate = Decompress::new(true);
     loop {
         let mut head = [0u8; 8];
@@ -106,7 +117,11 @@ async fn read_frames(mut rd: tokio::net::tcp::OwnedReadHalf, state: Arc<Mutex<St
                 s.fin = true;
             }
         } else {
-            assert_eq!(u16::from_be_bytes([head[0] & 0x7f, head[1]]), 3, "server spoke another SPDY version");
+            assert_eq!(
+                u16::from_be_bytes([head[0] & 0x7f, head[1]]),
+                3,
+                "server spoke another SPDY version"
+            );
             match u16::from_be_bytes([head[2], head[3]]) {
                 2 => {
                     // SYN_REPLY: check its header block decompresses with the shared context.
@@ -118,7 +133,11 @@ async fn read_frames(mut rd: tokio::net::tcp::OwnedReadHalf, state: Arc<Mutex<St
                         if used == block.len() {
                             break;
                         }
-                        match inflate.decompress_vec(&block[used..], &mut out, FlushDecompress::Sync) {
+                        match inflate.decompress_vec(
+                            &block[used..],
+                            &mut out,
+                            FlushDecompress::Sync,
+                        ) {
                             Err(e) if e.needs_dictionary().is_some() => {
                                 inflate.set_dictionary(DICT).unwrap();
                             }
@@ -179,7 +198,8 @@ impl SpdyConn {
         }
         let mut g = self.wr.lock().await;
         let mut block = Vec::with_capacity(raw.len() + 128);
-        g.1.compress_vec(&raw, &mut block, FlushCompress::Sync).unwrap();
+        g.1.compress_vec(&raw, &mut block, FlushCompress::Sync)
+            .unwrap();
         let mut payload = id.to_be_bytes().to_vec();
         payload.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
         payload.extend_from_slice(&block);
@@ -231,7 +251,11 @@ impl SpdyConn {
     /// Everything received on a stream once it is finished (FIN or RST).
     pub async fn finished(&self, id: u32) -> StreamState {
         assert!(
-            self.wait(|s| s.streams.get(&id).is_some_and(|st| st.fin || st.reset.is_some())).await,
+            self.wait(|s| s
+                .streams
+                .get(&id)
+                .is_some_and(|st| st.fin || st.reset.is_some()))
+                .await,
             "stream {id} did not finish"
         );
         self.state.lock().unwrap().streams[&id].clone()
