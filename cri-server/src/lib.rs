@@ -5,7 +5,9 @@
 //! - [`service`]: RuntimeService and ImageService, one file per RPC family.
 
 pub mod config;
+pub mod pause;
 pub mod server;
 pub mod service;
 pub mod shim_client;
 pub mod spec;
+pub mod store;

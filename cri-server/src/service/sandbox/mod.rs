@@ -1,88 +1,201 @@
 //! Pod sandboxes: RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus,
-//! ListPodSandbox and the sandbox stats RPCs. (Being written: issue 5.)
+//! ListPodSandbox and the sandbox stats RPCs — one file per RPC family, after containerd's
+//! `internal/cri/server/podsandbox/`. Records live in [`crate::store::sandbox`]; the pause
+//! process runs under a berth-shim, which outlives berthd.
+//!
+//! Blocking work (CNI plugins, mounts, the OCI runtime, checkpoint writes) runs on blocking
+//! threads; no lock is held across it except the sandbox's own lifecycle lock, so pods start
+//! and stop in parallel.
 
+mod error;
+mod files;
+mod network;
+mod oci;
+mod remove;
+mod run;
+mod stats;
+mod status;
+mod stop;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use cni::NetnsDir;
 use image_store::ImageStore;
 use k8s_cri::v1 as cri;
 use tonic::Status;
 
 use super::container::ContainerService;
-use super::not_yet;
 use crate::config::Config;
+use crate::store::sandbox::{Sandbox, SandboxStore};
+use crate::store::StoreError;
 
-const WHY: &str = "pod sandboxes are being built (issue 5)";
+pub use error::SandboxError;
+use network::PodNetwork;
 
 /// The sandbox half of the RuntimeService.
 pub struct SandboxService {
-    #[allow(dead_code)]
+    inner: Arc<Sandboxes>,
+}
+
+/// What every sandbox operation shares (cloned into blocking tasks).
+struct Sandboxes {
     config: Arc<Config>,
-    #[allow(dead_code)]
-    images: Arc<ImageStore>,
+    store: SandboxStore,
+    network: PodNetwork,
+    netns: NetnsDir,
+    /// Where berth's helper binaries are looked for: next to berthd, then next to the
+    /// `berth` runtime handler's binary (the same place in an installation; in tests, the
+    /// cargo target dir).
+    helper_dirs: Vec<PathBuf>,
+    shim_binary: PathBuf,
+    stats: stats::CpuSamples,
+    /// Facts about the node the spec builder needs (probed once).
+    host: crate::spec::HostInfo,
 }
 
 impl SandboxService {
+    /// Loads every sandbox record (`<root>/cri/sandboxes`); a sandbox whose pause exited
+    /// while berthd was down becomes NotReady. Blocking file reads: called once, at startup.
     pub fn new(config: Arc<Config>, images: Arc<ImageStore>) -> Self {
-        Self { config, images }
+        let _ = images; // the configured sandbox image will come from here
+        let (store, errors) = SandboxStore::open(config.root.join("cri").join("sandboxes"));
+        for e in errors {
+            tracing::error!(error = %e, "cannot load a sandbox record");
+        }
+        let helper_dirs = helper_dirs(&config);
+        let mut bin_dirs = config.cni.bin_dirs.clone();
+        bin_dirs.extend(helper_dirs.iter().cloned());
+        let network = PodNetwork::new(
+            config.cni.conf_dir.clone(),
+            bin_dirs,
+            config.root.join("cni").join("results"),
+        );
+        let shim_binary = helper_dirs
+            .iter()
+            .map(|d| d.join("berth-shim"))
+            .find(|p| p.is_file())
+            .unwrap_or_else(crate::shim_client::default_shim_binary);
+        Self {
+            inner: Arc::new(Sandboxes {
+                netns: NetnsDir::new(config.state.join("netns")),
+                config,
+                store,
+                network,
+                helper_dirs,
+                shim_binary,
+                stats: stats::CpuSamples::default(),
+                host: crate::spec::HostInfo::probe(),
+            }),
+        }
+    }
+
+    /// The sandbox with this ID or unique ID prefix (for the container service).
+    pub fn sandbox(&self, id: &str) -> Result<Arc<Sandbox>, StoreError> {
+        self.inner.store.get(id)
+    }
+
+    /// Every sandbox (for the container service).
+    pub fn sandboxes(&self) -> Vec<Arc<Sandbox>> {
+        self.inner.store.list()
     }
 
     pub async fn run(
         &self,
-        _req: cri::RunPodSandboxRequest,
+        req: cri::RunPodSandboxRequest,
         _containers: &ContainerService,
     ) -> Result<cri::RunPodSandboxResponse, Status> {
-        Err(not_yet("RunPodSandbox", WHY))
+        run::run(&self.inner, req).await
     }
 
     pub async fn stop(
         &self,
-        _req: cri::StopPodSandboxRequest,
-        _containers: &ContainerService,
+        req: cri::StopPodSandboxRequest,
+        containers: &ContainerService,
     ) -> Result<cri::StopPodSandboxResponse, Status> {
-        Err(not_yet("StopPodSandbox", WHY))
+        stop::stop(&self.inner, &req.pod_sandbox_id, containers)
+            .await
+            .map(|()| cri::StopPodSandboxResponse {})
     }
 
     pub async fn remove(
         &self,
-        _req: cri::RemovePodSandboxRequest,
-        _containers: &ContainerService,
+        req: cri::RemovePodSandboxRequest,
+        containers: &ContainerService,
     ) -> Result<cri::RemovePodSandboxResponse, Status> {
-        Err(not_yet("RemovePodSandbox", WHY))
+        remove::remove(&self.inner, &req.pod_sandbox_id, containers)
+            .await
+            .map(|()| cri::RemovePodSandboxResponse {})
     }
 
     pub async fn status(
         &self,
-        _req: cri::PodSandboxStatusRequest,
+        req: cri::PodSandboxStatusRequest,
         _containers: &ContainerService,
     ) -> Result<cri::PodSandboxStatusResponse, Status> {
-        Err(not_yet("PodSandboxStatus", WHY))
+        status::status(&self.inner, req).await
     }
 
     pub async fn list(
         &self,
-        _req: cri::ListPodSandboxRequest,
+        req: cri::ListPodSandboxRequest,
     ) -> Result<cri::ListPodSandboxResponse, Status> {
-        Err(not_yet("ListPodSandbox", WHY))
+        status::list(&self.inner, req).await
     }
 
     pub async fn stats(
         &self,
-        _req: cri::PodSandboxStatsRequest,
-        _containers: &ContainerService,
+        req: cri::PodSandboxStatsRequest,
+        containers: &ContainerService,
     ) -> Result<cri::PodSandboxStatsResponse, Status> {
-        Err(not_yet("PodSandboxStats", WHY))
+        stats::stats(&self.inner, req, containers).await
     }
 
     pub async fn list_stats(
         &self,
-        _req: cri::ListPodSandboxStatsRequest,
-        _containers: &ContainerService,
+        req: cri::ListPodSandboxStatsRequest,
+        containers: &ContainerService,
     ) -> Result<cri::ListPodSandboxStatsResponse, Status> {
-        Err(not_yet("ListPodSandboxStats", WHY))
+        stats::list_stats(&self.inner, req, containers).await
     }
 
-    /// Whether pod networking is ready (for the NetworkReady condition), and why not.
+    /// Whether pod networking is ready (for the NetworkReady condition), and why not: the
+    /// network config loads and every plugin of it is installed.
     pub fn network_ready(&self) -> Result<(), String> {
-        Err("berth: pod networking (CNI) is not wired into berthd yet".into())
+        self.inner.network.ready()
     }
+}
+
+impl Sandboxes {
+    fn systemd(&self) -> bool {
+        self.config.cgroup.driver == crate::config::CgroupDriver::Systemd
+    }
+}
+
+/// berthd's own directory, then the `berth` runtime handler's.
+fn helper_dirs(config: &Config) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(PathBuf::from))
+    {
+        dirs.push(dir);
+    }
+    if let Some(dir) = config
+        .runtimes
+        .get("berth")
+        .and_then(|h| h.path.parent().map(PathBuf::from))
+    {
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    dirs
+}
+
+/// Runs blocking work on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, SandboxError> + Send + 'static,
+) -> Result<T, SandboxError> {
+    tokio::task::spawn_blocking(f).await?
 }

@@ -1,0 +1,114 @@
+//! The built-in pause image: a directory `<root>/pause/rootfs` holding the static
+//! `berth-pause` binary (copied from next to berthd, so it is available offline and pinned to
+//! this berthd's build) and the mount points the pause container's spec needs. Every sandbox
+//! uses it read-only.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// The binary's name next to berthd.
+pub const PAUSE_BINARY: &str = "berth-pause";
+/// Where it lives in the rootfs (the pause container's command).
+pub const PAUSE_IN_ROOTFS: &str = "pause";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PauseError {
+    #[error("{PAUSE_BINARY} not found in {dirs:?} (it is installed next to berthd)")]
+    NotFound { dirs: Vec<PathBuf> },
+    #[error("built-in pause rootfs: {op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The pause rootfs and the command that runs in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PauseRootfs {
+    pub rootfs: PathBuf,
+    pub args: Vec<String>,
+}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> PauseError {
+    let path = path.to_owned();
+    move |source| PauseError::Io { op, path, source }
+}
+
+/// The first `berth-pause` in `dirs`.
+pub fn find_binary(dirs: &[PathBuf]) -> Result<PathBuf, PauseError> {
+    dirs.iter()
+        .map(|d| d.join(PAUSE_BINARY))
+        .find(|p| p.is_file())
+        .ok_or_else(|| PauseError::NotFound {
+            dirs: dirs.to_vec(),
+        })
+}
+
+/// Makes (or refreshes) `<root>/pause/rootfs` from the `berth-pause` found in `dirs`. The
+/// binary is replaced atomically when it differs from the installed one, so sandboxes
+/// starting meanwhile see the old or the new one, whole. Blocking.
+pub fn ensure(root: &Path, dirs: &[PathBuf]) -> Result<PauseRootfs, PauseError> {
+    let source = find_binary(dirs)?;
+    let rootfs = root.join("pause").join("rootfs");
+    for dir in ["dev", "proc", "sys", "etc", "tmp"] {
+        let path = rootfs.join(dir);
+        fs::create_dir_all(&path).map_err(io_err("create", &path))?;
+    }
+    for file in ["etc/hostname", "etc/hosts", "etc/resolv.conf"] {
+        let path = rootfs.join(file);
+        if !path.exists() {
+            fs::write(&path, b"").map_err(io_err("create", &path))?;
+        }
+    }
+    let target = rootfs.join(PAUSE_IN_ROOTFS);
+    let wanted = fs::read(&source).map_err(io_err("read", &source))?;
+    if fs::read(&target).ok().as_deref() != Some(&wanted[..]) {
+        let tmp = rootfs.join(format!(".{PAUSE_IN_ROOTFS}.tmp-{}", std::process::id()));
+        let write = || -> io::Result<()> {
+            fs::write(&tmp, &wanted)?;
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))?;
+            fs::File::open(&tmp)?.sync_all()?;
+            fs::rename(&tmp, &target)
+        };
+        if let Err(e) = write() {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err("install", &target)(e));
+        }
+        tracing::info!(from = %source.display(), rootfs = %rootfs.display(), "built-in pause image installed");
+    }
+    Ok(PauseRootfs {
+        rootfs,
+        args: vec![format!("/{PAUSE_IN_ROOTFS}")],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn installs_and_refreshes_the_binary() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bin = tmp.path().join("bin");
+        fs::create_dir_all(&bin).unwrap();
+        let err = ensure(&tmp.path().join("root"), std::slice::from_ref(&bin)).unwrap_err();
+        assert!(err.to_string().contains(PAUSE_BINARY), "{err}");
+        fs::write(bin.join(PAUSE_BINARY), b"v1").unwrap();
+        let p = ensure(&tmp.path().join("root"), std::slice::from_ref(&bin)).unwrap();
+        assert_eq!(p.args, ["/pause"]);
+        assert_eq!(fs::read(p.rootfs.join("pause")).unwrap(), b"v1");
+        assert!(p.rootfs.join("proc").is_dir() && p.rootfs.join("etc/hosts").is_file());
+        let mode = fs::metadata(p.rootfs.join("pause"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755);
+        fs::write(bin.join(PAUSE_BINARY), b"v2").unwrap();
+        let p = ensure(&tmp.path().join("root"), &[bin]).unwrap();
+        assert_eq!(fs::read(p.rootfs.join("pause")).unwrap(), b"v2");
+    }
+}

@@ -1,0 +1,140 @@
+//! The pause container through its OCI runtime (runc's command line) and its shim: `start`,
+//! `kill`, `delete --force`, and waiting for the shim's exit record. Blocking.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_runtime::shim_protocol::{ExitRecord, SHIM_PID_FILE};
+
+use super::error::{Result, SandboxError};
+use crate::store::sandbox::RuntimeRef;
+
+/// Runs `<runtime> --root <root> <args…> <id> <tail…>`; its stderr is the error message.
+fn run(rt: &RuntimeRef, op: &'static str, args: &[&str], id: &str, tail: &[&str]) -> Result<()> {
+    let err = |message| SandboxError::Runtime {
+        runtime: rt.path.clone(),
+        op,
+        id: id.to_owned(),
+        message,
+    };
+    let out = Command::new(&rt.path)
+        .arg("--root")
+        .arg(&rt.root)
+        .args(args)
+        .arg(id)
+        .args(tail)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| err(e.to_string()))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    Err(err(format!("{}: {}", out.status, stderr.trim())))
+}
+
+pub fn start(rt: &RuntimeRef, id: &str) -> Result<()> {
+    run(rt, "start", &["start"], id, &[])
+}
+
+/// Sends SIGKILL to the pause. An error from the runtime only counts if the process is still
+/// alive afterwards (runtimes refuse to signal a stopped container); then the pid is
+/// signalled directly.
+pub fn kill(rt: &RuntimeRef, id: &str, pid: i32) -> Result<()> {
+    let Err(e) = run(rt, "kill", &["kill"], id, &["KILL"]) else {
+        return Ok(());
+    };
+    if !alive(pid) {
+        return Ok(());
+    }
+    tracing::warn!(sandbox = id, pid, error = %e, "runtime kill failed; signalling the pause directly");
+    match nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    ) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(_) => Err(e),
+    }
+}
+
+/// `delete --force`: the runtime's state and the container's cgroup go. A container the
+/// runtime does not know is fine.
+pub fn delete(rt: &RuntimeRef, id: &str) -> Result<()> {
+    match run(rt, "delete", &["delete", "--force"], id, &[]) {
+        Ok(()) => Ok(()),
+        Err(e) if !rt.root.join(id).exists() => {
+            tracing::debug!(sandbox = id, error = %e, "runtime delete of an unknown container");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Waits until the shim recorded the exit of the pause (or, without a shim record, until the
+/// process is gone), at most `limit`.
+pub fn wait_exit(shim_dir: &Path, pid: i32, limit: Duration) -> Result<Option<ExitRecord>> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(record)) = ExitRecord::load(shim_dir) {
+            return Ok(Some(record));
+        }
+        let shim_alive = shim_pid(shim_dir).is_some_and(alive);
+        if !alive(pid) && !shim_alive {
+            return Ok(None);
+        }
+        if Instant::now() >= deadline {
+            return Err(SandboxError::StopTimeout {
+                secs: limit.as_secs(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits (bounded) for the shim process to end after its container exited; kills it if it
+/// lingers (it has nothing left to do).
+pub fn reap_shim(shim_dir: &Path, limit: Duration) {
+    let Some(pid) = shim_pid(shim_dir) else {
+        return;
+    };
+    let deadline = Instant::now() + limit;
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if alive(pid) && is_shim(pid) {
+        tracing::warn!(
+            pid,
+            "berth-shim still running after its container exited; killing it"
+        );
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+fn shim_pid(shim_dir: &Path) -> Option<i32> {
+    std::fs::read_to_string(shim_dir.join(SHIM_PID_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
+
+/// Whether `pid` is a live process (a zombie counts as gone).
+pub fn alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+fn is_shim(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .is_ok_and(|comm| comm.trim().starts_with("berth-shim"))
+}

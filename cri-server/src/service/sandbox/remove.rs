@@ -1,0 +1,80 @@
+//! RemovePodSandbox: stop first if needed, remove the pod's containers, `delete --force` the
+//! pause container, then every file, mount, netns and cgroup of the pod, and the record.
+//! Removing an unknown sandbox succeeds (the CRI: idempotent).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::Status;
+
+use super::error::{Result, SandboxError};
+use super::stop::stop_locked;
+use super::{blocking, files, oci, stats, Sandboxes};
+use crate::service::container::ContainerService;
+use crate::store::sandbox::Sandbox;
+use crate::store::StoreError;
+
+pub(super) async fn remove(
+    ctx: &Arc<Sandboxes>,
+    id: &str,
+    containers: &ContainerService,
+) -> Result<(), Status> {
+    let sandbox = match ctx.store.get(id) {
+        Ok(s) => s,
+        Err(StoreError::NotFound { .. }) => {
+            tracing::info!(
+                sandbox = id,
+                "RemovePodSandbox of an unknown sandbox: nothing to do"
+            );
+            return Ok(());
+        }
+        Err(e) => return Err(SandboxError::from(e).into_status(id)),
+    };
+    let pod = sandbox.meta.pod();
+    let _lifecycle = sandbox.lifecycle().lock().await;
+    if ctx.store.get(&sandbox.meta.id).is_err() {
+        return Ok(()); // removed while we waited
+    }
+    tracing::info!(pod = %pod, sandbox = %sandbox.meta.id, "RemovePodSandbox");
+    remove_locked(ctx, &sandbox, containers)
+        .await
+        .map_err(|e| e.into_status(&pod))
+}
+
+async fn remove_locked(
+    ctx: &Arc<Sandboxes>,
+    sandbox: &Arc<Sandbox>,
+    containers: &ContainerService,
+) -> Result<()> {
+    let state = sandbox.state();
+    if state.is_ready() || !state.is_released() {
+        stop_locked(ctx, sandbox, containers).await?;
+    }
+    containers
+        .remove_all_in_sandbox(&sandbox.meta.id)
+        .await
+        .map_err(|status| SandboxError::Containers {
+            what: "remove the pod's containers",
+            status: Box::new(status),
+        })?;
+    let (ctx, sandbox) = (ctx.clone(), sandbox.clone());
+    blocking(move || {
+        let meta = &sandbox.meta;
+        oci::delete(&meta.runtime, &meta.id)?;
+        oci::reap_shim(&meta.shim_dir(), Duration::from_secs(5));
+        // Stop released these; again in case a crash came in between.
+        if let Some(netns) = &meta.netns {
+            cni::netns::remove_pinned(netns)?;
+        }
+        files::unmount_shm(&meta.files)?;
+        if meta.owns_cgroup_parent {
+            stats::remove_pod_cgroup(&meta.cgroup_parent, &meta.id, ctx.systemd())?;
+        }
+        files::remove_dir(&meta.state_dir)?;
+        ctx.stats.forget(&meta.id);
+        ctx.store.delete(&meta.id)?;
+        tracing::info!(pod = %meta.pod(), sandbox = %meta.id, "sandbox removed");
+        Ok(())
+    })
+    .await
+}

@@ -1,0 +1,256 @@
+//! PodSandboxStats and ListPodSandboxStats: CPU and memory from the pod's cgroup, network
+//! from the pause's netns (`/proc/<pid>/net/dev`), and the containers' stats from the
+//! container service. Also the pod cgroup's removal.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use berth_cgroups::CgroupPath;
+use chrono::Utc;
+use k8s_cri::v1 as cri;
+use tonic::Status;
+
+use super::error::{Result, SandboxError};
+use super::network::POD_IFNAME;
+use super::status::{labels_match, nanos};
+use super::{blocking, Sandboxes};
+use crate::service::container::ContainerService;
+use crate::store::sandbox::Sandbox;
+
+/// The last CPU usage seen per sandbox, for `usage_nano_cores` (a rate between two samples).
+#[derive(Debug, Default)]
+pub(super) struct CpuSamples(Mutex<HashMap<String, (i64, u64)>>);
+
+impl CpuSamples {
+    /// Records `(now, usage)` and returns the rate since the previous sample.
+    fn rate(&self, id: &str, now: i64, usage: u64) -> Option<u64> {
+        let mut samples = self.0.lock().expect("cpu samples lock");
+        let prev = samples.insert(id.to_owned(), (now, usage));
+        let (then, before) = prev?;
+        let dt = now.checked_sub(then).filter(|d| *d > 0)?;
+        let used = usage.checked_sub(before)?;
+        Some((used as u128 * 1_000_000_000 / dt as u128) as u64)
+    }
+
+    pub(super) fn forget(&self, id: &str) {
+        self.0.lock().expect("cpu samples lock").remove(id);
+    }
+}
+
+/// The pod cgroup as a cgroup path (a systemd slice name, or a cgroupfs path).
+fn pod_cgroup(parent: &str, id: &str, systemd: bool) -> Result<CgroupPath> {
+    let spec = if systemd {
+        format!("::{parent}")
+    } else {
+        parent.to_owned()
+    };
+    CgroupPath::from_spec(Some(&spec), id, systemd).map_err(|source| SandboxError::Cgroup {
+        path: parent.to_owned(),
+        source: Box::new(source),
+    })
+}
+
+/// Removes the pod cgroup berth made (`/berth/<id>`) in every hierarchy. Idempotent.
+pub(super) fn remove_pod_cgroup(parent: &str, id: &str, systemd: bool) -> Result<()> {
+    let cgroup = |source| SandboxError::Cgroup {
+        path: parent.to_owned(),
+        source: Box::new(source),
+    };
+    let manager = berth_cgroups::manager(&pod_cgroup(parent, id, systemd)?).map_err(cgroup)?;
+    manager.remove().map_err(cgroup)
+}
+
+pub(super) async fn stats(
+    ctx: &Arc<Sandboxes>,
+    req: cri::PodSandboxStatsRequest,
+    containers: &ContainerService,
+) -> Result<cri::PodSandboxStatsResponse, Status> {
+    let id = req.pod_sandbox_id;
+    let sandbox = ctx
+        .store
+        .get(&id)
+        .map_err(|e| SandboxError::from(e).into_status(&id))?;
+    let pod = sandbox.meta.pod();
+    let stats = sandbox_stats(ctx, sandbox, containers)
+        .await
+        .map_err(|e| e.into_status(&pod))?;
+    Ok(cri::PodSandboxStatsResponse { stats: Some(stats) })
+}
+
+pub(super) async fn list_stats(
+    ctx: &Arc<Sandboxes>,
+    req: cri::ListPodSandboxStatsRequest,
+    containers: &ContainerService,
+) -> Result<cri::ListPodSandboxStatsResponse, Status> {
+    let filter = req.filter.unwrap_or_default();
+    let mut stats = Vec::new();
+    for sandbox in ctx.store.list() {
+        if !filter.id.is_empty() && !sandbox.meta.id.starts_with(&filter.id) {
+            continue;
+        }
+        if !labels_match(&sandbox.meta.config.labels, &filter.label_selector) {
+            continue;
+        }
+        // Only running pods have usage; a sandbox that fails to measure is skipped (logged),
+        // as containerd does, so one broken pod does not hide the others.
+        if !sandbox.state().is_ready() {
+            continue;
+        }
+        let id = sandbox.meta.id.clone();
+        match sandbox_stats(ctx, sandbox, containers).await {
+            Ok(s) => stats.push(s),
+            Err(e) => tracing::warn!(sandbox = %id, error = %e, "pod sandbox stats"),
+        }
+    }
+    Ok(cri::ListPodSandboxStatsResponse { stats })
+}
+
+async fn sandbox_stats(
+    ctx: &Arc<Sandboxes>,
+    sandbox: Arc<Sandbox>,
+    containers: &ContainerService,
+) -> Result<cri::PodSandboxStats> {
+    let meta = &sandbox.meta;
+    let container_stats = containers
+        .list_stats(cri::ListContainerStatsRequest {
+            filter: Some(cri::ContainerStatsFilter {
+                pod_sandbox_id: meta.id.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .map(|r| r.stats)
+        .unwrap_or_default();
+    let (ctx2, sb) = (ctx.clone(), sandbox.clone());
+    let mut linux = blocking(move || measure(&ctx2, &sb)).await?;
+    linux.containers = container_stats;
+    Ok(cri::PodSandboxStats {
+        attributes: Some(cri::PodSandboxAttributes {
+            id: meta.id.clone(),
+            metadata: meta.config.metadata.clone(),
+            labels: meta.config.labels.clone(),
+            annotations: meta.config.annotations.clone(),
+        }),
+        linux: Some(linux),
+        windows: None,
+    })
+}
+
+fn value(v: u64) -> Option<cri::UInt64Value> {
+    Some(cri::UInt64Value { value: v })
+}
+
+/// Blocking: reads cgroup files and /proc.
+fn measure(ctx: &Sandboxes, sandbox: &Sandbox) -> Result<cri::LinuxPodSandboxStats> {
+    let meta = &sandbox.meta;
+    let now = nanos(&Utc::now());
+    let cgroup = |source| SandboxError::Cgroup {
+        path: meta.cgroup_parent.clone(),
+        source: Box::new(source),
+    };
+    let path = pod_cgroup(&meta.cgroup_parent, &meta.id, ctx.systemd())?;
+    let usage = berth_cgroups::manager(&path)
+        .and_then(|m| m.stats())
+        .map_err(cgroup)?;
+    let cpu = cri::CpuUsage {
+        timestamp: now,
+        usage_core_nano_seconds: value(usage.cpu.usage_total_ns),
+        usage_nano_cores: ctx
+            .stats
+            .rate(&meta.id, now, usage.cpu.usage_total_ns)
+            .and_then(value),
+    };
+    let mem = &usage.memory;
+    let memory = cri::MemoryUsage {
+        timestamp: now,
+        working_set_bytes: value(mem.working_set),
+        available_bytes: mem
+            .limit
+            .map(|l| l.saturating_sub(mem.working_set))
+            .and_then(value),
+        usage_bytes: value(mem.usage),
+        rss_bytes: value(mem.rss),
+        page_faults: value(mem.pgfault),
+        major_page_faults: value(mem.pgmajfault),
+    };
+    let network = match sandbox.state() {
+        crate::store::sandbox::SandboxState::Ready { pid } if !meta.host_network() => {
+            std::fs::read_to_string(format!("/proc/{pid}/net/dev"))
+                .ok()
+                .map(|text| network_usage(&text, now))
+        }
+        _ => None,
+    };
+    Ok(cri::LinuxPodSandboxStats {
+        cpu: Some(cpu),
+        memory: Some(memory),
+        network,
+        process: Some(cri::ProcessUsage {
+            timestamp: now,
+            process_count: value(usage.pids.current),
+        }),
+        containers: Vec::new(),
+    })
+}
+
+/// Parses `/proc/net/dev`: the pod interface is the default, the others (but `lo`) follow.
+fn network_usage(text: &str, now: i64) -> cri::NetworkUsage {
+    let mut usage = cri::NetworkUsage {
+        timestamp: now,
+        default_interface: None,
+        interfaces: Vec::new(),
+    };
+    for line in text.lines().skip(2) {
+        let Some((name, counters)) = line.split_once(':') else {
+            continue;
+        };
+        let name = name.trim();
+        let n: Vec<u64> = counters
+            .split_whitespace()
+            .map(|c| c.parse().unwrap_or(0))
+            .collect();
+        if name == "lo" || n.len() < 16 {
+            continue;
+        }
+        let iface = cri::NetworkInterfaceUsage {
+            name: name.to_owned(),
+            rx_bytes: value(n[0]),
+            rx_errors: value(n[2]),
+            tx_bytes: value(n[8]),
+            tx_errors: value(n[10]),
+        };
+        if name == POD_IFNAME {
+            usage.default_interface = Some(iface);
+        } else {
+            usage.interfaces.push(iface);
+        }
+    }
+    usage
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn net_dev_and_cpu_rate() {
+        let text = "Inter-|   Receive                                                |  Transmit\n \
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    \
+ lo:     100       1    0    0    0     0          0         0      100       1    0    0    0     0       0          0\n  \
+eth0:    1500      10    2    0    0     0          0         0      700       7    1    0    0     0       0          0\n";
+        let u = network_usage(text, 5);
+        let d = u.default_interface.unwrap();
+        assert_eq!(d.name, "eth0");
+        assert_eq!(d.rx_bytes.unwrap().value, 1500);
+        assert_eq!(d.rx_errors.unwrap().value, 2);
+        assert_eq!(d.tx_bytes.unwrap().value, 700);
+        assert_eq!(d.tx_errors.unwrap().value, 1);
+        assert!(u.interfaces.is_empty());
+
+        let s = CpuSamples::default();
+        assert_eq!(s.rate("a", 1_000_000_000, 0), None);
+        assert_eq!(s.rate("a", 3_000_000_000, 1_000_000_000), Some(500_000_000));
+        s.forget("a");
+        assert_eq!(s.rate("a", 4_000_000_000, 1), None);
+    }
+}

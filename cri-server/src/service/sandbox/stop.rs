@@ -1,0 +1,109 @@
+//! StopPodSandbox: the pod's containers, then the pause (SIGKILL; its exit awaited, bounded),
+//! then the network (CNI DEL, even when the netns is already gone), the netns and /dev/shm.
+//! The sandbox stays listed, NotReady, until RemovePodSandbox. Idempotent: each step is.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::Status;
+
+use super::error::{Result, SandboxError};
+use super::{blocking, files, oci, Sandboxes};
+use crate::service::container::ContainerService;
+use crate::store::sandbox::{PauseExit, Sandbox, SandboxState};
+use crate::store::StoreError;
+
+/// How long the pause may take to die after SIGKILL.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+pub(super) async fn stop(
+    ctx: &Arc<Sandboxes>,
+    id: &str,
+    containers: &ContainerService,
+) -> Result<(), Status> {
+    let sandbox = match ctx.store.get(id) {
+        Ok(s) => s,
+        // Idempotent: "must not return an error if all relevant resources have already been
+        // reclaimed" (the CRI); a removed sandbox has nothing left to stop.
+        Err(StoreError::NotFound { .. }) => {
+            tracing::info!(
+                sandbox = id,
+                "StopPodSandbox of an unknown sandbox: nothing to do"
+            );
+            return Ok(());
+        }
+        Err(e) => return Err(SandboxError::from(e).into_status(id)),
+    };
+    let pod = sandbox.meta.pod();
+    let _lifecycle = sandbox.lifecycle().lock().await;
+    if ctx.store.get(&sandbox.meta.id).is_err() {
+        return Ok(()); // removed while we waited
+    }
+    tracing::info!(pod = %pod, sandbox = %sandbox.meta.id, "StopPodSandbox");
+    stop_locked(ctx, &sandbox, containers)
+        .await
+        .map_err(|e| e.into_status(&pod))
+}
+
+/// Stops a sandbox whose lifecycle lock the caller holds (Stop, and Remove of a sandbox
+/// still running).
+pub(super) async fn stop_locked(
+    ctx: &Arc<Sandboxes>,
+    sandbox: &Arc<Sandbox>,
+    containers: &ContainerService,
+) -> Result<()> {
+    let id = &sandbox.meta.id;
+    // Timeout 0: the kubelet stopped them gracefully already; what is left is killed.
+    containers
+        .stop_all_in_sandbox(id, 0)
+        .await
+        .map_err(|status| SandboxError::Containers {
+            what: "stop the pod's containers",
+            status: Box::new(status),
+        })?;
+    let (ctx, sandbox) = (ctx.clone(), sandbox.clone());
+    blocking(move || {
+        kill_pause(&sandbox)?;
+        if !sandbox.state().is_released() {
+            release(&ctx, &sandbox)?;
+            sandbox.update(|s| {
+                if let SandboxState::NotReady { released, .. } = s {
+                    *released = true;
+                }
+            })?;
+            tracing::info!(pod = %sandbox.meta.pod(), sandbox = %sandbox.meta.id, "sandbox stopped");
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Kills the pause if it runs and records its exit: the sandbox is NotReady afterwards.
+fn kill_pause(sandbox: &Sandbox) -> Result<()> {
+    let meta = &sandbox.meta;
+    let SandboxState::Ready { pid } = sandbox.refresh()? else {
+        return Ok(());
+    };
+    oci::kill(&meta.runtime, &meta.id, pid)?;
+    let exit = oci::wait_exit(&meta.shim_dir(), pid, KILL_WAIT)?;
+    sandbox.update(|s| {
+        if s.is_ready() {
+            *s = SandboxState::NotReady {
+                exit: exit.map(PauseExit::from),
+                released: false,
+            };
+        }
+    })?;
+    Ok(())
+}
+
+/// Tears the pod's network and mounts down. Idempotent.
+fn release(ctx: &Sandboxes, sandbox: &Sandbox) -> Result<()> {
+    let meta = &sandbox.meta;
+    if let Some(netns) = &meta.netns {
+        ctx.network.detach(&meta.id, netns, &meta.config)?;
+        cni::netns::remove_pinned(netns)?;
+    }
+    files::unmount_shm(&meta.files)?;
+    Ok(())
+}

@@ -1,0 +1,432 @@
+//! Pod sandbox records: immutable metadata ([`SandboxMeta`]) plus a state ([`SandboxState`])
+//! changed only through [`Sandbox::update`], which writes the checkpoint before the new state
+//! becomes visible.
+//!
+//! ```text
+//!  RunPodSandbox: netns + CNI ADD + pause created and started, then the record is written
+//!        │
+//!        ▼
+//!  ┌───────────────┐   StopPodSandbox (pause killed),     ┌─────────────────────────────────┐
+//!  │ Ready { pid } │ ──────────────────────────────────►  │ NotReady { exit, released }     │
+//!  └───────────────┘   or the pause exited on its own     │  released: network, netns and   │
+//!                      (seen by status/list/restart)      │  /dev/shm torn down (Stop done) │
+//!                                                         └─────────────────────────────────┘
+//!                                                                   │ RemovePodSandbox
+//!                                                                   ▼
+//!                                                          record and files deleted
+//! ```
+//!
+//! A restarted berthd loads every record; a Ready sandbox whose shim left an exit record (or
+//! whose pause process is gone) becomes NotReady.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use berth_runtime::shim_protocol::ExitRecord;
+use chrono::{DateTime, Utc};
+use k8s_cri::v1 as cri;
+use serde::{Deserialize, Serialize};
+
+use super::{find_by_prefix, CheckpointDir, Names, StoreError};
+
+const KIND: &str = "sandbox";
+/// Layout version of sandbox checkpoints.
+pub const CHECKPOINT_VERSION: u32 = 1;
+
+/// The OCI runtime a sandbox was created with (the handler's binary and `--root` then).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuntimeRef {
+    pub handler: String,
+    pub path: PathBuf,
+    pub root: PathBuf,
+}
+
+/// Files berthd made for the pod (bind-mounted into its containers).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PodFiles {
+    pub hostname: Option<PathBuf>,
+    pub hosts: Option<PathBuf>,
+    pub resolv_conf: Option<PathBuf>,
+    /// The pod's /dev/shm, a tmpfs mounted here (none with host IPC).
+    pub shm: Option<PathBuf>,
+}
+
+/// What never changes after RunPodSandbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxMeta {
+    pub id: String,
+    /// `name_namespace_uid_attempt`, unique among sandboxes.
+    pub name: String,
+    pub config: cri::PodSandboxConfig,
+    pub runtime: RuntimeRef,
+    /// The pinned network namespace; none with host network.
+    pub netns: Option<PathBuf>,
+    /// The CNI network the pod is attached to (none with host network).
+    pub network: Option<String>,
+    /// The pause process.
+    pub pid: i32,
+    /// `<state>/sandboxes/<id>`: files, bundle, shim state.
+    pub state_dir: PathBuf,
+    pub created_at: DateTime<Utc>,
+    /// The pod's IPs, the primary first.
+    pub ips: Vec<IpAddr>,
+    /// The pod's cgroup (the kubelet's cgroup_parent, or berth's own default).
+    pub cgroup_parent: String,
+    /// Whether berth made `cgroup_parent` (and so removes it).
+    pub owns_cgroup_parent: bool,
+    /// The pause container's cgroupsPath.
+    pub cgroups_path: String,
+    pub files: PodFiles,
+}
+
+impl SandboxMeta {
+    pub fn bundle(&self) -> PathBuf {
+        self.state_dir.join("bundle")
+    }
+    pub fn shim_dir(&self) -> PathBuf {
+        self.state_dir.join("shim")
+    }
+    /// `namespace/name` of the pod, for messages and logs.
+    pub fn pod(&self) -> String {
+        let m = self.config.metadata.clone().unwrap_or_default();
+        format!("{}/{}", m.namespace, m.name)
+    }
+    pub fn host_network(&self) -> bool {
+        self.netns.is_none()
+    }
+}
+
+/// How the pause process ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseExit {
+    pub exit_code: i32,
+    pub exited_at: DateTime<Utc>,
+}
+
+impl From<ExitRecord> for PauseExit {
+    fn from(r: ExitRecord) -> Self {
+        Self {
+            exit_code: r.exit_code,
+            exited_at: r.exited_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum SandboxState {
+    Ready {
+        pid: i32,
+    },
+    NotReady {
+        /// Known once the shim recorded the pause's exit.
+        exit: Option<PauseExit>,
+        /// Network, netns and /dev/shm torn down.
+        released: bool,
+    },
+}
+
+impl SandboxState {
+    pub fn is_ready(&self) -> bool {
+        matches!(self, SandboxState::Ready { .. })
+    }
+    pub fn is_released(&self) -> bool {
+        matches!(self, SandboxState::NotReady { released: true, .. })
+    }
+    pub fn to_cri(&self) -> cri::PodSandboxState {
+        match self {
+            SandboxState::Ready { .. } => cri::PodSandboxState::SandboxReady,
+            SandboxState::NotReady { .. } => cri::PodSandboxState::SandboxNotready,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct CheckpointRef<'a> {
+    meta: &'a SandboxMeta,
+    state: &'a SandboxState,
+}
+
+#[derive(Deserialize)]
+struct Checkpoint {
+    meta: SandboxMeta,
+    state: SandboxState,
+}
+
+/// One sandbox: its metadata, its state, and a lock that serializes Stop and Remove.
+#[derive(Debug)]
+pub struct Sandbox {
+    pub meta: SandboxMeta,
+    state: Mutex<SandboxState>,
+    checkpoints: CheckpointDir,
+    lifecycle: tokio::sync::Mutex<()>,
+}
+
+impl Sandbox {
+    pub fn state(&self) -> SandboxState {
+        self.state.lock().expect("sandbox state lock").clone()
+    }
+
+    /// Changes the state: `change` edits a copy, the checkpoint with the copy is written, and
+    /// only then the copy becomes the state. If the write fails nothing changed. Blocking.
+    pub fn update<R>(&self, change: impl FnOnce(&mut SandboxState) -> R) -> Result<R, StoreError> {
+        let mut state = self.state.lock().expect("sandbox state lock");
+        let mut next = state.clone();
+        let out = change(&mut next);
+        if next != *state {
+            self.checkpoints.save(
+                &self.meta.id,
+                &CheckpointRef {
+                    meta: &self.meta,
+                    state: &next,
+                },
+            )?;
+            tracing::debug!(pod = %self.meta.pod(), sandbox = %self.meta.id, state = ?next, "sandbox state");
+            *state = next;
+        }
+        Ok(out)
+    }
+
+    /// A Ready sandbox whose pause exited (the shim left its exit record, or the process is
+    /// gone) becomes NotReady. Returns the state. Blocking (reads a small file).
+    pub fn refresh(&self) -> Result<SandboxState, StoreError> {
+        let SandboxState::Ready { pid } = self.state() else {
+            return Ok(self.state());
+        };
+        let exit = ExitRecord::load(&self.meta.shim_dir()).ok().flatten();
+        let gone = !PathBuf::from(format!("/proc/{pid}")).exists();
+        if exit.is_none() && !gone {
+            return Ok(self.state());
+        }
+        tracing::info!(pod = %self.meta.pod(), sandbox = %self.meta.id, pid, "the pause process exited");
+        self.update(|s| {
+            if s.is_ready() {
+                *s = SandboxState::NotReady {
+                    exit: exit.map(PauseExit::from),
+                    released: false,
+                };
+            }
+        })?;
+        Ok(self.state())
+    }
+
+    /// Held by Stop and Remove for their whole run, so that they never interleave.
+    pub fn lifecycle(&self) -> &tokio::sync::Mutex<()> {
+        &self.lifecycle
+    }
+}
+
+/// Every sandbox, by ID, and the reserved names.
+#[derive(Debug)]
+pub struct SandboxStore {
+    sandboxes: RwLock<HashMap<String, Arc<Sandbox>>>,
+    names: Names,
+    checkpoints: CheckpointDir,
+}
+
+impl SandboxStore {
+    /// Opens the store in `dir` and loads every checkpoint (re-adopting sandboxes after a
+    /// restart); records that cannot be read are returned with their errors and skipped.
+    /// Blocking.
+    pub fn open(dir: impl Into<PathBuf>) -> (Self, Vec<StoreError>) {
+        let store = Self {
+            sandboxes: RwLock::new(HashMap::new()),
+            names: Names::new(KIND),
+            checkpoints: CheckpointDir::new(dir, KIND, CHECKPOINT_VERSION),
+        };
+        let mut errors = Vec::new();
+        for (_, loaded) in store.checkpoints.load_all::<Checkpoint>() {
+            let cp = match loaded {
+                Ok(cp) => cp,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            if let Err(e) = store.names.reserve(&cp.meta.name, &cp.meta.id) {
+                errors.push(e);
+                continue;
+            }
+            let sandbox = Arc::new(store.sandbox(cp.meta, cp.state));
+            if let Err(e) = sandbox.refresh() {
+                errors.push(e);
+            }
+            tracing::info!(pod = %sandbox.meta.pod(), sandbox = %sandbox.meta.id, state = ?sandbox.state(), "sandbox re-adopted");
+            store
+                .sandboxes
+                .write()
+                .expect("sandboxes lock")
+                .insert(sandbox.meta.id.clone(), sandbox);
+        }
+        (store, errors)
+    }
+
+    fn sandbox(&self, meta: SandboxMeta, state: SandboxState) -> Sandbox {
+        Sandbox {
+            meta,
+            state: Mutex::new(state),
+            checkpoints: self.checkpoints.clone(),
+            lifecycle: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Reserves a sandbox name for `id` (AlreadyExists while another sandbox holds it).
+    pub fn reserve_name(&self, name: &str, id: &str) -> Result<(), StoreError> {
+        self.names.reserve(name, id)
+    }
+
+    pub fn release_name(&self, name: &str, id: &str) {
+        self.names.release(name, id)
+    }
+
+    /// Adds a sandbox (its name reserved first): writes its checkpoint, then makes it
+    /// visible. Blocking.
+    pub fn add(&self, meta: SandboxMeta, state: SandboxState) -> Result<Arc<Sandbox>, StoreError> {
+        self.names.reserve(&meta.name, &meta.id)?;
+        self.checkpoints.save(
+            &meta.id,
+            &CheckpointRef {
+                meta: &meta,
+                state: &state,
+            },
+        )?;
+        let sandbox = Arc::new(self.sandbox(meta, state));
+        self.sandboxes
+            .write()
+            .expect("sandboxes lock")
+            .insert(sandbox.meta.id.clone(), sandbox.clone());
+        Ok(sandbox)
+    }
+
+    /// The sandbox with this ID or unique ID prefix.
+    pub fn get(&self, id: &str) -> Result<Arc<Sandbox>, StoreError> {
+        let sandboxes = self.sandboxes.read().expect("sandboxes lock");
+        find_by_prefix(&sandboxes, id, KIND).cloned()
+    }
+
+    pub fn list(&self) -> Vec<Arc<Sandbox>> {
+        let mut all: Vec<_> = self
+            .sandboxes
+            .read()
+            .expect("sandboxes lock")
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by_key(|s| s.meta.created_at);
+        all
+    }
+
+    /// Forgets a sandbox: deletes its checkpoint, then its entry and its name. Blocking.
+    pub fn delete(&self, id: &str) -> Result<(), StoreError> {
+        self.checkpoints.remove(id)?;
+        let removed = self.sandboxes.write().expect("sandboxes lock").remove(id);
+        if let Some(sandbox) = removed {
+            self.names.release(&sandbox.meta.name, id);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(id: &str, name: &str, state_dir: PathBuf) -> SandboxMeta {
+        SandboxMeta {
+            id: id.into(),
+            name: name.into(),
+            config: cri::PodSandboxConfig {
+                metadata: Some(cri::PodSandboxMetadata {
+                    name: "web".into(),
+                    namespace: "default".into(),
+                    uid: "u1".into(),
+                    attempt: 0,
+                }),
+                ..Default::default()
+            },
+            runtime: RuntimeRef {
+                handler: "berth".into(),
+                path: "/bin/true".into(),
+                root: "/tmp/r".into(),
+            },
+            netns: None,
+            network: None,
+            pid: std::process::id() as i32,
+            state_dir,
+            created_at: Utc::now(),
+            ips: vec!["10.1.2.3".parse().unwrap()],
+            cgroup_parent: "/berth/x".into(),
+            owns_cgroup_parent: true,
+            cgroups_path: "/berth/x/x".into(),
+            files: PodFiles::default(),
+        }
+    }
+
+    #[test]
+    fn records_survive_a_reopen_and_exits_make_them_not_ready() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("sandboxes");
+        let (store, errors) = SandboxStore::open(&dir);
+        assert!(errors.is_empty());
+        let pid = std::process::id() as i32;
+        let a = store
+            .add(
+                meta("aaa1", "n1", tmp.path().join("a")),
+                SandboxState::Ready { pid },
+            )
+            .unwrap();
+        store
+            .add(
+                meta("bbb1", "n2", tmp.path().join("b")),
+                SandboxState::Ready { pid },
+            )
+            .unwrap();
+        assert!(matches!(
+            store.add(
+                meta("ccc1", "n1", tmp.path().join("c")),
+                SandboxState::Ready { pid }
+            ),
+            Err(StoreError::NameTaken { .. })
+        ));
+        assert_eq!(store.get("aa").unwrap().meta.id, "aaa1");
+        // b's pause "exited": its shim left an exit record.
+        let shim = tmp.path().join("b/shim");
+        std::fs::create_dir_all(&shim).unwrap();
+        std::fs::write(
+            shim.join("exit.json"),
+            br#"{"exit_code":137,"signal":9,"exited_at":"2024-01-01T00:00:00Z"}"#,
+        )
+        .unwrap();
+        a.update(|s| *s = SandboxState::Ready { pid }).unwrap();
+        drop(store);
+
+        let (store, errors) = SandboxStore::open(&dir);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(store.list().len(), 2);
+        assert_eq!(
+            store.get("aaa1").unwrap().state(),
+            SandboxState::Ready { pid }
+        );
+        let b = store.get("bbb1").unwrap();
+        assert!(matches!(
+            b.state(),
+            SandboxState::NotReady {
+                exit: Some(PauseExit { exit_code: 137, .. }),
+                released: false
+            }
+        ));
+        assert_eq!(b.meta.config.metadata.as_ref().unwrap().uid, "u1");
+        assert!(store.reserve_name("n2", "other").is_err());
+        store.delete("bbb1").unwrap();
+        store.delete("bbb1").unwrap();
+        store.reserve_name("n2", "other").unwrap();
+        assert!(matches!(
+            store.get("bbb1"),
+            Err(StoreError::NotFound { .. })
+        ));
+        let (store, _) = SandboxStore::open(&dir);
+        assert_eq!(store.list().len(), 1);
+    }
+}
