@@ -1,160 +1,178 @@
-//! A container's spec (containerd: `container_create_linux.go`).
+//! A container's spec (containerd: `container_create.go`, `container_create_linux.go`).
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
 
-use oci_spec::runtime::{
-    Capabilities, Capability, LinuxCapabilities, LinuxNamespace, LinuxNamespaceType, Mount, Spec,
+use k8s_cri::v1 as cri;
+use oci_spec::runtime::{LinuxDeviceCgroup, Spec};
+
+use super::{
+    annotations, base, devices, mounts, namespaces, process, resources, seccomp, security,
+    ContainerSpecInput, SpecError,
 };
 
-use super::{ContainerSpecInput, SpecError};
+/// Sysctls that live in the IPC namespace (kubelet's namespaced list).
+fn ipc_sysctl(key: &str) -> bool {
+    key.starts_with("kernel.shm")
+        || key.starts_with("kernel.msg")
+        || key == "kernel.sem"
+        || key.starts_with("fs.mqueue.")
+}
 
 /// A container's spec.
 pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
-    let mut spec = berth_runtime::spec_default::default_spec(false);
     let config = &input.config;
     let image = input.image_config.config().clone().unwrap_or_default();
-    let root = spec.root_mut().get_or_insert_with(Default::default);
-    root.set_path(input.rootfs.clone());
-    root.set_readonly(Some(false));
-    spec.set_hostname(None);
-
-    let mut args: Vec<String> = if config.command.is_empty() {
-        image.entrypoint().clone().unwrap_or_default()
-    } else {
-        config.command.clone()
-    };
-    if !config.args.is_empty() {
-        args.extend(config.args.iter().cloned());
-    } else if config.command.is_empty() {
-        args.extend(image.cmd().clone().unwrap_or_default());
-    }
-    if args.is_empty() {
+    let linux = config.linux.clone().unwrap_or_default();
+    let sc = linux.security_context.clone().unwrap_or_default();
+    let pod_linux = input.sandbox_config.linux.clone().unwrap_or_default();
+    let pod_sc = pod_linux.security_context.clone().unwrap_or_default();
+    let ns_opts = sc.namespace_options.as_ref();
+    let privileged = sc.privileged;
+    if privileged && !pod_sc.privileged {
         return Err(SpecError::Invalid {
-            field: "command",
-            reason: "no command specified (neither in the config nor in the image)".into(),
+            field: "security_context.privileged",
+            reason: "no privileged container allowed in a sandbox that is not privileged".into(),
         });
     }
-    let mut env: Vec<String> = image.env().clone().unwrap_or_default();
-    for kv in &config.envs {
-        env.retain(|e| e.split('=').next() != Some(kv.key.as_str()));
-        env.push(format!("{}={}", kv.key, kv.value));
-    }
-    let cwd = if !config.working_dir.is_empty() {
-        config.working_dir.clone()
-    } else {
-        image
-            .working_dir()
-            .clone()
-            .filter(|w| !w.is_empty())
-            .unwrap_or_else(|| "/".into())
-    };
-    let sc = config
-        .linux
-        .as_ref()
-        .and_then(|l| l.security_context.clone())
-        .unwrap_or_default();
-    let caps: Capabilities = [
-        Capability::Chown,
-        Capability::DacOverride,
-        Capability::Fsetid,
-        Capability::Fowner,
-        Capability::Mknod,
-        Capability::NetRaw,
-        Capability::Setgid,
-        Capability::Setuid,
-        Capability::Setfcap,
-        Capability::Setpcap,
-        Capability::NetBindService,
-        Capability::SysChroot,
-        Capability::Kill,
-        Capability::AuditWrite,
-    ]
-    .into_iter()
-    .collect();
-    let mut capabilities = LinuxCapabilities::default();
-    capabilities.set_bounding(Some(caps.clone()));
-    capabilities.set_effective(Some(caps.clone()));
-    capabilities.set_permitted(Some(caps));
-    capabilities.set_inheritable(None);
-    capabilities.set_ambient(None);
-    if let Some(process) = spec.process_mut() {
-        process.set_args(Some(args));
-        process.set_env(Some(env));
-        process.set_cwd(cwd.into());
-        process.set_terminal(Some(config.tty));
-        process.set_capabilities(Some(capabilities));
-        process.set_no_new_privileges(Some(sc.no_new_privs));
-        let user = process.user_mut();
-        user.set_uid(sc.run_as_user.map(|u| u.value as u32).unwrap_or(0));
-        user.set_gid(sc.run_as_group.map(|g| g.value as u32).unwrap_or(0));
-    }
-
-    let pid = input.sandbox_pid;
-    let join = |typ, name: &str| ns(typ, Some(PathBuf::from(format!("/proc/{pid}/ns/{name}"))));
-    let pid_mode = sc
+    let host_ipc = ns_opts.is_some_and(|o| o.ipc() == cri::NamespaceMode::Node);
+    let host_network = pod_sc
         .namespace_options
         .as_ref()
-        .map(|n| n.pid())
-        .unwrap_or_default();
-    let namespaces = vec![
-        if pid_mode == k8s_cri::v1::NamespaceMode::Pod {
-            join(LinuxNamespaceType::Pid, "pid")
-        } else {
-            ns(LinuxNamespaceType::Pid, None)
-        },
-        join(LinuxNamespaceType::Network, "net"),
-        join(LinuxNamespaceType::Ipc, "ipc"),
-        join(LinuxNamespaceType::Uts, "uts"),
-        ns(LinuxNamespaceType::Mount, None),
-    ];
-    if let Some(linux) = spec.linux_mut() {
-        linux.set_namespaces(Some(namespaces));
-        linux.set_cgroups_path(Some(input.cgroups_path.clone().into()));
+        .is_some_and(|o| o.network() == cri::NamespaceMode::Node);
+
+    // The pod's user namespace; a container may repeat it but not differ.
+    let pod_userns = namespaces::pod_userns(pod_sc.namespace_options.as_ref())?;
+    let own_userns = namespaces::pod_userns(ns_opts)?;
+    if ns_opts.is_some_and(|o| o.userns_options.is_some()) && own_userns != pod_userns {
+        return Err(SpecError::Invalid {
+            field: "security_context.namespace_options.userns_options",
+            reason: "differs from the sandbox's user namespace".into(),
+        });
     }
 
-    let mut mounts = spec.mounts().clone().unwrap_or_default();
-    let files = &input.files;
-    for (dest, src) in [
-        ("/etc/hostname", &files.hostname),
-        ("/etc/hosts", &files.hosts),
-        ("/etc/resolv.conf", &files.resolv_conf),
-        ("/dev/shm", &files.shm),
-    ] {
-        if let Some(src) = src {
-            if config.mounts.iter().any(|m| m.container_path == dest) {
-                continue;
-            }
-            mounts.retain(|m| m.destination() != std::path::Path::new(dest));
-            mounts.push(bind(dest, src.clone(), false, "rprivate"));
-        }
+    let mut spec = base::spec(&input.rootfs);
+
+    // Process.
+    let args = process::args(
+        &config.command,
+        &config.args,
+        image.entrypoint().as_deref().unwrap_or_default(),
+        image.cmd().as_deref().unwrap_or_default(),
+    )?;
+    let hostname = if input.sandbox_config.hostname.is_empty() {
+        input.host.hostname.clone()
+    } else {
+        input.sandbox_config.hostname.clone()
+    };
+    let env = process::merge_env(&[
+        &[process::DEFAULT_PATH_ENV.to_string()],
+        &[format!("HOSTNAME={hostname}")],
+        image.env().as_deref().unwrap_or_default(),
+        &process::config_env(&config.envs),
+    ]);
+    let user = process::resolve_user(&process::UserRequest {
+        run_as_username: &sc.run_as_username,
+        run_as_user: sc.run_as_user.map(|u| u.value),
+        run_as_group: sc.run_as_group.map(|g| g.value),
+        image_user: image.user().as_deref(),
+        supplemental_groups: &sc.supplemental_groups,
+        strict_groups: sc.supplemental_groups_policy() == cri::SupplementalGroupsPolicy::Strict,
+        passwd: input.passwd.as_deref(),
+        group: input.group.as_deref(),
+    })?;
+    let caps = security::capabilities(sc.capabilities.as_ref(), privileged)?;
+    let bounding = caps.bounding().clone().unwrap_or_default();
+    // The deprecated path is still how old kubelets and crictl files ask.
+    #[allow(deprecated)]
+    let old_seccomp_path = sc.seccomp_profile_path.as_str();
+    let seccomp = seccomp::select(sc.seccomp.as_ref(), old_seccomp_path, privileged, &bounding)?;
+    let oom = match &linux.resources {
+        Some(r) => Some(resources::oom_score_adj(r.oom_score_adj, &input.host)?),
+        None => None,
+    };
+    if let Some(p) = spec.process_mut() {
+        p.set_args(Some(args));
+        p.set_env(Some(env));
+        p.set_cwd(process::cwd(&config.working_dir, image.working_dir().as_deref()).into());
+        p.set_terminal(Some(config.tty));
+        p.set_capabilities(Some(caps));
+        p.set_no_new_privileges(Some(sc.no_new_privs));
+        p.set_oom_score_adj(oom);
+        let u = p.user_mut();
+        u.set_uid(user.uid);
+        u.set_gid(user.gid);
+        u.set_additional_gids(Some(user.additional_gids));
     }
-    for m in &config.mounts {
-        mounts.retain(|x| x.destination() != std::path::Path::new(&m.container_path));
-        mounts.push(bind(
-            &m.container_path,
-            m.host_path.clone().into(),
-            m.readonly,
-            "rprivate",
-        ));
+    if let Some(root) = spec.root_mut() {
+        root.set_readonly(Some(sc.readonly_rootfs));
     }
-    spec.set_mounts(Some(mounts));
+
+    // Mounts.
+    let built = mounts::container(&mounts::ContainerMounts {
+        config: &config.mounts,
+        files: &input.files,
+        readonly_rootfs: sc.readonly_rootfs,
+        host_ipc,
+        privileged,
+        userns: pod_userns.as_ref(),
+    })?;
+    spec.set_mounts(Some(built.mounts));
+
+    // Devices.
+    let mut devs = devices::from_config(&config.devices)?;
+    if privileged {
+        let host = devices::privileged()?;
+        devs.devices.extend(host.devices);
+        devs.rules.extend(host.rules);
+    }
+
+    let (masked, readonly) = security::paths(linux.security_context.as_ref(), privileged);
+    let l = spec.linux_mut().get_or_insert_with(Default::default);
+    l.set_namespaces(Some(namespaces::container(
+        ns_opts,
+        input.sandbox_pid,
+        input.target_pid,
+        pod_userns.is_some(),
+        input.host.cgroup2_unified && !privileged,
+    )?));
+    if let Some(userns) = &pod_userns {
+        l.set_uid_mappings(Some(userns.uids.clone()));
+        l.set_gid_mappings(Some(userns.gids.clone()));
+    }
+    l.set_rootfs_propagation(built.rootfs_propagation.map(String::from));
+    l.set_cgroups_path(Some(input.cgroups_path.clone().into()));
+    l.set_masked_paths(Some(masked).filter(|m| !m.is_empty()));
+    l.set_readonly_paths(Some(readonly).filter(|r| !r.is_empty()));
+    l.set_seccomp(seccomp);
+    l.set_devices(Some(devs.devices).filter(|d| !d.is_empty()));
+    let sysctls: BTreeMap<String, String> = pod_linux
+        .sysctls
+        .iter()
+        .filter(|(k, _)| !(host_network && k.starts_with("net.")))
+        .filter(|(k, _)| !(host_ipc && ipc_sysctl(k)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if !sysctls.is_empty() {
+        l.set_sysctl(Some(sysctls.into_iter().collect()));
+    }
+    let res = l.resources_mut().get_or_insert_with(Default::default);
+    let mut rules: Vec<LinuxDeviceCgroup> = res.devices().clone().unwrap_or_default();
+    rules.extend(devs.rules);
+    res.set_devices(Some(rules));
+    if let Some(r) = &linux.resources {
+        resources::apply(r, &input.host, res)?;
+    }
+
+    spec.set_annotations(Some(annotations::container(
+        &input.sandbox_id,
+        &input.sandbox_config,
+        config,
+        &input.image_name,
+        &input.annotations,
+    )));
     Ok(spec)
 }
 
-fn bind(dest: &str, src: PathBuf, readonly: bool, propagation: &str) -> Mount {
-    let mut m = Mount::default();
-    m.set_destination(dest.into());
-    m.set_typ(Some("bind".into()));
-    m.set_source(Some(src));
-    let mut options = vec!["rbind".to_string(), propagation.to_string()];
-    options.push(if readonly { "ro" } else { "rw" }.to_string());
-    m.set_options(Some(options));
-    m
-}
-
-fn ns(typ: LinuxNamespaceType, path: Option<PathBuf>) -> LinuxNamespace {
-    let mut ns = LinuxNamespace::default();
-    ns.set_typ(typ);
-    ns.set_path(path);
-    ns
-}
+#[cfg(test)]
+#[path = "container_tests.rs"]
+mod tests;

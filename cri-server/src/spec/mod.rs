@@ -1,24 +1,144 @@
 //! Building OCI runtime specs from CRI requests, the way containerd's CRI plugin does: one for
-//! a sandbox's pause container, one for each container. Pure functions of their inputs (no
-//! system calls), so every rule is unit-tested.
+//! a sandbox's pause container, one for each container.
+//!
+//! Nearly pure functions of their inputs, so every rule is unit-tested. What containerd reads
+//! from the host is either passed in ([`HostInfo`], filled by [`HostInfo::probe`]) or done in
+//! one clearly named place: a CRI mount's missing host directory is created and its symlinks
+//! resolved (`mounts.rs`), a CRI device is stat'ed and a privileged container gets every
+//! device under /dev (`devices.rs`), and a Localhost seccomp profile is read (`seccomp.rs`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use k8s_cri::v1 as cri;
 
+mod annotations;
+mod base;
 mod container;
+mod devices;
+mod mounts;
+mod namespaces;
+mod process;
+mod resources;
 mod sandbox;
+mod seccomp;
+mod seccomp_default;
+mod security;
+#[cfg(test)]
+mod test_support;
+#[cfg(test)]
+mod tests_runtime;
 
 pub use container::container_spec;
 pub use sandbox::sandbox_spec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
+    /// A CRI field holds a value that cannot be turned into a spec.
     #[error("{field}: {reason}")]
     Invalid { field: &'static str, reason: String },
+    /// A user or group named by the config or the image is not in the image's files.
+    #[error("{field} {name:?}: not found in the image's {file}")]
+    UnknownName {
+        field: &'static str,
+        name: String,
+        file: &'static str,
+    },
+    /// A host file the spec refers to could not be read (seccomp profile, device, mount source).
+    #[error("{field} {path:?}: {source}")]
+    Host {
+        field: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A Localhost seccomp profile that is not valid JSON of the docker/OCI format.
+    #[error("security_context.seccomp localhost {path:?}: {source}")]
+    SeccompProfile {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("{what} is not supported yet")]
     NotYet { what: &'static str },
+}
+
+/// Facts about the node that containerd looks up while building a spec.
+#[derive(Debug, Clone)]
+pub struct HostInfo {
+    /// The node's hostname: the HOSTNAME env of containers whose pod config has none.
+    pub hostname: String,
+    /// The memory controller accounts swap (memory.memsw.* / memory.swap.max): only then is
+    /// swap limited (to the memory limit unless memory_swap_limit_in_bytes says otherwise).
+    pub swap_controller: bool,
+    /// The hugetlb controller exists: hugepage limits are dropped (with no error) otherwise.
+    pub hugetlb_controller: bool,
+    /// cgroup v2 unified mode: non-privileged containers get a cgroup namespace.
+    pub cgroup2_unified: bool,
+    /// containerd's `restrict_oom_score_adj`: never ask for an oom_score_adj below this (the
+    /// daemon's own), since lowering it needs CAP_SYS_RESOURCE.
+    pub min_oom_score_adj: Option<i32>,
+}
+
+impl Default for HostInfo {
+    fn default() -> Self {
+        Self {
+            hostname: String::new(),
+            swap_controller: true,
+            hugetlb_controller: true,
+            cgroup2_unified: false,
+            min_oom_score_adj: None,
+        }
+    }
+}
+
+impl HostInfo {
+    /// Reads the facts from this host (hostname, cgroup controllers, our own oom_score_adj;
+    /// `min_oom_score_adj` is set only when we lack CAP_SYS_RESOURCE).
+    pub fn probe() -> Self {
+        let hostname = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_default();
+        let cgroup2_unified = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        let v2_controllers =
+            std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers").unwrap_or_default();
+        let (swap_controller, hugetlb_controller) = if cgroup2_unified {
+            (
+                v2_controllers.split_whitespace().any(|c| c == "memory"),
+                v2_controllers.split_whitespace().any(|c| c == "hugetlb"),
+            )
+        } else {
+            (
+                std::path::Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists(),
+                std::path::Path::new("/sys/fs/cgroup/hugetlb").is_dir(),
+            )
+        };
+        let own_adj = std::fs::read_to_string("/proc/self/oom_score_adj")
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok());
+        Self {
+            hostname,
+            swap_controller,
+            hugetlb_controller,
+            cgroup2_unified,
+            min_oom_score_adj: if has_sys_resource() { None } else { own_adj },
+        }
+    }
+}
+
+/// Whether CAP_SYS_RESOURCE is in our effective set (bit 24 of CapEff in /proc/self/status).
+fn has_sys_resource() -> bool {
+    const CAP_SYS_RESOURCE: u32 = 24;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .is_some_and(|eff| eff & (1 << CAP_SYS_RESOURCE) != 0)
 }
 
 /// What the pause container's spec is built from.
@@ -36,6 +156,10 @@ pub struct SandboxSpecInput {
     /// Files berthd wrote for the pod, bind-mounted into every container: hostname, hosts,
     /// resolv.conf; and the pod's /dev/shm (a tmpfs mount point on the host), if not host IPC.
     pub files: SandboxFiles,
+    /// The pause image's User (`uid[:gid]`), used unless run_as_user is set.
+    pub image_user: Option<String>,
+    /// Facts about the node (see [`HostInfo::probe`]).
+    pub host: HostInfo,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -70,4 +194,6 @@ pub struct ContainerSpecInput {
     pub annotations: HashMap<String, String>,
     /// For `NamespaceMode::TARGET` pid namespaces: the pid of the target container's process.
     pub target_pid: Option<i32>,
+    /// Facts about the node (see [`HostInfo::probe`]).
+    pub host: HostInfo,
 }

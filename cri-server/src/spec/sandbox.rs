@@ -1,46 +1,248 @@
 //! The pause container's spec (containerd: `podsandbox/sandbox_run_linux.go`).
 
-use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType, Spec};
+use k8s_cri::v1 as cri;
+use oci_spec::runtime::Spec;
 
-use super::{SandboxSpecInput, SpecError};
+use super::{
+    annotations, base, mounts, namespaces, process, resources, seccomp, security, SandboxSpecInput,
+    SpecError,
+};
+
+/// containerd's oom_score_adj for the pause (kubelet's `PodInfraOOMAdj`).
+pub const SANDBOX_OOM_SCORE_ADJ: i64 = -998;
 
 /// The pause container's spec.
 pub fn sandbox_spec(input: &SandboxSpecInput) -> Result<Spec, SpecError> {
-    let mut spec = berth_runtime::spec_default::default_spec(false);
-    let root = spec.root_mut().get_or_insert_with(Default::default);
-    root.set_path(input.rootfs.clone());
-    root.set_readonly(Some(true));
-    if let Some(process) = spec.process_mut() {
-        process.set_args(Some(input.args.clone()));
-        process.set_terminal(Some(false));
-        process.set_no_new_privileges(Some(true));
-        process.set_oom_score_adj(Some(-998));
+    let linux = input.config.linux.clone().unwrap_or_default();
+    let sc = linux.security_context.clone().unwrap_or_default();
+    let ns_opts = sc.namespace_options.as_ref();
+    let privileged = sc.privileged;
+    let host_ipc = ns_opts.is_some_and(|o| o.ipc() == cri::NamespaceMode::Node);
+    let userns = namespaces::pod_userns(ns_opts)?;
+    if input.args.is_empty() {
+        return Err(SpecError::Invalid {
+            field: "sandbox image",
+            reason: "the pause image has neither Entrypoint nor Cmd".into(),
+        });
     }
-    let host_network = input.netns.is_none();
-    spec.set_hostname(if host_network {
-        None
-    } else {
-        Some(input.config.hostname.clone())
-    });
-    let mut namespaces = vec![
-        ns(LinuxNamespaceType::Pid, None),
-        ns(LinuxNamespaceType::Ipc, None),
-        ns(LinuxNamespaceType::Mount, None),
-    ];
-    if let Some(netns) = &input.netns {
-        namespaces.push(ns(LinuxNamespaceType::Network, Some(netns.clone())));
-        namespaces.push(ns(LinuxNamespaceType::Uts, None));
+
+    let mut spec = base::spec(&input.rootfs);
+    // The host's hostname on the host network: no UTS namespace, nothing to set.
+    spec.set_hostname(input.netns.as_ref().map(|_| input.config.hostname.clone()));
+    spec.set_mounts(Some(mounts::sandbox(&input.files, host_ipc)));
+    spec.set_annotations(Some({
+        let mut a = annotations::sandbox(&input.id, &input.config);
+        if let Some(res) = &linux.resources {
+            a.extend(resources::sandbox_annotations(res));
+        }
+        a
+    }));
+    if let Some(root) = spec.root_mut() {
+        root.set_readonly(Some(true));
     }
-    if let Some(linux) = spec.linux_mut() {
-        linux.set_namespaces(Some(namespaces));
-        linux.set_cgroups_path(Some(input.cgroups_path.clone().into()));
+
+    let user = process::resolve_user(&process::UserRequest {
+        run_as_user: sc.run_as_user.map(|u| u.value),
+        run_as_group: sc.run_as_group.map(|g| g.value),
+        image_user: input.image_user.as_deref(),
+        supplemental_groups: &sc.supplemental_groups,
+        strict_groups: true,
+        ..Default::default()
+    })?;
+    let caps = security::capabilities(None, privileged)?;
+    let bounding = caps.bounding().clone().unwrap_or_default();
+    // The deprecated path is still how old kubelets and crictl files ask.
+    #[allow(deprecated)]
+    let old_seccomp_path = sc.seccomp_profile_path.as_str();
+    let seccomp = seccomp::select(sc.seccomp.as_ref(), old_seccomp_path, privileged, &bounding)?;
+    let oom = resources::oom_score_adj(SANDBOX_OOM_SCORE_ADJ, &input.host)?;
+    if let Some(p) = spec.process_mut() {
+        p.set_args(Some(input.args.clone()));
+        p.set_no_new_privileges(Some(true));
+        p.set_oom_score_adj(Some(oom));
+        p.set_capabilities(Some(caps));
+        let u = p.user_mut();
+        u.set_uid(user.uid);
+        u.set_gid(user.gid);
+        u.set_additional_gids(Some(user.additional_gids));
     }
+
+    let l = spec.linux_mut().get_or_insert_with(Default::default);
+    l.set_namespaces(Some(namespaces::sandbox(
+        ns_opts,
+        input.netns.as_ref(),
+        userns.is_some(),
+    )));
+    if let Some(userns) = &userns {
+        l.set_uid_mappings(Some(userns.uids.clone()));
+        l.set_gid_mappings(Some(userns.gids.clone()));
+    }
+    l.set_cgroups_path(Some(input.cgroups_path.clone().into()));
+    if !linux.sysctls.is_empty() {
+        l.set_sysctl(Some(linux.sysctls.clone().into_iter().collect()));
+    }
+    l.set_seccomp(seccomp);
+    if privileged {
+        l.set_masked_paths(None);
+        l.set_readonly_paths(None);
+    }
+    let res = l.resources_mut().get_or_insert_with(Default::default);
+    let mut cpu = res.cpu().clone().unwrap_or_default();
+    cpu.set_shares(Some(resources::SANDBOX_CPU_SHARES));
+    res.set_cpu(Some(cpu));
     Ok(spec)
 }
 
-fn ns(typ: LinuxNamespaceType, path: Option<std::path::PathBuf>) -> LinuxNamespace {
-    let mut ns = LinuxNamespace::default();
-    ns.set_typ(typ);
-    ns.set_path(path);
-    ns
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use oci_spec::runtime::LinuxNamespaceType;
+
+    use super::*;
+    use crate::spec::test_support::*;
+    use crate::spec::HostInfo;
+
+    #[test]
+    fn pause_defaults() {
+        let input = sandbox_input();
+        let spec = sandbox_spec(&input).unwrap();
+        let p = spec.process().clone().unwrap();
+        assert_eq!(p.args().clone().unwrap(), ["/pause"]);
+        assert_eq!(p.no_new_privileges(), Some(true));
+        assert_eq!(p.oom_score_adj(), Some(-998));
+        assert_eq!((p.user().uid(), p.user().gid()), (0, 0));
+        assert!(p.rlimits().is_none());
+        assert_eq!(spec.root().clone().unwrap().readonly(), Some(true));
+        assert_eq!(spec.hostname().as_deref(), Some("web-0"));
+        let l = spec.linux().clone().unwrap();
+        assert_eq!(
+            l.cgroups_path().clone(),
+            Some(PathBuf::from("/kubepods/pod1/sb1"))
+        );
+        assert_eq!(l.sysctl().clone().unwrap()["net.ipv4.ip_forward"], "1");
+        let ns: Vec<_> = l.namespaces().clone().unwrap();
+        assert!(ns.iter().any(|n| n.typ() == LinuxNamespaceType::Network
+            && n.path().as_deref() == Some(std::path::Path::new("/run/netns/sb1"))));
+        assert_eq!(
+            l.resources()
+                .clone()
+                .unwrap()
+                .cpu()
+                .clone()
+                .unwrap()
+                .shares(),
+            Some(2)
+        );
+        // RuntimeDefault seccomp from the security context.
+        assert!(l.seccomp().is_some());
+        assert_eq!(l.masked_paths().clone().unwrap().len(), 11);
+        let a = spec.annotations().clone().unwrap();
+        assert_eq!(a["io.kubernetes.cri.container-type"], "sandbox");
+        assert_eq!(a["io.kubernetes.cri.sandbox-id"], "sb1");
+        assert_eq!(
+            a["io.kubernetes.cri.sandbox-log-directory"],
+            "/var/log/pods/web"
+        );
+        assert_eq!(
+            a["io.kubernetes.cri.sandbox-memory"],
+            (128 << 20).to_string()
+        );
+        // /dev/shm and resolv.conf bound read-only from the sandbox's files.
+        let m = spec.mounts().clone().unwrap();
+        assert!(m
+            .iter()
+            .any(|m| m.destination() == std::path::Path::new("/dev/shm")
+                && m.typ().as_deref() == Some("bind")));
+    }
+
+    #[test]
+    fn host_namespaces() {
+        let mut input = sandbox_input();
+        input.netns = None;
+        set_ns(
+            &mut input.config,
+            cri::NamespaceMode::Node,
+            cri::NamespaceMode::Node,
+            cri::NamespaceMode::Node,
+        );
+        let spec = sandbox_spec(&input).unwrap();
+        assert_eq!(spec.hostname(), &None);
+        let ns = spec.linux().clone().unwrap().namespaces().clone().unwrap();
+        assert_eq!(ns.len(), 1);
+        assert_eq!(ns[0].typ(), LinuxNamespaceType::Mount);
+        let shm = spec
+            .mounts()
+            .clone()
+            .unwrap()
+            .into_iter()
+            .find(|m| m.destination() == std::path::Path::new("/dev/shm"))
+            .unwrap();
+        assert_eq!(
+            shm.source().as_deref(),
+            Some(std::path::Path::new("/dev/shm"))
+        );
+    }
+
+    #[test]
+    fn user_namespace_and_run_as() {
+        let mut input = sandbox_input();
+        let sc = input
+            .config
+            .linux
+            .as_mut()
+            .unwrap()
+            .security_context
+            .as_mut()
+            .unwrap();
+        sc.run_as_user = Some(cri::Int64Value { value: 65535 });
+        sc.run_as_group = Some(cri::Int64Value { value: 65535 });
+        sc.supplemental_groups = vec![5];
+        sc.namespace_options.as_mut().unwrap().userns_options = Some(cri::UserNamespace {
+            mode: cri::NamespaceMode::Pod as i32,
+            uids: vec![idmap(0, 100000, 65536)],
+            gids: vec![idmap(0, 100000, 65536)],
+        });
+        let spec = sandbox_spec(&input).unwrap();
+        let u = spec.process().clone().unwrap().user().clone();
+        assert_eq!((u.uid(), u.gid()), (65535, 65535));
+        assert_eq!(u.additional_gids().clone().unwrap(), [5, 65535]);
+        let l = spec.linux().clone().unwrap();
+        assert!(l
+            .namespaces()
+            .clone()
+            .unwrap()
+            .iter()
+            .any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_none()));
+        assert_eq!(l.uid_mappings().clone().unwrap()[0].host_id(), 100000);
+    }
+
+    #[test]
+    fn privileged_and_restricted_oom() {
+        let mut input = sandbox_input();
+        input.host = HostInfo {
+            min_oom_score_adj: Some(0),
+            ..HostInfo::default()
+        };
+        input
+            .config
+            .linux
+            .as_mut()
+            .unwrap()
+            .security_context
+            .as_mut()
+            .unwrap()
+            .privileged = true;
+        let spec = sandbox_spec(&input).unwrap();
+        assert_eq!(spec.process().clone().unwrap().oom_score_adj(), Some(0));
+        let l = spec.linux().clone().unwrap();
+        assert!(l.seccomp().is_none() && l.masked_paths().is_none());
+    }
+
+    #[test]
+    fn empty_args_rejected() {
+        let mut input = sandbox_input();
+        input.args.clear();
+        assert!(sandbox_spec(&input).is_err());
+    }
 }

@@ -1,0 +1,297 @@
+//! Namespaces of the pause and of containers (containerd's `sandboxContainerSpec` namespace
+//! options and `WithPodNamespaces`), and the pod's user namespace mappings.
+
+use std::path::PathBuf;
+
+use k8s_cri::v1 as cri;
+use oci_spec::runtime::{
+    LinuxIdMapping, LinuxIdMappingBuilder, LinuxNamespace, LinuxNamespaceType,
+};
+
+use super::SpecError;
+
+pub fn ns(typ: LinuxNamespaceType, path: Option<PathBuf>) -> LinuxNamespace {
+    let mut ns = LinuxNamespace::default();
+    ns.set_typ(typ);
+    ns.set_path(path);
+    ns
+}
+
+fn proc_ns(pid: i32, name: &str) -> Option<PathBuf> {
+    Some(PathBuf::from(format!("/proc/{pid}/ns/{name}")))
+}
+
+/// The pod's user namespace, from `userns_options`: None (the node's) or the mappings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodUserns {
+    pub uids: Vec<LinuxIdMapping>,
+    pub gids: Vec<LinuxIdMapping>,
+}
+
+/// Mode NODE (or no options): the node's user namespace. Mode POD: a new one with the given
+/// mappings, which must not be empty. CONTAINER and TARGET are not valid for user namespaces.
+pub fn pod_userns(opts: Option<&cri::NamespaceOption>) -> Result<Option<PodUserns>, SpecError> {
+    let Some(userns) = opts.and_then(|o| o.userns_options.as_ref()) else {
+        return Ok(None);
+    };
+    match userns.mode() {
+        cri::NamespaceMode::Node => Ok(None),
+        cri::NamespaceMode::Pod => {
+            let uids = mappings(&userns.uids, "userns_options.uids")?;
+            let gids = mappings(&userns.gids, "userns_options.gids")?;
+            Ok(Some(PodUserns { uids, gids }))
+        }
+        mode => Err(SpecError::Invalid {
+            field: "namespace_options.userns_options.mode",
+            reason: format!(
+                "{} is not supported for user namespaces",
+                mode.as_str_name()
+            ),
+        }),
+    }
+}
+
+/// CRI id mappings as OCI ones; at least one, each of non-zero length.
+pub fn mappings(
+    ids: &[cri::IdMapping],
+    field: &'static str,
+) -> Result<Vec<LinuxIdMapping>, SpecError> {
+    if ids.is_empty() {
+        return Err(SpecError::Invalid {
+            field,
+            reason: "a user namespace needs at least one mapping".into(),
+        });
+    }
+    ids.iter()
+        .map(|m| {
+            if m.length == 0 {
+                return Err(SpecError::Invalid {
+                    field,
+                    reason: format!(
+                        "mapping container {} → host {} has length 0",
+                        m.container_id, m.host_id
+                    ),
+                });
+            }
+            // The builder has a default for every field: it cannot fail.
+            Ok(LinuxIdMappingBuilder::default()
+                .container_id(m.container_id)
+                .host_id(m.host_id)
+                .size(m.length)
+                .build()
+                .unwrap_or_default())
+        })
+        .collect()
+}
+
+/// The pause's namespaces: network = the pinned netns (none of its own on the host network, and
+/// then no UTS either); pid new unless NODE; ipc new unless NODE; uts and mount new; a user
+/// namespace when the pod has one.
+pub fn sandbox(
+    opts: Option<&cri::NamespaceOption>,
+    netns: Option<&PathBuf>,
+    userns: bool,
+) -> Vec<LinuxNamespace> {
+    let mode = |f: fn(&cri::NamespaceOption) -> cri::NamespaceMode| {
+        opts.map(f).unwrap_or(cri::NamespaceMode::Pod)
+    };
+    let mut out = Vec::new();
+    if mode(cri::NamespaceOption::pid) != cri::NamespaceMode::Node {
+        out.push(ns(LinuxNamespaceType::Pid, None));
+    }
+    if let Some(netns) = netns {
+        out.push(ns(LinuxNamespaceType::Network, Some(netns.clone())));
+    }
+    if mode(cri::NamespaceOption::ipc) != cri::NamespaceMode::Node {
+        out.push(ns(LinuxNamespaceType::Ipc, None));
+    }
+    if netns.is_some() {
+        out.push(ns(LinuxNamespaceType::Uts, None));
+    }
+    out.push(ns(LinuxNamespaceType::Mount, None));
+    if userns {
+        out.push(ns(LinuxNamespaceType::User, None));
+    }
+    out
+}
+
+/// A container's namespaces: net, ipc and uts of the pause; pid of the pause (POD, and NODE,
+/// where the pause is in the host's), of the target container (TARGET) or new (CONTAINER); the
+/// pod's user namespace; a new mount namespace; a new cgroup namespace on cgroup v2 unless
+/// privileged.
+pub fn container(
+    opts: Option<&cri::NamespaceOption>,
+    sandbox_pid: i32,
+    target_pid: Option<i32>,
+    userns: bool,
+    cgroupns: bool,
+) -> Result<Vec<LinuxNamespace>, SpecError> {
+    let pid_mode = opts
+        .map(cri::NamespaceOption::pid)
+        .unwrap_or(cri::NamespaceMode::Pod);
+    let pid = match pid_mode {
+        cri::NamespaceMode::Container => None,
+        cri::NamespaceMode::Target => {
+            let target = target_pid.ok_or_else(|| SpecError::Invalid {
+                field: "security_context.namespace_options.target_id",
+                reason: format!(
+                    "pid namespace TARGET {:?}: the target container is not running",
+                    opts.map(|o| o.target_id.as_str()).unwrap_or_default()
+                ),
+            })?;
+            proc_ns(target, "pid")
+        }
+        cri::NamespaceMode::Pod | cri::NamespaceMode::Node => proc_ns(sandbox_pid, "pid"),
+    };
+    let mut out = vec![
+        ns(LinuxNamespaceType::Pid, pid),
+        ns(LinuxNamespaceType::Network, proc_ns(sandbox_pid, "net")),
+        ns(LinuxNamespaceType::Ipc, proc_ns(sandbox_pid, "ipc")),
+        ns(LinuxNamespaceType::Uts, proc_ns(sandbox_pid, "uts")),
+        ns(LinuxNamespaceType::Mount, None),
+    ];
+    if userns {
+        out.push(ns(LinuxNamespaceType::User, proc_ns(sandbox_pid, "user")));
+    }
+    if cgroupns {
+        out.push(ns(LinuxNamespaceType::Cgroup, None));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(network: i32, pid: i32, ipc: i32) -> cri::NamespaceOption {
+        cri::NamespaceOption {
+            network,
+            pid,
+            ipc,
+            ..Default::default()
+        }
+    }
+
+    fn kinds(list: &[LinuxNamespace]) -> Vec<(LinuxNamespaceType, Option<String>)> {
+        list.iter()
+            .map(|n| (n.typ(), n.path().as_ref().map(|p| p.display().to_string())))
+            .collect()
+    }
+
+    const POD: i32 = cri::NamespaceMode::Pod as i32;
+    const CONTAINER: i32 = cri::NamespaceMode::Container as i32;
+    const NODE: i32 = cri::NamespaceMode::Node as i32;
+    const TARGET: i32 = cri::NamespaceMode::Target as i32;
+
+    #[test]
+    fn sandbox_matrix() {
+        use LinuxNamespaceType::*;
+        let netns = PathBuf::from("/run/berth/netns/p1");
+        let all = sandbox(Some(&opts(POD, POD, POD)), Some(&netns), false);
+        assert_eq!(
+            kinds(&all),
+            [
+                (Pid, None),
+                (Network, Some("/run/berth/netns/p1".into())),
+                (Ipc, None),
+                (Uts, None),
+                (Mount, None)
+            ]
+        );
+        // CONTAINER pid (no shareProcessNamespace) still gives the pause its own pid ns.
+        assert_eq!(
+            kinds(&sandbox(
+                Some(&opts(POD, CONTAINER, POD)),
+                Some(&netns),
+                false
+            )),
+            kinds(&all)
+        );
+        // No options at all: same as POD everywhere.
+        assert_eq!(kinds(&sandbox(None, Some(&netns), false)), kinds(&all));
+        // Host network, pid and ipc: only a mount namespace.
+        assert_eq!(
+            kinds(&sandbox(Some(&opts(NODE, NODE, NODE)), None, false)),
+            [(Mount, None)]
+        );
+        let with_user = sandbox(None, Some(&netns), true);
+        assert_eq!(with_user.last().unwrap().typ(), User);
+    }
+
+    #[test]
+    fn container_matrix() {
+        use LinuxNamespaceType::*;
+        let p = |s: &str| Some(s.to_string());
+        let pod = container(Some(&opts(POD, POD, POD)), 42, None, false, false).unwrap();
+        assert_eq!(
+            kinds(&pod),
+            [
+                (Pid, p("/proc/42/ns/pid")),
+                (Network, p("/proc/42/ns/net")),
+                (Ipc, p("/proc/42/ns/ipc")),
+                (Uts, p("/proc/42/ns/uts")),
+                (Mount, None)
+            ]
+        );
+        let own = container(Some(&opts(POD, CONTAINER, POD)), 42, None, false, false).unwrap();
+        assert_eq!(kinds(&own)[0], (Pid, None));
+        let node = container(Some(&opts(NODE, NODE, NODE)), 42, None, false, false).unwrap();
+        assert_eq!(kinds(&node)[0], (Pid, p("/proc/42/ns/pid")));
+        let target = container(Some(&opts(POD, TARGET, POD)), 42, Some(77), false, false).unwrap();
+        assert_eq!(kinds(&target)[0], (Pid, p("/proc/77/ns/pid")));
+        let err = container(Some(&opts(POD, TARGET, POD)), 42, None, false, false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("target_id"), "{err}");
+        let userns = container(None, 42, None, true, true).unwrap();
+        assert_eq!(
+            kinds(&userns)[5..],
+            [(User, p("/proc/42/ns/user")), (Cgroup, None)]
+        );
+    }
+
+    #[test]
+    fn userns_options() {
+        let m = |c, h, l| cri::IdMapping {
+            container_id: c,
+            host_id: h,
+            length: l,
+        };
+        let with = |mode: cri::NamespaceMode, uids, gids| cri::NamespaceOption {
+            userns_options: Some(cri::UserNamespace {
+                mode: mode as i32,
+                uids,
+                gids,
+            }),
+            ..Default::default()
+        };
+        assert_eq!(pod_userns(None).unwrap(), None);
+        assert_eq!(
+            pod_userns(Some(&with(cri::NamespaceMode::Node, vec![], vec![]))).unwrap(),
+            None
+        );
+        let pod = pod_userns(Some(&with(
+            cri::NamespaceMode::Pod,
+            vec![m(0, 100000, 65536)],
+            vec![m(0, 200000, 65536)],
+        )))
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (
+                pod.uids[0].host_id(),
+                pod.uids[0].size(),
+                pod.gids[0].host_id()
+            ),
+            (100000, 65536, 200000)
+        );
+        assert!(pod_userns(Some(&with(cri::NamespaceMode::Pod, vec![], vec![]))).is_err());
+        assert!(pod_userns(Some(&with(
+            cri::NamespaceMode::Pod,
+            vec![m(0, 1, 0)],
+            vec![m(0, 1, 1)]
+        )))
+        .is_err());
+        assert!(pod_userns(Some(&with(cri::NamespaceMode::Container, vec![], vec![]))).is_err());
+    }
+}
