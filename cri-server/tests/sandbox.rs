@@ -76,6 +76,18 @@ async fn run_status_stop_remove() {
     let pods = Pods::start(1).await;
     let mut rt = pods.client().await;
 
+    // The test network's plugins are found: NetworkReady.
+    let conds = rt
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+        .conditions;
+    let net = conds.iter().find(|c| c.r#type == "NetworkReady").unwrap();
+    assert!(net.status, "{net:?}");
+
     // Ready, with an IP of the test subnet, a live pause and a pinned netns.
     let a = run(&mut rt, pod("a"), "").await.unwrap();
     assert_eq!(a.len(), 64);
@@ -306,4 +318,65 @@ async fn restart_readopts_sandboxes() {
     }
     assert!(list(&mut rt, Default::default()).await.is_empty());
     assert!(pods.net.ports().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_start_is_undone_and_pods_start_in_parallel() {
+    if !can_run("failed_start_is_undone_and_pods_start_in_parallel") {
+        return;
+    }
+    let pods = Pods::start(3).await;
+    let mut rt = pods.client().await;
+
+    // The runtime fails to create the pause: netns, CNI attachment, shm, files and the name
+    // are all released.
+    let err = run(&mut rt, pod("f"), "broken").await.unwrap_err();
+    assert_eq!(err.code(), Code::Internal, "{err:?}");
+    assert!(err.message().contains("test/f"), "{}", err.message());
+    let sandboxes = pods.state().join("sandboxes");
+    let left: Vec<_> = std::fs::read_dir(&sandboxes)
+        .map(|d| d.collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    let netns: Vec<_> = std::fs::read_dir(pods.state().join("netns"))
+        .map(|d| d.collect())
+        .unwrap_or_default();
+    assert!(netns.is_empty(), "{netns:?}");
+    assert!(pods.net.ports().is_empty());
+    assert!(list(&mut rt, Default::default()).await.is_empty());
+    let ok = run(&mut rt, pod("f"), "").await.unwrap();
+    remove(&mut rt, &ok).await;
+
+    // Eight pods at once: all Ready with distinct IPs; then removed at once.
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let mut rt = rt.clone();
+        tasks.push(tokio::spawn(async move {
+            run(&mut rt, pod(&format!("p{i}")), "").await
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap().expect("parallel RunPodSandbox"));
+    }
+    let mut ips = std::collections::HashSet::new();
+    for id in &ids {
+        let (st, _) = status(&mut rt, id).await;
+        assert_eq!(st.state, READY);
+        assert!(ips.insert(st.network.unwrap().ip));
+    }
+    assert_eq!(pods.net.ports().len(), 8);
+    let mut tasks = Vec::new();
+    for id in ids.clone() {
+        let mut rt = rt.clone();
+        tasks.push(tokio::spawn(async move { remove(&mut rt, &id).await }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(list(&mut rt, Default::default()).await.is_empty());
+    assert!(pods.net.ports().is_empty());
+    for id in &ids {
+        assert!(cgroup_dirs(id).is_empty());
+    }
 }

@@ -144,6 +144,14 @@ impl Pods {
         };
         config.cni.conf_dir = conf_dir;
         config.cni.bin_dirs = vec![bin_dir()];
+        // A handler whose runtime fails every command: RunPodSandbox must undo its work.
+        config.runtimes.insert(
+            "broken".into(),
+            berth_cri::config::RuntimeHandler {
+                path: "/bin/false".into(),
+                root: PathBuf::new(),
+            },
+        );
         let config = config.with_detected_runtimes(Some(&bin_dir())).unwrap();
         let mut pods = Pods {
             dir,
