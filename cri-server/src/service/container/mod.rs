@@ -1,120 +1,256 @@
 //! Containers: CreateContainer, StartContainer, StopContainer, RemoveContainer,
 //! ListContainers, ContainerStatus, UpdateContainerResources, ReopenContainerLog, ExecSync,
-//! the container stats RPCs and GetContainerEvents. (Being written: issue 5.)
+//! the container stats RPCs and GetContainerEvents — one file per RPC family, as containerd's
+//! CRI plugin (`internal/cri/server/container_*.go`). State lives in
+//! [`crate::store::container`]; the processes are berth-shim monitors (which outlive berthd)
+//! and the handler's OCI runtime.
 
+mod create;
+mod error;
+mod events;
+mod exec;
+mod image;
+mod monitor;
+mod oci;
+mod remove;
+mod sandbox_view;
+mod start;
+mod stats;
+mod status;
+mod stop;
+mod update;
+
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use image_store::ImageStore;
 use k8s_cri::v1 as cri;
+use tokio::sync::broadcast;
 use tokio_stream::Stream;
 use tonic::Status;
 
-use super::not_yet;
 use super::sandbox::SandboxService;
 use crate::config::Config;
+use crate::shim_client::{default_shim_binary, Shim};
+use crate::store::container::{Container, ContainerStore};
 
-const WHY: &str = "containers are being built (issue 5)";
+pub use error::ContainerError;
+pub(crate) use oci::OciRuntime;
 
 pub type EventStream =
     Pin<Box<dyn Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
 
 /// The container half of the RuntimeService.
 pub struct ContainerService {
-    #[allow(dead_code)]
+    inner: Arc<Containers>,
+}
+
+/// What every container operation shares (cloned into blocking tasks).
+pub(crate) struct Containers {
     config: Arc<Config>,
-    #[allow(dead_code)]
     images: Arc<ImageStore>,
+    store: ContainerStore,
+    events: broadcast::Sender<cri::ContainerEventResponse>,
+    shim_binary: PathBuf,
+    /// Facts about the node the spec builder needs, probed once.
+    host: crate::spec::HostInfo,
 }
 
 impl ContainerService {
+    /// Loads every container record (`<root>/cri/containers`), re-adopts the shims (a
+    /// container that exited while berthd was down gets its recorded exit), and starts the
+    /// exit monitor. Blocking file reads: called once, at startup.
     pub fn new(config: Arc<Config>, images: Arc<ImageStore>) -> Self {
-        Self { config, images }
+        let dir = config.root.join("cri").join("containers");
+        let (store, errors) = ContainerStore::open(dir);
+        for e in errors {
+            tracing::error!(error = %e, "cannot load a container record");
+        }
+        let (events, _) = broadcast::channel(1024);
+        let inner = Arc::new(Containers {
+            shim_binary: shim_binary(&config),
+            host: crate::spec::HostInfo::probe(),
+            config,
+            images,
+            store,
+            events,
+        });
+        monitor::recover(&inner);
+        monitor::spawn(Arc::downgrade(&inner));
+        Self { inner }
     }
 
     pub async fn create(
         &self,
-        _req: cri::CreateContainerRequest,
-        _sandboxes: &SandboxService,
+        req: cri::CreateContainerRequest,
+        sandboxes: &SandboxService,
     ) -> Result<cri::CreateContainerResponse, Status> {
-        Err(not_yet("CreateContainer", WHY))
+        let sandbox = sandbox_view::lookup(sandboxes, &req.pod_sandbox_id).await?;
+        Ok(create::create(&self.inner, req, sandbox).await?)
     }
     pub async fn start(
         &self,
-        _req: cri::StartContainerRequest,
+        req: cri::StartContainerRequest,
     ) -> Result<cri::StartContainerResponse, Status> {
-        Err(not_yet("StartContainer", WHY))
+        Ok(start::start(&self.inner, req).await?)
     }
     pub async fn stop(
         &self,
-        _req: cri::StopContainerRequest,
+        req: cri::StopContainerRequest,
     ) -> Result<cri::StopContainerResponse, Status> {
-        Err(not_yet("StopContainer", WHY))
+        let c = self.inner.get(&req.container_id)?;
+        stop::stop(&self.inner, c, req.timeout).await?;
+        Ok(cri::StopContainerResponse {})
     }
     pub async fn remove(
         &self,
-        _req: cri::RemoveContainerRequest,
+        req: cri::RemoveContainerRequest,
     ) -> Result<cri::RemoveContainerResponse, Status> {
-        Err(not_yet("RemoveContainer", WHY))
+        Ok(remove::remove(&self.inner, req).await?)
     }
     pub async fn list(
         &self,
-        _req: cri::ListContainersRequest,
+        req: cri::ListContainersRequest,
     ) -> Result<cri::ListContainersResponse, Status> {
-        Err(not_yet("ListContainers", WHY))
+        Ok(status::list(&self.inner, req))
     }
     pub async fn status(
         &self,
-        _req: cri::ContainerStatusRequest,
+        req: cri::ContainerStatusRequest,
     ) -> Result<cri::ContainerStatusResponse, Status> {
-        Err(not_yet("ContainerStatus", WHY))
+        Ok(status::status(&self.inner, req).await?)
     }
     pub async fn update_resources(
         &self,
-        _req: cri::UpdateContainerResourcesRequest,
+        req: cri::UpdateContainerResourcesRequest,
     ) -> Result<cri::UpdateContainerResourcesResponse, Status> {
-        Err(not_yet("UpdateContainerResources", WHY))
+        Ok(update::update_resources(&self.inner, req).await?)
     }
     pub async fn reopen_log(
         &self,
-        _req: cri::ReopenContainerLogRequest,
+        req: cri::ReopenContainerLogRequest,
     ) -> Result<cri::ReopenContainerLogResponse, Status> {
-        Err(not_yet("ReopenContainerLog", WHY))
+        Ok(update::reopen_log(&self.inner, req).await?)
     }
     pub async fn exec_sync(
         &self,
-        _req: cri::ExecSyncRequest,
+        req: cri::ExecSyncRequest,
     ) -> Result<cri::ExecSyncResponse, Status> {
-        Err(not_yet("ExecSync", WHY))
+        Ok(exec::exec_sync(&self.inner, req).await?)
     }
     pub async fn stats(
         &self,
-        _req: cri::ContainerStatsRequest,
+        req: cri::ContainerStatsRequest,
     ) -> Result<cri::ContainerStatsResponse, Status> {
-        Err(not_yet("ContainerStats", WHY))
+        Ok(stats::stats(&self.inner, req).await?)
     }
     pub async fn list_stats(
         &self,
-        _req: cri::ListContainerStatsRequest,
+        req: cri::ListContainerStatsRequest,
     ) -> Result<cri::ListContainerStatsResponse, Status> {
-        Err(not_yet("ListContainerStats", WHY))
+        Ok(stats::list_stats(&self.inner, req).await?)
     }
     pub async fn events(&self, _req: cri::GetEventsRequest) -> Result<EventStream, Status> {
-        Err(not_yet("GetContainerEvents", WHY))
+        Ok(events::subscribe(&self.inner))
     }
 
     /// Stops every container of a sandbox (StopPodSandbox), SIGTERM then SIGKILL after
-    /// `timeout_secs`.
+    /// `timeout_secs`, all at once.
     pub async fn stop_all_in_sandbox(
         &self,
-        _sandbox_id: &str,
-        _timeout_secs: i64,
+        sandbox_id: &str,
+        timeout_secs: i64,
     ) -> Result<(), Status> {
-        Ok(())
+        let mut stops = tokio::task::JoinSet::new();
+        for c in self.inner.in_sandbox(sandbox_id) {
+            let inner = self.inner.clone();
+            stops.spawn(async move { stop::stop(&inner, c, timeout_secs).await });
+        }
+        let mut first_error = None;
+        while let Some(joined) = stops.join_next().await {
+            let result = joined.unwrap_or_else(|source| {
+                Err(ContainerError::Task {
+                    what: "stop container",
+                    source,
+                })
+            });
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
+        }
+        match first_error {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
     }
 
     /// Removes every container of a sandbox (RemovePodSandbox).
-    pub async fn remove_all_in_sandbox(&self, _sandbox_id: &str) -> Result<(), Status> {
+    pub async fn remove_all_in_sandbox(&self, sandbox_id: &str) -> Result<(), Status> {
+        for c in self.inner.in_sandbox(sandbox_id) {
+            remove::remove_container(&self.inner, c).await?;
+        }
         Ok(())
     }
+
+    /// IDs of the containers of a sandbox (for the sandbox's status and stats).
+    pub fn ids_in_sandbox(&self, sandbox_id: &str) -> Vec<String> {
+        self.inner
+            .in_sandbox(sandbox_id)
+            .iter()
+            .map(|c| c.id().to_owned())
+            .collect()
+    }
+}
+
+impl Containers {
+    fn get(&self, id: &str) -> Result<Arc<Container>, ContainerError> {
+        if id.is_empty() {
+            return Err(ContainerError::Missing {
+                rpc: "container",
+                what: "container_id",
+            });
+        }
+        Ok(self.store.get(id)?)
+    }
+
+    fn in_sandbox(&self, sandbox_id: &str) -> Vec<Arc<Container>> {
+        self.store
+            .list()
+            .into_iter()
+            .filter(|c| c.meta.sandbox_id == sandbox_id)
+            .collect()
+    }
+
+    fn runtime(&self, c: &Container) -> Result<OciRuntime, ContainerError> {
+        OciRuntime::for_handler(&self.config, &c.meta.runtime_handler).ok_or_else(|| {
+            ContainerError::UnknownHandler {
+                name: c.meta.name.clone(),
+                handler: c.meta.runtime_handler.clone(),
+            }
+        })
+    }
+
+    fn shim(&self, c: &Container, pid: i32) -> Shim {
+        Shim {
+            id: c.meta.id.clone(),
+            state_dir: c.meta.shim_dir.clone(),
+            init_pid: pid,
+        }
+    }
+
+    /// Whether the cgroup driver is systemd (cgroupsPath syntax).
+    fn systemd(&self) -> bool {
+        self.config.cgroup.driver == crate::config::CgroupDriver::Systemd
+    }
+}
+
+/// The shim installed next to the berth runtime (or next to berthd).
+fn shim_binary(config: &Config) -> PathBuf {
+    config
+        .runtimes
+        .get("berth")
+        .and_then(|h| h.path.parent().map(|d| d.join("berth-shim")))
+        .filter(|p| p.exists())
+        .unwrap_or_else(default_shim_binary)
 }

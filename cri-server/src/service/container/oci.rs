@@ -1,0 +1,122 @@
+//! The OCI runtime of a container's RuntimeClass handler, driven through runc's command line:
+//! `start`, `kill`, `delete --force`, `update --resources -`, `exec --process`. Blocking.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use super::error::ContainerError;
+use crate::config::Config;
+
+/// One handler's runtime binary and its `--root`.
+#[derive(Debug, Clone)]
+pub(crate) struct OciRuntime {
+    pub path: PathBuf,
+    pub root: PathBuf,
+}
+
+impl OciRuntime {
+    pub fn for_handler(config: &Config, handler: &str) -> Option<OciRuntime> {
+        config.runtimes.get(handler).map(|h| OciRuntime {
+            path: h.path.clone(),
+            root: h.root.clone(),
+        })
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.path);
+        cmd.arg("--root").arg(&self.root);
+        cmd
+    }
+
+    fn name(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn run(
+        &self,
+        id: &str,
+        op: &'static str,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+    ) -> Result<Output, ContainerError> {
+        let err = |message: String| ContainerError::Runtime {
+            id: id.to_owned(),
+            runtime: self.name(),
+            op,
+            message,
+        };
+        let mut cmd = self.command();
+        cmd.args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| err(e.to_string()))?;
+        if let (Some(data), Some(mut input)) = (stdin, child.stdin.take()) {
+            input.write_all(data).map_err(|e| err(e.to_string()))?;
+        }
+        let out = child.wait_with_output().map_err(|e| err(e.to_string()))?;
+        if out.status.success() {
+            Ok(out)
+        } else {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            Err(err(format!("{} ({})", stderr.trim(), out.status)))
+        }
+    }
+
+    pub fn start(&self, id: &str) -> Result<(), ContainerError> {
+        self.run(id, "start", &["start", id], None).map(drop)
+    }
+
+    /// Sends `signal` (e.g. `SIGTERM`) to the init, or with `all` to every process.
+    pub fn kill(&self, id: &str, signal: &str, all: bool) -> Result<(), ContainerError> {
+        let mut args = vec!["kill"];
+        if all {
+            args.push("--all");
+        }
+        args.extend([id, signal]);
+        self.run(id, "kill", &args, None).map(drop)
+    }
+
+    /// `delete --force`; a container the runtime does not know is already deleted.
+    pub fn delete(&self, id: &str) -> Result<(), ContainerError> {
+        match self.run(id, "delete", &["delete", "--force", id], None) {
+            Ok(_) => Ok(()),
+            Err(ContainerError::Runtime { ref message, .. })
+                if message.contains("does not exist") || !self.root.join(id).exists() =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `update --resources -` with OCI `linux.resources` JSON.
+    pub fn update(&self, id: &str, resources: &serde_json::Value) -> Result<(), ContainerError> {
+        let json = serde_json::to_vec(resources).expect("resources serialize");
+        self.run(
+            id,
+            "update",
+            &["update", "--resources", "-", id],
+            Some(&json),
+        )
+        .map(drop)
+    }
+
+    /// The foreground `exec --process <file> --pid-file <file> <id>` command (the caller owns
+    /// its stdio and its lifetime).
+    pub fn exec_command(&self, id: &str, process: &Path, pid_file: &Path) -> Command {
+        let mut cmd = self.command();
+        cmd.arg("exec")
+            .arg("--process")
+            .arg(process)
+            .arg("--pid-file")
+            .arg(pid_file)
+            .arg(id);
+        cmd
+    }
+}

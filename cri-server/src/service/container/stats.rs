@@ -1,0 +1,109 @@
+//! ContainerStats and ListContainerStats: CPU and memory from the container's cgroup, the
+//! writable layer from its snapshot (containerd: `container_stats_list.go`).
+
+use std::sync::Arc;
+
+use k8s_cri::v1 as cri;
+
+use super::error::{blocking, ContainerError};
+use super::Containers;
+use crate::store::container::{Container, State};
+
+pub(super) async fn stats(
+    inner: &Arc<Containers>,
+    req: cri::ContainerStatsRequest,
+) -> Result<cri::ContainerStatsResponse, ContainerError> {
+    let c = inner.get(&req.container_id)?;
+    let inner = inner.clone();
+    blocking("container stats", move || {
+        Ok(cri::ContainerStatsResponse {
+            stats: Some(one(&inner, &c)),
+        })
+    })
+    .await
+}
+
+pub(super) async fn list_stats(
+    inner: &Arc<Containers>,
+    req: cri::ListContainerStatsRequest,
+) -> Result<cri::ListContainerStatsResponse, ContainerError> {
+    let filter = req.filter.unwrap_or_default();
+    let containers: Vec<Arc<Container>> = inner
+        .store
+        .list()
+        .into_iter()
+        .filter(|c| !matches!(c.status().state, State::Exited { .. }))
+        .filter(|c| super::status::matches_stats(c, &filter))
+        .collect();
+    let inner = inner.clone();
+    blocking("list container stats", move || {
+        Ok(cri::ListContainerStatsResponse {
+            stats: containers.iter().map(|c| one(&inner, c)).collect(),
+        })
+    })
+    .await
+}
+
+fn value(v: u64) -> Option<cri::UInt64Value> {
+    Some(cri::UInt64Value { value: v })
+}
+
+/// One container's stats; what cannot be measured (a cgroup already gone) is left unset.
+fn one(inner: &Containers, c: &Container) -> cri::ContainerStats {
+    let now = super::status::now_ns();
+    let config = &c.meta.config;
+    let mut out = cri::ContainerStats {
+        attributes: Some(cri::ContainerAttributes {
+            id: c.id().to_owned(),
+            metadata: config.metadata.clone(),
+            labels: config.labels.clone(),
+            annotations: config.annotations.clone(),
+        }),
+        ..Default::default()
+    };
+    let cgroup =
+        berth_cgroups::CgroupPath::from_spec(Some(&c.meta.cgroups_path), c.id(), inner.systemd())
+            .and_then(|p| berth_cgroups::manager(&p))
+            .and_then(|m| m.stats());
+    match cgroup {
+        Ok(s) => {
+            out.cpu = Some(cri::CpuUsage {
+                timestamp: now,
+                usage_core_nano_seconds: value(s.cpu.usage_total_ns),
+                usage_nano_cores: None,
+            });
+            let m = &s.memory;
+            out.memory = Some(cri::MemoryUsage {
+                timestamp: now,
+                working_set_bytes: value(m.working_set),
+                available_bytes: m
+                    .limit
+                    .map(|l| l.saturating_sub(m.working_set))
+                    .and_then(value),
+                usage_bytes: value(m.usage),
+                rss_bytes: value(m.rss),
+                page_faults: value(m.pgfault),
+                major_page_faults: value(m.pgmajfault),
+            });
+        }
+        Err(e) => {
+            tracing::debug!(container = %c.id(), error = %e, "no cgroup stats");
+        }
+    }
+    match inner.images.snapshots().usage(&c.meta.snapshot_key) {
+        Ok(u) => {
+            out.writable_layer = Some(cri::FilesystemUsage {
+                timestamp: now,
+                fs_id: Some(cri::FilesystemIdentifier {
+                    mountpoint: inner.images.snapshots().root().display().to_string(),
+                }),
+                used_bytes: value(u.bytes),
+                inodes_used: value(u.inodes),
+            });
+        }
+        Err(e) => {
+            tracing::debug!(container = %c.id(), error = %e, "no writable layer usage");
+        }
+    }
+    out
+}

@@ -1,0 +1,204 @@
+//! ListContainers and ContainerStatus: the store's records as CRI messages.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use k8s_cri::v1 as cri;
+
+use super::error::{blocking, ContainerError};
+use super::{monitor, Containers};
+use crate::store::container::{Container, State};
+
+pub(super) fn now_ns() -> i64 {
+    ns(Utc::now())
+}
+
+fn ns(t: DateTime<Utc>) -> i64 {
+    t.timestamp_nanos_opt().unwrap_or(0)
+}
+
+fn image_spec(c: &Container) -> cri::ImageSpec {
+    let asked = c.meta.config.image.clone().unwrap_or_default();
+    cri::ImageSpec {
+        image: c.meta.image_name.clone(),
+        annotations: asked.annotations,
+        user_specified_image: asked.user_specified_image,
+        runtime_handler: asked.runtime_handler,
+    }
+}
+
+/// The CRI status of `c` from its record (no I/O).
+pub(super) fn cri_status(c: &Container, _verbose: bool) -> cri::ContainerStatus {
+    let status = c.status();
+    let (started_at, finished_at, exit_code, reason, message) = match &status.state {
+        State::Created => (0, 0, 0, String::new(), String::new()),
+        State::Running { started_at, .. } => (ns(*started_at), 0, 0, String::new(), String::new()),
+        State::Exited {
+            started_at,
+            finished_at,
+            code,
+            reason,
+            message,
+        } => (
+            started_at.map(ns).unwrap_or(0),
+            ns(*finished_at),
+            *code,
+            reason.as_cri().to_owned(),
+            message.clone(),
+        ),
+    };
+    let config = &c.meta.config;
+    cri::ContainerStatus {
+        id: c.id().to_owned(),
+        metadata: config.metadata.clone(),
+        state: status.state.cri() as i32,
+        created_at: ns(c.meta.created_at),
+        started_at,
+        finished_at,
+        exit_code,
+        image: Some(image_spec(c)),
+        image_ref: c.meta.image_ref.clone(),
+        reason,
+        message,
+        labels: config.labels.clone(),
+        annotations: config.annotations.clone(),
+        mounts: config.mounts.clone(),
+        log_path: c
+            .meta
+            .log_path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        resources: status.resources.map(|r| cri::ContainerResources {
+            linux: Some(r),
+            windows: None,
+        }),
+        image_id: c.meta.image_id.clone(),
+        user: None,
+    }
+}
+
+/// The process user of the container's spec (`ContainerStatus.user`). Blocking.
+fn spec_user(spec: &serde_json::Value) -> Option<cri::ContainerUser> {
+    let user = spec.pointer("/process/user")?;
+    let num = |v: &serde_json::Value| v.as_i64().unwrap_or(0);
+    Some(cri::ContainerUser {
+        linux: Some(cri::LinuxContainerUser {
+            uid: num(&user["uid"]),
+            gid: num(&user["gid"]),
+            supplemental_groups: user["additionalGids"]
+                .as_array()
+                .map(|a| a.iter().map(num).collect())
+                .unwrap_or_default(),
+        }),
+    })
+}
+
+pub(super) async fn status(
+    inner: &Arc<Containers>,
+    req: cri::ContainerStatusRequest,
+) -> Result<cri::ContainerStatusResponse, ContainerError> {
+    let c = inner.get(&req.container_id)?;
+    let inner = inner.clone();
+    blocking("container status", move || {
+        if c.status().state.is_running() {
+            monitor::observe_exit(&inner, &c)?;
+        }
+        let mut status = cri_status(&c, req.verbose);
+        let spec: Option<serde_json::Value> = std::fs::read(c.meta.bundle.join("config.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        status.user = spec.as_ref().and_then(spec_user);
+        let mut info = HashMap::new();
+        if req.verbose {
+            let s = c.status();
+            let pid = match s.state {
+                State::Running { pid, .. } => pid,
+                _ => 0,
+            };
+            let verbose = serde_json::json!({
+                "sandboxID": c.meta.sandbox_id,
+                "pid": pid,
+                "removing": s.removing,
+                "snapshotKey": c.meta.snapshot_key,
+                "snapshotter": "overlayfs",
+                "runtimeType": c.meta.runtime_handler,
+                "runtimeHandler": c.meta.runtime_handler,
+                "name": c.meta.name,
+                "bundle": c.meta.bundle,
+                "rootfs": c.meta.rootfs,
+                "shimDir": c.meta.shim_dir,
+                "cgroupsPath": c.meta.cgroups_path,
+                "config": c.meta.config,
+                "runtimeSpec": spec,
+            });
+            info.insert("info".to_owned(), verbose.to_string());
+        }
+        Ok(cri::ContainerStatusResponse {
+            status: Some(status),
+            info,
+        })
+    })
+    .await
+}
+
+fn matches(c: &Container, state: cri::ContainerState, filter: &cri::ContainerFilter) -> bool {
+    if !filter.id.is_empty() && !c.id().starts_with(&filter.id) {
+        return false;
+    }
+    if !filter.pod_sandbox_id.is_empty() && !c.meta.sandbox_id.starts_with(&filter.pod_sandbox_id) {
+        return false;
+    }
+    if let Some(want) = &filter.state {
+        if want.state != state as i32 {
+            return false;
+        }
+    }
+    filter
+        .label_selector
+        .iter()
+        .all(|(k, v)| c.meta.config.labels.get(k) == Some(v))
+}
+
+/// Whether `c` passes a stats filter (id, sandbox, labels).
+pub(super) fn matches_stats(c: &Container, filter: &cri::ContainerStatsFilter) -> bool {
+    let f = cri::ContainerFilter {
+        id: filter.id.clone(),
+        state: None,
+        pod_sandbox_id: filter.pod_sandbox_id.clone(),
+        label_selector: filter.label_selector.clone(),
+    };
+    matches(c, cri::ContainerState::ContainerUnknown, &f)
+}
+
+pub(super) fn list(
+    inner: &Containers,
+    req: cri::ListContainersRequest,
+) -> cri::ListContainersResponse {
+    let filter = req.filter.unwrap_or_default();
+    let containers = inner
+        .store
+        .list()
+        .into_iter()
+        .filter_map(|c| {
+            let state = c.status().state.cri();
+            matches(&c, state, &filter).then(|| {
+                let s = cri_status(&c, false);
+                cri::Container {
+                    id: s.id,
+                    pod_sandbox_id: c.meta.sandbox_id.clone(),
+                    metadata: s.metadata,
+                    image: s.image,
+                    image_ref: s.image_ref,
+                    state: s.state,
+                    created_at: s.created_at,
+                    labels: s.labels,
+                    annotations: s.annotations,
+                    image_id: s.image_id,
+                }
+            })
+        })
+        .collect();
+    cri::ListContainersResponse { containers }
+}

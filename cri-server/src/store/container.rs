@@ -1,0 +1,426 @@
+//! The container store: every container berthd created, as immutable metadata plus a status
+//! that changes only through [`Container::update`], which writes an atomic, versioned checkpoint
+//! (`<root>/cri/containers/<id>.json`) before the new status becomes visible.
+//!
+//! ```text
+//!            CreateContainer
+//!                  │
+//!                  ▼
+//!             ┌─────────┐  StartContainer   ┌─────────┐  exit observed   ┌────────┐
+//!             │ Created │ ────────────────▶ │ Running │ ───────────────▶ │ Exited │
+//!             └─────────┘                   └─────────┘  (exit.json)     └────────┘
+//!                  │  start failed / shim gone                               │
+//!                  └────────────────────────────────────────────────────────▶│
+//!                                                                    RemoveContainer
+//!                                                                    (record deleted)
+//! ```
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use chrono::{DateTime, Utc};
+use k8s_cri::v1 as cri;
+use serde::{Deserialize, Serialize};
+
+use super::{find_by_prefix, CheckpointDir, Names, StoreError};
+
+const KIND: &str = "container";
+/// Layout version of the container checkpoints.
+pub const CHECKPOINT_VERSION: u32 = 1;
+
+/// Why a container exited, as the CRI reports it in `ContainerStatus.reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitReason {
+    /// Exit code 0.
+    Completed,
+    /// A non-zero exit code.
+    Error,
+    /// The OOM killer killed a process of the container's cgroup.
+    OomKilled,
+    /// The runtime could not start the container.
+    StartError,
+    /// The shim vanished without recording the exit.
+    Unknown,
+}
+
+impl ExitReason {
+    pub fn as_cri(self) -> &'static str {
+        match self {
+            ExitReason::Completed => "Completed",
+            ExitReason::Error => "Error",
+            ExitReason::OomKilled => "OOMKilled",
+            ExitReason::StartError => "StartError",
+            ExitReason::Unknown => "Unknown",
+        }
+    }
+
+    /// The reason for an exit with `code`, given whether the OOM killer struck.
+    pub fn of_exit(code: i32, oom_killed: bool) -> Self {
+        match (oom_killed, code) {
+            (true, _) => ExitReason::OomKilled,
+            (false, 0) => ExitReason::Completed,
+            (false, _) => ExitReason::Error,
+        }
+    }
+}
+
+/// The state machine of a container; each state carries its data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum State {
+    Created,
+    Running {
+        pid: i32,
+        started_at: DateTime<Utc>,
+    },
+    Exited {
+        /// None when it never ran.
+        started_at: Option<DateTime<Utc>>,
+        finished_at: DateTime<Utc>,
+        code: i32,
+        reason: ExitReason,
+        message: String,
+    },
+}
+
+impl State {
+    pub fn cri(&self) -> cri::ContainerState {
+        match self {
+            State::Created => cri::ContainerState::ContainerCreated,
+            State::Running { .. } => cri::ContainerState::ContainerRunning,
+            State::Exited { .. } => cri::ContainerState::ContainerExited,
+        }
+    }
+
+    pub fn can_start(&self) -> bool {
+        matches!(self, State::Created)
+    }
+
+    pub fn is_running(&self) -> bool {
+        matches!(self, State::Running { .. })
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Created => "created",
+            State::Running { .. } => "running",
+            State::Exited { .. } => "exited",
+        }
+    }
+}
+
+/// The mutable part of a container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub state: State,
+    /// The resources last applied (CreateContainer, then UpdateContainerResources).
+    pub resources: Option<cri::LinuxContainerResources>,
+    /// Set while RemoveContainer runs: no start, no second removal. Not persisted.
+    #[serde(skip)]
+    pub removing: bool,
+}
+
+/// What never changes after CreateContainer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerMeta {
+    /// 64 hex digits.
+    pub id: String,
+    /// The reserved name `name_sandboxname_namespace_uid_attempt`.
+    pub name: String,
+    pub sandbox_id: String,
+    pub config: cri::ContainerConfig,
+    /// The image as the request named it, its ID (config digest) and a `repo@digest` reference.
+    pub image_name: String,
+    pub image_id: String,
+    pub image_ref: String,
+    /// The CRI log file (None when the sandbox has no log directory).
+    pub log_path: Option<PathBuf>,
+    /// The writable snapshot of the rootfs, and where it is mounted.
+    pub snapshot_key: String,
+    pub rootfs: PathBuf,
+    /// `<state>/containers/<id>`: bundle, rootfs mount point, shim state.
+    pub dir: PathBuf,
+    pub bundle: PathBuf,
+    pub shim_dir: PathBuf,
+    pub runtime_handler: String,
+    /// The OCI `linux.cgroupsPath` (stats, OOM kills).
+    pub cgroups_path: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Serialize)]
+struct CheckpointRef<'a> {
+    meta: &'a ContainerMeta,
+    status: &'a Status,
+}
+
+#[derive(Deserialize)]
+struct Checkpoint {
+    meta: ContainerMeta,
+    status: Status,
+}
+
+/// One container.
+pub struct Container {
+    pub meta: ContainerMeta,
+    status: Mutex<Status>,
+    checkpoints: CheckpointDir,
+}
+
+impl std::fmt::Debug for Container {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Container")
+            .field("id", &self.meta.id)
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+impl Container {
+    pub fn id(&self) -> &str {
+        &self.meta.id
+    }
+
+    /// A copy of the current status.
+    pub fn status(&self) -> Status {
+        self.status.lock().expect("status lock").clone()
+    }
+
+    /// Changes the status: `f` edits a copy; when it succeeds and changed something, the
+    /// copy is checkpointed (atomic write) and only then becomes the status. If `f` or the
+    /// write fails nothing changed. Blocking (file I/O).
+    pub fn update<T, E>(&self, f: impl FnOnce(&mut Status) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        let mut status = self.status.lock().expect("status lock");
+        let mut next = status.clone();
+        let out = f(&mut next)?;
+        if next.state != status.state || next.resources != status.resources {
+            self.checkpoints.save(
+                &self.meta.id,
+                &CheckpointRef {
+                    meta: &self.meta,
+                    status: &next,
+                },
+            )?;
+        }
+        *status = next;
+        Ok(out)
+    }
+
+    /// Sets or clears the in-memory `removing` flag; true if this call set it.
+    pub fn set_removing(&self, removing: bool) -> bool {
+        let mut status = self.status.lock().expect("status lock");
+        let was = status.removing;
+        status.removing = removing;
+        removing && !was
+    }
+}
+
+/// Every container, by ID, and the reserved names.
+pub struct ContainerStore {
+    containers: RwLock<HashMap<String, Arc<Container>>>,
+    names: Names,
+    checkpoints: CheckpointDir,
+}
+
+impl ContainerStore {
+    /// Opens the store in `dir` and loads every checkpoint; records that cannot be read are
+    /// returned with their errors and skipped. Blocking.
+    pub fn open(dir: impl Into<PathBuf>) -> (Self, Vec<StoreError>) {
+        let store = ContainerStore {
+            containers: RwLock::new(HashMap::new()),
+            names: Names::new(KIND),
+            checkpoints: CheckpointDir::new(dir, KIND, CHECKPOINT_VERSION),
+        };
+        let mut errors = Vec::new();
+        for (_, loaded) in store.checkpoints.load_all::<Checkpoint>() {
+            let cp = match loaded {
+                Ok(cp) => cp,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            if let Err(e) = store.names.reserve(&cp.meta.name, &cp.meta.id) {
+                errors.push(e);
+                continue;
+            }
+            let c = Arc::new(store.container(cp.meta, cp.status));
+            store
+                .containers
+                .write()
+                .expect("containers lock")
+                .insert(c.meta.id.clone(), c);
+        }
+        (store, errors)
+    }
+
+    fn container(&self, meta: ContainerMeta, status: Status) -> Container {
+        Container {
+            meta,
+            status: Mutex::new(status),
+            checkpoints: self.checkpoints.clone(),
+        }
+    }
+
+    /// Reserves `name` for `id` (CreateContainer with a name in use fails).
+    pub fn reserve_name(&self, name: &str, id: &str) -> Result<(), StoreError> {
+        self.names.reserve(name, id)
+    }
+
+    /// Releases `name` if `id` holds it.
+    pub fn release_name(&self, name: &str, id: &str) {
+        self.names.release(name, id)
+    }
+
+    /// Adds a container (its name reserved first), checkpointing it before it becomes
+    /// visible. Blocking.
+    pub fn add(&self, meta: ContainerMeta, status: Status) -> Result<Arc<Container>, StoreError> {
+        self.names.reserve(&meta.name, &meta.id)?;
+        self.checkpoints.save(
+            &meta.id,
+            &CheckpointRef {
+                meta: &meta,
+                status: &status,
+            },
+        )?;
+        let c = Arc::new(self.container(meta, status));
+        self.containers
+            .write()
+            .expect("containers lock")
+            .insert(c.meta.id.clone(), c.clone());
+        Ok(c)
+    }
+
+    /// The container with this ID or unique ID prefix.
+    pub fn get(&self, id_or_prefix: &str) -> Result<Arc<Container>, StoreError> {
+        let containers = self.containers.read().expect("containers lock");
+        find_by_prefix(&containers, id_or_prefix, KIND).cloned()
+    }
+
+    /// Every container, oldest first.
+    pub fn list(&self) -> Vec<Arc<Container>> {
+        let mut all: Vec<_> = self
+            .containers
+            .read()
+            .expect("containers lock")
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| (a.meta.created_at, &a.meta.id).cmp(&(b.meta.created_at, &b.meta.id)));
+        all
+    }
+
+    /// Forgets a container: deletes its checkpoint, then its entry and its name. Blocking.
+    pub fn delete(&self, id: &str) -> Result<(), StoreError> {
+        self.checkpoints.remove(id)?;
+        let removed = self.containers.write().expect("containers lock").remove(id);
+        if let Some(c) = removed {
+            self.names.release(&c.meta.name, id);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(id: &str, name: &str) -> ContainerMeta {
+        ContainerMeta {
+            id: id.into(),
+            name: name.into(),
+            sandbox_id: "s".into(),
+            config: cri::ContainerConfig::default(),
+            image_name: "busybox".into(),
+            image_id: "sha256:x".into(),
+            image_ref: "sha256:x".into(),
+            log_path: None,
+            snapshot_key: id.into(),
+            rootfs: "/r".into(),
+            dir: "/d".into(),
+            bundle: "/b".into(),
+            shim_dir: "/s".into(),
+            runtime_handler: "berth".into(),
+            cgroups_path: "/berth/x".into(),
+            created_at: Utc::now(),
+        }
+    }
+
+    fn created() -> Status {
+        Status {
+            state: State::Created,
+            resources: None,
+            removing: false,
+        }
+    }
+
+    #[test]
+    fn updates_are_checkpointed_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, failures) = ContainerStore::open(dir.path());
+        assert!(failures.is_empty());
+        store.reserve_name("a_p_ns_uid_0", "abc1").unwrap();
+        let c = store.add(meta("abc1", "a_p_ns_uid_0"), created()).unwrap();
+        let now = Utc::now();
+        c.update(|s| {
+            s.state = State::Running {
+                pid: 42,
+                started_at: now,
+            };
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+        // A failing update changes nothing.
+        let r: Result<(), StoreError> = c.update(|s| {
+            s.state = State::Created;
+            Err(StoreError::Random(std::io::Error::other("x")))
+        });
+        assert!(r.is_err());
+        assert!(c.status().state.is_running());
+
+        let (again, failures) = ContainerStore::open(dir.path());
+        assert!(failures.is_empty());
+        let c2 = again.get("abc").unwrap();
+        assert_eq!(
+            c2.status().state,
+            State::Running {
+                pid: 42,
+                started_at: now
+            }
+        );
+        // The name stays reserved across restarts.
+        assert!(matches!(
+            again.reserve_name("a_p_ns_uid_0", "other"),
+            Err(StoreError::NameTaken { .. })
+        ));
+        again.delete("abc1").unwrap();
+        again.reserve_name("a_p_ns_uid_0", "other").unwrap();
+        assert!(again.list().is_empty());
+        assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn prefixes_must_be_unique() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = ContainerStore::open(dir.path());
+        store.add(meta("aa11", "n1"), created()).unwrap();
+        store.add(meta("aa22", "n2"), created()).unwrap();
+        assert!(matches!(
+            store.get("aa"),
+            Err(StoreError::Ambiguous { count: 2, .. })
+        ));
+        assert_eq!(store.get("aa2").unwrap().id(), "aa22");
+        assert!(matches!(store.get("b"), Err(StoreError::NotFound { .. })));
+    }
+
+    #[test]
+    fn reasons_follow_exit_codes() {
+        assert_eq!(ExitReason::of_exit(0, false).as_cri(), "Completed");
+        assert_eq!(ExitReason::of_exit(1, false).as_cri(), "Error");
+        assert_eq!(ExitReason::of_exit(137, true).as_cri(), "OOMKilled");
+    }
+}
