@@ -21,7 +21,7 @@ pub enum ShimError {
         #[source]
         source: std::io::Error,
     },
-    #[error("create container {id}: {message}")]
+    #[error("berth-shim for {id}: {message}")]
     Create { id: String, message: String },
     #[error("shim of {id} at {socket}: {source}")]
     Control {

@@ -115,11 +115,15 @@ async fn unserved_rpcs_say_unimplemented_with_a_reason() {
     let (channel, stop, task) = start(dir.path()).await;
     let mut rt = RuntimeServiceClient::new(channel.clone());
     let err = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest::default())
+        .list_metric_descriptors(cri::ListMetricDescriptorsRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("RunPodSandbox"), "{}", err.message());
+    assert!(
+        err.message().contains("ListMetricDescriptors"),
+        "{}",
+        err.message()
+    );
     let err = rt
         .checkpoint_container(cri::CheckpointContainerRequest::default())
         .await
