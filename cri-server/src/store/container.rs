@@ -146,6 +146,9 @@ pub struct ContainerMeta {
     pub runtime_handler: String,
     /// The OCI `linux.cgroupsPath` (stats, OOM kills).
     pub cgroups_path: String,
+    /// The image's StopSignal (None: SIGTERM).
+    #[serde(default)]
+    pub stop_signal: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -346,6 +349,7 @@ mod tests {
             shim_dir: "/s".into(),
             runtime_handler: "berth".into(),
             cgroups_path: "/berth/x".into(),
+            stop_signal: None,
             created_at: Utc::now(),
         }
     }

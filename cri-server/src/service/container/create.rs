@@ -285,6 +285,12 @@ fn build(
         shim_dir,
         runtime_handler: handler,
         cgroups_path,
+        stop_signal: image
+            .config
+            .config()
+            .as_ref()
+            .and_then(|c| c.stop_signal().clone())
+            .filter(|s| !s.is_empty()),
         created_at: Utc::now(),
     };
     let status = Status {

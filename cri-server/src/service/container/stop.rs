@@ -1,4 +1,5 @@
-//! StopContainer (containerd: `container_stop.go`): SIGTERM through the runtime's `kill`, then
+//! StopContainer (containerd: `container_stop.go`): the image's StopSignal (default SIGTERM)
+//! through the runtime's `kill`, then
 //! SIGKILL to every process once the timeout passes; done when the shim recorded the exit.
 //! Stopping a container that is not running does nothing.
 
@@ -26,14 +27,20 @@ pub(super) async fn stop(
     let runtime = inner.runtime(&c)?;
     if timeout_secs > 0 {
         let (r, id) = (runtime.clone(), c.id().to_owned());
-        let sent = blocking("signal container", move || r.kill(&id, "SIGTERM", false)).await;
+        let signal = c
+            .meta
+            .stop_signal
+            .clone()
+            .unwrap_or_else(|| "SIGTERM".to_owned());
+        let sig = signal.clone();
+        let sent = blocking("signal container", move || r.kill(&id, &sig, false)).await;
         if let Err(e) = sent {
             if !refresh(inner, &c).await? {
                 return Ok(());
             }
-            tracing::warn!(container = %c.id(), error = %e, "SIGTERM failed; killing");
+            tracing::warn!(container = %c.id(), signal = %signal, error = %e, "stop signal failed; killing");
         } else {
-            tracing::info!(container = %c.id(), pod = %c.meta.sandbox_id, timeout_secs, "container signalled SIGTERM");
+            tracing::info!(container = %c.id(), pod = %c.meta.sandbox_id, signal = %signal, timeout_secs, "container signalled");
         }
         let timeout = Duration::from_secs(u64::try_from(timeout_secs).unwrap_or(0));
         if wait_exit(&c, timeout).await {
