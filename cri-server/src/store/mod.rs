@@ -6,6 +6,7 @@
 //! versioned JSON records), [`new_id`] (64 random hex digits), [`find_by_prefix`] (lookup by a
 //! unique ID prefix, as crictl allows) and [`Names`] (name reservations: one object per name).
 
+pub mod container;
 pub mod sandbox;
 
 use std::collections::HashMap;
