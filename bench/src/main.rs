@@ -5,6 +5,7 @@
 
 mod bundle;
 mod host;
+mod pull;
 mod runtime_lifecycle;
 mod stats;
 mod sys;
@@ -22,10 +23,13 @@ struct Cli {
 enum Bench {
     /// create + start + wait + delete of a trivial container: berth-runtime vs runc vs crun.
     Runtime(runtime_lifecycle::Args),
+    /// pull + unpack of a multi-layer image from a local registry: berth vs containerd.
+    Pull(pull::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Bench::Runtime(args) => runtime_lifecycle::run(args),
+        Bench::Pull(args) => pull::run(args),
     }
 }

@@ -1,0 +1,612 @@
+//! `berth-bench pull`: pull + unpack of a multi-layer image from a local `docker-registry`,
+//! berth's ImageStore vs containerd (`ctr images pull`, which unpacks into its overlayfs
+//! snapshotter), side by side in one run, interleaved (who goes first alternates), each pull
+//! into a fresh root (a fresh containerd daemon per containerd pull).
+//!
+//! The fixture is built here: `--layers` layers totalling about `--size-mb` of generated files
+//! (random bytes, compressible text, many small files), made into an OCI image by umoci (gzip)
+//! and pushed by skopeo as `bench:gzip` and recompressed as `bench:zstd`. Both sides find the
+//! registry through the same certs.d directory whose hosts.toml marks it as plain HTTP.
+//!
+//! berth's side runs in a child process (this binary with `--once`), so that both sides are
+//! timed the same way — from spawn to `wait4` — and so that its peak RSS (`ru_maxrss`) is its
+//! own. For containerd, the client's (`ctr`) peak RSS is `ru_maxrss` and the daemon's is its
+//! `VmHWM` after the pull.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::host::HostLoad;
+use crate::stats::Summary;
+use crate::sys;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Measured pulls per side and variant.
+    #[arg(short = 'n', long, default_value_t = 5)]
+    pub runs: usize,
+    /// Unmeasured pulls per side and variant first.
+    #[arg(short = 'w', long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Number of layers of the fixture image.
+    #[arg(long, default_value_t = 4)]
+    pub layers: usize,
+    /// Approximate size of the fixture's files, MB.
+    #[arg(long, default_value_t = 160)]
+    pub size_mb: u64,
+    /// Which layer compressions to compare.
+    #[arg(long, value_delimiter = ',', default_value = "gzip,zstd")]
+    pub variants: Vec<String>,
+    /// Where the registry, the fixture and the pull roots live (a temp dir inside). Both
+    /// sides unpack onto this filesystem.
+    #[arg(long, default_value = "/var/tmp")]
+    pub workdir: PathBuf,
+    #[arg(long, default_value = "/usr/bin/docker-registry")]
+    pub registry: PathBuf,
+    #[arg(long, default_value = "/usr/bin/containerd")]
+    pub containerd: PathBuf,
+    #[arg(long, default_value = "/usr/bin/ctr")]
+    pub ctr: PathBuf,
+    /// Limit for one pull, seconds.
+    #[arg(long, default_value_t = 600)]
+    pub pull_timeout: u64,
+    /// Internal: pull `--reference` once into this ImageStore root and exit.
+    #[arg(long, hide = true)]
+    pub once: Option<PathBuf>,
+    #[arg(long, hide = true)]
+    pub reference: Option<String>,
+    #[arg(long, hide = true)]
+    pub hosts_dir: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if let Some(root) = &args.once {
+        return pull_once(root, &args);
+    }
+    for tool in [&args.registry, &args.containerd, &args.ctr] {
+        if !tool.exists() {
+            bail!("{} is not installed (scripts/install-deps)", tool.display());
+        }
+    }
+    for tool in ["umoci", "skopeo"] {
+        which(tool)?;
+    }
+    fs::create_dir_all(&args.workdir)?;
+    let work = tempfile::Builder::new()
+        .prefix("berth-bench-pull-")
+        .tempdir_in(&args.workdir)
+        .context("create workdir")?;
+    let w = work.path();
+    let before = HostLoad::now();
+    eprintln!(
+        "building the fixture ({} layers, ~{} MB)…",
+        args.layers, args.size_mb
+    );
+    let layout = fixture::build(w, args.layers, args.size_mb)?;
+    let reg = Registry::start(&args.registry, w)?;
+    let hosts_dir = w.join("certs.d");
+    let host_dir = hosts_dir.join(&reg.host);
+    fs::create_dir_all(&host_dir)?;
+    fs::write(
+        host_dir.join("hosts.toml"),
+        format!(
+            "server = \"http://{0}\"\n\n[host.\"http://{0}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            reg.host
+        ),
+    )?;
+    let mut reports = Vec::new();
+    for variant in &args.variants {
+        let reference = format!("{}/bench:{variant}", reg.host);
+        fixture::push(&layout, &reference, variant)?;
+        let mut side = [Side::new("berth"), Side::new("containerd")];
+        let total = args.warmup + args.runs;
+        for i in 0..total {
+            let measured = i >= args.warmup;
+            let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
+            for s in order {
+                let dir = w.join(format!("run-{variant}-{i}-{s}"));
+                let r = if s == 0 {
+                    berth_pull(&args, &dir, &reference, &hosts_dir)
+                } else {
+                    containerd_pull(&args, &dir, &reference, &hosts_dir)
+                };
+                let _ = fs::remove_dir_all(&dir);
+                match r {
+                    Ok(sample) => {
+                        eprintln!(
+                            "{variant} {}{} {:.2} s",
+                            side[s].name,
+                            if measured { "" } else { " (warmup)" },
+                            sample.secs
+                        );
+                        if measured {
+                            side[s].samples.push(sample);
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("{variant} {}: failed: {e:#}", side[s].name);
+                        side[s].failures += 1;
+                    }
+                }
+            }
+        }
+        reports.push((variant.clone(), side));
+    }
+    drop(reg);
+    let after = HostLoad::now();
+    println!(
+        "pull + unpack of {}/bench ({} layers, ~{} MB of files), {} runs each after {} warmup, interleaved",
+        "127.0.0.1", args.layers, args.size_mb, args.runs, args.warmup
+    );
+    println!("before: {}", before.describe());
+    println!("after:  {}", after.describe());
+    for (variant, side) in &reports {
+        print_variant(variant, side);
+    }
+    Ok(())
+}
+
+fn which(tool: &str) -> Result<()> {
+    let ok = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        bail!("{tool} is not installed (scripts/install-deps)");
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    secs: f64,
+    /// The puller process's peak RSS (berth's process, or ctr), KiB.
+    rss_kib: u64,
+    /// containerd's daemon peak RSS, KiB (0 for berth).
+    daemon_rss_kib: u64,
+}
+
+struct Side {
+    name: &'static str,
+    samples: Vec<Sample>,
+    failures: usize,
+}
+
+impl Side {
+    fn new(name: &'static str) -> Self {
+        Side {
+            name,
+            samples: Vec::new(),
+            failures: 0,
+        }
+    }
+
+    fn summary(&self, f: impl Fn(&Sample) -> f64) -> Option<Summary> {
+        Summary::of(&self.samples.iter().map(f).collect::<Vec<_>>())
+    }
+}
+
+fn print_variant(variant: &str, side: &[Side; 2]) {
+    println!("\n{variant}:");
+    println!(
+        "  {:<11} {:>8} {:>8} {:>8} {:>8}  {:>14} {:>16}  failures",
+        "", "median s", "mean s", "min s", "max s", "peak RSS MiB", "daemon RSS MiB"
+    );
+    for s in side {
+        let Some(t) = s.summary(|x| x.secs) else {
+            println!(
+                "  {:<11} no successful pull ({} failures)",
+                s.name, s.failures
+            );
+            continue;
+        };
+        let rss = s
+            .summary(|x| x.rss_kib as f64 / 1024.0)
+            .map_or(0.0, |r| r.median);
+        let daemon = s
+            .summary(|x| x.daemon_rss_kib as f64 / 1024.0)
+            .map_or(0.0, |r| r.median);
+        let daemon = if s.name == "berth" {
+            "-".to_owned()
+        } else {
+            format!("{daemon:.1}")
+        };
+        println!(
+            "  {:<11} {:>8.2} {:>8.2} {:>8.2} {:>8.2}  {:>14.1} {:>16}  {}",
+            s.name, t.median, t.mean, t.min, t.max, rss, daemon, s.failures
+        );
+    }
+    let (Some(b), Some(c)) = (side[0].summary(|x| x.secs), side[1].summary(|x| x.secs)) else {
+        return;
+    };
+    let rss = |s: &Side| {
+        s.summary(|x| (x.rss_kib + x.daemon_rss_kib) as f64)
+            .map_or(0.0, |r| r.median)
+    };
+    println!(
+        "  containerd/berth time: {:.2}x median, {:.2}x mean (above 1: berth is faster); memory (ctr + daemon)/berth: {:.2}x",
+        c.median / b.median,
+        c.mean / b.mean,
+        rss(&side[1]) / rss(&side[0]).max(1.0)
+    );
+}
+
+fn measured_ok(cmd: Command, log: &Path, timeout: Duration) -> Result<sys::Measured> {
+    let stderr = File::create(log)?;
+    let m = sys::run_measured(cmd, stderr, timeout)?;
+    if m.timed_out || m.code != 0 {
+        let text = fs::read_to_string(log).unwrap_or_default();
+        let tail: String = text.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
+        bail!(
+            "exit {}{}: {tail}",
+            m.code,
+            if m.timed_out { " (timed out)" } else { "" }
+        );
+    }
+    Ok(m)
+}
+
+fn berth_pull(args: &Args, dir: &Path, reference: &str, hosts: &Path) -> Result<Sample> {
+    fs::create_dir_all(dir)?;
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.arg("pull")
+        .arg("--once")
+        .arg(dir.join("root"))
+        .args(["--reference", reference])
+        .arg("--hosts-dir")
+        .arg(hosts);
+    let m = measured_ok(
+        cmd,
+        &dir.join("berth.log"),
+        Duration::from_secs(args.pull_timeout),
+    )?;
+    Ok(Sample {
+        secs: m.elapsed.as_secs_f64(),
+        rss_kib: m.max_rss_kib,
+        daemon_rss_kib: 0,
+    })
+}
+
+/// The `--once` child: one pull with berth's ImageStore.
+fn pull_once(root: &Path, args: &Args) -> Result<()> {
+    let reference: image_store::Reference = args
+        .reference
+        .as_deref()
+        .context("--once needs --reference")?
+        .parse()?;
+    let mut cfg = image_store::StoreConfig::new(root);
+    cfg.registry.config_path = args.hosts_dir.clone();
+    let store = image_store::ImageStore::open(cfg)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(store.pull(&reference, &image_store::PullOptions::default()))?;
+    Ok(())
+}
+
+fn containerd_pull(args: &Args, dir: &Path, reference: &str, hosts: &Path) -> Result<Sample> {
+    let daemon = Containerd::start(&args.containerd, &args.ctr, dir)?;
+    let mut cmd = Command::new(&args.ctr);
+    cmd.arg("-a")
+        .arg(&daemon.sock)
+        .args([
+            "-n",
+            "bench",
+            "images",
+            "pull",
+            "--plain-http",
+            "--hosts-dir",
+        ])
+        .arg(hosts)
+        .arg(reference);
+    let m = measured_ok(
+        cmd,
+        &dir.join("ctr.log"),
+        Duration::from_secs(args.pull_timeout),
+    )?;
+    let daemon_rss_kib = daemon.peak_rss_kib();
+    drop(daemon);
+    Ok(Sample {
+        secs: m.elapsed.as_secs_f64(),
+        rss_kib: m.max_rss_kib,
+        daemon_rss_kib,
+    })
+}
+
+/// A child process stopped by PID (SIGTERM, then SIGKILL after 10 s) when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A private containerd: its own root, state, socket and config; stopped on drop.
+struct Containerd {
+    proc: Proc,
+    sock: PathBuf,
+}
+
+impl Containerd {
+    fn start(bin: &Path, ctr: &Path, dir: &Path) -> Result<Self> {
+        let (root, state, sock) = (dir.join("root"), dir.join("state"), dir.join("c.sock"));
+        fs::create_dir_all(&root)?;
+        fs::create_dir_all(&state)?;
+        let config = dir.join("config.toml");
+        fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = \"{}\"\nstate = \"{}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\n[grpc]\n  address = \"{}\"\n\n[ttrpc]\n  address = \"{}.ttrpc\"\n",
+                root.display(),
+                state.display(),
+                sock.display(),
+                sock.display()
+            ),
+        )?;
+        let child = Command::new(bin)
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(File::create(dir.join("containerd.log"))?))
+            .spawn()
+            .context("start containerd")?;
+        let d = Containerd {
+            proc: Proc(child),
+            sock,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let up = d.sock.exists()
+                && Command::new(ctr)
+                    .arg("-a")
+                    .arg(&d.sock)
+                    .arg("version")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+            if up {
+                return Ok(d);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "containerd did not come up (see {})",
+                    dir.join("containerd.log").display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The daemon's VmHWM, KiB.
+    fn peak_rss_kib(&self) -> u64 {
+        let status =
+            fs::read_to_string(format!("/proc/{}/status", self.proc.0.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// A `docker-registry` on a free 127.0.0.1 port, storing under the workdir.
+struct Registry {
+    _proc: Proc,
+    host: String,
+}
+
+impl Registry {
+    fn start(bin: &Path, work: &Path) -> Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let host = format!("127.0.0.1:{port}");
+        let config = work.join("registry.yml");
+        fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n",
+                work.join("registry").display()
+            ),
+        )?;
+        let child = Command::new(bin)
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(File::create(work.join("registry.log"))?))
+            .spawn()
+            .context("start docker-registry")?;
+        let reg = Registry {
+            _proc: Proc(child),
+            host,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&reg.host).is_err() {
+            if Instant::now() > deadline {
+                bail!("docker-registry did not come up on {}", reg.host);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(reg)
+    }
+}
+
+/// The fixture image: generated files in layers, an OCI layout by umoci, pushed by skopeo.
+mod fixture {
+    use super::*;
+
+    /// A deterministic xorshift generator: the same fixture every run.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn fill(&mut self, buf: &mut [u8]) {
+            for c in buf.chunks_mut(8) {
+                let v = self.next().to_le_bytes();
+                c.copy_from_slice(&v[..c.len()]);
+            }
+        }
+    }
+
+    const WORDS: &[&str] = &[
+        "container",
+        "runtime",
+        "layer",
+        "snapshot",
+        "overlay",
+        "digest",
+        "manifest",
+        "registry",
+        "kubelet",
+        "sandbox",
+        "network",
+        "namespace",
+        "cgroup",
+        "mount",
+        "image",
+        "config",
+        "the",
+        "a",
+        "of",
+        "and",
+        "to",
+        "in",
+        "is",
+        "for",
+        "with",
+        "on",
+        "by",
+        "node",
+        "pod",
+    ];
+
+    /// Writes `bytes` of random data or of text made of words.
+    fn write_file(path: &Path, bytes: u64, text: bool, rng: &mut Rng) -> Result<()> {
+        let mut f = BufWriter::with_capacity(1 << 20, File::create(path)?);
+        let mut buf = vec![0u8; 1 << 16];
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            if text {
+                let mut i = 0;
+                while i < n {
+                    let w = WORDS[(rng.next() % WORDS.len() as u64) as usize].as_bytes();
+                    for &b in w.iter().chain(b" ") {
+                        if i < n {
+                            buf[i] = b;
+                            i += 1;
+                        }
+                    }
+                }
+            } else {
+                rng.fill(&mut buf[..n]);
+            }
+            f.write_all(&buf[..n])?;
+            left -= n as u64;
+        }
+        f.flush()?;
+        Ok(())
+    }
+
+    /// One layer's files: ~45% random, ~45% text in a few MB-sized files, ~10% small files.
+    fn layer_files(dir: &Path, bytes: u64, rng: &mut Rng) -> Result<()> {
+        let big = bytes * 9 / 10;
+        let mut written = 0;
+        let mut i = 0;
+        while written < big {
+            let size = (1 << 20) + rng.next() % (7 << 20);
+            let size = size.min(big - written).max(1);
+            let text = i % 2 == 1;
+            let name = if text { "text" } else { "blob" };
+            write_file(&dir.join(format!("{name}-{i}.dat")), size, text, rng)?;
+            written += size;
+            i += 1;
+        }
+        let small_dir = dir.join("small");
+        let mut j = 0;
+        while written < bytes {
+            let sub = small_dir.join(format!("d{}", j / 64));
+            fs::create_dir_all(&sub)?;
+            let size = 512 + rng.next() % (16 << 10);
+            write_file(&sub.join(format!("f{j}")), size, j % 3 != 0, rng)?;
+            written += size;
+            j += 1;
+        }
+        Ok(())
+    }
+
+    pub fn build(work: &Path, layers: usize, size_mb: u64) -> Result<PathBuf> {
+        let layout = work.join("layout");
+        let img = format!("{}:bench", layout.display());
+        run(Command::new("umoci")
+            .arg("init")
+            .arg("--layout")
+            .arg(&layout))?;
+        run(Command::new("umoci").args(["new", "--image", &img]))?;
+        let layers = layers.max(1) as u64;
+        let weights: u64 = (1..=layers).sum();
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        for l in 0..layers {
+            let src = work.join(format!("src{l}"));
+            fs::create_dir_all(&src)?;
+            let bytes = (size_mb << 20) * (layers - l) / weights;
+            layer_files(&src, bytes, &mut rng)?;
+            run(Command::new("umoci")
+                .args(["insert", "--image", &img])
+                .arg(&src)
+                .arg(format!("/layer{l}")))?;
+            fs::remove_dir_all(&src)?;
+        }
+        Ok(layout)
+    }
+
+    /// Pushes the layout's image as `reference`, recompressed with zstd for that variant.
+    pub fn push(layout: &Path, reference: &str, variant: &str) -> Result<()> {
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["copy", "--quiet", "--dest-tls-verify=false"]);
+        match variant {
+            "gzip" => {}
+            "zstd" => {
+                cmd.args(["--dest-compress", "--dest-compress-format", "zstd"]);
+            }
+            other => bail!("unknown variant {other} (gzip, zstd)"),
+        }
+        run(cmd
+            .arg(format!("oci:{}:bench", layout.display()))
+            .arg(format!("docker://{reference}")))
+    }
+
+    fn run(cmd: &mut Command) -> Result<()> {
+        let out = cmd.output().with_context(|| format!("{cmd:?}"))?;
+        if !out.status.success() {
+            bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+}
