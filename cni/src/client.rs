@@ -28,6 +28,9 @@ pub const DEFAULT_PLUGIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// The GC config key listing the attachments that must be kept (spec 1.1).
 const VALID_ATTACHMENTS: &str = "cni.dev/valid-attachments";
 
+/// What plugin binaries answered to VERSION: path → (modification time, supported versions).
+type VersionCache = Arc<Mutex<HashMap<PathBuf, (SystemTime, Vec<String>)>>>;
+
 /// Runs plugin chains. Cheap to share between threads (`&self` everywhere); calls for
 /// different attachments may run concurrently, calls for one attachment must not.
 #[derive(Debug, Clone)]
@@ -36,7 +39,7 @@ pub struct CniClient {
     cache: ResultCache,
     timeout: Duration,
     /// What each plugin binary answered to VERSION, keyed by path and modification time.
-    versions: Arc<Mutex<HashMap<PathBuf, (SystemTime, Vec<String>)>>>,
+    versions: VersionCache,
 }
 
 impl CniClient {

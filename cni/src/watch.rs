@@ -224,14 +224,14 @@ mod tests {
         std::fs::write(&p1, "#!/bin/sh\n").unwrap();
         std::fs::set_permissions(&p1, std::fs::Permissions::from_mode(0o755)).unwrap();
         w.ready().unwrap();
-        assert!(network_ready(&conf, &[bin.clone()]).is_ok());
+        assert!(network_ready(&conf, std::slice::from_ref(&bin)).is_ok());
 
         // An earlier file by name wins; an invalid one makes the network not ready.
         std::fs::write(conf.join("10-a.conflist"), "{ not json").unwrap();
         let e = w.current().unwrap_err();
         assert!(e.contains("10-a.conflist"), "{e}");
         assert!(w.ready().is_err());
-        assert!(network_ready(&conf, &[bin.clone()]).is_err());
+        assert!(network_ready(&conf, std::slice::from_ref(&bin)).is_err());
         std::fs::write(conf.join("10-a.conflist"), conflist("a", "p1")).unwrap();
         let n = w.current().unwrap();
         assert_eq!((n.config.name(), n.generation), ("a", 3));

@@ -28,7 +28,7 @@ fn output(args: &[&str]) -> String {
 }
 
 fn cycles(slot: u32, berth: bool) {
-    let mut t = TestNet::new(slot);
+    let t = TestNet::new(slot);
     let (bridge, ipam, portmap, lo, bin) = if berth {
         let p = (
             "berth-cni-bridge",
