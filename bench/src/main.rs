@@ -4,6 +4,7 @@
 //! One module per benchmark; each is a subcommand.
 
 mod bundle;
+mod cni_latency;
 mod host;
 mod pull;
 mod runtime_lifecycle;
@@ -25,11 +26,14 @@ enum Bench {
     Runtime(runtime_lifecycle::Args),
     /// pull + unpack of a multi-layer image from a local registry: berth vs containerd.
     Pull(pull::Args),
+    /// ADD + DEL of a pod network chain: berth's CNI plugins vs the reference plugins.
+    Cni(cni_latency::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Bench::Runtime(args) => runtime_lifecycle::run(args),
         Bench::Pull(args) => pull::run(args),
+        Bench::Cni(args) => cni_latency::run(args),
     }
 }

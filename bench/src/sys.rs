@@ -64,7 +64,7 @@ fn decode_status(status: libc::c_int) -> i32 {
 }
 
 /// Blocking `wait4` on one process, retried on EINTR.
-fn wait4(pid: libc::pid_t) -> io::Result<(libc::c_int, libc::rusage)> {
+pub fn wait4(pid: libc::pid_t) -> io::Result<(libc::c_int, libc::rusage)> {
     let mut status: libc::c_int = 0;
     // SAFETY: rusage is plain old data; all-zero is a valid value.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
