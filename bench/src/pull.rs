@@ -137,11 +137,12 @@ pub fn run(args: Args) -> Result<()> {
         }
         reports.push((variant.clone(), side));
     }
+    let registry = reg.host.clone();
     drop(reg);
     let after = HostLoad::now();
     println!(
-        "pull + unpack of {}/bench ({} layers, ~{} MB of files), {} runs each after {} warmup, interleaved",
-        "127.0.0.1", args.layers, args.size_mb, args.runs, args.warmup
+        "pull + unpack of {registry}/bench ({} layers, ~{} MB of files), {} runs each after {} warmup, interleaved",
+        args.layers, args.size_mb, args.runs, args.warmup
     );
     println!("before: {}", before.describe());
     println!("after:  {}", after.describe());
