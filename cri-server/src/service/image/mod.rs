@@ -30,6 +30,8 @@ pub use error::ImageServiceError;
 pub fn open_store(config: &Config) -> Result<ImageStore, StoreError> {
     let mut store = StoreConfig::new(&config.root);
     store.registry.insecure_hosts = config.registry.insecure.clone();
+    // containerd's hosts.toml layout (mirrors, CAs, plain HTTP), read per pull.
+    store.registry.config_path = Some(config.registry.config_path.clone());
     ImageStore::open(store)
 }
 
