@@ -27,6 +27,8 @@ pub enum ServeError {
         #[source]
         source: image_store::StoreError,
     },
+    #[error("start the streaming server: {0}")]
+    Streaming(#[from] crate::service::runtime::StreamingError),
     #[error("serve the CRI: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -50,6 +52,9 @@ pub fn bind(path: &Path) -> Result<UnixListener, ServeError> {
     Ok(listener)
 }
 
+/// How long shutdown waits for open RPC streams.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Serves RuntimeService and ImageService (on the image store under `config.root`) on
 /// `listener` until `shutdown` completes.
 pub async fn serve(
@@ -63,11 +68,31 @@ pub async fn serve(
     })?;
     let store = Arc::new(store);
     let (images, image_gc) = Images::new(store.clone(), &config);
-    let served = tonic::transport::Server::builder()
-        .add_service(RuntimeServiceServer::new(Runtime::new(config, store)))
+    let mut runtime = Runtime::new(config, store);
+    runtime.start_streaming().await?;
+    // Graceful shutdown waits for open streams (a kubelet's GetContainerEvents never ends), so
+    // it is bounded: after SHUTDOWN_GRACE the remaining connections are dropped.
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = tonic::transport::Server::builder()
+        .add_service(RuntimeServiceServer::new(runtime))
         .add_service(ImageServiceServer::new(images))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await;
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+            let _ = stop_rx.changed().await;
+        });
+    tokio::pin!(server);
+    let served = tokio::select! {
+        r = &mut server => r,
+        () = shutdown => {
+            let _ = stop_tx.send(true);
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!(grace_secs = SHUTDOWN_GRACE.as_secs(), "closing streams still open at shutdown");
+                    Ok(())
+                }
+            }
+        }
+    };
     // The services are dropped: the image GC worker ends after its current run.
     let _ = image_gc.await;
     served?;

@@ -5,6 +5,7 @@ pub mod container;
 pub mod image;
 pub mod runtime;
 pub mod sandbox;
+pub mod streaming;
 
 use tonic::Status;
 

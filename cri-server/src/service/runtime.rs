@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 use super::container::{ContainerService, EventStream as ContainerEvents};
 use super::not_yet;
 use super::sandbox::SandboxService;
+use super::streaming::StreamingBackend;
 use crate::config::{CgroupDriver, Config};
 use image_store::ImageStore;
 
@@ -19,13 +20,33 @@ pub const RUNTIME_NAME: &str = "berth";
 pub const RUNTIME_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 const METRICS: &str = "cAdvisor-style metrics come after container stats (issue 5)";
-const STREAMING: &str = "the streaming server is issue 6";
+
+/// The streaming server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamingError {
+    #[error("streaming address {0:?} is not host:port")]
+    Address(String),
+    #[error(transparent)]
+    Serve(#[from] berth_streaming::ServeError),
+}
+
+/// A CRI streaming request the server refused.
+fn streaming_status(e: berth_streaming::RequestError) -> Status {
+    match e {
+        berth_streaming::RequestError::TooManyInFlight { .. } => {
+            Status::resource_exhausted(e.to_string())
+        }
+        berth_streaming::RequestError::Entropy(_) => Status::internal(e.to_string()),
+        _ => Status::invalid_argument(e.to_string()),
+    }
+}
 
 pub struct Runtime {
     config: Arc<Config>,
     pod_cidr: Mutex<String>,
     sandboxes: SandboxService,
     containers: ContainerService,
+    streaming: Option<berth_streaming::StreamingServer>,
 }
 
 impl Runtime {
@@ -35,7 +56,30 @@ impl Runtime {
             containers: ContainerService::new(config.clone(), images),
             config,
             pod_cidr: Mutex::new(String::new()),
+            streaming: None,
         }
+    }
+
+    /// Starts the exec/attach/port-forward server on `[streaming] address`.
+    pub async fn start_streaming(&mut self) -> Result<(), StreamingError> {
+        let address = &self.config.streaming.address;
+        let addr = address
+            .parse()
+            .map_err(|_| StreamingError::Address(address.clone()))?;
+        let backend = StreamingBackend::new(self.containers.clone(), self.sandboxes.clone());
+        let config = berth_streaming::Config {
+            addr,
+            ..Default::default()
+        };
+        self.streaming =
+            Some(berth_streaming::StreamingServer::bind(config, Arc::new(backend)).await?);
+        Ok(())
+    }
+
+    fn streaming(&self) -> Result<&berth_streaming::StreamingServer, Status> {
+        self.streaming
+            .as_ref()
+            .ok_or_else(|| Status::unavailable("berth: the streaming server is not running"))
     }
 
     /// The pod CIDR the kubelet last gave with UpdateRuntimeConfig.
@@ -286,21 +330,40 @@ impl RuntimeService for Runtime {
     }
     async fn exec(
         &self,
-        _: Request<cri::ExecRequest>,
+        req: Request<cri::ExecRequest>,
     ) -> Result<Response<cri::ExecResponse>, Status> {
-        Err(not_yet("Exec", STREAMING))
+        let req = req.into_inner();
+        self.containers.running(&req.container_id)?;
+        let url = self.streaming()?.exec_url(&req).map_err(streaming_status)?;
+        Ok(Response::new(cri::ExecResponse { url }))
     }
     async fn attach(
         &self,
-        _: Request<cri::AttachRequest>,
+        req: Request<cri::AttachRequest>,
     ) -> Result<Response<cri::AttachResponse>, Status> {
-        Err(not_yet("Attach", STREAMING))
+        let req = req.into_inner();
+        self.containers.running(&req.container_id)?;
+        let url = self
+            .streaming()?
+            .attach_url(&req)
+            .map_err(streaming_status)?;
+        Ok(Response::new(cri::AttachResponse { url }))
     }
     async fn port_forward(
         &self,
-        _: Request<cri::PortForwardRequest>,
+        req: Request<cri::PortForwardRequest>,
     ) -> Result<Response<cri::PortForwardResponse>, Status> {
-        Err(not_yet("PortForward", STREAMING))
+        let req = req.into_inner();
+        if !req.pod_sandbox_id.is_empty() {
+            self.sandboxes.sandbox(&req.pod_sandbox_id).map_err(|e| {
+                Status::not_found(format!("pod sandbox {}: {e}", req.pod_sandbox_id))
+            })?;
+        }
+        let url = self
+            .streaming()?
+            .port_forward_url(&req)
+            .map_err(streaming_status)?;
+        Ok(Response::new(cri::PortForwardResponse { url }))
     }
     async fn container_stats(
         &self,

@@ -42,6 +42,7 @@ pub type EventStream =
     Pin<Box<dyn Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
 
 /// The container half of the RuntimeService.
+#[derive(Clone)]
 pub struct ContainerService {
     inner: Arc<Containers>,
 }
@@ -191,6 +192,24 @@ impl ContainerService {
             remove::remove_container(&self.inner, c).await?;
         }
         Ok(())
+    }
+
+    /// A running container, its handler's OCI runtime and its shim (for the streaming
+    /// server's exec and attach).
+    pub(crate) fn running(&self, id: &str) -> Result<(Arc<Container>, OciRuntime, Shim), Status> {
+        let c = self.inner.get(id)?;
+        let state = c.status().state;
+        let crate::store::container::State::Running { pid, .. } = state else {
+            return Err(ContainerError::WrongState {
+                id: c.id().to_owned(),
+                state: state.name(),
+                op: "exec or attach (it is not running)",
+            }
+            .into());
+        };
+        let runtime = self.inner.runtime(&c)?;
+        let shim = self.inner.shim(&c, pid);
+        Ok((c, runtime, shim))
     }
 
     /// IDs of the containers of a sandbox (for the sandbox's status and stats).

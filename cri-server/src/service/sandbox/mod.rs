@@ -34,6 +34,7 @@ pub use error::SandboxError;
 use network::PodNetwork;
 
 /// The sandbox half of the RuntimeService.
+#[derive(Clone)]
 pub struct SandboxService {
     inner: Arc<Sandboxes>,
 }

@@ -1,0 +1,332 @@
+//! Exec for the streaming server: `<runtime> --root <root> exec --process <file> --pid-file
+//! <file> <id>` in the foreground, its exit code being the process's. Without a TTY the
+//! runtime's stdio are pipes to the client; with one, the process gets a pty whose master comes
+//! back over `--console-socket` (resizes go to it with TIOCSWINSZ). When the future is dropped
+//! the exec'd process is SIGKILLed by its PID (from the pid file), and the runtime with it.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use berth_streaming::{BackendError, ExitStatus, Output, StreamIo};
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixListener;
+use tokio::task::JoinSet;
+
+use crate::service::container::OciRuntime;
+use crate::store::container::Container;
+
+/// How long output may keep flowing (from processes the command left behind) after it exited.
+const DRAIN: Duration = Duration::from_secs(2);
+/// How long the runtime has to send the pty master.
+const CONSOLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Ctrl-D: what closing stdin means on a terminal.
+const EOT: u8 = 0x04;
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+pub(super) async fn exec(
+    c: &Container,
+    runtime: &OciRuntime,
+    cmd: Vec<String>,
+    tty: bool,
+    io: StreamIo,
+) -> Result<ExitStatus, BackendError> {
+    if cmd.is_empty() {
+        return Err(BackendError::Runtime("exec: empty command".into()));
+    }
+    let id = c.id();
+    let dir = ExecDir::create()?;
+    let process_path = dir.path().join("process.json");
+    let pid_file = dir.path().join("pid");
+    write_process(&c.meta.bundle.join("config.json"), &cmd, tty, &process_path)?;
+
+    let mut command = runtime.command();
+    command
+        .arg("exec")
+        .arg("--process")
+        .arg(&process_path)
+        .arg("--pid-file")
+        .arg(&pid_file);
+    let console = if tty {
+        let sock = dir.path().join("console.sock");
+        let listener = UnixListener::bind(&sock)?;
+        command.arg("--console-socket").arg(&sock);
+        Some(listener)
+    } else {
+        None
+    };
+    command.arg(id);
+    let mut command = tokio::process::Command::from(command);
+    command
+        .kill_on_drop(true)
+        .stdin(if io.stdin.is_some() && !tty {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(if io.stdout.is_some() && !tty {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stderr(if io.stderr.is_some() && !tty {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+    let mut child = command.spawn().map_err(|e| {
+        BackendError::Runtime(format!("exec in {id}: run {}: {e}", runtime.path.display()).into())
+    })?;
+    // From here on, dropping the future kills the exec'd process.
+    let mut guard = KillGuard {
+        pid_file: pid_file.clone(),
+        armed: true,
+    };
+
+    let StreamIo {
+        stdin,
+        stdout,
+        stderr,
+        resize,
+    } = io;
+    let mut copies = JoinSet::new();
+    let mut input = JoinSet::new();
+    match console {
+        None => {
+            if let (Some(mut from), Some(mut to)) = (stdin, child.stdin.take()) {
+                input.spawn(async move {
+                    let _ = tokio::io::copy(&mut from, &mut to).await;
+                    let _ = to.shutdown().await;
+                });
+            }
+            if let (Some(mut from), Some(mut to)) = (child.stdout.take(), stdout) {
+                copies.spawn(async move {
+                    let _ = tokio::io::copy(&mut from, &mut to).await;
+                    let _ = to.shutdown().await;
+                });
+            }
+            if let (Some(mut from), Some(mut to)) = (child.stderr.take(), stderr) {
+                copies.spawn(async move {
+                    let _ = tokio::io::copy(&mut from, &mut to).await;
+                    let _ = to.shutdown().await;
+                });
+            }
+        }
+        Some(listener) => {
+            let master = tokio::select! {
+                m = receive_master(&listener) => m?,
+                status = child.wait() => {
+                    let status = status?;
+                    return Err(BackendError::Runtime(format!(
+                        "exec in {id}: {} exited ({status}) before handing over the terminal",
+                        runtime.path.display()
+                    ).into()));
+                }
+            };
+            let master = std::sync::Arc::new(register(master)?);
+            if let Some(mut resize) = resize {
+                let m = master.clone();
+                input.spawn(async move {
+                    while let Some(size) = resize.recv().await {
+                        if let Err(e) =
+                            berth_runtime::sys::set_winsize(m.get_ref(), size.height, size.width)
+                        {
+                            tracing::debug!(error = %e, "resize exec terminal");
+                        }
+                    }
+                });
+            }
+            if let Some(from) = stdin {
+                input.spawn(pty_input(master.clone(), from));
+            }
+            if let Some(to) = stdout {
+                copies.spawn(pty_output(master.clone(), to));
+            }
+        }
+    }
+
+    let status = child.wait().await?;
+    let started = pid_file.exists();
+    guard.armed = false;
+    drop(input);
+    let _ =
+        tokio::time::timeout(DRAIN, async { while copies.join_next().await.is_some() {} }).await;
+    let code = status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    if code != 0 && !started {
+        return Err(BackendError::Runtime(
+            format!("exec in {id}: {} failed ({status})", runtime.path.display()).into(),
+        ));
+    }
+    Ok(ExitStatus::from_code(code))
+}
+
+/// The container's process from its bundle with `args` = `cmd` and `terminal` = `tty`.
+fn write_process(spec_path: &Path, cmd: &[String], tty: bool, to: &Path) -> io::Result<()> {
+    let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(spec_path)?)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let mut process = spec.get("process").cloned().unwrap_or_default();
+    process["args"] = serde_json::json!(cmd);
+    process["terminal"] = serde_json::json!(tty);
+    if let Some(p) = process.as_object_mut() {
+        p.remove("consoleSize");
+    }
+    std::fs::write(to, serde_json::to_vec(&process).expect("json"))
+}
+
+/// Accepts the runtime's connection on the console socket and takes the pty master from it.
+async fn receive_master(listener: &UnixListener) -> Result<OwnedFd, BackendError> {
+    let (conn, _) = tokio::time::timeout(CONSOLE_TIMEOUT, listener.accept())
+        .await
+        .map_err(|_| BackendError::Runtime("exec: no terminal from the runtime".into()))??;
+    let conn = conn.into_std()?;
+    conn.set_nonblocking(false)?;
+    conn.set_read_timeout(Some(CONSOLE_TIMEOUT))?;
+    let (_, fd) =
+        tokio::task::spawn_blocking(move || berth_runtime::process::console::recv_fd(&conn))
+            .await
+            .map_err(|e| BackendError::Runtime(Box::new(e)))?
+            .map_err(|e| BackendError::Runtime(Box::new(e)))?;
+    let flags = fcntl(&fd, FcntlArg::F_GETFL).map_err(io::Error::from)?;
+    fcntl(
+        &fd,
+        FcntlArg::F_SETFL(OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK),
+    )
+    .map_err(io::Error::from)?;
+    Ok(fd)
+}
+
+/// Registers the pty master with tokio's reactor. The only unsafe code of berthd.
+fn register(master: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: the AsyncFd owns the descriptor (an OwnedFd moved into it), so it stays open
+    // for as long as it is registered and is closed only after deregistration.
+    unsafe { AsyncFd::register(master) }.map_err(|e| e.into())
+}
+
+/// Client stdin → pty master; EOF becomes Ctrl-D.
+async fn pty_input(master: std::sync::Arc<AsyncFd<OwnedFd>>, mut from: berth_streaming::Stdin) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => {
+                let _ = write_all(&master, &[EOT]).await;
+                return;
+            }
+            Ok(n) => n,
+        };
+        if write_all(&master, &buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn write_all(master: &AsyncFd<OwnedFd>, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        let mut ready = master.writable().await?;
+        match ready.try_io(|fd| nix::unistd::write(fd.get_ref(), data).map_err(io::Error::from)) {
+            Ok(Ok(n)) => data = &data[n..],
+            Ok(Err(e)) => return Err(e),
+            Err(_would_block) => continue,
+        }
+    }
+    Ok(())
+}
+
+/// Pty master → client stdout, until the terminal hangs up (EIO once every slave is closed).
+async fn pty_output(master: std::sync::Arc<AsyncFd<OwnedFd>>, mut to: Output) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let Ok(mut ready) = master.readable().await else {
+            break;
+        };
+        match ready.try_io(|fd| nix::unistd::read(fd.get_ref(), &mut buf).map_err(io::Error::from))
+        {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => {
+                if to.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+            Err(_would_block) => continue,
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+/// SIGKILLs the exec'd process (PID from the pid file) unless disarmed.
+struct KillGuard {
+    pid_file: PathBuf,
+    armed: bool,
+}
+
+impl Drop for KillGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let pid = std::fs::read_to_string(&self.pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok());
+        if let Some(pid) = pid.filter(|&p| p > 0) {
+            tracing::debug!(pid, "client gone: killing the exec'd process");
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// A private directory (short path: it holds the console socket) for one exec, removed on drop.
+struct ExecDir(PathBuf);
+
+impl ExecDir {
+    fn create() -> io::Result<ExecDir> {
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("berth-exec-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        Ok(ExecDir(dir))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ExecDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_gets_the_command_and_terminal() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = dir.path().join("config.json");
+        std::fs::write(
+            &spec,
+            r#"{"process":{"args":["sh"],"cwd":"/","env":["A=1"],"consoleSize":{"height":1,"width":2}}}"#,
+        )
+        .unwrap();
+        let out = dir.path().join("process.json");
+        write_process(&spec, &["echo".into(), "hi".into()], true, &out).unwrap();
+        let p: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+        assert_eq!(p["args"], serde_json::json!(["echo", "hi"]));
+        assert_eq!(p["terminal"], serde_json::json!(true));
+        assert_eq!(p["env"], serde_json::json!(["A=1"]));
+        assert!(p.get("consoleSize").is_none());
+    }
+}

@@ -1,0 +1,457 @@
+//! Exec, Attach and PortForward through berthd's streaming server (root): a hostNetwork pod
+//! with busybox containers, driven over WebSocket with tokio-tungstenite as the client
+//! (`v5.channel.k8s.io`, `v2.portforward.k8s.io`) — output, exit codes, stdin to EOF, a TTY
+//! resize seen by `stty size`, an exec'd process killed when its client goes away, attach to a
+//! container reading stdin, parallel forwarded connections to an HTTP server in the pod.
+
+#[path = "support/node.rs"]
+mod node;
+mod support;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use node::{Leftovers, Node};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+use tonic::transport::Channel;
+
+type Rt = RuntimeServiceClient<Channel>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+fn can_run(test: &str) -> bool {
+    support::can_run(test) && node::binaries_ready(test)
+}
+
+/// A hostNetwork pod: the node's network, a PID namespace per container, the pod's IPC.
+fn namespaces() -> cri::NamespaceOption {
+    cri::NamespaceOption {
+        network: cri::NamespaceMode::Node as i32,
+        pid: cri::NamespaceMode::Container as i32,
+        ipc: cri::NamespaceMode::Pod as i32,
+        ..Default::default()
+    }
+}
+
+fn pod_config(name: &str, log_dir: &Path) -> cri::PodSandboxConfig {
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        log_directory: log_dir.display().to_string(),
+        linux: Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(namespaces()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn container_config(name: &str, image: &str, script: &str, stdin: bool) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(cri::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        log_path: format!("{name}/0.log"),
+        labels: HashMap::from([("app".to_owned(), name.to_owned())]),
+        stdin,
+        linux: Some(cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                namespace_options: Some(namespaces()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn run_container(
+    rt: &mut Rt,
+    pod: &str,
+    pod_config: &cri::PodSandboxConfig,
+    config: cri::ContainerConfig,
+) -> String {
+    let id = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.into(),
+            config: Some(config),
+            sandbox_config: Some(pod_config.clone()),
+        })
+        .await
+        .expect("CreateContainer")
+        .into_inner()
+        .container_id;
+    rt.start_container(cri::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("StartContainer");
+    id
+}
+
+async fn dial(url: &str, protocol: &str) -> Ws {
+    let mut req = url
+        .replacen("http://", "ws://", 1)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_str(protocol).unwrap(),
+    );
+    let (ws, resp) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(req),
+    )
+    .await
+    .expect("websocket handshake within 10 s")
+    .expect("websocket handshake");
+    assert_eq!(
+        resp.headers()
+            .get("Sec-WebSocket-Protocol")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .as_deref(),
+        Some(protocol)
+    );
+    ws
+}
+
+/// Reads until the server closes (at most 30 s); the bytes per channel.
+async fn drain(ws: &mut Ws) -> Vec<Vec<u8>> {
+    let mut channels = vec![Vec::new(); 256];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline.into(), ws.next()).await {
+        match msg {
+            Ok(Message::Binary(b)) if !b.is_empty() => {
+                channels[b[0] as usize].extend_from_slice(&b[1..])
+            }
+            Ok(Message::Close(_)) | Err(_) => break,
+            _ => {}
+        }
+    }
+    channels
+}
+
+/// Reads channel `ch` until `want` shows up (at most 20 s); everything read on it.
+async fn read_until(ws: &mut Ws, ch: u8, want: &str) -> String {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !String::from_utf8_lossy(&got).contains(want) {
+        match tokio::time::timeout_at(deadline.into(), ws.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) if b.first() == Some(&ch) => {
+                got.extend_from_slice(&b[1..])
+            }
+            Ok(Some(Ok(Message::Close(_)))) | Ok(Some(Err(_))) | Ok(None) | Err(_) => break,
+            _ => {}
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+async fn exec_url(rt: &mut Rt, id: &str, cmd: &[&str], stdin: bool, tty: bool) -> String {
+    rt.exec(cri::ExecRequest {
+        container_id: id.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        tty,
+        stdin,
+        stdout: true,
+        stderr: !tty,
+    })
+    .await
+    .expect("Exec")
+    .into_inner()
+    .url
+}
+
+fn status(ch: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(ch)
+        .unwrap_or_else(|e| panic!("status {:?}: {e}", String::from_utf8_lossy(ch)))
+}
+
+/// PIDs of processes whose command line is exactly `args`.
+fn pids_running(args: &[&str]) -> Vec<i32> {
+    let want: Vec<u8> = args
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want)
+                && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exec_attach_port_forward_over_websocket() {
+    let test = "exec_attach_port_forward_over_websocket";
+    if !can_run(test) {
+        return;
+    }
+    let registry = support::Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let layout = node::build_busybox(work.path());
+    let image = format!("{}/berth/busybox:v1", registry.host);
+    support::push(&layout, "v1", &image, &[]);
+
+    let dir = node::short_tempdir();
+    let guard = Leftovers::new(dir.path());
+    let node = Node::start(dir.path(), std::slice::from_ref(&registry.host)).await;
+    let mut rt = RuntimeServiceClient::new(node.channel.clone());
+    ImageServiceClient::new(node.channel.clone())
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("pull");
+    let pod_cfg = pod_config("streaming", &dir.path().join("logs"));
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_cfg.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("RunPodSandbox")
+        .into_inner()
+        .pod_sandbox_id;
+    guard.sandbox(&pod);
+
+    let main = run_container(
+        &mut rt,
+        &pod,
+        &pod_cfg,
+        container_config("main", &image, "exec sleep 300", false),
+    )
+    .await;
+
+    // Exec: output and success.
+    let url = exec_url(&mut rt, &main, &["echo", "hi"], false, false).await;
+    let mut ws = dial(&url, "v5.channel.k8s.io").await;
+    let ch = drain(&mut ws).await;
+    assert_eq!(String::from_utf8_lossy(&ch[1]), "hi\n");
+    assert_eq!(status(&ch[3])["status"], "Success", "{:?}", status(&ch[3]));
+
+    // Exit code 3 and stderr.
+    let url = exec_url(
+        &mut rt,
+        &main,
+        &["sh", "-c", "echo oops >&2; exit 3"],
+        false,
+        false,
+    )
+    .await;
+    let mut ws = dial(&url, "v5.channel.k8s.io").await;
+    let ch = drain(&mut ws).await;
+    assert_eq!(String::from_utf8_lossy(&ch[2]), "oops\n");
+    let st = status(&ch[3]);
+    assert_eq!(st["reason"], "NonZeroExitCode", "{st}");
+    assert_eq!(st["details"]["causes"][0]["message"], "3", "{st}");
+
+    // Stdin to EOF (v5's close signal).
+    let url = exec_url(&mut rt, &main, &["cat"], true, false).await;
+    let mut ws = dial(&url, "v5.channel.k8s.io").await;
+    ws.send(Message::Binary(b"\x00hello ".to_vec().into()))
+        .await
+        .unwrap();
+    ws.send(Message::Binary(b"\x00stdin".to_vec().into()))
+        .await
+        .unwrap();
+    ws.send(Message::Binary(vec![255, 0].into())).await.unwrap();
+    let ch = drain(&mut ws).await;
+    assert_eq!(String::from_utf8_lossy(&ch[1]), "hello stdin");
+    assert_eq!(status(&ch[3])["status"], "Success");
+
+    // TTY: the resize reaches the terminal before `stty size` reads it.
+    let url = exec_url(
+        &mut rt,
+        &main,
+        &["sh", "-c", "sleep 1; busybox stty size"],
+        false,
+        true,
+    )
+    .await;
+    let mut ws = dial(&url, "v5.channel.k8s.io").await;
+    ws.send(Message::Binary(
+        [&[4u8][..], br#"{"Width":123,"Height":45}"#]
+            .concat()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    let ch = drain(&mut ws).await;
+    assert_eq!(String::from_utf8_lossy(&ch[1]).trim(), "45 123");
+    assert_eq!(status(&ch[3])["status"], "Success");
+
+    // A client that goes away takes its exec'd process with it.
+    let url = exec_url(&mut rt, &main, &["sleep", "4321"], true, false).await;
+    let ws = dial(&url, "v5.channel.k8s.io").await;
+    let ok = node::wait_until(Duration::from_secs(10), || async {
+        !pids_running(&["sleep", "4321"]).is_empty()
+    })
+    .await;
+    assert!(ok, "the exec'd sleep never ran");
+    drop(ws);
+    let ok = node::wait_until(Duration::from_secs(10), || async {
+        pids_running(&["sleep", "4321"]).is_empty()
+    })
+    .await;
+    assert!(ok, "the exec'd sleep outlived its client");
+
+    // Errors: an unknown container, no streams.
+    let err = rt
+        .exec(cri::ExecRequest {
+            container_id: "f".repeat(64),
+            cmd: vec!["true".into()],
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    let err = rt
+        .exec(cri::ExecRequest {
+            container_id: main.clone(),
+            cmd: vec!["true".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+
+    // Attach to a container that reads its stdin.
+    let reader = run_container(
+        &mut rt,
+        &pod,
+        &pod_cfg,
+        container_config(
+            "reader",
+            &image,
+            "while read l; do echo \"got:$l\"; done",
+            true,
+        ),
+    )
+    .await;
+    let url = rt
+        .attach(cri::AttachRequest {
+            container_id: reader.clone(),
+            stdin: true,
+            tty: false,
+            stdout: true,
+            stderr: true,
+        })
+        .await
+        .expect("Attach")
+        .into_inner()
+        .url;
+    let mut ws = dial(&url, "v5.channel.k8s.io").await;
+    ws.send(Message::Binary(b"\x00ahoy\n".to_vec().into()))
+        .await
+        .unwrap();
+    let out = read_until(&mut ws, 1, "got:ahoy").await;
+    assert!(out.contains("got:ahoy\n"), "{out:?}");
+    drop(ws);
+
+    // Port-forward to an HTTP server in the (hostNetwork) pod, two connections at once.
+    let port = support::free_port();
+    let _web = run_container(
+        &mut rt,
+        &pod,
+        &pod_cfg,
+        container_config(
+            "web",
+            &image,
+            &format!(
+                "mkdir -p /www && echo pong > /www/index.html && \
+                 exec busybox httpd -f -p 127.0.0.1:{port} -h /www"
+            ),
+            false,
+        ),
+    )
+    .await;
+    let ok = node::wait_until(Duration::from_secs(10), || async move {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+    .await;
+    assert!(ok, "httpd in the pod never listened on {port}");
+    let mut conns = Vec::new();
+    for _ in 0..2 {
+        let url = rt
+            .port_forward(cri::PortForwardRequest {
+                pod_sandbox_id: pod.clone(),
+                port: vec![i32::from(port)],
+            })
+            .await
+            .expect("PortForward")
+            .into_inner()
+            .url;
+        conns.push(dial(&url, "v2.portforward.k8s.io").await);
+    }
+    for ws in &mut conns {
+        ws.send(Message::Binary(
+            b"\x00GET /index.html HTTP/1.0\r\n\r\n".to_vec().into(),
+        ))
+        .await
+        .unwrap();
+    }
+    for ws in &mut conns {
+        let got = read_until(ws, 0, "pong").await;
+        assert!(got.contains("200 OK") && got.contains("pong"), "{got:?}");
+    }
+    drop(conns);
+
+    // Nothing listens on the port: the error channel says so.
+    let closed = support::free_port();
+    let url = rt
+        .port_forward(cri::PortForwardRequest {
+            pod_sandbox_id: pod.clone(),
+            port: vec![i32::from(closed)],
+        })
+        .await
+        .expect("PortForward")
+        .into_inner()
+        .url;
+    let mut ws = dial(&url, "v2.portforward.k8s.io").await;
+    let err = read_until(&mut ws, 1, "refused").await;
+    assert!(err.contains(&closed.to_string()), "{err:?}");
+    drop(ws);
+
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .expect("StopPodSandbox");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .expect("RemovePodSandbox");
+    node.stop().await;
+    drop(guard);
+}
