@@ -2,10 +2,13 @@
 //! with busybox containers, driven over WebSocket with tokio-tungstenite as the client
 //! (`v5.channel.k8s.io`, `v2.portforward.k8s.io`) — output, exit codes, stdin to EOF, a TTY
 //! resize seen by `stty size`, an exec'd process killed when its client goes away, attach to a
-//! container reading stdin, parallel forwarded connections to an HTTP server in the pod.
+//! container reading stdin, parallel forwarded connections to an HTTP server in the pod; and a
+//! forwarded connection into a pod's own network namespace (CNI on a test bridge).
 
 #[path = "support/node.rs"]
 mod node;
+#[path = "support/pods.rs"]
+mod pods;
 mod support;
 
 use std::collections::HashMap;
@@ -454,4 +457,105 @@ async fn exec_attach_port_forward_over_websocket() {
     .expect("RemovePodSandbox");
     node.stop().await;
     drop(guard);
+}
+
+/// Listens on 127.0.0.1 inside the network namespace at `netns` (from a thread that entered it)
+/// and answers one connection with `echo:` and what it read. Returns the port.
+fn echo_in_netns(netns: std::path::PathBuf) -> (u16, std::thread::JoinHandle<()>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let ns = std::fs::File::open(&netns).unwrap();
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        tx.send(listener.local_addr().unwrap().port()).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut conn = loop {
+            match listener.accept() {
+                Ok((c, _)) => break c,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => panic!("no connection in the pod's netns: {e}"),
+            }
+        };
+        conn.set_nonblocking(false).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let n = conn.read(&mut buf).unwrap();
+        conn.write_all(&[b"echo:", &buf[..n]].concat()).unwrap();
+    });
+    (rx.recv().unwrap(), handle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn port_forward_into_the_pod_network_namespace() {
+    let test = "port_forward_into_the_pod_network_namespace";
+    if !pods::can_run(test) {
+        return;
+    }
+    let pods = pods::Pods::start(7).await;
+    let mut rt = pods.client().await;
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pods::pod("pf")),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("RunPodSandbox")
+        .into_inner()
+        .pod_sandbox_id;
+    let st = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: true,
+        })
+        .await
+        .expect("PodSandboxStatus")
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&st.info["info"]).unwrap();
+    let netns = std::path::PathBuf::from(info["netNamespacePath"].as_str().expect("a netns"));
+    let (port, server) = echo_in_netns(netns);
+
+    let url = rt
+        .port_forward(cri::PortForwardRequest {
+            pod_sandbox_id: pod.clone(),
+            port: vec![i32::from(port)],
+        })
+        .await
+        .expect("PortForward")
+        .into_inner()
+        .url;
+    let mut ws = dial(&url, "v2.portforward.k8s.io").await;
+    ws.send(Message::Binary(b"\x00ping".to_vec().into()))
+        .await
+        .unwrap();
+    let got = read_until(&mut ws, 0, "echo:ping").await;
+    assert!(got.ends_with("echo:ping"), "{got:?}");
+    drop(ws);
+    server.join().expect("echo server in the pod");
+
+    // An unknown pod is refused up front.
+    let err = rt
+        .port_forward(cri::PortForwardRequest {
+            pod_sandbox_id: "f".repeat(64),
+            port: vec![80],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .expect("StopPodSandbox");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .expect("RemovePodSandbox");
+    drop(pods);
 }
