@@ -379,6 +379,59 @@ async fn exec_attach_port_forward_over_websocket() {
         .unwrap();
     let out = read_until(&mut ws, 1, "got:ahoy").await;
     assert!(out.contains("got:ahoy\n"), "{out:?}");
+    // A second attacher (output only) sees what the first one's input produces.
+    let url = rt
+        .attach(cri::AttachRequest {
+            container_id: reader.clone(),
+            stdin: false,
+            tty: false,
+            stdout: true,
+            stderr: true,
+        })
+        .await
+        .expect("second Attach")
+        .into_inner()
+        .url;
+    let mut watcher = dial(&url, "v5.channel.k8s.io").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ws.send(Message::Binary(b"\x00again\n".to_vec().into()))
+        .await
+        .unwrap();
+    let out = read_until(&mut ws, 1, "got:again").await;
+    assert!(out.contains("got:again\n"), "{out:?}");
+    let out = read_until(&mut watcher, 1, "got:again").await;
+    assert!(out.contains("got:again\n"), "{out:?}");
+    drop(watcher);
+    drop(ws);
+
+    // Attach to a shell on a terminal: a resize reaches the container's pty through the shim.
+    let mut term_cfg = container_config("term", &image, "exec sh", true);
+    term_cfg.tty = true;
+    let term = run_container(&mut rt, &pod, &pod_cfg, term_cfg).await;
+    let url = rt
+        .attach(cri::AttachRequest {
+            container_id: term.clone(),
+            stdin: true,
+            tty: true,
+            stdout: true,
+            stderr: false,
+        })
+        .await
+        .expect("Attach with a TTY")
+        .into_inner()
+        .url;
+    let mut ws = dial(&url, "v5.channel.k8s.io").await;
+    ws.send(Message::Binary(
+        [&[4u8][..], br#"{"Width":77,"Height":22}"#].concat().into(),
+    ))
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ws.send(Message::Binary(b"\x00busybox stty size\n".to_vec().into()))
+        .await
+        .unwrap();
+    let out = read_until(&mut ws, 1, "22 77").await;
+    assert!(out.contains("22 77"), "{out:?}");
     drop(ws);
 
     // Port-forward to an HTTP server in the (hostNetwork) pod, two connections at once.
