@@ -612,3 +612,99 @@ async fn port_forward_into_the_pod_network_namespace() {
     .expect("RemovePodSandbox");
     drop(pods);
 }
+
+/// runc refuses `--console-socket` in the foreground: a TTY exec under the runc handler goes
+/// detached and is waited for by its PID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exec_under_runc_with_and_without_tty() {
+    let test = "exec_under_runc_with_and_without_tty";
+    if !can_run(test) {
+        return;
+    }
+    if !Path::new("/usr/sbin/runc").exists() {
+        eprintln!("SKIP {test}: /usr/sbin/runc is not installed");
+        return;
+    }
+    let registry = support::Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let layout = node::build_busybox(work.path());
+    let image = format!("{}/berth/busybox:v1", registry.host);
+    support::push(&layout, "v1", &image, &[]);
+
+    let dir = node::short_tempdir();
+    let guard = Leftovers::new(dir.path());
+    let node = Node::start(dir.path(), std::slice::from_ref(&registry.host)).await;
+    let mut rt = RuntimeServiceClient::new(node.channel.clone());
+    ImageServiceClient::new(node.channel.clone())
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("pull");
+    let pod_cfg = pod_config("runc", &dir.path().join("logs"));
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_cfg.clone()),
+            runtime_handler: "runc".into(),
+        })
+        .await
+        .expect("RunPodSandbox under runc")
+        .into_inner()
+        .pod_sandbox_id;
+    guard.sandbox(&pod);
+    let main = run_container(
+        &mut rt,
+        &pod,
+        &pod_cfg,
+        container_config("main", &image, "exec sleep 300", false),
+    )
+    .await;
+
+    let url = exec_url(
+        &mut rt,
+        &main,
+        &["sh", "-c", "echo out; exit 3"],
+        false,
+        false,
+    )
+    .await;
+    let mut ws = dial(&url, "v5.channel.k8s.io").await;
+    let ch = drain(&mut ws).await;
+    assert_eq!(String::from_utf8_lossy(&ch[1]), "out\n");
+    assert_eq!(status(&ch[3])["details"]["causes"][0]["message"], "3");
+
+    let url = exec_url(
+        &mut rt,
+        &main,
+        &["sh", "-c", "sleep 1; busybox stty size"],
+        false,
+        true,
+    )
+    .await;
+    let mut ws = dial(&url, "v5.channel.k8s.io").await;
+    ws.send(Message::Binary(
+        [&[4u8][..], br#"{"Width":81,"Height":19}"#].concat().into(),
+    ))
+    .await
+    .unwrap();
+    let ch = drain(&mut ws).await;
+    assert_eq!(String::from_utf8_lossy(&ch[1]).trim(), "19 81");
+    assert_eq!(status(&ch[3])["status"], "Success");
+
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .expect("StopPodSandbox");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .expect("RemovePodSandbox");
+    node.stop().await;
+    drop(guard);
+}

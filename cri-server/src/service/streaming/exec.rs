@@ -1,7 +1,8 @@
 //! Exec for the streaming server: `<runtime> --root <root> exec --process <file> --pid-file
 //! <file> <id>` in the foreground, its exit code being the process's. Without a TTY the
 //! runtime's stdio are pipes to the client; with one, the process gets a pty whose master comes
-//! back over `--console-socket` (resizes go to it with TIOCSWINSZ). When the future is dropped
+//! back over `--console-socket` (resizes go to it with TIOCSWINSZ; runc and crun need
+//! `--detach` then, and the process is waited for by polling its PID). When the future is dropped
 //! the exec'd process is SIGKILLed by its PID (from the pid file), and the runtime with it.
 
 use std::io;
@@ -29,6 +30,8 @@ use crate::store::container::Container;
 const DRAIN: Duration = Duration::from_secs(2);
 /// How long the runtime has to send the pty master.
 const CONSOLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a detached exec'd process is looked for.
+const POLL: Duration = Duration::from_millis(100);
 /// Ctrl-D: what closing stdin means on a terminal.
 const EOT: u8 = 0x04;
 
@@ -61,6 +64,9 @@ pub(super) async fn exec(
         let sock = dir.path().join("console.sock");
         let listener = UnixListener::bind(&sock)?;
         command.arg("--console-socket").arg(&sock);
+        if detaches_with_console(runtime) {
+            command.arg("--detach");
+        }
         Some(listener)
     } else {
         None
@@ -155,8 +161,18 @@ pub(super) async fn exec(
         }
     }
 
-    let status = child.wait().await?;
+    let mut status = child.wait().await?;
     let started = pid_file.exists();
+    if tty && started && status.success() && detaches_with_console(runtime) {
+        // runc and crun detached once the process started: wait for it by its PID. Not its
+        // parent, berthd cannot learn its exit code (it reports 0).
+        if let Some(pid) = read_pid(&pid_file) {
+            while alive(pid) {
+                tokio::time::sleep(POLL).await;
+            }
+        }
+        status = std::process::ExitStatus::from_raw(0);
+    }
     guard.armed = false;
     drop(input);
     let _ =
@@ -264,6 +280,27 @@ async fn pty_output(master: std::sync::Arc<AsyncFd<OwnedFd>>, mut to: Output) {
     let _ = to.shutdown().await;
 }
 
+/// Whether the runtime refuses `--console-socket` in the foreground (runc, crun: a terminal
+/// needs `--detach`); berth-runtime supervises a console-socket exec and returns its exit code.
+fn detaches_with_console(runtime: &OciRuntime) -> bool {
+    runtime.path.file_name() != Some(std::ffi::OsStr::new("berth-runtime"))
+}
+
+fn read_pid(pid_file: &Path) -> Option<i32> {
+    std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .filter(|&p| p > 0)
+}
+
+/// Whether `pid` runs (exists and is no zombie).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
+    })
+}
+
 /// SIGKILLs the exec'd process (PID from the pid file) unless disarmed.
 struct KillGuard {
     pid_file: PathBuf,
@@ -275,10 +312,7 @@ impl Drop for KillGuard {
         if !self.armed {
             return;
         }
-        let pid = std::fs::read_to_string(&self.pid_file)
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok());
-        if let Some(pid) = pid.filter(|&p| p > 0) {
+        if let Some(pid) = read_pid(&self.pid_file) {
             tracing::debug!(pid, "client gone: killing the exec'd process");
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
