@@ -1,0 +1,122 @@
+//! `pull`, `images`, `rmi`, `image inspect`.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use k8s_cri::v1 as cri;
+
+use super::{info_json, print_json};
+use crate::client::{answer, Cri};
+use crate::resolve::split_tag;
+use crate::table::{human_size, render, short_id};
+use crate::{Format, ListArgs};
+
+/// Pulls `image`; returns the image reference (ID) berthd answers. A spinner while it
+/// lasts (the CRI reports no progress), on a terminal only.
+pub async fn pull_quiet(c: &mut Cri, image: &str) -> Result<String> {
+    let bar = indicatif::ProgressBar::new_spinner();
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        bar.set_message(format!("pulling {image}"));
+        bar.enable_steady_tick(Duration::from_millis(120));
+    } else {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        eprintln!("pulling {image}");
+    }
+    let r = c
+        .img
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.to_owned(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await;
+    bar.finish_and_clear();
+    Ok(answer(r, &format!("pull {image}"))?.image_ref)
+}
+
+pub async fn pull(c: &mut Cri, image: &str) -> Result<()> {
+    let id = pull_quiet(c, image).await?;
+    println!("{id}");
+    Ok(())
+}
+
+pub async fn list(c: &mut Cri, args: &ListArgs) -> Result<()> {
+    let mut images = c.images().await?;
+    images.sort_by(|a, b| a.repo_tags.cmp(&b.repo_tags));
+    if args.quiet {
+        for i in &images {
+            println!("{}", i.id);
+        }
+        return Ok(());
+    }
+    if args.format == Format::Json {
+        return print_json(&images);
+    }
+    let mut rows = Vec::new();
+    for i in &images {
+        let id = short_id(&i.id, 12);
+        let size = human_size(i.size);
+        if i.repo_tags.is_empty() {
+            let repo = i
+                .repo_digests
+                .first()
+                .and_then(|d| d.split('@').next())
+                .unwrap_or("<none>");
+            rows.push(vec![
+                repo.to_owned(),
+                "<none>".into(),
+                id.clone(),
+                size.clone(),
+            ]);
+        }
+        for t in &i.repo_tags {
+            let (repo, tag) = split_tag(t);
+            rows.push(vec![repo, tag, id.clone(), size.clone()]);
+        }
+    }
+    print!(
+        "{}",
+        render(&["REPOSITORY", "TAG", "IMAGE ID", "SIZE"], &rows)
+    );
+    Ok(())
+}
+
+pub async fn remove(c: &mut Cri, queries: &[String]) -> Result<()> {
+    for q in queries {
+        let id = c.resolve_image(q).await?;
+        let r = c
+            .img
+            .remove_image(cri::RemoveImageRequest {
+                image: Some(cri::ImageSpec {
+                    image: id.clone(),
+                    ..Default::default()
+                }),
+            })
+            .await;
+        answer(r, &format!("remove image {q}"))?;
+        println!("Deleted: {id}");
+    }
+    Ok(())
+}
+
+pub async fn inspect(c: &mut Cri, queries: &[String]) -> Result<()> {
+    let mut out = Vec::new();
+    for q in queries {
+        let id = c.resolve_image(q).await?;
+        let r = c
+            .img
+            .image_status(cri::ImageStatusRequest {
+                image: Some(cri::ImageSpec {
+                    image: id,
+                    ..Default::default()
+                }),
+                verbose: true,
+            })
+            .await;
+        let s = answer(r, &format!("image status {q}"))?;
+        out.push(serde_json::json!({ "image": s.image, "info": info_json(&s.info) }));
+    }
+    print_json(&out)
+}

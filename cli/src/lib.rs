@@ -1,3 +1,0 @@
-//! cli: the `berth` operator CLI.
-//!
-//! Not yet implemented: see issue 7.

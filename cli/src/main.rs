@@ -1,0 +1,299 @@
+//! berth: the operator's CLI for berthd, nerdctl-style. It speaks CRI v1 to berthd, so all it
+//! does a kubelet could do too.
+
+mod client;
+mod cmd;
+mod crilog;
+mod resolve;
+mod table;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+use client::DEFAULT_ADDRESS;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "berth: run containers and pods on berthd"
+)]
+struct Cli {
+    /// berthd's CRI socket.
+    #[arg(long, global = true, env = "BERTH_ADDRESS", default_value = DEFAULT_ADDRESS)]
+    address: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    #[default]
+    Table,
+    Json,
+}
+
+/// How lists are printed.
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// Only IDs.
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PsArgs {
+    /// All containers (also the exited).
+    #[arg(short, long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub list: ListArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Run in the background and print the container ID.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Remove the container (and its pod) when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Keep STDIN open (not supported yet).
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a TTY (not supported yet).
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Container (and pod) name; generated when absent.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Environment variables, K=V.
+    #[arg(short, long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Network: `host` (the node's) or `bridge` (the pod's own, through CNI).
+    #[arg(long, alias = "network", value_enum, default_value_t = Net::Bridge)]
+    pub net: Net,
+    /// Working directory inside the container.
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// User: UID[:GID] or a user name.
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Overrides the image's ENTRYPOINT.
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    pub image: String,
+    /// Command and arguments (override the image's CMD).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub cmd: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Net {
+    Host,
+    Bridge,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogsArgs {
+    /// Follow the log until the container exits.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only the last N lines.
+    #[arg(short = 'n', long)]
+    pub tail: Option<usize>,
+    /// Prefix each line with its timestamp.
+    #[arg(short, long)]
+    pub timestamps: bool,
+    pub container: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExecArgs {
+    /// Keep STDIN open (not supported yet).
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a TTY (not supported yet).
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Seconds before the command is killed (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub timeout: i64,
+    pub container: String,
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub cmd: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RmArgs {
+    /// Stop running containers first.
+    #[arg(short, long)]
+    pub force: bool,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StopArgs {
+    /// Seconds to wait before killing.
+    #[arg(short, long, default_value_t = 10)]
+    pub time: i64,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Ids {
+    #[arg(required = true)]
+    pub ids: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Client and berthd versions.
+    Version,
+    /// berthd's status and runtime conditions.
+    Info,
+    /// Pull an image.
+    Pull { image: String },
+    /// List images.
+    Images(ListArgs),
+    /// Remove images.
+    Rmi(Ids),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(ImageCmd),
+    /// List pods (sandboxes).
+    Pods(ListArgs),
+    /// Manage pods.
+    #[command(subcommand)]
+    Pod(PodCmd),
+    /// List containers.
+    Ps(PsArgs),
+    /// Run a command in a new container (in a pod of its own).
+    Run(RunArgs),
+    /// Print a container's log.
+    Logs(LogsArgs),
+    /// Run a command in a running container.
+    Exec(ExecArgs),
+    /// Stop containers.
+    Stop(StopArgs),
+    /// Remove containers (and the pods `berth run` made for them).
+    Rm(RmArgs),
+    /// Container or pod status, verbose, as JSON.
+    Inspect(Ids),
+    /// Manage containers.
+    #[command(subcommand)]
+    Container(ContainerCmd),
+    /// Shell completion script.
+    Completion { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImageCmd {
+    Pull {
+        image: String,
+    },
+    #[command(alias = "list")]
+    Ls(ListArgs),
+    #[command(alias = "remove")]
+    Rm(Ids),
+    Inspect(Ids),
+}
+
+#[derive(Debug, Subcommand)]
+enum PodCmd {
+    #[command(alias = "list")]
+    Ls(ListArgs),
+    Inspect(Ids),
+    Stop(Ids),
+    #[command(alias = "remove")]
+    Rm(Ids),
+}
+
+#[derive(Debug, Subcommand)]
+enum ContainerCmd {
+    #[command(alias = "list")]
+    Ls(PsArgs),
+    Run(RunArgs),
+    Inspect(Ids),
+    Logs(LogsArgs),
+    Exec(ExecArgs),
+    Stop(StopArgs),
+    #[command(alias = "remove")]
+    Rm(RmArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Cmd::Completion { shell } = cli.cmd {
+        clap_complete::generate(shell, &mut Cli::command(), "berth", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berth: start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(dispatch(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("berth: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the command; its exit code.
+async fn dispatch(cli: Cli) -> Result<u8> {
+    if let Cmd::Version = cli.cmd {
+        return cmd::system::version(&cli.address).await.map(|()| 0);
+    }
+    let mut c = client::connect(&cli.address).await?;
+    match cli.cmd {
+        Cmd::Version | Cmd::Completion { .. } => unreachable!("handled above"),
+        Cmd::Info => cmd::system::info(&mut c).await?,
+        Cmd::Pull { image } | Cmd::Image(ImageCmd::Pull { image }) => {
+            cmd::images::pull(&mut c, &image).await?;
+        }
+        Cmd::Images(a) | Cmd::Image(ImageCmd::Ls(a)) => cmd::images::list(&mut c, &a).await?,
+        Cmd::Rmi(a) | Cmd::Image(ImageCmd::Rm(a)) => cmd::images::remove(&mut c, &a.ids).await?,
+        Cmd::Image(ImageCmd::Inspect(a)) => cmd::images::inspect(&mut c, &a.ids).await?,
+        Cmd::Pods(a) | Cmd::Pod(PodCmd::Ls(a)) => cmd::pods::list(&mut c, &a).await?,
+        Cmd::Pod(PodCmd::Inspect(a)) => cmd::pods::inspect(&mut c, &a.ids).await?,
+        Cmd::Pod(PodCmd::Stop(a)) => cmd::pods::stop(&mut c, &a.ids).await?,
+        Cmd::Pod(PodCmd::Rm(a)) => cmd::pods::remove(&mut c, &a.ids).await?,
+        Cmd::Ps(a) | Cmd::Container(ContainerCmd::Ls(a)) => {
+            cmd::containers::list(&mut c, &a).await?
+        }
+        Cmd::Run(a) | Cmd::Container(ContainerCmd::Run(a)) => {
+            return cmd::run::run(&mut c, &a).await
+        }
+        Cmd::Logs(a) | Cmd::Container(ContainerCmd::Logs(a)) => {
+            cmd::containers::logs(&mut c, &a).await?
+        }
+        Cmd::Exec(a) | Cmd::Container(ContainerCmd::Exec(a)) => {
+            return cmd::containers::exec(&mut c, &a).await;
+        }
+        Cmd::Stop(a) | Cmd::Container(ContainerCmd::Stop(a)) => {
+            cmd::containers::stop(&mut c, &a).await?
+        }
+        Cmd::Rm(a) | Cmd::Container(ContainerCmd::Rm(a)) => {
+            cmd::containers::remove(&mut c, &a).await?
+        }
+        Cmd::Inspect(a) | Cmd::Container(ContainerCmd::Inspect(a)) => {
+            cmd::containers::inspect(&mut c, &a.ids).await?;
+        }
+    }
+    Ok(0)
+}
