@@ -59,6 +59,16 @@ fn run_ok(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+trait PipeJson {
+    fn pipe_json(&self) -> serde_json::Value;
+}
+
+impl PipeJson for String {
+    fn pipe_json(&self) -> serde_json::Value {
+        serde_json::from_str(self).unwrap_or_else(|e| panic!("{e}: {self}"))
+    }
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -394,6 +404,72 @@ fn pull_run_exec_logs_rm() {
     let inspect: serde_json::Value = serde_json::from_str(&env.ok(&["inspect", &id[..6]])).unwrap();
     assert_eq!(inspect[0]["status"]["state"], "Running", "{inspect}");
     assert_eq!(inspect[0]["status"]["id"], id.as_str(), "{inspect}");
+
+    // Entrypoint, working directory and user.
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "--net",
+        "host",
+        "--workdir",
+        "/tmp",
+        "--user",
+        "1000:1000",
+        "--entrypoint",
+        "sh",
+        &image,
+        "-c",
+        "pwd; busybox id -u; busybox id -g",
+    ]);
+    assert_eq!(out, "/tmp\n1000\n1000\n");
+
+    // logs -f follows until the container exits; stop; the pod commands.
+    let id2 = env.ok(&[
+        "run",
+        "-d",
+        "--net",
+        "host",
+        "--name",
+        "fl",
+        &image,
+        "sh",
+        "-c",
+        "echo a; sleep 1; echo b",
+    ]);
+    assert_eq!(env.ok(&["logs", "-f", "fl"]), "a\nb\n");
+    let all = env.ok(&["container", "ls", "-a"]);
+    assert!(all.contains("fl") && all.contains("Exited (0)"), "{all}");
+    let pod = env.ok(&["inspect", id2.trim()]);
+    let pod: serde_json::Value = serde_json::from_str(&pod).unwrap();
+    assert_eq!(pod[0]["status"]["state"], "Exited", "{pod}");
+    let pod_id = env
+        .ok(&["ps", "-a", "--format", "json"])
+        .pipe_json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id2.trim())
+        .map(|c| c["pod_sandbox_id"].as_str().unwrap().to_owned())
+        .unwrap();
+    let p: serde_json::Value =
+        serde_json::from_str(&env.ok(&["pod", "inspect", &pod_id[..10]])).unwrap();
+    assert_eq!(p[0]["status"]["state"], "Ready", "{p}");
+    env.ok(&["pod", "stop", &pod_id]);
+    assert!(env.ok(&["pods"]).contains("NotReady"));
+    env.ok(&["pod", "rm", "fl"]);
+    assert!(!env.ok(&["ps", "-a"]).contains("fl"));
+    let img: serde_json::Value =
+        serde_json::from_str(&env.ok(&["image", "inspect", &image])).unwrap();
+    assert!(
+        img[0]["image"]["id"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:"),
+        "{img}"
+    );
+    let info = env.ok(&["info"]);
+    assert!(info.contains("Runtime:"), "{info}");
+    eprintln!("{info}\n{}\n{}", env.ok(&["ps", "-a"]), env.ok(&["images"]));
 
     let out = env.berth(&["rm", "bg"]);
     assert!(
