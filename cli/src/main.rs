@@ -182,6 +182,8 @@ enum Cmd {
     Exec(ExecArgs),
     /// Stop containers.
     Stop(StopArgs),
+    /// Kill containers (SIGKILL at once).
+    Kill(Ids),
     /// Remove containers (and the pods `berth run` made for them).
     Rm(RmArgs),
     /// Container or pod status, verbose, as JSON.
@@ -224,6 +226,7 @@ enum ContainerCmd {
     Logs(LogsArgs),
     Exec(ExecArgs),
     Stop(StopArgs),
+    Kill(Ids),
     #[command(alias = "remove")]
     Rm(RmArgs),
 }
@@ -287,6 +290,13 @@ async fn dispatch(cli: Cli) -> Result<u8> {
         }
         Cmd::Stop(a) | Cmd::Container(ContainerCmd::Stop(a)) => {
             cmd::containers::stop(&mut c, &a).await?
+        }
+        Cmd::Kill(a) | Cmd::Container(ContainerCmd::Kill(a)) => {
+            let stop = StopArgs {
+                time: 0,
+                containers: a.ids,
+            };
+            cmd::containers::stop(&mut c, &stop).await?;
         }
         Cmd::Rm(a) | Cmd::Container(ContainerCmd::Rm(a)) => {
             cmd::containers::remove(&mut c, &a).await?

@@ -471,6 +471,19 @@ fn pull_run_exec_logs_rm() {
     assert!(info.contains("Runtime:"), "{info}");
     eprintln!("{info}\n{}\n{}", env.ok(&["ps", "-a"]), env.ok(&["images"]));
 
+    // kill: SIGKILL at once (sleep as PID 1 ignores SIGTERM).
+    env.ok(&[
+        "run", "-d", "--net", "host", "--name", "k", &image, "sleep", "300",
+    ]);
+    env.ok(&["kill", "k"]);
+    let all = env.ok(&["ps", "-a"]);
+    assert!(
+        all.lines()
+            .any(|l| l.contains("Exited (137)") && l.split_whitespace().rev().nth(1) == Some("k")),
+        "{all}"
+    );
+    env.ok(&["rm", "k"]);
+
     let out = env.berth(&["rm", "bg"]);
     assert!(
         !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("rm -f"),
