@@ -198,6 +198,7 @@ pub fn create(root: &Root, id: &ContainerId, opts: &CreateOptions) -> Result<Cre
         &parent,
         id,
         &spec,
+        ns.creates(CloneFlags::CLONE_NEWCGROUP),
         stage1_pid,
         cgroup.as_ref(),
         &base_state,
@@ -236,12 +237,19 @@ fn drive_children(
     sync: &SyncSocket,
     id: &ContainerId,
     spec: &Spec,
+    new_cgroupns: bool,
     stage1_pid: Pid,
     cgroup: &dyn CgroupManager,
     base_state: &OciState,
     pids: &mut Vec<Pid>,
 ) -> Result<Pid> {
-    cgroup.add_task(stage1_pid)?;
+    // The first cgroup.procs write of a migration waits for an RCU grace period (milliseconds).
+    // A new cgroup namespace must be created inside the cgroup, so then stage 1 joins it before
+    // anything else; otherwise init joins it while it sets up its rootfs in parallel — long
+    // before `start` lets the user process run.
+    if new_cgroupns {
+        cgroup.add_task(stage1_pid)?;
+    }
     sync.send(&ToChild::Go)?;
     let linux = spec.linux().clone().unwrap_or_default();
     let mut init_pid = None;
@@ -265,6 +273,9 @@ fn drive_children(
                 init_pid = Some(pid);
                 let _ = waitpid(stage1_pid, None);
                 sync.send(&ToChild::Proceed)?;
+                if !new_cgroupns {
+                    cgroup.add_task(pid)?;
+                }
             }
             Some(ToParent::SeccompListener) => {
                 let pid = init_pid.ok_or_else(|| protocol(id, "seccomp before the init pid"))?;
