@@ -8,27 +8,18 @@ use std::time::Duration;
 use tonic::Status;
 
 use super::error::{Result, SandboxError};
-use super::stop::stop_locked;
+use super::stop::{find_for_teardown, stop_locked};
 use super::{blocking, files, oci, stats, Sandboxes};
 use crate::service::container::ContainerService;
 use crate::store::sandbox::Sandbox;
-use crate::store::StoreError;
 
 pub(super) async fn remove(
     ctx: &Arc<Sandboxes>,
     id: &str,
     containers: &ContainerService,
 ) -> Result<(), Status> {
-    let sandbox = match ctx.store.get(id) {
-        Ok(s) => s,
-        Err(StoreError::NotFound { .. }) => {
-            tracing::info!(
-                sandbox = id,
-                "RemovePodSandbox of an unknown sandbox: nothing to do"
-            );
-            return Ok(());
-        }
-        Err(e) => return Err(SandboxError::from(e).into_status(id)),
+    let Some(sandbox) = find_for_teardown(ctx, id, "RemovePodSandbox")? else {
+        return Ok(());
     };
     let pod = sandbox.meta.pod();
     let _lifecycle = sandbox.lifecycle().lock().await;

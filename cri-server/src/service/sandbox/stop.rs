@@ -21,18 +21,8 @@ pub(super) async fn stop(
     id: &str,
     containers: &ContainerService,
 ) -> Result<(), Status> {
-    let sandbox = match ctx.store.get(id) {
-        Ok(s) => s,
-        // Idempotent: "must not return an error if all relevant resources have already been
-        // reclaimed" (the CRI); a removed sandbox has nothing left to stop.
-        Err(StoreError::NotFound { .. }) => {
-            tracing::info!(
-                sandbox = id,
-                "StopPodSandbox of an unknown sandbox: nothing to do"
-            );
-            return Ok(());
-        }
-        Err(e) => return Err(SandboxError::from(e).into_status(id)),
+    let Some(sandbox) = find_for_teardown(ctx, id, "StopPodSandbox")? else {
+        return Ok(());
     };
     let pod = sandbox.meta.pod();
     let _lifecycle = sandbox.lifecycle().lock().await;
@@ -43,6 +33,23 @@ pub(super) async fn stop(
     stop_locked(ctx, &sandbox, containers)
         .await
         .map_err(|e| e.into_status(&pod))
+}
+
+/// The sandbox Stop and Remove act on; `None` for an unknown one. Both are idempotent: "must
+/// not return an error if all relevant resources have already been reclaimed" (the CRI).
+pub(super) fn find_for_teardown(
+    ctx: &Sandboxes,
+    id: &str,
+    rpc: &'static str,
+) -> Result<Option<Arc<Sandbox>>, Status> {
+    match ctx.store.get(id) {
+        Ok(s) => Ok(Some(s)),
+        Err(StoreError::NotFound { .. }) => {
+            tracing::info!(sandbox = id, rpc, "unknown sandbox: nothing to do");
+            Ok(None)
+        }
+        Err(e) => Err(SandboxError::from(e).into_status(id)),
+    }
 }
 
 /// Stops a sandbox whose lifecycle lock the caller holds (Stop, and Remove of a sandbox
