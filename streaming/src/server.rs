@@ -395,18 +395,8 @@ fn upgrade_spdy(shared: Arc<Shared>, mut req: Request<Incoming>, pending: Pendin
                 return;
             }
         };
-        match pending {
-            Pending::Exec(r) => {
-                let opts = Options {
-                    stdin: r.stdin,
-                    stdout: r.stdout,
-                    stderr: r.stderr,
-                    tty: r.tty,
-                };
-                let action = Action::Exec {
-                    container_id: r.container_id,
-                    cmd: r.cmd,
-                };
+        match pending.into_session() {
+            Session::Remote(opts, action) => {
                 let version = remotecommand::spdy_version(&protocol);
                 remotecommand::serve_spdy(
                     io,
@@ -419,32 +409,10 @@ fn upgrade_spdy(shared: Arc<Shared>, mut req: Request<Incoming>, pending: Pendin
                 )
                 .await
             }
-            Pending::Attach(r) => {
-                let opts = Options {
-                    stdin: r.stdin,
-                    stdout: r.stdout,
-                    stderr: r.stderr,
-                    tty: r.tty,
-                };
-                let action = Action::Attach {
-                    container_id: r.container_id,
-                };
-                let version = remotecommand::spdy_version(&protocol);
-                remotecommand::serve_spdy(
-                    io,
-                    version,
-                    opts,
-                    action,
-                    backend,
-                    limits.spdy(),
-                    limits.creation_timeout,
-                )
-                .await
-            }
-            Pending::PortForward(r) => {
+            Session::PortForward(pod_sandbox_id) => {
                 portforward::serve_spdy(
                     io,
-                    r.pod_sandbox_id,
+                    pod_sandbox_id,
                     backend,
                     limits.spdy(),
                     limits.creation_timeout,
@@ -464,6 +432,41 @@ fn upgrade_spdy(shared: Arc<Shared>, mut req: Request<Incoming>, pending: Pendin
         }
     }
     resp
+}
+
+/// What an upgraded connection serves, whatever its transport.
+enum Session {
+    /// Exec or attach: the streams asked for and what to run.
+    Remote(Options, Action),
+    /// Port-forward into this pod sandbox.
+    PortForward(String),
+}
+
+impl Pending {
+    fn into_session(self) -> Session {
+        let options = |stdin, stdout, stderr, tty| Options {
+            stdin,
+            stdout,
+            stderr,
+            tty,
+        };
+        match self {
+            Pending::Exec(r) => Session::Remote(
+                options(r.stdin, r.stdout, r.stderr, r.tty),
+                Action::Exec {
+                    container_id: r.container_id,
+                    cmd: r.cmd,
+                },
+            ),
+            Pending::Attach(r) => Session::Remote(
+                options(r.stdin, r.stdout, r.stderr, r.tty),
+                Action::Attach {
+                    container_id: r.container_id,
+                },
+            ),
+            Pending::PortForward(r) => Session::PortForward(r.pod_sandbox_id),
+        }
+    }
 }
 
 /// Ports of a WebSocket port-forward: `?port=` query values, else the CRI request's.
@@ -543,34 +546,12 @@ fn upgrade_websocket(shared: Arc<Shared>, mut req: Request<Incoming>, pending: P
             }
         };
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-        match pending {
-            Pending::Exec(r) => {
-                let opts = Options {
-                    stdin: r.stdin,
-                    stdout: r.stdout,
-                    stderr: r.stderr,
-                    tty: r.tty,
-                };
-                let action = Action::Exec {
-                    container_id: r.container_id,
-                    cmd: r.cmd,
-                };
+        match pending.into_session() {
+            Session::Remote(opts, action) => {
                 websocket::serve_remotecommand(ws, proto, opts, action, backend, limits).await
             }
-            Pending::Attach(r) => {
-                let opts = Options {
-                    stdin: r.stdin,
-                    stdout: r.stdout,
-                    stderr: r.stderr,
-                    tty: r.tty,
-                };
-                let action = Action::Attach {
-                    container_id: r.container_id,
-                };
-                websocket::serve_remotecommand(ws, proto, opts, action, backend, limits).await
-            }
-            Pending::PortForward(r) => {
-                websocket::serve_portforward(ws, proto, r.pod_sandbox_id, ports, backend, limits)
+            Session::PortForward(pod_sandbox_id) => {
+                websocket::serve_portforward(ws, proto, pod_sandbox_id, ports, backend, limits)
                     .await
             }
         }
