@@ -175,22 +175,7 @@ pub fn finalize(spec: &Spec) -> Result<()> {
         .unwrap_or(false)
     {
         let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-        let locked = nix::sys::statvfs::statvfs("/")
-            .map(|st| {
-                use nix::sys::statvfs::FsFlags;
-                let mut f = MsFlags::empty();
-                if st.flags().contains(FsFlags::ST_NOSUID) {
-                    f |= MsFlags::MS_NOSUID;
-                }
-                if st.flags().contains(FsFlags::ST_NODEV) {
-                    f |= MsFlags::MS_NODEV;
-                }
-                if st.flags().contains(FsFlags::ST_NOEXEC) {
-                    f |= MsFlags::MS_NOEXEC;
-                }
-                f
-            })
-            .unwrap_or(MsFlags::empty());
+        let locked = mounts::security_flags_of("/");
         mount(
             None::<&str>,
             "/",

@@ -164,6 +164,16 @@ fn remount_bind(target: &OwnedFd, opts: &MountOptions) -> Result<()> {
     }
 }
 
+/// nosuid/nodev/noexec of the mount at `path`, which a read-only remount must keep (in a user
+/// namespace the kernel refuses to drop them); none if it cannot be read.
+pub(super) fn security_flags_of(path: &(impl nix::NixPath + ?Sized)) -> MsFlags {
+    statvfs(path)
+        .map(|st| {
+            locked_flags(st.flags()) & (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC)
+        })
+        .unwrap_or(MsFlags::empty())
+}
+
 fn locked_flags(st: FsFlags) -> MsFlags {
     let mut f = MsFlags::empty();
     for (s, m) in [

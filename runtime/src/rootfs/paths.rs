@@ -9,6 +9,7 @@ use nix::errno::Errno;
 use nix::mount::{mount, MsFlags};
 use nix::sys::stat::{fstat, SFlag};
 
+use super::mounts;
 use super::secure_path::{proc_fd_path, RootDir};
 use crate::error::{Result, RuntimeError};
 
@@ -70,23 +71,7 @@ pub fn make_readonly(root: &RootDir, paths: &[String]) -> Result<()> {
         let mounted = root.resolve_follow(Path::new(p))?;
         let target = proc_fd_path(&mounted);
         let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC;
-        let locked = nix::sys::statvfs::statvfs(&target)
-            .map(|st| {
-                let mut f = MsFlags::empty();
-                let fl = st.flags();
-                use nix::sys::statvfs::FsFlags;
-                if fl.contains(FsFlags::ST_NOSUID) {
-                    f |= MsFlags::MS_NOSUID;
-                }
-                if fl.contains(FsFlags::ST_NODEV) {
-                    f |= MsFlags::MS_NODEV;
-                }
-                if fl.contains(FsFlags::ST_NOEXEC) {
-                    f |= MsFlags::MS_NOEXEC;
-                }
-                f
-            })
-            .unwrap_or(MsFlags::empty());
+        let locked = mounts::security_flags_of(&target);
         mount(
             None::<&str>,
             &target,
