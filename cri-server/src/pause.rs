@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 /// The binary's name next to berthd.
 pub const PAUSE_BINARY: &str = "berth-pause";
+/// How the built-in pause image is named (statuses, metrics).
+pub const BUILTIN_IMAGE: &str = "built-in berth-pause";
 /// Where it lives in the rootfs (the pause container's command).
 pub const PAUSE_IN_ROOTFS: &str = "pause";
 

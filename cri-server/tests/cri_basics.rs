@@ -110,20 +110,46 @@ async fn version_status_and_runtime_config() {
 }
 
 #[tokio::test]
-async fn unserved_rpcs_say_unimplemented_with_a_reason() {
+async fn metric_descriptors_and_unserved_rpcs() {
     let dir = tempfile::tempdir().unwrap();
     let (channel, stop, task) = start(dir.path()).await;
     let mut rt = RuntimeServiceClient::new(channel.clone());
-    let err = rt
+    // Metrics are served: cAdvisor's names, every descriptor with cAdvisor's base labels
+    // (sorted); no pod yet, no pod metrics.
+    let descriptors = rt
         .list_metric_descriptors(cri::ListMetricDescriptorsRequest::default())
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(
-        err.message().contains("ListMetricDescriptors"),
-        "{}",
-        err.message()
-    );
+        .unwrap()
+        .into_inner()
+        .descriptors;
+    for name in [
+        "container_cpu_usage_seconds_total",
+        "container_memory_working_set_bytes",
+        "container_memory_rss",
+        "container_memory_usage_bytes",
+        "container_memory_cache",
+        "container_spec_memory_limit_bytes",
+        "container_network_receive_bytes_total",
+        "container_network_transmit_bytes_total",
+        "container_fs_usage_bytes",
+    ] {
+        let d = descriptors
+            .iter()
+            .find(|d| d.name == name)
+            .unwrap_or_else(|| panic!("no descriptor {name}"));
+        assert!(!d.help.is_empty());
+        for key in ["container", "id", "image", "name", "namespace", "pod"] {
+            assert!(d.label_keys.iter().any(|k| k == key), "{name}: {key}");
+        }
+        assert!(d.label_keys.windows(2).all(|w| w[0] < w[1]), "{name}");
+    }
+    let pods = rt
+        .list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_metrics;
+    assert!(pods.is_empty());
     let err = rt
         .checkpoint_container(cri::CheckpointContainerRequest::default())
         .await

@@ -8,7 +8,6 @@ use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
 use super::container::{ContainerService, EventStream as ContainerEvents};
-use super::not_yet;
 use super::sandbox::SandboxService;
 use super::streaming::StreamingBackend;
 use crate::config::{CgroupDriver, Config};
@@ -18,8 +17,6 @@ use image_store::ImageStore;
 pub const CRI_VERSION: &str = "v1";
 pub const RUNTIME_NAME: &str = "berth";
 pub const RUNTIME_VERSION: &str = env!("CARGO_PKG_VERSION");
-
-const METRICS: &str = "cAdvisor-style metrics come after container stats (issue 5)";
 
 /// The streaming server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -51,9 +48,12 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn new(config: Arc<Config>, images: Arc<ImageStore>) -> Self {
+        let sandboxes = SandboxService::new(config.clone(), images.clone());
+        let containers = ContainerService::new(config.clone(), images);
+        containers.set_sandboxes(sandboxes.clone());
         Self {
-            sandboxes: SandboxService::new(config.clone(), images.clone()),
-            containers: ContainerService::new(config.clone(), images),
+            sandboxes,
+            containers,
             config,
             pod_cidr: Mutex::new(String::new()),
             streaming: None,
@@ -425,12 +425,17 @@ impl RuntimeService for Runtime {
         &self,
         _: Request<cri::ListMetricDescriptorsRequest>,
     ) -> Result<Response<cri::ListMetricDescriptorsResponse>, Status> {
-        Err(not_yet("ListMetricDescriptors", METRICS))
+        Ok(Response::new(cri::ListMetricDescriptorsResponse {
+            descriptors: super::metrics::descriptors(),
+        }))
     }
     async fn list_pod_sandbox_metrics(
         &self,
         _: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> Result<Response<cri::ListPodSandboxMetricsResponse>, Status> {
-        Err(not_yet("ListPodSandboxMetrics", METRICS))
+        self.sandboxes
+            .metrics(&self.containers)
+            .await
+            .map(Response::new)
     }
 }

@@ -123,6 +123,12 @@ struct Server {
 
 impl Pods {
     pub async fn start(n: u32) -> Pods {
+        Pods::start_with(n, |_| {}).await
+    }
+
+    /// The same, with `adjust` applied to the config first (insecure registries, a sandbox
+    /// image…).
+    pub async fn start_with(n: u32, adjust: impl FnOnce(&mut Config)) -> Pods {
         // Short paths: the shims' sockets live under <state>/sandboxes/<64 hex>/shim/.
         let dir = tempfile::Builder::new()
             .prefix("bp")
@@ -152,6 +158,7 @@ impl Pods {
                 root: PathBuf::new(),
             },
         );
+        adjust(&mut config);
         let config = config.with_detected_runtimes(Some(&bin_dir())).unwrap();
         let mut pods = Pods {
             dir,
@@ -190,8 +197,13 @@ impl Pods {
     }
 
     pub async fn client(&self) -> RuntimeServiceClient<Channel> {
+        RuntimeServiceClient::new(self.channel().await)
+    }
+
+    /// A channel to the CRI socket (for the image service too).
+    pub async fn channel(&self) -> Channel {
         let path = self.config.listen.clone();
-        let channel = tokio::time::timeout(
+        tokio::time::timeout(
             Duration::from_secs(10),
             Endpoint::try_from("http://[::]:50051")
                 .unwrap()
@@ -204,8 +216,7 @@ impl Pods {
         )
         .await
         .expect("connect within 10 s")
-        .expect("connect to the CRI socket");
-        RuntimeServiceClient::new(channel)
+        .expect("connect to the CRI socket")
     }
 
     pub fn state(&self) -> PathBuf {

@@ -53,6 +53,8 @@ pub(crate) struct Containers {
     images: Arc<ImageStore>,
     store: ContainerStore,
     events: broadcast::Sender<cri::ContainerEventResponse>,
+    /// The sandbox service, for the pod status in events.
+    sandboxes: std::sync::OnceLock<SandboxService>,
     shim_binary: PathBuf,
     /// Facts about the node the spec builder needs, probed once.
     host: crate::spec::HostInfo,
@@ -76,6 +78,7 @@ impl ContainerService {
             images,
             store,
             events,
+            sandboxes: std::sync::OnceLock::new(),
         });
         monitor::recover(&inner);
         monitor::spawn(Arc::downgrade(&inner));
@@ -210,6 +213,39 @@ impl ContainerService {
         let runtime = self.inner.runtime(&c)?;
         let shim = self.inner.shim(&c, pid);
         Ok((c, runtime, shim))
+    }
+
+    /// The metrics of the running containers of a sandbox (ListPodSandboxMetrics). Blocking.
+    pub fn metrics_in_sandbox(
+        &self,
+        sandbox_id: &str,
+        pod: &cri::PodSandboxMetadata,
+    ) -> Vec<cri::ContainerMetrics> {
+        stats::metrics_in_sandbox(&self.inner, sandbox_id, pod)
+    }
+
+    /// The statuses of the containers of a sandbox (PodSandboxStatus.containers_statuses).
+    pub async fn statuses_in_sandbox(
+        &self,
+        sandbox_id: &str,
+    ) -> Result<Vec<cri::ContainerStatus>, Status> {
+        Ok(status::in_sandbox(&self.inner, sandbox_id).await?)
+    }
+
+    /// Lets container events carry their pod's status (set once, at startup).
+    pub fn set_sandboxes(&self, sandboxes: SandboxService) {
+        let _ = self.inner.sandboxes.set(sandboxes);
+    }
+
+    /// Publishes an event about a pod sandbox itself (its ID as `container_id`, as containerd
+    /// does), with its status and its containers'.
+    pub fn publish_sandbox_event(
+        &self,
+        sandbox_id: &str,
+        kind: cri::ContainerEventType,
+        status: Option<cri::PodSandboxStatus>,
+    ) {
+        events::publish_sandbox(&self.inner, sandbox_id, kind, status);
     }
 
     /// IDs of the containers of a sandbox (for the sandbox's status and stats).

@@ -107,3 +107,67 @@ fn one(inner: &Containers, c: &Container) -> cri::ContainerStats {
     }
     out
 }
+
+/// The cAdvisor-named metrics of the running containers of a sandbox (ListPodSandboxMetrics).
+/// Blocking: reads cgroup files.
+pub(super) fn metrics_in_sandbox(
+    inner: &Containers,
+    sandbox_id: &str,
+    pod: &cri::PodSandboxMetadata,
+) -> Vec<cri::ContainerMetrics> {
+    use crate::service::metrics::{self, Identity, Usage};
+    inner
+        .in_sandbox(sandbox_id)
+        .into_iter()
+        .filter_map(|c| {
+            let status = c.status();
+            let State::Running { started_at, .. } = status.state else {
+                return None;
+            };
+            let manager = berth_cgroups::CgroupPath::from_spec(
+                Some(&c.meta.cgroups_path),
+                c.id(),
+                inner.systemd(),
+            )
+            .and_then(|p| berth_cgroups::manager(&p));
+            let (cgroup, oom_kills) = match manager {
+                Ok(m) => (m.stats().ok(), m.oom_kill_count().ok()),
+                Err(e) => {
+                    tracing::debug!(container = %c.id(), error = %e, "no cgroup for metrics");
+                    (None, None)
+                }
+            };
+            let snapshots = inner.images.snapshots();
+            let writable_layer = snapshots
+                .usage(&c.meta.snapshot_key)
+                .ok()
+                .map(|u| (snapshots.root().display().to_string(), u.bytes));
+            let who = Identity {
+                container: c
+                    .meta
+                    .config
+                    .metadata
+                    .as_ref()
+                    .map(|m| m.name.clone())
+                    .unwrap_or_default(),
+                id: c.id().to_owned(),
+                image: c.meta.image_name.clone(),
+                name: c.meta.name.clone(),
+                namespace: pod.namespace.clone(),
+                pod: pod.name.clone(),
+            };
+            let usage = Usage {
+                cgroup,
+                oom_kills,
+                writable_layer,
+                resources: status.resources,
+                started_at: Some(started_at),
+                network: Vec::new(),
+            };
+            Some(cri::ContainerMetrics {
+                container_id: c.id().to_owned(),
+                metrics: metrics::metrics(&who, &usage),
+            })
+        })
+        .collect()
+}

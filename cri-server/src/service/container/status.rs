@@ -143,6 +143,27 @@ pub(super) async fn status(
     .await
 }
 
+/// The statuses of every container of a sandbox (PodSandboxStatus); exits are observed
+/// first.
+pub(super) async fn in_sandbox(
+    inner: &Arc<Containers>,
+    sandbox_id: &str,
+) -> Result<Vec<cri::ContainerStatus>, ContainerError> {
+    let containers = inner.in_sandbox(sandbox_id);
+    let inner = inner.clone();
+    blocking("container statuses", move || {
+        let mut out = Vec::with_capacity(containers.len());
+        for c in containers {
+            if c.status().state.is_running() {
+                monitor::observe_exit(&inner, &c)?;
+            }
+            out.push(cri_status(&c, false));
+        }
+        Ok(out)
+    })
+    .await
+}
+
 fn matches(c: &Container, state: cri::ContainerState, filter: &cri::ContainerFilter) -> bool {
     if !filter.id.is_empty() && !c.id().starts_with(&filter.id) {
         return false;

@@ -104,9 +104,17 @@ impl SandboxService {
     pub async fn run(
         &self,
         req: cri::RunPodSandboxRequest,
-        _containers: &ContainerService,
+        containers: &ContainerService,
     ) -> Result<cri::RunPodSandboxResponse, Status> {
-        run::run(&self.inner, req).await
+        let response = run::run(&self.inner, req).await?;
+        let id = &response.pod_sandbox_id;
+        for kind in [
+            cri::ContainerEventType::ContainerCreatedEvent,
+            cri::ContainerEventType::ContainerStartedEvent,
+        ] {
+            containers.publish_sandbox_event(id, kind, self.cri_status(id));
+        }
+        Ok(response)
     }
 
     pub async fn stop(
@@ -132,9 +140,15 @@ impl SandboxService {
     pub async fn status(
         &self,
         req: cri::PodSandboxStatusRequest,
-        _containers: &ContainerService,
+        containers: &ContainerService,
     ) -> Result<cri::PodSandboxStatusResponse, Status> {
-        status::status(&self.inner, req).await
+        status::status(&self.inner, req, containers).await
+    }
+
+    /// The CRI status of sandbox `id` from its record (no I/O), for container events.
+    pub fn cri_status(&self, id: &str) -> Option<cri::PodSandboxStatus> {
+        let sandbox = self.inner.store.get(id).ok()?;
+        Some(status::cri_status(&sandbox, &sandbox.state()))
     }
 
     pub async fn list(
@@ -160,6 +174,13 @@ impl SandboxService {
         stats::list_stats(&self.inner, req, containers).await
     }
 
+    pub async fn metrics(
+        &self,
+        containers: &ContainerService,
+    ) -> Result<cri::ListPodSandboxMetricsResponse, Status> {
+        stats::metrics(&self.inner, containers).await
+    }
+
     /// Whether pod networking is ready (for the NetworkReady condition), and why not: the
     /// network config loads and every plugin of it is installed.
     pub fn network_ready(&self) -> Result<(), String> {
@@ -170,6 +191,15 @@ impl SandboxService {
 impl Sandboxes {
     fn systemd(&self) -> bool {
         self.config.cgroup.driver == crate::config::CgroupDriver::Systemd
+    }
+
+    /// The sandbox image as metrics and statuses name it.
+    fn sandbox_image_name(&self) -> String {
+        if self.config.sandbox.image.is_empty() {
+            crate::pause::BUILTIN_IMAGE.to_owned()
+        } else {
+            self.config.sandbox.image.clone()
+        }
     }
 }
 

@@ -48,8 +48,9 @@ async fn remove_locked(
             what: "remove the pod's containers",
             status: Box::new(status),
         })?;
-    let (ctx, sandbox) = (ctx.clone(), sandbox.clone());
+    let (ctx, sb) = (ctx.clone(), sandbox.clone());
     blocking(move || {
+        let sandbox = sb;
         let meta = &sandbox.meta;
         oci::delete(&meta.runtime, &meta.id)?;
         oci::reap_shim(&meta.shim_dir(), Duration::from_secs(5));
@@ -67,5 +68,11 @@ async fn remove_locked(
         tracing::info!(pod = %meta.pod(), sandbox = %meta.id, "sandbox removed");
         Ok(())
     })
-    .await
+    .await?;
+    containers.publish_sandbox_event(
+        &sandbox.meta.id,
+        k8s_cri::v1::ContainerEventType::ContainerDeletedEvent,
+        None,
+    );
+    Ok(())
 }

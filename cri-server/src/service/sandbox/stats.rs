@@ -15,7 +15,8 @@ use super::network::POD_IFNAME;
 use super::status::{labels_match, nanos};
 use super::{blocking, Sandboxes};
 use crate::service::container::ContainerService;
-use crate::store::sandbox::Sandbox;
+use crate::service::metrics::{parse_net_dev, Identity, Usage};
+use crate::store::sandbox::{Sandbox, SandboxState};
 
 /// The last CPU usage seen per sandbox, for `usage_nano_cores` (a rate between two samples).
 #[derive(Debug, Default)]
@@ -174,7 +175,7 @@ fn measure(ctx: &Sandboxes, sandbox: &Sandbox) -> Result<cri::LinuxPodSandboxSta
         major_page_faults: value(mem.pgmajfault),
     };
     let network = match sandbox.state() {
-        crate::store::sandbox::SandboxState::Ready { pid } if !meta.host_network() => {
+        SandboxState::Ready { pid } if !meta.host_network() => {
             std::fs::read_to_string(format!("/proc/{pid}/net/dev"))
                 .ok()
                 .map(|text| network_usage(&text, now))
@@ -193,39 +194,94 @@ fn measure(ctx: &Sandboxes, sandbox: &Sandbox) -> Result<cri::LinuxPodSandboxSta
     })
 }
 
-/// Parses `/proc/net/dev`: the pod interface is the default, the others (but `lo`) follow.
+/// The pod interface is the default, the others (but `lo`) follow.
 fn network_usage(text: &str, now: i64) -> cri::NetworkUsage {
     let mut usage = cri::NetworkUsage {
         timestamp: now,
         default_interface: None,
         interfaces: Vec::new(),
     };
-    for line in text.lines().skip(2) {
-        let Some((name, counters)) = line.split_once(':') else {
-            continue;
-        };
-        let name = name.trim();
-        let n: Vec<u64> = counters
-            .split_whitespace()
-            .map(|c| c.parse().unwrap_or(0))
-            .collect();
-        if name == "lo" || n.len() < 16 {
-            continue;
-        }
+    for i in parse_net_dev(text) {
+        let name = i.name;
         let iface = cri::NetworkInterfaceUsage {
-            name: name.to_owned(),
-            rx_bytes: value(n[0]),
-            rx_errors: value(n[2]),
-            tx_bytes: value(n[8]),
-            tx_errors: value(n[10]),
+            rx_bytes: value(i.rx_bytes),
+            rx_errors: value(i.rx_errors),
+            tx_bytes: value(i.tx_bytes),
+            tx_errors: value(i.tx_errors),
+            name,
         };
-        if name == POD_IFNAME {
+        if iface.name == POD_IFNAME {
             usage.default_interface = Some(iface);
         } else {
             usage.interfaces.push(iface);
         }
     }
     usage
+}
+
+/// ListPodSandboxMetrics: cAdvisor-named metrics of every ready pod (its cgroup and network)
+/// and of its running containers.
+pub(super) async fn metrics(
+    ctx: &Arc<Sandboxes>,
+    containers: &ContainerService,
+) -> Result<cri::ListPodSandboxMetricsResponse, Status> {
+    let ready: Vec<Arc<Sandbox>> = ctx
+        .store
+        .list()
+        .into_iter()
+        .filter(|s| s.state().is_ready())
+        .collect();
+    let (ctx, containers) = (ctx.clone(), containers.clone());
+    let pod_metrics = blocking(move || {
+        Ok(ready
+            .iter()
+            .map(|s| pod_metrics(&ctx, s, &containers))
+            .collect())
+    })
+    .await
+    .map_err(|e| e.into_status("metrics"))?;
+    Ok(cri::ListPodSandboxMetricsResponse { pod_metrics })
+}
+
+/// Blocking: reads cgroup files and /proc.
+fn pod_metrics(
+    ctx: &Sandboxes,
+    sandbox: &Sandbox,
+    containers: &ContainerService,
+) -> cri::PodSandboxMetrics {
+    let meta = &sandbox.meta;
+    let pod = meta.config.metadata.clone().unwrap_or_default();
+    let cgroup = pod_cgroup(&meta.cgroup_parent, &meta.id, ctx.systemd())
+        .ok()
+        .and_then(|p| berth_cgroups::manager(&p).ok())
+        .and_then(|m| m.stats().ok());
+    let network = match sandbox.state() {
+        SandboxState::Ready { pid } if !meta.host_network() => {
+            std::fs::read_to_string(format!("/proc/{pid}/net/dev"))
+                .map(|t| parse_net_dev(&t))
+                .unwrap_or_default()
+        }
+        _ => Vec::new(),
+    };
+    let who = Identity {
+        container: String::new(),
+        id: meta.id.clone(),
+        image: ctx.sandbox_image_name(),
+        name: meta.name.clone(),
+        namespace: pod.namespace.clone(),
+        pod: pod.name.clone(),
+    };
+    let usage = Usage {
+        cgroup,
+        network,
+        started_at: Some(meta.created_at),
+        ..Default::default()
+    };
+    cri::PodSandboxMetrics {
+        pod_sandbox_id: meta.id.clone(),
+        metrics: crate::service::metrics::metrics(&who, &usage),
+        container_metrics: containers.metrics_in_sandbox(&meta.id, &pod),
+    }
 }
 
 #[cfg(test)]

@@ -8,11 +8,13 @@ use tonic::Status;
 
 use super::error::SandboxError;
 use super::{blocking, Sandboxes};
+use crate::service::container::ContainerService;
 use crate::store::sandbox::{Sandbox, SandboxState};
 
 pub(super) async fn status(
     ctx: &Arc<Sandboxes>,
     req: cri::PodSandboxStatusRequest,
+    containers: &ContainerService,
 ) -> Result<cri::PodSandboxStatusResponse, Status> {
     let id = req.pod_sandbox_id;
     let sandbox = ctx
@@ -32,7 +34,28 @@ pub(super) async fn status(
     })
     .await
     .map_err(|e| e.into_status(&pod))?;
+    // The pod's and its containers' statuses as of one moment (the evented PLEG compares
+    // this timestamp with its cache's).
+    let timestamp = nanos(&chrono::Utc::now());
+    let containers_statuses = containers.statuses_in_sandbox(&sandbox.meta.id).await?;
+    let status = cri_status(&sandbox, &state);
+    let mut info = HashMap::new();
+    if verbose {
+        info.insert(
+            "info".to_owned(),
+            verbose_info(&sandbox, &state, spec).to_string(),
+        );
+    }
+    Ok(cri::PodSandboxStatusResponse {
+        status: Some(status),
+        info,
+        containers_statuses,
+        timestamp,
+    })
+}
 
+/// The CRI status of a sandbox in `state` (no I/O).
+pub(super) fn cri_status(sandbox: &Sandbox, state: &SandboxState) -> cri::PodSandboxStatus {
     let meta = &sandbox.meta;
     let linux = meta.config.linux.as_ref();
     let ns_options = linux
@@ -52,7 +75,7 @@ pub(super) async fn status(
             .map(|ip| cri::PodIp { ip: ip.to_string() })
             .collect(),
     });
-    let status = cri::PodSandboxStatus {
+    cri::PodSandboxStatus {
         id: meta.id.clone(),
         metadata: meta.config.metadata.clone(),
         state: state.to_cri() as i32,
@@ -66,20 +89,7 @@ pub(super) async fn status(
         labels: meta.config.labels.clone(),
         annotations: meta.config.annotations.clone(),
         runtime_handler: meta.runtime.handler.clone(),
-    };
-    let mut info = HashMap::new();
-    if verbose {
-        info.insert(
-            "info".to_owned(),
-            verbose_info(&sandbox, &state, spec).to_string(),
-        );
     }
-    Ok(cri::PodSandboxStatusResponse {
-        status: Some(status),
-        info,
-        containers_statuses: Vec::new(),
-        timestamp: nanos(&chrono::Utc::now()),
-    })
 }
 
 /// The verbose `info` JSON (containerd's keys where they exist).

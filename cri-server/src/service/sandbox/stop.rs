@@ -60,6 +60,7 @@ pub(super) async fn stop_locked(
     containers: &ContainerService,
 ) -> Result<()> {
     let id = &sandbox.meta.id;
+    let was_ready = sandbox.state().is_ready();
     // Timeout 0: the kubelet stopped them gracefully already; what is left is killed.
     containers
         .stop_all_in_sandbox(id, 0)
@@ -68,8 +69,9 @@ pub(super) async fn stop_locked(
             what: "stop the pod's containers",
             status: Box::new(status),
         })?;
-    let (ctx, sandbox) = (ctx.clone(), sandbox.clone());
+    let (ctx, sb) = (ctx.clone(), sandbox.clone());
     blocking(move || {
+        let sandbox = sb;
         kill_pause(&sandbox)?;
         if !sandbox.state().is_released() {
             release(&ctx, &sandbox)?;
@@ -82,7 +84,16 @@ pub(super) async fn stop_locked(
         }
         Ok(())
     })
-    .await
+    .await?;
+    if was_ready {
+        let status = super::status::cri_status(sandbox, &sandbox.state());
+        containers.publish_sandbox_event(
+            id,
+            k8s_cri::v1::ContainerEventType::ContainerStoppedEvent,
+            Some(status),
+        );
+    }
+    Ok(())
 }
 
 /// Kills the pause if it runs and records its exit: the sandbox is NotReady afterwards.

@@ -1,0 +1,372 @@
+//! Pods on their own network (CNI on a test bridge) with busybox containers (root):
+//! cAdvisor-named metrics (ListPodSandboxMetrics), PodSandboxStatus with its containers'
+//! statuses, and GetContainerEvents carrying the pod's and the containers' statuses.
+
+#[path = "support/node.rs"]
+mod node;
+#[path = "support/pods.rs"]
+mod pods;
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use node::Leftovers;
+use tonic::transport::Channel;
+
+type Rt = RuntimeServiceClient<Channel>;
+
+const RUNNING: i32 = cri::ContainerState::ContainerRunning as i32;
+const EXITED: i32 = cri::ContainerState::ContainerExited as i32;
+const READY: i32 = cri::PodSandboxState::SandboxReady as i32;
+
+fn can_run(test: &str) -> bool {
+    support::can_run(test) && pods::can_run(test)
+}
+
+/// A registry with the busybox fixture (`<host>/berth/busybox:v1`), kept alive by the test.
+struct Fixture {
+    registry: support::Registry,
+    _work: tempfile::TempDir,
+    image: String,
+}
+
+fn fixture() -> Fixture {
+    let registry = support::Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let layout = node::build_busybox(work.path());
+    let image = format!("{}/berth/busybox:v1", registry.host);
+    support::push(&layout, "v1", &image, &[]);
+    Fixture {
+        registry,
+        _work: work,
+        image,
+    }
+}
+
+async fn pull(channel: Channel, image: &str) {
+    ImageServiceClient::new(channel)
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("pull");
+}
+
+fn container(name: &str, image: &str, script: &str) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(cri::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        labels: HashMap::from([("app".to_owned(), name.to_owned())]),
+        ..Default::default()
+    }
+}
+
+async fn run_container(
+    rt: &mut Rt,
+    pod: &str,
+    pod_config: &cri::PodSandboxConfig,
+    config: cri::ContainerConfig,
+) -> String {
+    let id = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.into(),
+            config: Some(config),
+            sandbox_config: Some(pod_config.clone()),
+        })
+        .await
+        .expect("CreateContainer")
+        .into_inner()
+        .container_id;
+    rt.start_container(cri::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("StartContainer");
+    id
+}
+
+/// The value of metric `name` whose label `key` is `value` (any, without a label).
+fn metric(
+    descriptors: &[cri::MetricDescriptor],
+    metrics: &[cri::Metric],
+    name: &str,
+    label: Option<(&str, &str)>,
+) -> Option<u64> {
+    let d = descriptors.iter().find(|d| d.name == name)?;
+    metrics
+        .iter()
+        .find(|m| {
+            m.name == name
+                && label.is_none_or(|(k, v)| {
+                    d.label_keys
+                        .iter()
+                        .position(|x| x == k)
+                        .is_some_and(|i| m.label_values[i] == v)
+                })
+        })
+        .and_then(|m| m.value.as_ref().map(|v| v.value))
+}
+
+/// The labels of a metric as a map (checked against its descriptor).
+fn labels(descriptors: &[cri::MetricDescriptor], m: &cri::Metric) -> HashMap<String, String> {
+    let d = descriptors
+        .iter()
+        .find(|d| d.name == m.name)
+        .unwrap_or_else(|| panic!("{} has no descriptor", m.name));
+    assert_eq!(d.label_keys.len(), m.label_values.len(), "{}", m.name);
+    d.label_keys
+        .iter()
+        .cloned()
+        .zip(m.label_values.iter().cloned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_statuses_and_events_of_a_networked_pod() {
+    let test = "metrics_statuses_and_events_of_a_networked_pod";
+    if !can_run(test) {
+        return;
+    }
+    let fx = fixture();
+    let host = fx.registry.host.clone();
+    let pods = pods::Pods::start_with(11, |c| c.registry.insecure = vec![host]).await;
+    let guard = Leftovers::new(pods.dir.path());
+    let mut rt = pods.client().await;
+    pull(pods.channel().await, &fx.image).await;
+    let mut events = rt
+        .get_container_events(cri::GetEventsRequest {})
+        .await
+        .expect("GetContainerEvents")
+        .into_inner();
+
+    let pod_config = pods::pod("metrics");
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("RunPodSandbox")
+        .into_inner()
+        .pod_sandbox_id;
+    guard.sandbox(&pod);
+    // Writes a copy of busybox into the writable layer, then waits.
+    let app = run_container(
+        &mut rt,
+        &pod,
+        &pod_config,
+        container("app", &fx.image, "cat /bin/busybox > /big; sleep 300"),
+    )
+    .await;
+
+    // Traffic into the pod: datagrams to its IP (nothing listens; they are received anyway).
+    let st = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .expect("PodSandboxStatus")
+        .into_inner();
+    let ip = st
+        .status
+        .as_ref()
+        .unwrap()
+        .network
+        .as_ref()
+        .unwrap()
+        .ip
+        .clone();
+    let udp = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    for _ in 0..20 {
+        udp.send_to(&[7u8; 200], (ip.as_str(), 9)).unwrap();
+    }
+
+    // PodSandboxStatus: the containers' statuses with the pod's, and when they were taken.
+    assert!(st.timestamp > st.status.as_ref().unwrap().created_at);
+    assert_eq!(st.containers_statuses.len(), 1, "{st:?}");
+    assert_eq!(st.containers_statuses[0].id, app);
+    assert_eq!(st.containers_statuses[0].state, RUNNING);
+
+    // Metrics: the pod's (its cgroup, its network) and the container's.
+    let descriptors = rt
+        .list_metric_descriptors(cri::ListMetricDescriptorsRequest {})
+        .await
+        .expect("ListMetricDescriptors")
+        .into_inner()
+        .descriptors;
+    let busybox = std::fs::metadata("/bin/busybox").unwrap().len();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (pod_metrics, app_metrics) = loop {
+        let all = rt
+            .list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
+            .await
+            .expect("ListPodSandboxMetrics")
+            .into_inner()
+            .pod_metrics;
+        let p = all
+            .into_iter()
+            .find(|p| p.pod_sandbox_id == pod)
+            .expect("the pod's metrics");
+        let c = p
+            .container_metrics
+            .iter()
+            .find(|c| c.container_id == app)
+            .map(|c| c.metrics.clone())
+            .unwrap_or_default();
+        let rx = metric(
+            &descriptors,
+            &p.metrics,
+            "container_network_receive_bytes_total",
+            Some(("interface", "eth0")),
+        );
+        let fs = metric(&descriptors, &c, "container_fs_usage_bytes", None);
+        if rx.unwrap_or(0) >= 20 * 200 && fs.unwrap_or(0) >= busybox {
+            break (p.metrics, c);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rx {rx:?}, fs {fs:?} (busybox {busybox})\n{p:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for m in &pod_metrics {
+        let l = labels(&descriptors, m);
+        assert_eq!(
+            (
+                l["pod"].as_str(),
+                l["namespace"].as_str(),
+                l["container"].as_str(),
+                l["id"].as_str()
+            ),
+            ("metrics", "test", "", pod.as_str()),
+            "{m:?}"
+        );
+    }
+    for m in &app_metrics {
+        let l = labels(&descriptors, m);
+        assert_eq!(
+            (
+                l["pod"].as_str(),
+                l["container"].as_str(),
+                l["id"].as_str(),
+                l["image"].as_str()
+            ),
+            ("metrics", "app", app.as_str(), fx.image.as_str()),
+            "{m:?}"
+        );
+        assert_eq!(m.timestamp, 0, "live values");
+    }
+    let get = |name: &str| metric(&descriptors, &app_metrics, name, None);
+    assert!(get("container_memory_working_set_bytes").unwrap() > 0);
+    assert!(get("container_memory_usage_bytes").unwrap() > 0);
+    assert!(get("container_memory_rss").is_some());
+    assert!(get("container_memory_cache").is_some());
+    assert!(get("container_cpu_usage_seconds_total").is_some());
+    assert!(get("container_processes").unwrap() >= 1);
+    assert_eq!(
+        get("container_spec_memory_limit_bytes"),
+        Some(0),
+        "unlimited"
+    );
+    assert!(get("container_start_time_seconds").unwrap() > 1_600_000_000);
+    assert!(metric(
+        &descriptors,
+        &pod_metrics,
+        "container_memory_working_set_bytes",
+        None
+    )
+    .is_some());
+    assert!(
+        metric(
+            &descriptors,
+            &pod_metrics,
+            "container_network_transmit_bytes_total",
+            Some(("interface", "eth0"))
+        )
+        .is_some(),
+        "{pod_metrics:?}"
+    );
+
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: app.clone(),
+        timeout: 0,
+    })
+    .await
+    .expect("StopContainer");
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .expect("StopPodSandbox");
+    let st = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .expect("PodSandboxStatus")
+        .into_inner();
+    assert_eq!(st.containers_statuses[0].state, EXITED);
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .expect("RemovePodSandbox");
+
+    // Events: the sandbox's own (its ID as container_id) and the container's, each with the
+    // pod's status and the statuses of the pod's containers.
+    use cri::ContainerEventType as E;
+    let want = [
+        (pod.as_str(), E::ContainerCreatedEvent),
+        (pod.as_str(), E::ContainerStartedEvent),
+        (app.as_str(), E::ContainerCreatedEvent),
+        (app.as_str(), E::ContainerStartedEvent),
+        (app.as_str(), E::ContainerStoppedEvent),
+        (pod.as_str(), E::ContainerStoppedEvent),
+        (app.as_str(), E::ContainerDeletedEvent),
+        (pod.as_str(), E::ContainerDeletedEvent),
+    ];
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.len() < want.len() && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(1), events.message()).await {
+            Ok(Ok(Some(e))) if e.container_id == pod || e.container_id == app => seen.push(e),
+            Ok(Ok(Some(_))) | Err(_) => {}
+            other => panic!("event stream ended: {other:?}"),
+        }
+    }
+    drop(events);
+    let kinds: Vec<(&str, i32)> = seen
+        .iter()
+        .map(|e| (e.container_id.as_str(), e.container_event_type))
+        .collect();
+    let want: Vec<(&str, i32)> = want.iter().map(|(id, k)| (*id, *k as i32)).collect();
+    assert_eq!(kinds, want);
+    let started = &seen[3];
+    let sandbox = started.pod_sandbox_status.as_ref().expect("pod status");
+    assert_eq!((sandbox.id.as_str(), sandbox.state), (pod.as_str(), READY));
+    assert_eq!(started.containers_statuses.len(), 1);
+    assert_eq!(started.containers_statuses[0].state, RUNNING);
+    let stopped = &seen[4];
+    assert!(stopped.pod_sandbox_status.is_some());
+    assert_eq!(stopped.containers_statuses[0].state, EXITED);
+    assert!(seen[1].pod_sandbox_status.is_some());
+    drop(guard);
+    drop(pods);
+}
