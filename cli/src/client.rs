@@ -14,7 +14,8 @@ use crate::resolve::{self, Named};
 
 pub const DEFAULT_ADDRESS: &str = "unix:///run/berth/berth.sock";
 
-/// berthd's two CRI services over one connection.
+/// berthd's two CRI services over one connection (clones share it).
+#[derive(Clone)]
 pub struct Cri {
     pub rt: RuntimeServiceClient<Channel>,
     pub img: ImageServiceClient<Channel>,

@@ -4,8 +4,11 @@
 mod client;
 mod cmd;
 mod crilog;
+mod portforward;
+mod remotecommand;
 mod resolve;
 mod table;
+mod terminal;
 
 use std::process::ExitCode;
 
@@ -62,12 +65,24 @@ pub struct RunArgs {
     /// Remove the container (and its pod) when it exits.
     #[arg(long)]
     pub rm: bool,
-    /// Keep STDIN open (not supported yet).
+    /// Keep STDIN open and attach it (closed in the container when berth's closes).
     #[arg(short, long)]
     pub interactive: bool,
-    /// Allocate a TTY (not supported yet).
+    /// Allocate a TTY (raw local terminal, resizes follow; Ctrl-P Ctrl-Q detaches).
     #[arg(short, long)]
     pub tty: bool,
+    /// Publish a port: [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp|sctp] (the pod network's portmap).
+    #[arg(short, long = "publish", value_name = "HOST:CTR")]
+    pub publish: Vec<String>,
+    /// Bind mount: HOST_PATH:CONTAINER_PATH[:ro].
+    #[arg(short, long = "volume", value_name = "HOST:CTR[:ro]")]
+    pub volume: Vec<String>,
+    /// Memory limit (512m, 1g).
+    #[arg(short, long)]
+    pub memory: Option<String>,
+    /// CPU limit in CPUs (0.5, 2).
+    #[arg(long)]
+    pub cpus: Option<String>,
     /// Container (and pod) name; generated when absent.
     #[arg(long)]
     pub name: Option<String>,
@@ -114,18 +129,38 @@ pub struct LogsArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct ExecArgs {
-    /// Keep STDIN open (not supported yet).
+    /// Attach STDIN (over berthd's streaming server).
     #[arg(short, long)]
     pub interactive: bool,
-    /// Allocate a TTY (not supported yet).
+    /// Allocate a TTY (raw local terminal, resizes follow).
     #[arg(short, long)]
     pub tty: bool,
-    /// Seconds before the command is killed (0: no limit).
+    /// Seconds before the command is killed (0: no limit; without -i/-t only).
     #[arg(long, default_value_t = 0)]
     pub timeout: i64,
     pub container: String,
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     pub cmd: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AttachArgs {
+    /// Do not attach STDIN.
+    #[arg(long)]
+    pub no_stdin: bool,
+    pub container: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PortForwardArgs {
+    /// Local address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: std::net::IpAddr,
+    /// A pod, or a container (its pod).
+    pub target: String,
+    /// [LOCAL_PORT:]REMOTE_PORT (LOCAL 0 or empty: a free port, printed).
+    #[arg(required = true, value_name = "LOCAL:REMOTE")]
+    pub ports: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -175,11 +210,15 @@ enum Cmd {
     /// List containers.
     Ps(PsArgs),
     /// Run a command in a new container (in a pod of its own).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print a container's log.
     Logs(LogsArgs),
     /// Run a command in a running container.
     Exec(ExecArgs),
+    /// Attach to a running container's stdio (Ctrl-P Ctrl-Q detaches on a TTY).
+    Attach(AttachArgs),
+    /// Forward local ports to a pod's ports.
+    PortForward(PortForwardArgs),
     /// Stop containers.
     Stop(StopArgs),
     /// Kill containers (SIGKILL at once).
@@ -221,10 +260,11 @@ enum PodCmd {
 enum ContainerCmd {
     #[command(alias = "list")]
     Ls(PsArgs),
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     Inspect(Ids),
     Logs(LogsArgs),
     Exec(ExecArgs),
+    Attach(AttachArgs),
     Stop(StopArgs),
     Kill(Ids),
     #[command(alias = "remove")]
@@ -288,6 +328,10 @@ async fn dispatch(cli: Cli) -> Result<u8> {
         Cmd::Exec(a) | Cmd::Container(ContainerCmd::Exec(a)) => {
             return cmd::containers::exec(&mut c, &a).await;
         }
+        Cmd::Attach(a) | Cmd::Container(ContainerCmd::Attach(a)) => {
+            return cmd::attach::attach(&mut c, &a).await;
+        }
+        Cmd::PortForward(a) => cmd::portforward::run(&mut c, &a).await?,
         Cmd::Stop(a) | Cmd::Container(ContainerCmd::Stop(a)) => {
             cmd::containers::stop(&mut c, &a).await?
         }

@@ -180,12 +180,10 @@ pub async fn logs(c: &mut Cri, args: &LogsArgs) -> Result<()> {
     Ok(())
 }
 
+/// exec: without -i/-t through ExecSync; with them over the streaming server.
 pub async fn exec(c: &mut Cri, args: &ExecArgs) -> Result<u8> {
     if args.interactive || args.tty {
-        bail!(
-            "exec -i/-t is not supported yet: berth exec runs a command without a terminal \
-             or stdin; leave out -i and -t"
-        );
+        return super::attach::exec(c, args).await;
     }
     let id = c.resolve_container(&args.container).await?;
     let r =
@@ -200,6 +198,29 @@ pub async fn exec(c: &mut Cri, args: &ExecArgs) -> Result<u8> {
     std::io::stderr().write_all(&r.stderr)?;
     std::io::stdout().flush()?;
     Ok(exit_byte(r.exit_code))
+}
+
+/// Waits (polling, up to `limit`) for the container to be exited; its status then.
+pub async fn wait_exited(
+    c: &mut Cri,
+    id: &str,
+    limit: Duration,
+) -> Result<Option<cri::ContainerStatus>> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let status = c
+            .container_status(id, false)
+            .await?
+            .status
+            .context("berthd answered no container status")?;
+        if is(status.state, cri::ContainerState::ContainerExited) {
+            return Ok(Some(status));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A container's exit code as a process exit code.

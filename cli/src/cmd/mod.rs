@@ -1,9 +1,12 @@
 //! The commands, grouped by what they act on.
 
+pub mod attach;
 pub mod containers;
 pub mod images;
 pub mod pods;
+pub mod portforward;
 pub mod run;
+pub mod run_options;
 pub mod system;
 
 use std::collections::HashMap;

@@ -9,9 +9,10 @@ use anyhow::{bail, Context, Result};
 use k8s_cri::v1 as cri;
 
 use super::containers::{exit_byte, follow};
-use super::{LOG_DIR_ANNOTATION, RUN_LABEL};
+use super::{attach, run_options, LOG_DIR_ANNOTATION, RUN_LABEL};
 use crate::client::{answer, Cri};
 use crate::crilog::Parser;
+use crate::remotecommand::End;
 use crate::{Net, RunArgs};
 
 /// Where pods' log directories go (`BERTH_LOG_ROOT` overrides it).
@@ -82,13 +83,15 @@ fn envs(env: &[String]) -> Result<Vec<cri::KeyValue>> {
 }
 
 pub async fn run(c: &mut Cri, args: &RunArgs) -> Result<u8> {
-    if args.interactive || args.tty {
-        bail!(
-            "run -i/-t is not supported yet: berth runs containers without a terminal or \
-             stdin; leave out -i and -t (or use -d and `berth exec`)"
-        );
-    }
     let envs = envs(&args.env)?;
+    let port_mappings = args
+        .publish
+        .iter()
+        .map(|p| run_options::port_mapping(p))
+        .collect::<Result<Vec<_>>>()?;
+    if !port_mappings.is_empty() && args.net == Net::Host {
+        bail!("-p needs the pod's own network: with --net host the container uses the node's ports directly");
+    }
     let image = ensure_image(c, &args.image).await?;
     let name = match &args.name {
         Some(n) => n.clone(),
@@ -127,6 +130,7 @@ pub async fn run(c: &mut Cri, args: &RunArgs) -> Result<u8> {
             name.clone()
         },
         log_directory: log_dir.display().to_string(),
+        port_mappings,
         labels: labels.clone(),
         annotations: HashMap::from([(
             LOG_DIR_ANNOTATION.to_owned(),
@@ -166,30 +170,94 @@ pub async fn run(c: &mut Cri, args: &RunArgs) -> Result<u8> {
                 println!("{id}");
                 return Ok(0);
             }
-            let status = c
-                .container_status(&id, false)
-                .await?
-                .status
-                .context("berthd answered no container status")?;
-            let status = follow(
-                c,
-                &id,
-                Path::new(&status.log_path),
-                0,
-                Parser::default(),
-                false,
-            )
-            .await?;
+            let code = if args.interactive || args.tty {
+                match attached(c, &id, args.interactive).await? {
+                    Some(code) => code,
+                    // Detached: the container runs on, `--rm` or not.
+                    None => return Ok(0),
+                }
+            } else {
+                following(c, &id).await?
+            };
             if args.rm {
                 super::containers::remove_id(c, &id, true).await?;
             }
-            Ok(exit_byte(status.exit_code))
+            Ok(exit_byte(code))
         }
         Err(e) => {
             // Nothing left behind by a run that failed to start.
             let _ = super::pods::remove_id(c, &pod).await;
             Err(e)
         }
+    }
+}
+
+/// `run -i/-t`: attached to the container's stdio; its exit code, or None when the user
+/// detached. Output the container wrote before the attach began is in `berth logs` only.
+async fn attached(c: &mut Cri, id: &str, interactive: bool) -> Result<Option<i32>> {
+    match attach::attach_id(c, id, !interactive).await? {
+        End::Exited(code) => Ok(Some(code)),
+        End::Detached | End::Closed => Ok(None),
+        End::Interrupted => {
+            // Only without a TTY (on one Ctrl-C is a byte for the container's terminal).
+            let stopper = tokio::spawn(stop_on_signals(c.clone(), id.to_owned(), true));
+            let status = super::containers::wait_exited(c, id, STOP_WAIT).await?;
+            stopper.abort();
+            Ok(status.map(|s| s.exit_code))
+        }
+    }
+}
+
+/// A foreground `run` without a TTY: the log as it grows; the exit code. Ctrl-C (or SIGTERM)
+/// stops the container as `berth stop` does — SIGTERM, SIGKILL after STOP_GRACE seconds (the
+/// CRI has no call to send it an arbitrary signal such as SIGINT) — and a second Ctrl-C
+/// kills it at once; berth then exits with the container's exit code.
+async fn following(c: &mut Cri, id: &str) -> Result<i32> {
+    let status = c
+        .container_status(id, false)
+        .await?
+        .status
+        .context("berthd answered no container status")?;
+    let stopper = tokio::spawn(stop_on_signals(c.clone(), id.to_owned(), false));
+    let status = follow(
+        c,
+        id,
+        Path::new(&status.log_path),
+        0,
+        Parser::default(),
+        false,
+    )
+    .await;
+    stopper.abort();
+    Ok(status?.exit_code)
+}
+
+/// Seconds between StopContainer's SIGTERM and its SIGKILL on Ctrl-C.
+const STOP_GRACE: i64 = 10;
+/// How long an interrupted attached `run` waits for the container to stop.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(STOP_GRACE as u64 + 10);
+
+/// On SIGINT/SIGTERM (or at once, when `now`): StopContainer with STOP_GRACE; on another
+/// SIGINT meanwhile, StopContainer with no grace (SIGKILL).
+async fn stop_on_signals(mut c: Cri, id: String, now: bool) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    if !now {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    }
+    eprintln!(
+        "berth: stopping {} (SIGTERM, SIGKILL after {STOP_GRACE} s; Ctrl-C again kills it now)",
+        crate::table::short_id(&id, 13)
+    );
+    let mut killer = c.clone();
+    let graceful = super::containers::stop_id(&mut c, &id, STOP_GRACE);
+    tokio::select! {
+        r = graceful => r,
+        _ = int.recv() => super::containers::stop_id(&mut killer, &id, 0).await,
     }
 }
 
@@ -220,6 +288,18 @@ async fn create_and_start(
     if let Some(user) = &args.user {
         security_user(user, &mut sc)?;
     }
+    let mut resources = cri::LinuxContainerResources::default();
+    if let Some(m) = &args.memory {
+        resources.memory_limit_in_bytes = run_options::memory_bytes(m)?;
+    }
+    if let Some(cpus) = &args.cpus {
+        (resources.cpu_period, resources.cpu_quota) = run_options::cpu_quota(cpus)?;
+    }
+    let mounts = args
+        .volume
+        .iter()
+        .map(|v| run_options::mount(v))
+        .collect::<Result<Vec<_>>>()?;
     // CRI: `command` replaces the ENTRYPOINT, `args` the CMD.
     let config = cri::ContainerConfig {
         metadata: Some(cri::ContainerMetadata {
@@ -236,9 +316,14 @@ async fn create_and_start(
         envs,
         log_path: format!("{name}/0.log"),
         labels,
+        mounts,
+        stdin: args.interactive,
+        // As docker: a foreground `run -i` closes the container's stdin when berth's ends.
+        stdin_once: args.interactive && !args.detach,
+        tty: args.tty,
         linux: Some(cri::LinuxContainerConfig {
             security_context: Some(sc),
-            ..Default::default()
+            resources: Some(resources),
         }),
         ..Default::default()
     };
