@@ -4,14 +4,19 @@
 //! Each `auths.<host>` entry may hold `auth` (base64 `user:password`), `username` + `password`,
 //! `identitytoken` or `registrytoken`. Keys may be written as URLs
 //! (`https://index.docker.io/v1/`); docker.io also matches `index.docker.io` and
-//! `registry-1.docker.io`. Credential helpers (`credsStore`, `credHelpers`) are not run.
+//! `registry-1.docker.io`.
+//!
+//! Credential helpers are run as docker runs them: `credHelpers.<host>` for that registry,
+//! else `credsStore` for every registry, else the inline `auths` entry. A helper that has no
+//! credentials for the registry leaves the inline entry (if any) to answer.
 
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use serde::Deserialize;
-use tracing::{debug, warn};
+use tracing::debug;
 
+use crate::cred_helper::{helper_get, search_dirs, HelperError};
 use crate::registry::Credentials;
 
 /// Errors of reading docker's config.json.
@@ -42,6 +47,14 @@ pub enum DockerConfigError {
         host: String,
         /// What is wrong.
         reason: &'static str,
+    },
+    /// A configured credential helper failed.
+    #[error("docker config {path}: {source}")]
+    Helper {
+        /// The file naming the helper.
+        path: PathBuf,
+        /// What went wrong running it.
+        source: HelperError,
     },
 }
 
@@ -96,9 +109,28 @@ fn is_docker_hub(host: &str) -> bool {
 }
 
 /// The credentials `path` holds for `registry`; `None` when the file or the entry is absent.
+/// Credential helpers are looked up on `$PATH`.
 pub fn docker_credentials(
     path: &Path,
     registry: &str,
+) -> Result<Option<Credentials>, DockerConfigError> {
+    docker_credentials_with(path, registry, None)
+}
+
+/// The server URL docker hands a credential helper for `registry`.
+fn helper_server(registry: &str) -> String {
+    if is_docker_hub(registry) {
+        "https://index.docker.io/v1/".to_owned()
+    } else {
+        registry.to_owned()
+    }
+}
+
+/// [`docker_credentials`], with credential helpers looked up in `helper_dirs` (none → `$PATH`).
+pub fn docker_credentials_with(
+    path: &Path,
+    registry: &str,
+    helper_dirs: Option<&[PathBuf]>,
 ) -> Result<Option<Credentials>, DockerConfigError> {
     let text = match std::fs::read(path) {
         Ok(t) => t,
@@ -119,6 +151,27 @@ pub fn docker_credentials(
         let h = key_host(k);
         h == registry || (is_docker_hub(registry) && is_docker_hub(h))
     };
+    let helper = cfg
+        .cred_helpers
+        .iter()
+        .find(|(k, _)| k.as_str() == registry)
+        .or_else(|| cfg.cred_helpers.iter().find(|(k, _)| matches(k)))
+        .map(|(_, v)| v.as_str())
+        .or(cfg.creds_store.as_deref())
+        .filter(|h| !h.is_empty());
+    if let Some(helper) = helper {
+        let dirs = search_dirs(helper_dirs);
+        let got = helper_get(helper, &helper_server(registry), &dirs).map_err(|source| {
+            DockerConfigError::Helper {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
+        if let Some(c) = got {
+            debug!(registry, config = %path.display(), helper, "credentials from credential helper");
+            return Ok(Some(c));
+        }
+    }
     // An exact key beats a normalised match.
     let entry = cfg
         .auths
@@ -126,9 +179,6 @@ pub fn docker_credentials(
         .find(|(k, _)| k.as_str() == registry)
         .or_else(|| cfg.auths.iter().find(|(k, _)| matches(k)));
     let Some((key, e)) = entry else {
-        if cfg.cred_helpers.keys().any(|k| matches(k)) || cfg.creds_store.is_some() {
-            warn!(registry, config = %path.display(), "docker credential helpers are not supported; pulling anonymously");
-        }
         return Ok(None);
     };
     let bad = |reason| DockerConfigError::BadAuth {
@@ -213,9 +263,53 @@ mod tests {
         assert!(e.to_string().contains("not user:password"), "{e}");
         let e = with("{not json", "x").unwrap_err();
         assert!(matches!(e, DockerConfigError::Json { .. }), "{e}");
+    }
+
+    fn helper(dir: &Path, name: &str, user: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let p = dir.join(format!("docker-credential-{name}"));
+        let script = format!(
+            "#!/bin/sh\nread s\ncase \"$s\" in\n  *nothing*) echo credentials not found in native keychain; exit 1;;\nesac\nprintf '{{\"Username\":\"{user}@%s\",\"Secret\":\"s\"}}' \"$s\"\n"
+        );
+        std::fs::write(&p, script).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn credential_helpers() {
+        let bin = tempfile::tempdir().unwrap();
+        helper(bin.path(), "store", "store");
+        helper(bin.path(), "per", "per");
+        let dirs = vec![bin.path().to_owned()];
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.json");
+        let get = |json: &str, registry: &str| {
+            std::fs::write(&p, json).unwrap();
+            docker_credentials_with(&p, registry, Some(&dirs))
+        };
+        let j = r#"{"credsStore":"store","credHelpers":{"r.example":"per","https://nothing.example":"per"},
+            "auths":{"inline.example":{"auth":"aTpwdw=="},"nothing.example":{"auth":"aTpwdw=="}}}"#;
+        // credHelpers for its registry, credsStore for the others, before inline entries.
+        assert_eq!(get(j, "r.example").unwrap(), basic("per@r.example", "s"));
         assert_eq!(
-            with(r#"{"credsStore":"desktop","auths":{"x":{}}}"#, "x").unwrap(),
-            None
+            get(j, "inline.example").unwrap(),
+            basic("store@inline.example", "s")
+        );
+        assert_eq!(
+            get(j, "docker.io").unwrap(),
+            basic("store@https://index.docker.io/v1/", "s")
+        );
+        // The helper knows nothing: the inline entry answers.
+        assert_eq!(get(j, "nothing.example").unwrap(), basic("i", "pw"));
+        // Only credHelpers, and another registry: inline or none.
+        let j = r#"{"credHelpers":{"r.example":"per"},"auths":{"inline.example":{"auth":"aTpwdw=="}}}"#;
+        assert_eq!(get(j, "inline.example").unwrap(), basic("i", "pw"));
+        assert_eq!(get(j, "other.example").unwrap(), None);
+        // A helper that is not installed is an error naming it.
+        let e = get(r#"{"credsStore":"desktop","auths":{"x":{}}}"#, "x").unwrap_err();
+        assert!(
+            e.to_string().contains("docker-credential-desktop: not found"),
+            "{e}"
         );
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod chain_id;
 pub mod content;
+mod cred_helper;
 pub mod digest;
 pub mod docker_auth;
 mod export;
@@ -25,6 +26,7 @@ pub mod unpack;
 
 pub use chain_id::ChainId;
 pub use content::{ContentError, ContentStore};
+pub use cred_helper::HelperError;
 pub use digest::{Algorithm, Digest, DigestError};
 pub use docker_auth::DockerConfigError;
 pub use export::ExportError;

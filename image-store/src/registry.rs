@@ -10,6 +10,7 @@ use crate::digest::Digest;
 use crate::hosts::HostsError;
 
 mod client;
+mod direct;
 
 pub use client::{BlobStream, RegistryClient};
 
@@ -68,6 +69,9 @@ pub struct RegistryConfig {
     /// docker's `config.json`, read for credentials when a pull carries none; none →
     /// `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
     pub docker_config: Option<PathBuf>,
+    /// Directories searched for docker credential helpers (`docker-credential-<name>`) that
+    /// config.json names; none → `$PATH`.
+    pub credential_helper_dirs: Option<Vec<PathBuf>>,
 }
 
 /// Errors talking to a registry.
@@ -103,14 +107,45 @@ pub enum RegistryError {
     /// The registry's hosts configuration is unusable.
     #[error(transparent)]
     Hosts(#[from] HostsError),
-    /// A hosts.toml setting berth's registry client cannot honour for the registry's server
-    /// (mirrors with such settings are skipped instead).
-    #[error("registry {host}: {feature} in hosts.toml is not supported")]
-    Unsupported {
+    /// TLS with the host failed: its certificate is not trusted, or it refused ours. Not
+    /// retried: the same certificates fail the same way.
+    #[error("{what}: TLS with {host} failed: {cause}")]
+    Tls {
+        /// What was fetched.
+        what: String,
         /// The host's URL.
         host: String,
-        /// The setting.
-        feature: &'static str,
+        /// The TLS library's reason ("invalid peer certificate: UnknownIssuer").
+        cause: String,
+    },
+    /// The transport of berth's own HTTP client failed (hosts with `client`, `header` or
+    /// `override_path` settings).
+    #[error("{what}: {}", causes(.source))]
+    Http {
+        /// What was fetched.
+        what: String,
+        /// reqwest's error.
+        source: reqwest::Error,
+    },
+    /// The host answered with an error status (berth's own HTTP client).
+    #[error("{what}: HTTP {status}: {message}")]
+    Status {
+        /// What was fetched.
+        what: String,
+        /// The HTTP status.
+        status: u16,
+        /// The first distribution-API error code (`MANIFEST_UNKNOWN`), if one was sent.
+        code: Option<String>,
+        /// The registry's message.
+        message: String,
+    },
+    /// A host's settings cannot be used (an unreadable client certificate, a bad header).
+    #[error("registry {host}: {reason}")]
+    Setup {
+        /// The host's URL.
+        host: String,
+        /// What is wrong.
+        reason: String,
     },
     /// No configured host may serve the request (capabilities exclude them all).
     #[error("registry {registry}: no host in hosts.toml has the {capability:?} capability")]
@@ -139,16 +174,63 @@ pub(crate) fn causes(e: &(dyn std::error::Error + 'static)) -> String {
     msg
 }
 
+/// The TLS failure somewhere in `e`'s causes, if there is one: rustls' error, which the HTTP
+/// stack wraps in (nested) `io::Error`s whose `source()` skips the wrapped error itself.
+pub(crate) fn tls_cause(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    tls_cause_bounded(e, 0)
+}
+
+fn tls_cause_bounded(e: &(dyn std::error::Error + 'static), depth: usize) -> Option<String> {
+    // Bounded: error chains are short; stop at 16 links regardless.
+    if depth > 16 {
+        return None;
+    }
+    if let Some(t) = e.downcast_ref::<rustls::Error>() {
+        return Some(t.to_string());
+    }
+    if let Some(inner) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+        if let Some(t) = tls_cause_bounded(inner, depth + 1) {
+            return Some(t);
+        }
+    }
+    tls_cause_bounded(e.source()?, depth + 1)
+}
+
 impl RegistryError {
-    /// Whether the host could not be reached at all (then it is not asked again this pull).
-    pub fn is_connect(&self) -> bool {
-        matches!(self, RegistryError::Client { source, .. }
-            if matches!(source.as_ref(), OciDistributionError::RequestError(e) if e.is_connect()))
+    /// An oci-client error for `what` from host `host`: a [`RegistryError::Tls`] when TLS
+    /// failed, else [`RegistryError::Client`].
+    pub(crate) fn from_oci(what: String, host: &str, source: OciDistributionError) -> Self {
+        if let Some(cause) = tls_cause(&source) {
+            return RegistryError::Tls {
+                what,
+                host: host.to_owned(),
+                cause,
+            };
+        }
+        RegistryError::Client {
+            what,
+            source: Box::new(source),
+        }
     }
 
-    /// Whether retrying may help (transport errors and 5xx answers).
+    /// Whether the host could not be reached at all (then it is not asked again this pull).
+    pub fn is_connect(&self) -> bool {
+        match self {
+            RegistryError::Client { source, .. } => {
+                matches!(source.as_ref(), OciDistributionError::RequestError(e) if e.is_connect())
+            }
+            RegistryError::Http { source, .. } => source.is_connect(),
+            _ => false,
+        }
+    }
+
+    /// Whether retrying may help (transport errors and 5xx answers; never TLS failures).
     pub fn is_transient(&self) -> bool {
         match self {
+            RegistryError::Http { source: e, .. } => {
+                e.is_timeout() || e.is_connect() || e.is_body() || e.is_request()
+            }
+            RegistryError::Status { status, .. } => *status >= 500 || *status == 429,
             RegistryError::Client { source, .. } => match source.as_ref() {
                 OciDistributionError::RequestError(e) => {
                     e.is_timeout()
@@ -195,6 +277,24 @@ impl RegistryError {
     /// The category of this failure.
     pub fn failure(&self) -> RegistryFailure {
         use oci_client::errors::OciErrorCode as C;
+        if let RegistryError::Status { status, code, .. } = self {
+            return match code.as_deref() {
+                Some("MANIFEST_UNKNOWN" | "NAME_UNKNOWN" | "NOT_FOUND" | "BLOB_UNKNOWN") => {
+                    RegistryFailure::NotFound
+                }
+                Some("UNAUTHORIZED") => RegistryFailure::Unauthorized,
+                Some("DENIED") => RegistryFailure::Denied,
+                Some("TOOMANYREQUESTS") => RegistryFailure::Unavailable,
+                _ => failure_of_status(*status),
+            };
+        }
+        if let RegistryError::Http { .. } = self {
+            return if self.is_transient() {
+                RegistryFailure::Unavailable
+            } else {
+                RegistryFailure::Other
+            };
+        }
         let RegistryError::Client { source, .. } = self else {
             return RegistryFailure::Other;
         };

@@ -1,6 +1,10 @@
 //! A registry that lies: a tiny in-test HTTP server serves a valid manifest and config but a
 //! layer blob that is corrupted, truncated, too long, or a 500. Each pull must fail with an
 //! error naming the blob and leave nothing visible in the store.
+//!
+//! The same lies are told to berth's own HTTP client (used for hosts.toml hosts with `header`,
+//! `client` or `override_path`): the server then demands a header and serves the API under a
+//! path prefix.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -81,6 +85,10 @@ fn fixture() -> Fixture {
     }
 }
 
+/// The header the server demands of berth's own client, and the API root it serves then.
+const TEST_HEADER: (&str, &str) = ("x-berth-test", "yes");
+const PREFIX: &str = "/reg/root/";
+
 /// The lying server; stopped and joined on drop.
 struct LyingRegistry {
     host: String,
@@ -117,6 +125,12 @@ fn respond(
 }
 
 fn start(f: &Fixture, lie: Lie) -> LyingRegistry {
+    start_via(f, lie, false)
+}
+
+/// With `direct`, requests must carry [`TEST_HEADER`] (else 400) and API paths start with
+/// [`PREFIX`] instead of `/v2/` (else 404).
+fn start_via(f: &Fixture, lie: Lie, direct: bool) -> LyingRegistry {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let host = listener.local_addr().unwrap().to_string();
     let stop = Arc::new(AtomicBool::new(false));
@@ -139,16 +153,34 @@ fn start(f: &Fixture, lie: Lie) -> LyingRegistry {
             if r.read_line(&mut line).is_err() {
                 continue;
             }
-            let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+            let mut path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
             let mut hdr = String::new();
             let mut authorization = String::new();
+            let mut test_header = false;
             while r.read_line(&mut hdr).is_ok_and(|n| n > 2) {
                 if let Some((k, v)) = hdr.split_once(':') {
                     if k.eq_ignore_ascii_case("authorization") {
                         authorization = v.trim().to_owned();
                     }
+                    if k.eq_ignore_ascii_case(TEST_HEADER.0) && v.trim() == TEST_HEADER.1 {
+                        test_header = true;
+                    }
                 }
                 hdr.clear();
+            }
+            if direct {
+                if !test_header {
+                    respond(&mut s, "400 Bad Request", &[], b"no test header", 14);
+                    continue;
+                }
+                match path.strip_prefix(PREFIX) {
+                    Some(rest) => path = format!("/v2/{rest}"),
+                    None if path.starts_with("/token") => {}
+                    None => {
+                        respond(&mut s, "404 Not Found", &[], b"", 0);
+                        continue;
+                    }
+                }
             }
             let json = |mt: &str| vec![("Content-Type", mt.to_owned())];
             if matches!(lie, Lie::BearerAuth) {
@@ -260,8 +292,12 @@ fn start(f: &Fixture, lie: Lie) -> LyingRegistry {
 }
 
 fn pull_from_liar(lie: Lie) -> (String, usize) {
+    pull_from_liar_via(lie, false)
+}
+
+fn pull_from_liar_via(lie: Lie, direct: bool) -> (String, usize) {
     let f = fixture();
-    let (err, requests, host, root) = pull_err(&f, lie);
+    let (err, requests, host, root) = pull_err_via(&f, lie, direct);
     let prefix = format!("pull {host}/bad:1: layer {}: ", f.layer_digest);
     assert!(err.starts_with(&prefix), "{lie:?}: {err}");
     assert_nothing_visible(&root, &f, lie);
@@ -271,11 +307,36 @@ fn pull_from_liar(lie: Lie) -> (String, usize) {
 /// Pulls `<liar>/bad:1` into a fresh store and returns the error, the number of layer
 /// requests, the registry host and the store root (kept for inspection).
 fn pull_err(f: &Fixture, lie: Lie) -> (String, usize, String, tempfile::TempDir) {
-    let reg = start(f, lie);
+    pull_err_via(f, lie, false)
+}
+
+/// A store whose certs.d sends `host` through berth's own client: the [`TEST_HEADER`] and the
+/// API root under [`PREFIX`] (`override_path`).
+fn direct_config(cfg: &mut StoreConfig, host: &str, certs_d: &std::path::Path) {
+    let d = certs_d.join(host);
+    std::fs::create_dir_all(&d).unwrap();
+    let prefix = PREFIX.trim_end_matches('/');
+    std::fs::write(
+        d.join("hosts.toml"),
+        format!(
+            "server = \"http://{host}{prefix}\"\noverride_path = true\n[header]\n{} = \"{}\"\n",
+            TEST_HEADER.0, TEST_HEADER.1
+        ),
+    )
+    .unwrap();
+    cfg.registry.config_path = Some(certs_d.to_owned());
+}
+
+fn pull_err_via(f: &Fixture, lie: Lie, direct: bool) -> (String, usize, String, tempfile::TempDir) {
+    let reg = start_via(f, lie, direct);
     let root = tempfile::tempdir().unwrap();
     let mut cfg = StoreConfig::new(root.path());
     cfg.registry.insecure_hosts = vec![reg.host.clone()];
     cfg.registry.read_timeout = Some(READ_TIMEOUT);
+    let certs_d = tempfile::tempdir().unwrap();
+    if direct {
+        direct_config(&mut cfg, &reg.host, certs_d.path());
+    }
     let store = ImageStore::open(cfg).unwrap();
     let r: Reference = format!("{}/bad:1", reg.host).parse().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -449,4 +510,199 @@ fn slow_body_hits_the_read_timeout_and_leaves_nothing_visible() {
     // Each attempt gives up after the read timeout, not after the server's stall.
     assert!(started.elapsed() < STALL * 3 + Duration::from_secs(10));
     drop(f);
+}
+
+#[test]
+fn lies_told_to_berths_own_client_fail_alike() {
+    let (err, _) = pull_from_liar_via(Lie::CorruptByte, true);
+    assert!(err.contains("digest mismatch"), "{err}");
+    let (err, _) = pull_from_liar_via(Lie::Truncated, true);
+    assert!(
+        err.contains("size mismatch") || err.contains("unpack"),
+        "{err}"
+    );
+    let (err, _) = pull_from_liar_via(Lie::TooLong, true);
+    assert!(err.contains("size mismatch"), "{err}");
+    let (err, requests) = pull_from_liar_via(Lie::ServerError, true);
+    assert!(err.contains("HTTP 500"), "{err}");
+    assert_eq!(requests, 3, "bounded retries");
+    let (err, requests) = pull_from_liar_via(Lie::SlowBody, true);
+    assert!(err.contains("timed out"), "{err}");
+    // The single-threaded liar still stalls on the first connection when the second attempt
+    // comes, which then times out before it is served: 2 or 3 served, never more.
+    assert!((2..=3).contains(&requests), "bounded retries: {requests}");
+}
+
+/// Pulls `<host>/bad:1` through berth's own client (header, override_path) with `creds`.
+fn pull_direct(
+    reg: &LyingRegistry,
+    creds: image_store::Credentials,
+) -> (Result<image_store::Image, String>, ImageStore, tempfile::TempDir) {
+    let root = tempfile::tempdir().unwrap();
+    let certs_d = root.path().join("certs.d");
+    let mut cfg = StoreConfig::new(&root.path().join("store"));
+    direct_config(&mut cfg, &reg.host, &certs_d);
+    let store = ImageStore::open(cfg).unwrap();
+    let r: Reference = format!("{}/bad:1", reg.host).parse().unwrap();
+    let opts = PullOptions {
+        credentials: creds,
+        ..PullOptions::default()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let res = rt.block_on(store.pull(&r, &opts)).map_err(|e| e.to_string());
+    (res, store, root)
+}
+
+#[test]
+fn berths_own_client_sends_headers_under_the_path_and_answers_bearer_challenges() {
+    let f = fixture();
+    // Retried 5xx, then the image: header and path prefix on every request.
+    let reg = start_via(&f, Lie::FlakyThenFine, true);
+    let (image, store, _root) = pull_direct(&reg, image_store::Credentials::Anonymous);
+    let image = image.unwrap_or_else(|e| panic!("a retry must get through: {e}"));
+    assert_eq!(image.layers, vec![f.layer_digest.clone()]);
+    assert_eq!(reg.layer_requests.load(Ordering::SeqCst), 3);
+    assert_eq!(store.images().unwrap().len(), 1);
+
+    // Bearer challenge: anonymous is refused at the manifest, credentials get a token.
+    let reg = start_via(&f, Lie::BearerAuth, true);
+    let (err, _, _root) = pull_direct(&reg, image_store::Credentials::Anonymous);
+    let err = err.expect_err("anonymous must be refused");
+    assert!(
+        err.starts_with(&format!("pull {}/bad:1: manifest", reg.host)),
+        "{err}"
+    );
+    assert!(err.contains("HTTP 401"), "{err}");
+    let basic = image_store::Credentials::Basic {
+        username: "berth".into(),
+        password: "s3cret".into(),
+    };
+    let (image, store, _root) = pull_direct(&reg, basic);
+    let image = image.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(image.layers, vec![f.layer_digest.clone()]);
+    assert!(store.content().contains(&f.layer_digest));
+    // A registry token is sent as is.
+    let (image, _, _root) = pull_direct(&reg, image_store::Credentials::Bearer(TOKEN.into()));
+    image.unwrap_or_else(|e| panic!("{e}"));
+
+    // Without the hosts.toml (plain oci-client, no header), the same server refuses.
+    let reg = start_via(&f, Lie::FlakyThenFine, true);
+    let root = tempfile::tempdir().unwrap();
+    let mut cfg = StoreConfig::new(root.path());
+    cfg.registry.insecure_hosts = vec![reg.host.clone()];
+    let store = ImageStore::open(cfg).unwrap();
+    let r: Reference = format!("{}/bad:1", reg.host).parse().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let err = rt
+        .block_on(store.pull(&r, &PullOptions::default()))
+        .expect_err("no header, no image");
+    assert!(err.to_string().contains("400"), "{err}");
+}
+
+/// A plain-HTTP server as Go writes them: whatever arrives, it answers 400 and closes.
+/// Counts connections; stopped on drop.
+struct PlainHttp {
+    host: String,
+    connections: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl PlainHttp {
+    fn start() -> PlainHttp {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c, st) = (Arc::clone(&connections), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            // Bounded: at most 50 connections, and it stops when told.
+            for conn in listener.incoming().take(50) {
+                if st.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut s) = conn else { continue };
+                c.fetch_add(1, Ordering::SeqCst);
+                let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+                let _ = s.read(&mut [0u8; 512]);
+                let _ = s.write_all(
+                    b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n",
+                );
+            }
+        });
+        PlainHttp {
+            host,
+            connections,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for PlainHttp {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(&self.host);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn tls_failures_are_permanent_and_name_the_registry() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // HTTPS to a plain-HTTP server: a TLS failure, tried once, not retried.
+    let plain = PlainHttp::start();
+    let root = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(StoreConfig::new(root.path())).unwrap();
+    let r: Reference = format!("{}/bad:1", plain.host).parse().unwrap();
+    let err = rt
+        .block_on(store.pull(&r, &PullOptions::default()))
+        .expect_err("TLS to a plain HTTP server must fail")
+        .to_string();
+    eprintln!("{err}");
+    assert!(
+        err.contains(&format!("TLS with https://{} failed", plain.host)),
+        "{err}"
+    );
+    // oci-client probes /v2/ before the manifest: two connections, not three attempts' six.
+    assert!(
+        plain.connections.load(Ordering::SeqCst) <= 2,
+        "not retried"
+    );
+
+    // The same through berth's own client.
+    let plain = PlainHttp::start();
+    let root = tempfile::tempdir().unwrap();
+    let d = root.path().join("certs.d").join(&plain.host);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(
+        d.join("hosts.toml"),
+        format!("server = \"https://{}\"\n[header]\nx-berth-test = \"yes\"\n", plain.host),
+    )
+    .unwrap();
+    let mut cfg = StoreConfig::new(&root.path().join("store"));
+    cfg.registry.config_path = Some(root.path().join("certs.d"));
+    let store = ImageStore::open(cfg).unwrap();
+    let r: Reference = format!("{}/bad:1", plain.host).parse().unwrap();
+    let err = rt
+        .block_on(store.pull(&r, &PullOptions::default()))
+        .expect_err("TLS to a plain HTTP server must fail")
+        .to_string();
+    eprintln!("{err}");
+    assert!(
+        err.contains(&format!("TLS with https://{} failed", plain.host)),
+        "{err}"
+    );
+    assert_eq!(plain.connections.load(Ordering::SeqCst), 1, "not retried");
 }

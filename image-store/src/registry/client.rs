@@ -1,6 +1,7 @@
 //! The registry client of one pull: the registry's hosts (mirrors first, then the server, as
-//! hosts.toml lists them), each an `oci-client` client with its own TLS settings and auth,
-//! tried in order until one answers.
+//! hosts.toml lists them), each an `oci-client` client with its own TLS settings and auth —
+//! or berth's own HTTP client for hosts with settings oci-client cannot apply (a client
+//! certificate, extra headers, an API root under a path) — tried in order until one answers.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -12,9 +13,10 @@ use oci_client::client::{
 use oci_client::secrets::RegistryAuth;
 use tracing::{debug, warn};
 
+use super::direct::DirectClient;
 use super::{Credentials, RegistryConfig, RegistryError};
 use crate::digest::Digest;
-use crate::docker_auth::{default_docker_config, docker_credentials};
+use crate::docker_auth::{default_docker_config, docker_credentials_with};
 use crate::hosts::{resolve_hosts, Capabilities, HostsError, RegistryHost, Scheme};
 use crate::reference::Reference;
 
@@ -23,10 +25,20 @@ const MAX_MANIFEST: usize = 4 << 20;
 /// A byte stream of one blob.
 pub type BlobStream = BoxStream<'static, Result<bytes::Bytes, std::io::Error>>;
 
+/// How a host is spoken to.
+enum Transport {
+    /// oci-client, with the pull's auth.
+    Oci {
+        client: oci_client::Client,
+        auth: RegistryAuth,
+    },
+    /// berth's own client (it holds the credentials).
+    Direct(DirectClient),
+}
+
 /// One host to ask.
 struct Endpoint {
-    client: oci_client::Client,
-    auth: RegistryAuth,
+    transport: Transport,
     /// The host to talk to instead of the reference's registry (a mirror or another server);
     /// none → the reference's registry itself.
     host: Option<String>,
@@ -35,6 +47,17 @@ struct Endpoint {
     caps: Capabilities,
     /// It refused connections earlier in this pull: skipped while other hosts remain.
     down: AtomicBool,
+}
+
+impl Endpoint {
+    /// The host's URL, or (for the client of every registry) the reference's registry.
+    fn name<'a>(&'a self, reference: &'a Reference) -> &'a str {
+        if self.url.is_empty() {
+            reference.registry()
+        } else {
+            &self.url
+        }
+    }
 }
 
 /// A registry client for one pull (one auth).
@@ -73,19 +96,13 @@ fn base_config(config: &RegistryConfig) -> ClientConfig {
     cc
 }
 
-/// Why `h` cannot be used by this client, if it cannot.
-fn unsupported(h: &RegistryHost) -> Option<&'static str> {
-    if !h.client.is_empty() {
-        Some("client (TLS client certificates)")
-    } else if !h.header.is_empty() {
-        Some("header")
-    } else if h.override_path {
-        Some("override_path")
-    } else if !h.path.is_empty() && h.path != "/v2" {
-        Some("a URL path")
-    } else {
-        None
-    }
+/// Whether `h` needs berth's own HTTP client: oci-client has no hook for client
+/// certificates, extra headers or an API root other than `/v2`.
+fn needs_direct(h: &RegistryHost) -> bool {
+    !h.client.is_empty()
+        || !h.header.is_empty()
+        || h.override_path
+        || (!h.path.is_empty() && h.path != "/v2")
 }
 
 fn read_cas(h: &RegistryHost) -> Result<Vec<Certificate>, HostsError> {
@@ -113,8 +130,10 @@ impl RegistryClient {
         RegistryClient {
             registry: String::new(),
             endpoints: vec![Endpoint {
-                client: oci_client::Client::new(cc),
-                auth: credentials.to_auth(),
+                transport: Transport::Oci {
+                    client: oci_client::Client::new(cc),
+                    auth: credentials.to_auth(),
+                },
                 host: None,
                 url: String::new(),
                 caps: Capabilities::ALL,
@@ -138,7 +157,7 @@ impl RegistryClient {
             let Some(path) = &docker_config else {
                 return Credentials::Anonymous;
             };
-            match docker_credentials(path, host) {
+            match docker_credentials_with(path, host, config.credential_helper_dirs.as_deref()) {
                 Ok(c) => c.unwrap_or_default(),
                 Err(e) => {
                     warn!(registry = host, error = %e, "ignoring docker config");
@@ -149,26 +168,7 @@ impl RegistryClient {
         let mut endpoints = Vec::new();
         for h in &hosts {
             let url = h.url();
-            if let Some(feature) = unsupported(h) {
-                if h.mirror {
-                    warn!(registry, mirror = %url, feature, "skipping mirror: setting not supported");
-                    continue;
-                }
-                return Err(RegistryError::Unsupported { host: url, feature });
-            }
-            let direct = RegistryHost::default_server(registry, false).host == h.host;
-            let mut cc = base_config(config);
-            cc.protocol = match h.scheme {
-                Scheme::Http => ClientProtocol::Http,
-                Scheme::Https => ClientProtocol::Https,
-            };
-            cc.accept_invalid_certificates = h.skip_verify;
-            cc.extra_root_certificates = read_cas(h)?;
-            let client =
-                oci_client::Client::try_from(cc).map_err(|source| RegistryError::Client {
-                    what: format!("registry {url}: TLS settings"),
-                    source: Box::new(source),
-                })?;
+            let own_server = RegistryHost::default_server(registry, false).host == h.host;
             let creds = if h.mirror {
                 from_docker(&h.host)
             } else if *credentials == Credentials::Anonymous {
@@ -177,10 +177,30 @@ impl RegistryClient {
                 credentials.clone()
             };
             debug!(registry, host = %url, mirror = h.mirror, credentials = ?creds, "registry host");
+            let transport = if needs_direct(h) {
+                debug!(registry, host = %url, "host settings need berth's own HTTP client");
+                Transport::Direct(DirectClient::new(config, h, registry, creds)?)
+            } else {
+                let mut cc = base_config(config);
+                cc.protocol = match h.scheme {
+                    Scheme::Http => ClientProtocol::Http,
+                    Scheme::Https => ClientProtocol::Https,
+                };
+                cc.accept_invalid_certificates = h.skip_verify;
+                cc.extra_root_certificates = read_cas(h)?;
+                let client =
+                    oci_client::Client::try_from(cc).map_err(|source| RegistryError::Client {
+                        what: format!("registry {url}: TLS settings"),
+                        source: Box::new(source),
+                    })?;
+                Transport::Oci {
+                    client,
+                    auth: creds.to_auth(),
+                }
+            };
             endpoints.push(Endpoint {
-                client,
-                auth: creds.to_auth(),
-                host: (!direct).then(|| h.host.clone()),
+                transport,
+                host: (!own_server).then(|| h.host.clone()),
                 url,
                 caps: h.capabilities,
                 down: AtomicBool::new(false),
@@ -255,14 +275,28 @@ impl RegistryClient {
             Some(_) => format!("manifest {r} from {}", e.url),
             None => format!("manifest {r}"),
         };
-        let (bytes, _announced) = e
-            .client
-            .pull_manifest_raw(&r, &e.auth, crate::manifest::ACCEPTED)
-            .await
-            .map_err(|source| RegistryError::Client {
-                what,
-                source: Box::new(source),
-            })?;
+        let bytes = match &e.transport {
+            Transport::Oci { client, auth } => {
+                client
+                    .pull_manifest_raw(&r, auth, crate::manifest::ACCEPTED)
+                    .await
+                    .map_err(|source| RegistryError::from_oci(what, e.name(reference), source))?
+                    .0
+            }
+            Transport::Direct(d) => d
+                .manifest(
+                    &what,
+                    reference.repository(),
+                    &digest
+                        .or(reference.digest())
+                        .map(ToString::to_string)
+                        .unwrap_or_else(|| reference.tag().unwrap_or("latest").to_owned()),
+                    crate::manifest::ACCEPTED,
+                    MAX_MANIFEST,
+                )
+                .await?
+                .into(),
+        };
         if bytes.len() > MAX_MANIFEST {
             return Err(RegistryError::TooLarge {
                 reference: r.to_string(),
@@ -311,27 +345,31 @@ impl RegistryClient {
     ) -> Result<(BlobStream, u64, Option<u64>), RegistryError> {
         let r = oci_ref(reference, Some(digest), e.host.as_deref());
         let d = digest.to_string();
-        let err = |source| RegistryError::Client {
-            what: match &e.host {
-                Some(_) => format!("blob {digest} from {}", e.url),
-                None => format!("blob {digest}"),
-            },
-            source: Box::new(source),
+        let what = match &e.host {
+            Some(_) => format!("blob {digest} from {}", e.url),
+            None => format!("blob {digest}"),
         };
+        let (client, auth) = match &e.transport {
+            Transport::Oci { client, auth } => (client, auth),
+            Transport::Direct(direct) => {
+                return direct
+                    .blob(&what, reference.repository(), &d, offset)
+                    .await
+            }
+        };
+        let err = |source| RegistryError::from_oci(what.clone(), e.name(reference), source);
         // Blob requests reuse the token obtained for the manifest; make sure one is stored.
-        e.client
-            .store_auth_if_needed(r.resolve_registry(), &e.auth)
+        client
+            .store_auth_if_needed(r.resolve_registry(), auth)
             .await;
         if offset == 0 {
-            let s = e
-                .client
+            let s = client
                 .pull_blob_stream(&r, d.as_str())
                 .await
                 .map_err(err)?;
             return Ok((s.stream, 0, s.content_length));
         }
-        match e
-            .client
+        match client
             .pull_blob_stream_partial(&r, d.as_str(), offset, None)
             .await
             .map_err(err)?
