@@ -87,9 +87,7 @@ pub(crate) fn search_dirs(dirs: Option<&[PathBuf]>) -> Vec<PathBuf> {
 
 fn find(helper: &str, dirs: &[PathBuf]) -> Option<PathBuf> {
     let name = format!("docker-credential-{helper}");
-    dirs.iter()
-        .map(|d| d.join(&name))
-        .find(|p| p.is_file())
+    dirs.iter().map(|d| d.join(&name)).find(|p| p.is_file())
 }
 
 /// Runs `docker-credential-<helper> get` for `server`. `Ok(None)` when the helper has no

@@ -302,13 +302,15 @@ mod tests {
         // The helper knows nothing: the inline entry answers.
         assert_eq!(get(j, "nothing.example").unwrap(), basic("i", "pw"));
         // Only credHelpers, and another registry: inline or none.
-        let j = r#"{"credHelpers":{"r.example":"per"},"auths":{"inline.example":{"auth":"aTpwdw=="}}}"#;
+        let j =
+            r#"{"credHelpers":{"r.example":"per"},"auths":{"inline.example":{"auth":"aTpwdw=="}}}"#;
         assert_eq!(get(j, "inline.example").unwrap(), basic("i", "pw"));
         assert_eq!(get(j, "other.example").unwrap(), None);
         // A helper that is not installed is an error naming it.
         let e = get(r#"{"credsStore":"desktop","auths":{"x":{}}}"#, "x").unwrap_err();
         assert!(
-            e.to_string().contains("docker-credential-desktop: not found"),
+            e.to_string()
+                .contains("docker-credential-desktop: not found"),
             "{e}"
         );
     }

@@ -64,7 +64,8 @@ pub struct RegistryConfig {
     /// Longest wait for any read (default 60 s).
     pub read_timeout: Option<Duration>,
     /// The `certs.d` directory of per-registry `hosts.toml` files (containerd's format:
-    /// mirrors, CAs, `skip_verify`, plain HTTP); none → every registry is its own server.
+    /// mirrors, CAs, client certificates, `skip_verify`, headers, `override_path`, plain HTTP);
+    /// none → every registry is its own server.
     pub config_path: Option<PathBuf>,
     /// docker's `config.json`, read for credentials when a pull carries none; none →
     /// `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
@@ -188,7 +189,10 @@ fn tls_cause_bounded(e: &(dyn std::error::Error + 'static), depth: usize) -> Opt
     if let Some(t) = e.downcast_ref::<rustls::Error>() {
         return Some(t.to_string());
     }
-    if let Some(inner) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+    if let Some(inner) = e
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+    {
         if let Some(t) = tls_cause_bounded(inner, depth + 1) {
             return Some(t);
         }

@@ -537,7 +537,11 @@ fn lies_told_to_berths_own_client_fail_alike() {
 fn pull_direct(
     reg: &LyingRegistry,
     creds: image_store::Credentials,
-) -> (Result<image_store::Image, String>, ImageStore, tempfile::TempDir) {
+) -> (
+    Result<image_store::Image, String>,
+    ImageStore,
+    tempfile::TempDir,
+) {
     let root = tempfile::tempdir().unwrap();
     let certs_d = root.path().join("certs.d");
     let mut cfg = StoreConfig::new(&root.path().join("store"));
@@ -552,7 +556,9 @@ fn pull_direct(
         .enable_all()
         .build()
         .unwrap();
-    let res = rt.block_on(store.pull(&r, &opts)).map_err(|e| e.to_string());
+    let res = rt
+        .block_on(store.pull(&r, &opts))
+        .map_err(|e| e.to_string());
     (res, store, root)
 }
 
@@ -676,10 +682,7 @@ fn tls_failures_are_permanent_and_name_the_registry() {
         "{err}"
     );
     // oci-client probes /v2/ before the manifest: two connections, not three attempts' six.
-    assert!(
-        plain.connections.load(Ordering::SeqCst) <= 2,
-        "not retried"
-    );
+    assert!(plain.connections.load(Ordering::SeqCst) <= 2, "not retried");
 
     // The same through berth's own client.
     let plain = PlainHttp::start();
@@ -688,7 +691,10 @@ fn tls_failures_are_permanent_and_name_the_registry() {
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(
         d.join("hosts.toml"),
-        format!("server = \"https://{}\"\n[header]\nx-berth-test = \"yes\"\n", plain.host),
+        format!(
+            "server = \"https://{}\"\n[header]\nx-berth-test = \"yes\"\n",
+            plain.host
+        ),
     )
     .unwrap();
     let mut cfg = StoreConfig::new(&root.path().join("store"));

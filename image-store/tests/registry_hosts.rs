@@ -1,7 +1,9 @@
 //! Registry hosts (containerd's hosts.toml in a certs.d directory) and docker's config.json
 //! against real `docker-registry` processes: mirrors that are down or serving, a TLS registry
 //! with a test CA (given as `ca`, as a `*.crt` file, or skipped with `skip_verify`), and
-//! htpasswd auth over that TLS registry with credentials from the request or from config.json.
+//! htpasswd auth over that TLS registry with credentials from the request, from config.json or
+//! from a docker credential helper; mutual TLS (a client certificate as a pair, as one PEM, or
+//! as docker's `*.cert`/`*.key` files).
 
 mod support;
 
@@ -172,7 +174,13 @@ fn tls_registry_with_test_ca_and_htpasswd() {
         err.starts_with(&format!("pull {reference}: manifest")),
         "{err}"
     );
-    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "TLS with https://{} failed: invalid peer certificate",
+            reg.host
+        )),
+        "{err}"
+    );
     assert!(
         !root.path().join("content/blobs").exists()
             || fs::read_dir(root.path().join("content/blobs/sha256")).map_or(0, |d| d.count()) == 0,
@@ -218,6 +226,41 @@ fn tls_registry_with_test_ca_and_htpasswd() {
     })
     .unwrap_or_else(|e| panic!("pull with config.json credentials failed: {e}"));
 
+    // A credential helper named by config.json (`credsStore`), found in the configured helper
+    // dirs, gets the registry's host on stdin.
+    let helpers = work.path().join("helpers");
+    fs::create_dir_all(&helpers).unwrap();
+    let helper = helpers.join("docker-credential-berthtest");
+    fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 2\nread server\n[ \"$server\" = \"{}\" ] || {{ echo credentials not found in native keychain; exit 1; }}\nprintf '{{\"ServerURL\":\"%s\",\"Username\":\"{user}\",\"Secret\":\"{password}\"}}' \"$server\"\n",
+            reg.host
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&helper, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let helper_config = work.path().join("docker-helper.json");
+    fs::write(&helper_config, r#"{"credsStore":"berthtest","auths":{}}"#).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    pull(root.path(), &reference, Credentials::Anonymous, |c| {
+        with_ca(c);
+        c.registry.docker_config = Some(helper_config.clone());
+        c.registry.credential_helper_dirs = Some(vec![helpers.clone()]);
+    })
+    .unwrap_or_else(|e| panic!("pull with credential helper credentials failed: {e}"));
+    // Not in the helper dirs: anonymous, refused.
+    let root = tempfile::tempdir().unwrap();
+    pull(root.path(), &reference, Credentials::Anonymous, |c| {
+        with_ca(c);
+        c.registry.docker_config = Some(helper_config.clone());
+        c.registry.credential_helper_dirs = Some(vec![work.path().join("no-helpers")]);
+    })
+    .expect_err("no helper, no credentials");
+
     // Request credentials win over config.json (wrong ones here fail).
     let root = tempfile::tempdir().unwrap();
     let wrong = Credentials::Basic {
@@ -243,6 +286,140 @@ fn tls_registry_with_test_ca_and_htpasswd() {
     let root = tempfile::tempdir().unwrap();
     pull(root.path(), &reference, basic, with_ca)
         .unwrap_or_else(|e| panic!("pull with skip_verify failed: {e}"));
+}
+
+#[test]
+fn mutual_tls_with_client_certificates() {
+    if !runnable("mutual_tls_with_client_certificates") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let certs = make_test_certs(work.path());
+    let (client_cert, client_key) = make_client_cert(work.path(), &certs);
+    let reg = Registry::start_mutual_tls(&certs);
+    // skopeo reads docker's layout: ca.crt, client.cert, client.key.
+    let skopeo_certs = work.path().join("skopeo-certs");
+    fs::create_dir_all(&skopeo_certs).unwrap();
+    fs::copy(&certs.ca, skopeo_certs.join("ca.crt")).unwrap();
+    fs::copy(&client_cert, skopeo_certs.join("client.cert")).unwrap();
+    fs::copy(&client_key, skopeo_certs.join("client.key")).unwrap();
+    let layout = build_fixture(work.path());
+    let reference = format!("{}/app:mtls", reg.host);
+    push(
+        &layout,
+        "app",
+        &reference,
+        &["--dest-cert-dir", skopeo_certs.to_str().unwrap()],
+    );
+    let certs_d = work.path().join("certs.d");
+    let host_dir = certs_d.join(&reg.host);
+    fs::create_dir_all(&host_dir).unwrap();
+    fs::copy(&certs.ca, host_dir.join("test-ca.pem")).unwrap();
+    fs::copy(&client_cert, host_dir.join("client.pem")).unwrap();
+    fs::copy(&client_key, host_dir.join("client.key")).unwrap();
+    let combined = [
+        fs::read(&client_cert).unwrap(),
+        fs::read(&client_key).unwrap(),
+    ]
+    .concat();
+    fs::write(host_dir.join("combined.pem"), combined).unwrap();
+    let with_certs_d = |c: &mut StoreConfig| c.registry.config_path = Some(certs_d.clone());
+    let server = format!("server = \"https://{}\"\nca = \"test-ca.pem\"\n", reg.host);
+
+    // The CA but no client certificate: the registry refuses. With TLS 1.3 the client's
+    // handshake completes before the server's alert arrives, so what the client sees first is
+    // racy (the alert, or a connection closed before the request went out).
+    fs::write(host_dir.join("hosts.toml"), &server).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let err = pull(
+        root.path(),
+        &reference,
+        Credentials::Anonymous,
+        with_certs_d,
+    )
+    .expect_err("no client certificate must fail");
+    eprintln!("no client certificate: {err}");
+    assert!(
+        err.starts_with(&format!("pull {reference}: manifest {reference}: ")),
+        "{err}"
+    );
+
+    // `client` as a [cert, key] pair.
+    fs::write(
+        host_dir.join("hosts.toml"),
+        format!("{server}client = [[\"client.pem\", \"client.key\"]]\n"),
+    )
+    .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let image = pull(
+        root.path(),
+        &reference,
+        Credentials::Anonymous,
+        with_certs_d,
+    )
+    .unwrap_or_else(|e| panic!("pull with a client cert+key pair failed: {e}"));
+    assert_eq!(image.layers.len(), 3);
+
+    // `client` as one PEM holding both.
+    fs::write(
+        host_dir.join("hosts.toml"),
+        format!("{server}client = \"combined.pem\"\n"),
+    )
+    .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    pull(
+        root.path(),
+        &reference,
+        Credentials::Anonymous,
+        with_certs_d,
+    )
+    .unwrap_or_else(|e| panic!("pull with a combined client PEM failed: {e}"));
+
+    // A client certificate the registry's CA did not sign: refused.
+    let other = work.path().join("other");
+    fs::create_dir_all(&other).unwrap();
+    let other_certs = make_test_certs(&other);
+    let (other_cert, other_key) = make_client_cert(&other, &other_certs);
+    fs::copy(&other_cert, host_dir.join("other.pem")).unwrap();
+    fs::copy(&other_key, host_dir.join("other.key")).unwrap();
+    fs::write(
+        host_dir.join("hosts.toml"),
+        format!("{server}client = [[\"other.pem\", \"other.key\"]]\n"),
+    )
+    .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let err = pull(
+        root.path(),
+        &reference,
+        Credentials::Anonymous,
+        with_certs_d,
+    )
+    .expect_err("a foreign client certificate must fail");
+    eprintln!("foreign client certificate: {err}");
+
+    // docker's layout, no hosts.toml: ca.crt, client.cert + client.key.
+    for f in [
+        "hosts.toml",
+        "test-ca.pem",
+        "client.pem",
+        "client.key",
+        "combined.pem",
+    ] {
+        fs::remove_file(host_dir.join(f)).unwrap();
+    }
+    fs::remove_file(host_dir.join("other.pem")).unwrap();
+    fs::remove_file(host_dir.join("other.key")).unwrap();
+    fs::copy(&certs.ca, host_dir.join("ca.crt")).unwrap();
+    fs::copy(&client_cert, host_dir.join("client.cert")).unwrap();
+    fs::copy(&client_key, host_dir.join("client.key")).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    pull(
+        root.path(),
+        &reference,
+        Credentials::Anonymous,
+        with_certs_d,
+    )
+    .unwrap_or_else(|e| panic!("pull with docker's cert files failed: {e}"));
 }
 
 fn base64_encode(b: &[u8]) -> String {

@@ -352,9 +352,7 @@ impl RegistryClient {
         let (client, auth) = match &e.transport {
             Transport::Oci { client, auth } => (client, auth),
             Transport::Direct(direct) => {
-                return direct
-                    .blob(&what, reference.repository(), &d, offset)
-                    .await
+                return direct.blob(&what, reference.repository(), &d, offset).await
             }
         };
         let err = |source| RegistryError::from_oci(what.clone(), e.name(reference), source);
@@ -363,10 +361,7 @@ impl RegistryClient {
             .store_auth_if_needed(r.resolve_registry(), auth)
             .await;
         if offset == 0 {
-            let s = client
-                .pull_blob_stream(&r, d.as_str())
-                .await
-                .map_err(err)?;
+            let s = client.pull_blob_stream(&r, d.as_str()).await.map_err(err)?;
             return Ok((s.stream, 0, s.content_length));
         }
         match client

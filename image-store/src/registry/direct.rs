@@ -302,12 +302,12 @@ impl DirectClient {
         digest: &str,
         offset: u64,
     ) -> Result<(BlobStream, u64, Option<u64>), RegistryError> {
-        let url =
-            self.endpoint(repository, "blobs", digest)
-                .map_err(|reason| RegistryError::Setup {
-                    host: self.url.clone(),
-                    reason,
-                })?;
+        let url = self
+            .endpoint(repository, "blobs", digest)
+            .map_err(|reason| RegistryError::Setup {
+                host: self.url.clone(),
+                reason,
+            })?;
         let mut h = HeaderMap::new();
         if offset > 0 {
             if let Ok(v) = HeaderValue::from_str(&format!("bytes={offset}-")) {
@@ -391,7 +391,11 @@ fn parse_challenge(h: &str) -> (String, Vec<(String, String)>) {
     // Bounded: every iteration consumes at least one byte of `s`.
     while !s.is_empty() {
         let Some(eq) = s.find('=') else { break };
-        let name = s[..eq].trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let name = s[..eq]
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
         s = &s[eq + 1..];
         let value;
         if let Some(q) = s.strip_prefix('"') {

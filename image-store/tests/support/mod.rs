@@ -57,7 +57,17 @@ impl Registry {
         Registry::start_with(auth, Some(certs))
     }
 
+    /// A registry serving HTTPS that demands a client certificate signed by `certs.ca`
+    /// (docker-registry's `http.tls.clientcas`: mutual TLS).
+    pub fn start_mutual_tls(certs: &TestCerts) -> Registry {
+        Registry::start_full(None, Some(certs), true)
+    }
+
     fn start_with(auth: Option<(&str, &str)>, tls: Option<&TestCerts>) -> Registry {
+        Registry::start_full(auth, tls, false)
+    }
+
+    fn start_full(auth: Option<(&str, &str)>, tls: Option<&TestCerts>, mutual: bool) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let host = format!("127.0.0.1:{port}");
@@ -72,6 +82,9 @@ impl Registry {
                 t.server_cert.display(),
                 t.server_key.display()
             ));
+            if mutual {
+                yaml.push_str(&format!("    clientcas:\n      - {}\n", t.ca.display()));
+            }
         }
         if let Some((user, password)) = auth {
             let htpasswd = dir.path().join("htpasswd");
@@ -177,6 +190,42 @@ pub fn make_test_certs(dir: &Path) -> TestCerts {
         server_cert: p("server.pem"),
         server_key: p("server.key"),
     }
+}
+
+/// A client certificate (`extendedKeyUsage=clientAuth`) signed by `certs`' CA: (cert, key).
+pub fn make_client_cert(dir: &Path, certs: &TestCerts) -> (PathBuf, PathBuf) {
+    let p = |n: &str| dir.join(n);
+    run(Command::new("openssl")
+        .args(["req", "-subj", "/CN=berth test client"])
+        .args([
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ])
+        .arg("-keyout")
+        .arg(p("client.key"))
+        .arg("-out")
+        .arg(p("client.csr")));
+    fs::write(
+        p("client-ext.cnf"),
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    run(Command::new("openssl")
+        .args(["x509", "-req", "-days", "2", "-set_serial", "3"])
+        .arg("-in")
+        .arg(p("client.csr"))
+        .arg("-CA")
+        .arg(&certs.ca)
+        .arg("-CAkey")
+        .arg(certs.ca.with_file_name("ca.key"))
+        .arg("-extfile")
+        .arg(p("client-ext.cnf"))
+        .arg("-out")
+        .arg(p("client.pem")));
+    (p("client.pem"), p("client.key"))
 }
 
 pub fn run(cmd: &mut Command) {
