@@ -370,3 +370,132 @@ async fn metrics_statuses_and_events_of_a_networked_pod() {
     drop(guard);
     drop(pods);
 }
+
+/// An image holding berth-pause as `/pause` (its entrypoint) and a marker file, pushed as
+/// `<host>/berth/pause:1`.
+fn push_pause_image(registry: &support::Registry, work: &std::path::Path) -> String {
+    let layout = work.join("pause-layout");
+    let src = work.join("pause-rootfs");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::copy(pods::bin_dir().join("berth-pause"), src.join("pause")).unwrap();
+    std::fs::write(src.join("from-the-sandbox-image"), b"yes\n").unwrap();
+    let img = format!("{}:1", layout.display());
+    let umoci = |args: &[&str]| {
+        support::run(std::process::Command::new("umoci").args(args));
+    };
+    umoci(&["init", "--layout", layout.to_str().unwrap()]);
+    umoci(&["new", "--image", &img]);
+    umoci(&["insert", "--image", &img, src.to_str().unwrap(), "/"]);
+    umoci(&["config", "--image", &img, "--config.entrypoint", "/pause"]);
+    let image = format!("{}/berth/pause:1", registry.host);
+    support::push(&layout, "1", &image, &[]);
+    image
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn configured_sandbox_image_is_pulled_pinned_and_run() {
+    let test = "configured_sandbox_image_is_pulled_pinned_and_run";
+    if !can_run(test) {
+        return;
+    }
+    let registry = support::Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let pause_image = push_pause_image(&registry, work.path());
+    let (host, sandbox_image) = (registry.host.clone(), pause_image.clone());
+    let pods = pods::Pods::start_with(12, |c| {
+        c.registry.insecure = vec![host];
+        c.sandbox.image = sandbox_image;
+    })
+    .await;
+    let guard = Leftovers::new(pods.dir.path());
+    let rt = pods.client().await;
+
+    // Two pods at once: the image is pulled (once) and each pause runs from its own snapshot.
+    let run = |name: &'static str| {
+        let mut rt = rt.clone();
+        async move {
+            rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(pods::pod(name)),
+                runtime_handler: String::new(),
+            })
+            .await
+            .expect("RunPodSandbox")
+            .into_inner()
+            .pod_sandbox_id
+        }
+    };
+    let (a, b) = tokio::join!(run("img-a"), run("img-b"));
+    guard.sandbox(&a);
+    guard.sandbox(&b);
+    let mut rt = rt;
+    for id in [&a, &b] {
+        let st = rt
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: id.clone(),
+                verbose: true,
+            })
+            .await
+            .expect("PodSandboxStatus")
+            .into_inner();
+        assert_eq!(st.status.unwrap().state, READY);
+        let info: serde_json::Value = serde_json::from_str(&st.info["info"]).unwrap();
+        assert_eq!(info["image"], pause_image.as_str());
+        let pid = info["pid"].as_i64().unwrap();
+        assert!(pods::alive(pid));
+        // The pause runs the image's /pause, in the image's rootfs.
+        assert_eq!(
+            std::fs::read_to_string(format!("/proc/{pid}/root/from-the-sandbox-image")).unwrap(),
+            "yes\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap(),
+            "/pause\0"
+        );
+        assert!(pods::is_mounted(
+            &pods.state().join("sandboxes").join(id).join("rootfs")
+        ));
+    }
+    // Pulled and pinned.
+    let status = ImageServiceClient::new(pods.channel().await)
+        .image_status(cri::ImageStatusRequest {
+            image: Some(cri::ImageSpec {
+                image: pause_image.clone(),
+                ..Default::default()
+            }),
+            verbose: false,
+        })
+        .await
+        .expect("ImageStatus")
+        .into_inner()
+        .image
+        .expect("the sandbox image is in the store");
+    assert!(status.pinned, "{status:?}");
+
+    for id in [&a, &b] {
+        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .expect("StopPodSandbox");
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .expect("RemovePodSandbox");
+        let dir = pods.state().join("sandboxes").join(id);
+        assert!(!pods::is_mounted(&dir.join("rootfs")));
+        assert!(!dir.exists(), "{} is left", dir.display());
+    }
+    // Only the image's one layer snapshot remains.
+    let snapshots = std::fs::read_dir(pods.config.root.join("snapshots"))
+        .unwrap()
+        .count();
+    assert_eq!(snapshots, 1);
+    assert!(
+        node::mounts_under(pods.dir.path()).is_empty(),
+        "{:?}",
+        node::mounts_under(pods.dir.path())
+    );
+    drop(guard);
+    drop(pods);
+}

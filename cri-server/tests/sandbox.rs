@@ -211,6 +211,8 @@ async fn run_status_stop_remove() {
     stop(&mut rt, &a).await;
     let (st, _) = status(&mut rt, &a).await;
     assert_eq!(st.state, NOT_READY);
+    // Its IP went back to IPAM: none is reported (as containerd).
+    assert_eq!(st.network.unwrap().ip, "");
     assert!(!alive(pid));
     assert!(!netns.exists());
     assert!(!is_mounted(&dir.join("shm")));

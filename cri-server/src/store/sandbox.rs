@@ -79,9 +79,21 @@ pub struct SandboxMeta {
     /// The pause container's cgroupsPath.
     pub cgroups_path: String,
     pub files: PodFiles,
+    /// The configured sandbox image the pause runs from (on a snapshot keyed by the sandbox
+    /// ID, mounted on [`SandboxMeta::rootfs`]); None: the built-in pause.
+    #[serde(default)]
+    pub image: Option<String>,
 }
 
 impl SandboxMeta {
+    /// Where the sandbox image's snapshot is mounted (with a configured sandbox image).
+    pub fn rootfs(&self) -> PathBuf {
+        self.state_dir.join("rootfs")
+    }
+    /// The sandbox image as statuses and metrics name it.
+    pub fn image_name(&self) -> &str {
+        self.image.as_deref().unwrap_or(crate::pause::BUILTIN_IMAGE)
+    }
     pub fn bundle(&self) -> PathBuf {
         self.state_dir.join("bundle")
     }
@@ -361,6 +373,7 @@ mod tests {
             owns_cgroup_parent: true,
             cgroups_path: "/berth/x/x".into(),
             files: PodFiles::default(),
+            image: None,
         }
     }
 

@@ -5,7 +5,7 @@ use image_store::{ChainId, Digest, Image, ImageStore, Reference};
 
 /// A stored image, resolved for a container.
 #[derive(Debug, Clone)]
-pub(super) struct ResolvedImage {
+pub(crate) struct ResolvedImage {
     /// The config digest: the CRI image ID.
     pub id: String,
     /// The first `repo:tag` name (or what was asked), for `ContainerStatus.image`.
@@ -19,14 +19,14 @@ pub(super) struct ResolvedImage {
 
 /// Why an image cannot be used.
 #[derive(Debug)]
-pub(super) enum ResolveError {
+pub(crate) enum ResolveError {
     NotFound,
     Broken(String),
 }
 
 /// Resolves `asked`: a name, the image ID (with or without `sha256:`), a manifest digest, or
 /// a unique prefix of the ID. Blocking.
-pub(super) fn resolve(store: &ImageStore, asked: &str) -> Result<ResolvedImage, ResolveError> {
+pub(crate) fn resolve(store: &ImageStore, asked: &str) -> Result<ResolvedImage, ResolveError> {
     let broken = |e: &dyn std::fmt::Display| ResolveError::Broken(e.to_string());
     let asked = asked.trim();
     if asked.is_empty() {

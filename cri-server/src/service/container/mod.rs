@@ -9,7 +9,7 @@ mod create;
 mod error;
 mod events;
 mod exec;
-mod image;
+pub(crate) mod image;
 mod monitor;
 mod oci;
 mod remove;

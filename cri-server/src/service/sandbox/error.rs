@@ -14,8 +14,8 @@ pub enum SandboxError {
     InvalidConfig(String),
     #[error("unknown runtime handler {handler:?} (configured: {have})")]
     UnknownHandler { handler: String, have: String },
-    #[error("[sandbox] image = {image:?}: only the built-in pause image is supported so far (leave the key empty)")]
-    SandboxImage { image: String },
+    #[error("sandbox image {image}: {reason}")]
+    SandboxImage { image: String, reason: String },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{op} {path}: {source}")]
@@ -84,7 +84,7 @@ impl SandboxError {
             SandboxError::InvalidConfig(_)
             | SandboxError::UnknownHandler { .. }
             | SandboxError::PortMapping { .. } => Code::InvalidArgument,
-            SandboxError::SandboxImage { .. } => Code::Unimplemented,
+            SandboxError::SandboxImage { .. } => Code::FailedPrecondition,
             SandboxError::Store(StoreError::NotFound { .. }) => Code::NotFound,
             SandboxError::Store(StoreError::NameTaken { .. }) => Code::AlreadyExists,
             SandboxError::Store(StoreError::Ambiguous { .. }) => Code::InvalidArgument,

@@ -9,6 +9,7 @@
 
 mod error;
 mod files;
+mod image;
 mod network;
 mod oci;
 mod remove;
@@ -53,13 +54,16 @@ struct Sandboxes {
     stats: stats::CpuSamples,
     /// Facts about the node the spec builder needs (probed once).
     host: crate::spec::HostInfo,
+    /// The image store (the configured sandbox image, its snapshots).
+    images: Arc<ImageStore>,
+    /// One pull of the sandbox image at a time.
+    image_pulls: tokio::sync::Mutex<()>,
 }
 
 impl SandboxService {
     /// Loads every sandbox record (`<root>/cri/sandboxes`); a sandbox whose pause exited
     /// while berthd was down becomes NotReady. Blocking file reads: called once, at startup.
     pub fn new(config: Arc<Config>, images: Arc<ImageStore>) -> Self {
-        let _ = images; // the configured sandbox image will come from here
         let (store, errors) = SandboxStore::open(config.root.join("cri").join("sandboxes"));
         for e in errors {
             tracing::error!(error = %e, "cannot load a sandbox record");
@@ -87,6 +91,8 @@ impl SandboxService {
                 shim_binary,
                 stats: stats::CpuSamples::default(),
                 host: crate::spec::HostInfo::probe(),
+                images,
+                image_pulls: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -191,15 +197,6 @@ impl SandboxService {
 impl Sandboxes {
     fn systemd(&self) -> bool {
         self.config.cgroup.driver == crate::config::CgroupDriver::Systemd
-    }
-
-    /// The sandbox image as metrics and statuses name it.
-    fn sandbox_image_name(&self) -> String {
-        if self.config.sandbox.image.is_empty() {
-            crate::pause::BUILTIN_IMAGE.to_owned()
-        } else {
-            self.config.sandbox.image.clone()
-        }
     }
 }
 

@@ -9,7 +9,7 @@ use tonic::Status;
 
 use super::error::{Result, SandboxError};
 use super::stop::{find_for_teardown, stop_locked};
-use super::{blocking, files, oci, stats, Sandboxes};
+use super::{blocking, files, image, oci, stats, Sandboxes};
 use crate::service::container::ContainerService;
 use crate::store::sandbox::Sandbox;
 
@@ -59,6 +59,9 @@ async fn remove_locked(
             cni::netns::remove_pinned(netns)?;
         }
         files::unmount_shm(&meta.files)?;
+        if meta.image.is_some() {
+            image::release_rootfs(&ctx.images, &meta.id, &meta.rootfs())?;
+        }
         if meta.owns_cgroup_parent {
             stats::remove_pod_cgroup(&meta.cgroup_parent, &meta.id, ctx.systemd())?;
         }

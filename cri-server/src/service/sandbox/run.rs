@@ -11,6 +11,7 @@ use k8s_cri::v1 as cri;
 use tonic::Status;
 
 use super::error::{io, Result, SandboxError};
+use super::image::{self, SandboxImage};
 use super::{blocking, files, oci, Sandboxes};
 use crate::shim_client::{Shim, ShimArgs};
 use crate::spec::{SandboxFiles, SandboxSpecInput};
@@ -26,8 +27,19 @@ pub(super) async fn run(
     let prepared = prepare(ctx, &config, &req.runtime_handler);
     let (id, name, runtime) = prepared.map_err(|e| e.into_status(&pod))?;
     tracing::info!(pod = %pod, sandbox = %id, handler = %runtime.handler, "RunPodSandbox");
-    let (ctx2, id2, name2) = (ctx.clone(), id.clone(), name.clone());
-    let done = blocking(move || create(&ctx2, id2, name2, config, runtime)).await;
+    let image = match ctx.config.sandbox.image.as_str() {
+        "" => Ok(None),
+        name => image::ensure(&ctx.images, &ctx.image_pulls, name)
+            .await
+            .map(Some),
+    };
+    let done = match image {
+        Ok(image) => {
+            let (ctx2, id2, name2) = (ctx.clone(), id.clone(), name.clone());
+            blocking(move || create(&ctx2, id2, name2, config, runtime, image)).await
+        }
+        Err(e) => Err(e),
+    };
     match done {
         Ok(ip) => {
             tracing::info!(pod = %pod, sandbox = %id, ip = ?ip, "sandbox ready");
@@ -78,11 +90,6 @@ fn prepare(
                 .join(", "),
         });
     };
-    if !ctx.config.sandbox.image.is_empty() {
-        return Err(SandboxError::SandboxImage {
-            image: ctx.config.sandbox.image.clone(),
-        });
-    }
     let id = crate::store::new_id()?;
     let name = format!("{}_{}_{}_{}", m.name, m.namespace, m.uid, m.attempt);
     ctx.store.reserve_name(&name, &id)?;
@@ -105,6 +112,8 @@ struct Undo<'a> {
     attached: bool,
     created: Option<(RuntimeRef, i32)>,
     pod_cgroup: Option<String>,
+    /// The sandbox image's snapshot was prepared (and maybe mounted).
+    image_rootfs: bool,
 }
 
 impl Undo<'_> {
@@ -125,6 +134,12 @@ impl Undo<'_> {
                 warn("delete the pause container", &e);
             }
             oci::reap_shim(&shim_dir, Duration::from_secs(5));
+        }
+        if self.image_rootfs {
+            let rootfs = self.state_dir.join("rootfs");
+            if let Err(e) = image::release_rootfs(&self.ctx.images, id, &rootfs) {
+                warn("release the sandbox image's rootfs", &e);
+            }
         }
         if let Some(netns) = &self.netns {
             if self.attached {
@@ -157,6 +172,7 @@ fn create(
     name: String,
     config: cri::PodSandboxConfig,
     runtime: RuntimeRef,
+    image: Option<SandboxImage>,
 ) -> Result<Option<std::net::IpAddr>> {
     let state_dir = ctx.config.state.join("sandboxes").join(&id);
     let mut undo = Undo {
@@ -169,8 +185,9 @@ fn create(
         attached: false,
         created: None,
         pod_cgroup: None,
+        image_rootfs: false,
     };
-    match create_steps(ctx, &id, &name, &config, runtime, &mut undo) {
+    match create_steps(ctx, &id, &name, &config, runtime, image, &mut undo) {
         Ok(ip) => Ok(ip),
         Err(e) => {
             undo.run();
@@ -185,6 +202,7 @@ fn create_steps(
     name: &str,
     config: &cri::PodSandboxConfig,
     runtime: RuntimeRef,
+    image: Option<SandboxImage>,
     undo: &mut Undo<'_>,
 ) -> Result<Option<std::net::IpAddr>> {
     let created_at = Utc::now();
@@ -234,13 +252,25 @@ fn create_steps(
         format!("{}/{id}", cgroup_parent.trim_end_matches('/'))
     };
 
-    // The pause container.
-    let pause = crate::pause::ensure(&ctx.config.root, &ctx.helper_dirs)?;
+    // The pause container: the configured sandbox image on its own snapshot, or the
+    // built-in pause (shared, read-only).
+    let (rootfs, args, image_user) = match &image {
+        Some(image) => {
+            let rootfs = state_dir.join("rootfs");
+            undo.image_rootfs = true;
+            image::mount_rootfs(&ctx.images, image, id, &rootfs)?;
+            (rootfs, image.args.clone(), image.user.clone())
+        }
+        None => {
+            let pause = crate::pause::ensure(&ctx.config.root, &ctx.helper_dirs)?;
+            (pause.rootfs, pause.args, None)
+        }
+    };
     let spec = crate::spec::sandbox_spec(&SandboxSpecInput {
         id: id.to_owned(),
         config: config.clone(),
-        rootfs: pause.rootfs,
-        args: pause.args,
+        rootfs,
+        args,
         netns: undo.netns.clone(),
         cgroups_path: cgroups_path.clone(),
         files: SandboxFiles {
@@ -249,7 +279,7 @@ fn create_steps(
             resolv_conf: undo.files.resolv_conf.clone(),
             shm: undo.files.shm.clone(),
         },
-        image_user: None,
+        image_user,
         host: ctx.host.clone(),
     })?;
     let bundle = state_dir.join("bundle");
@@ -298,6 +328,7 @@ fn create_steps(
         owns_cgroup_parent,
         cgroups_path,
         files: undo.files.clone(),
+        image: image.map(|i| i.name),
     };
     ctx.store
         .add(meta, SandboxState::Ready { pid: shim.init_pid })?;

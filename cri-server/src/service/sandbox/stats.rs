@@ -266,7 +266,7 @@ fn pod_metrics(
     let who = Identity {
         container: String::new(),
         id: meta.id.clone(),
-        image: ctx.sandbox_image_name(),
+        image: meta.image_name().to_owned(),
         name: meta.name.clone(),
         namespace: pod.namespace.clone(),
         pod: pod.name.clone(),

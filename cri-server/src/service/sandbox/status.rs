@@ -62,16 +62,19 @@ pub(super) fn cri_status(sandbox: &Sandbox, state: &SandboxState) -> cri::PodSan
         .and_then(|l| l.security_context.as_ref())
         .and_then(|s| s.namespace_options.clone())
         .unwrap_or_default();
+    // After StopPodSandbox the IPs went back to IPAM (CNI DEL): none is reported.
     let network = (!meta.host_network()).then(|| cri::PodSandboxNetworkStatus {
         ip: meta
             .ips
             .first()
+            .filter(|_| !state.is_released())
             .map(|ip| ip.to_string())
             .unwrap_or_default(),
         additional_ips: meta
             .ips
             .iter()
             .skip(1)
+            .filter(|_| !state.is_released())
             .map(|ip| cri::PodIp { ip: ip.to_string() })
             .collect(),
     });
@@ -106,7 +109,7 @@ fn verbose_info(
     serde_json::json!({
         "pid": pid,
         "state": state,
-        "image": "built-in berth-pause",
+        "image": meta.image_name(),
         "runtimeHandler": meta.runtime.handler,
         "runtimeType": meta.runtime.path,
         "runtimeRoot": meta.runtime.root,
