@@ -68,6 +68,7 @@ pub async fn serve(
     })?;
     let store = Arc::new(store);
     let (images, image_gc) = Images::new(store.clone(), &config);
+    let admin = crate::service::admin::AdminImages::new(store.clone()).into_server();
     let mut runtime = Runtime::new(config, store);
     runtime.start_streaming().await?;
     // Graceful shutdown waits for open streams (a kubelet's GetContainerEvents never ends), so
@@ -76,6 +77,7 @@ pub async fn serve(
     let server = tonic::transport::Server::builder()
         .add_service(RuntimeServiceServer::new(runtime))
         .add_service(ImageServiceServer::new(images))
+        .add_service(admin)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
             let _ = stop_rx.changed().await;
         });
