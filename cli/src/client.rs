@@ -12,6 +12,12 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::resolve::{self, Named};
 
+/// The client of berthd's own admin service (tag, save, load).
+pub mod admin {
+    #![allow(clippy::all)]
+    tonic::include_proto!("berth.admin.v1");
+}
+
 pub const DEFAULT_ADDRESS: &str = "unix:///run/berth/berth.sock";
 
 /// berthd's two CRI services over one connection (clones share it).
@@ -19,6 +25,8 @@ pub const DEFAULT_ADDRESS: &str = "unix:///run/berth/berth.sock";
 pub struct Cri {
     pub rt: RuntimeServiceClient<Channel>,
     pub img: ImageServiceClient<Channel>,
+    /// berth's own image service beside the CRI (`berth.admin.v1.Images`).
+    pub admin: admin::images_client::ImagesClient<Channel>,
 }
 
 /// The socket path of an address: `unix:///path` or a bare path.
@@ -58,7 +66,8 @@ pub async fn connect(address: &str) -> Result<Cri> {
         .context("connect to berthd")?;
     Ok(Cri {
         rt: RuntimeServiceClient::new(channel.clone()),
-        img: ImageServiceClient::new(channel),
+        img: ImageServiceClient::new(channel.clone()),
+        admin: admin::images_client::ImagesClient::new(channel).max_decoding_message_size(8 << 20),
     })
 }
 

@@ -4,6 +4,7 @@
 mod client;
 mod cmd;
 mod crilog;
+mod dockercfg;
 mod portforward;
 mod remotecommand;
 mod resolve;
@@ -164,6 +165,61 @@ pub struct PortForwardArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct StatsArgs {
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Only these containers (default: every running one).
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LoginArgs {
+    #[arg(short, long)]
+    pub username: Option<String>,
+    /// Password (visible to other users: prefer --password-stdin).
+    #[arg(short, long)]
+    pub password: Option<String>,
+    /// Read the password from stdin.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Registry host (default: Docker Hub).
+    #[arg(default_value = "docker.io")]
+    pub server: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TagArgs {
+    pub source: String,
+    pub target: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SaveArgs {
+    /// Write the archive here (default: stdout, if not a terminal).
+    #[arg(short, long)]
+    pub output: Option<std::path::PathBuf>,
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
+    /// Read the archive from here (default: stdin).
+    #[arg(short, long)]
+    pub input: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PruneArgs {
+    /// Every image no container uses (default: only untagged ones).
+    #[arg(short, long)]
+    pub all: bool,
+    /// Accepted for docker's sake: berth does not ask.
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct RmArgs {
     /// Stop running containers first.
     #[arg(short, long)]
@@ -199,6 +255,19 @@ enum Cmd {
     Images(ListArgs),
     /// Remove images.
     Rmi(Ids),
+    /// Give an image another name.
+    Tag(TagArgs),
+    /// Write images to an archive (OCI layout + docker save).
+    Save(SaveArgs),
+    /// Load images from an archive (OCI layout or docker save).
+    Load(LoadArgs),
+    /// Store registry credentials (docker's config.json).
+    Login(LoginArgs),
+    /// Remove stored registry credentials.
+    Logout {
+        #[arg(default_value = "docker.io")]
+        server: String,
+    },
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCmd),
@@ -219,6 +288,8 @@ enum Cmd {
     Attach(AttachArgs),
     /// Forward local ports to a pod's ports.
     PortForward(PortForwardArgs),
+    /// CPU, memory and disk use of running containers.
+    Stats(StatsArgs),
     /// Stop containers.
     Stop(StopArgs),
     /// Kill containers (SIGKILL at once).
@@ -244,6 +315,11 @@ enum ImageCmd {
     #[command(alias = "remove")]
     Rm(Ids),
     Inspect(Ids),
+    Tag(TagArgs),
+    Save(SaveArgs),
+    Load(LoadArgs),
+    /// Remove images no container uses.
+    Prune(PruneArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -265,6 +341,7 @@ enum ContainerCmd {
     Logs(LogsArgs),
     Exec(ExecArgs),
     Attach(AttachArgs),
+    Stats(StatsArgs),
     Stop(StopArgs),
     Kill(Ids),
     #[command(alias = "remove")]
@@ -299,12 +376,30 @@ fn main() -> ExitCode {
 
 /// Runs the command; its exit code.
 async fn dispatch(cli: Cli) -> Result<u8> {
-    if let Cmd::Version = cli.cmd {
-        return cmd::system::version(&cli.address).await.map(|()| 0);
+    match &cli.cmd {
+        Cmd::Version => return cmd::system::version(&cli.address).await.map(|()| 0),
+        Cmd::Login(a) => return cmd::login::login(a).map(|()| 0),
+        Cmd::Logout { server } => return cmd::login::logout(server).map(|()| 0),
+        _ => {}
     }
     let mut c = client::connect(&cli.address).await?;
     match cli.cmd {
-        Cmd::Version | Cmd::Completion { .. } => unreachable!("handled above"),
+        Cmd::Version | Cmd::Completion { .. } | Cmd::Login(_) | Cmd::Logout { .. } => {
+            unreachable!("handled above")
+        }
+        Cmd::Tag(a) | Cmd::Image(ImageCmd::Tag(a)) => {
+            cmd::archive::tag(&mut c, &a.source, &a.target).await?
+        }
+        Cmd::Save(a) | Cmd::Image(ImageCmd::Save(a)) => {
+            cmd::archive::save(&mut c, a.output.as_deref(), &a.images).await?
+        }
+        Cmd::Load(a) | Cmd::Image(ImageCmd::Load(a)) => {
+            cmd::archive::load(&mut c, a.input.as_deref()).await?
+        }
+        Cmd::Image(ImageCmd::Prune(a)) => cmd::images::prune(&mut c, a.all).await?,
+        Cmd::Stats(a) | Cmd::Container(ContainerCmd::Stats(a)) => {
+            cmd::stats::stats(&mut c, &a).await?
+        }
         Cmd::Info => cmd::system::info(&mut c).await?,
         Cmd::Pull { image } | Cmd::Image(ImageCmd::Pull { image }) => {
             cmd::images::pull(&mut c, &image).await?;

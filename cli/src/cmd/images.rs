@@ -29,6 +29,7 @@ pub async fn pull_quiet(c: &mut Cri, image: &str) -> Result<String> {
                 image: image.to_owned(),
                 ..Default::default()
             }),
+            auth: crate::dockercfg::auth_for(image),
             ..Default::default()
         })
         .await;
@@ -119,4 +120,46 @@ pub async fn inspect(c: &mut Cri, queries: &[String]) -> Result<()> {
         out.push(serde_json::json!({ "image": s.image, "info": info_json(&s.info) }));
     }
     print_json(&out)
+}
+
+/// `image prune`: removes images no container (running or not) uses — with `all`, every such
+/// image; without, only those with no tag (dangling). Pinned images (the sandbox image) stay.
+pub async fn prune(c: &mut Cri, all: bool) -> Result<()> {
+    let containers = c.containers().await?;
+    let used: std::collections::HashSet<String> = containers
+        .iter()
+        .flat_map(|k| {
+            let spec = k.image.as_ref().map(|i| i.image.clone());
+            spec.into_iter()
+                .chain([k.image_ref.clone(), k.image_id.clone()])
+        })
+        .collect();
+    let mut removed = 0usize;
+    let mut freed = 0u64;
+    for i in c.images().await? {
+        let in_use = used.contains(&i.id)
+            || i.repo_tags.iter().any(|t| used.contains(t))
+            || i.repo_digests.iter().any(|d| used.contains(d));
+        if in_use || i.pinned || (!all && !i.repo_tags.is_empty()) {
+            continue;
+        }
+        let r = c
+            .img
+            .remove_image(cri::RemoveImageRequest {
+                image: Some(cri::ImageSpec {
+                    image: i.id.clone(),
+                    ..Default::default()
+                }),
+            })
+            .await;
+        answer(r, &format!("remove image {}", i.id))?;
+        for t in &i.repo_tags {
+            println!("Untagged: {t}");
+        }
+        println!("Deleted: {}", i.id);
+        removed += 1;
+        freed += i.size;
+    }
+    println!("Removed {removed} images, {}", human_size(freed));
+    Ok(())
 }

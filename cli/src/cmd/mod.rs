@@ -1,12 +1,15 @@
 //! The commands, grouped by what they act on.
 
+pub mod archive;
 pub mod attach;
 pub mod containers;
 pub mod images;
+pub mod login;
 pub mod pods;
 pub mod portforward;
 pub mod run;
 pub mod run_options;
+pub mod stats;
 pub mod system;
 
 use std::collections::HashMap;

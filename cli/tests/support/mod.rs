@@ -522,3 +522,30 @@ pub fn http_get(port: u16, path: &str, limit: Duration) -> String {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+impl Env {
+    /// Pushes busybox with another config (a label) as `<registry>/<repo>:v1` — an image
+    /// with an ID of its own; returns its name.
+    pub fn push_variant(&self, repo: &str) -> String {
+        let layout = self.dir.path().join("layout");
+        let img = format!("{}:v1", layout.display());
+        let variant = format!("{}:{repo}", layout.display());
+        run_ok(Command::new("umoci").args([
+            "config",
+            "--image",
+            &img,
+            "--tag",
+            repo,
+            "--config.label",
+            &format!("variant={repo}"),
+        ]));
+        let name = format!("{}/{repo}:v1", self.host);
+        run_ok(
+            Command::new("skopeo")
+                .args(["copy", "--quiet", "--dest-tls-verify=false"])
+                .arg(format!("oci:{variant}"))
+                .arg(format!("docker://{name}")),
+        );
+        name
+    }
+}

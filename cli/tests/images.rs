@@ -1,0 +1,157 @@
+//! Image administration through the built `berth`: tag, save/load round-trips (berth's own
+//! archive, and a `docker save` archive made by skopeo), image prune, stats, login (docker's
+//! config.json, used by the next pull).
+
+mod support;
+
+use std::process::Command;
+
+use support::*;
+
+#[test]
+fn tag_save_load_prune_stats_login() {
+    if !can_run("tag_save_load_prune_stats_login") {
+        return;
+    }
+    let env = start();
+    let image = env.image();
+    env.ok(&["pull", &image]);
+
+    // tag: a second name on the same ID.
+    let mine = format!("{}/mine:v2", env.host);
+    assert_eq!(env.ok(&["tag", &image, &mine]).trim(), mine);
+    let images = env.ok(&["images", "--format", "json"]).pipe_json();
+    let named = |name: &str| {
+        images
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["repo_tags"].as_array().unwrap().iter().any(|t| t == name))
+            .map(|i| i["id"].as_str().unwrap().to_owned())
+    };
+    let id = named(&image).expect("busybox listed");
+    assert_eq!(named(&mine).as_deref(), Some(id.as_str()), "{images}");
+    env.ok(&["image", "tag", &id[7..19], "localhost/short:1"]);
+    assert!(env.ok(&["images"]).contains("localhost/short"));
+    let out = env.berth(&["tag", "nosuchimage", "x:1"]);
+    assert!(!out.status.success(), "{out:?}");
+
+    // save -o, remove every name, load -i: the same ID, and it runs.
+    let archive = env.dir.path().join("busybox.tar");
+    env.ok(&["save", "-o", archive.to_str().unwrap(), &mine]);
+    let listing = run_ok(Command::new("tar").arg("tf").arg(&archive));
+    for f in ["oci-layout", "index.json", "manifest.json"] {
+        assert!(listing.lines().any(|l| l == f), "{f} in {listing}");
+    }
+    // CRI RemoveImage removes the image with all its names.
+    env.ok(&["rmi", &image]);
+    assert!(env.lines(&["images", "-q"]).iter().all(|i| *i != id));
+    let loaded = env.ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert_eq!(loaded.trim(), format!("Loaded image: {mine}"), "{loaded}");
+    assert!(env.lines(&["images", "-q"]).contains(&id));
+    let out = env.ok(&["run", "--rm", "--net", "host", &mine, "echo", "from-loaded"]);
+    assert_eq!(out, "from-loaded\n");
+
+    // A docker-archive made by skopeo from the registry, loaded from stdin.
+    let docker_tar = env.dir.path().join("docker.tar");
+    run_ok(
+        Command::new("skopeo")
+            .args(["copy", "--quiet", "--src-tls-verify=false"])
+            .arg(format!("docker://{image}"))
+            .arg(format!(
+                "docker-archive:{}:{}/fromdocker:v9",
+                docker_tar.display(),
+                env.host
+            )),
+    );
+    let input = std::fs::read(&docker_tar).unwrap();
+    let out = env.berth_input(&["image", "load"], &input);
+    assert!(out.status.success(), "{out:?}");
+    let fromdocker = format!("{}/fromdocker:v9", env.host);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&fromdocker),
+        "{out:?}"
+    );
+    assert!(env.ok(&["images"]).contains("fromdocker"));
+
+    // stats of a running container: table and JSON.
+    env.ok(&[
+        "run",
+        "-d",
+        "--net",
+        "host",
+        "--name",
+        "busy",
+        &fromdocker,
+        "sleep",
+        "300",
+    ]);
+    let table = env.ok(&["stats"]);
+    let row = table
+        .lines()
+        .find(|l| l.contains("busy"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains('%') && row.contains("B"), "{table}");
+    let json = env.ok(&["stats", "--format", "json", "busy"]).pipe_json();
+    assert_eq!(json.as_array().unwrap().len(), 1, "{json}");
+    assert_eq!(json[0]["attributes"]["metadata"]["name"], "busy", "{json}");
+    assert!(
+        json[0]["memory"]["working_set_bytes"]["value"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{json}"
+    );
+
+    // prune: untagged only by default (none here); -a removes what no container uses.
+    let other = env.push_variant("other");
+    env.ok(&["pull", &other]);
+    let out = env.ok(&["image", "prune"]);
+    assert!(out.contains("Removed 0 images"), "{out}");
+    let out = env.ok(&["image", "prune", "-a"]);
+    assert!(out.contains(&other) && !out.contains("fromdocker"), "{out}");
+    assert!(out.contains("Removed 1 images"), "{out}");
+    let left = env.ok(&["images"]);
+    assert!(
+        left.contains("fromdocker") && !left.contains("other"),
+        "{left}"
+    );
+    env.ok(&["rm", "-f", "busy"]);
+    env.ok(&["image", "prune", "-a"]);
+    assert!(!env.ok(&["images"]).contains("fromdocker"));
+
+    // login: docker's config.json (mode 0600), used by pulls; logout removes it.
+    let cfg = env.dir.path().join("docker");
+    let login = |args: &[&str], input: &[u8]| {
+        let mut cmd = env.command();
+        cmd.env("DOCKER_CONFIG", &cfg).args(args);
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = login(
+        &["login", "-u", "alice", "--password-stdin", &env.host],
+        b"s3cret\n",
+    );
+    assert!(out.status.success(), "{out:?}");
+    let file = cfg.join("config.json");
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    // base64("alice:s3cret")
+    assert_eq!(doc["auths"][&env.host]["auth"], "YWxpY2U6czNjcmV0", "{doc}");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    // The registry has no auth: a pull with credentials still works.
+    let out = login(&["pull", &image], b"");
+    assert!(out.status.success(), "{out:?}");
+    let out = login(&["logout", &env.host], b"");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Removed"),
+        "{out:?}"
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert!(doc["auths"].get(&env.host).is_none(), "{doc}");
+}
