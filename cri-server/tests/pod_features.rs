@@ -499,3 +499,130 @@ async fn configured_sandbox_image_is_pulled_pinned_and_run() {
     drop(guard);
     drop(pods);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn image_volume_is_a_read_only_view_released_on_remove() {
+    let test = "image_volume_is_a_read_only_view_released_on_remove";
+    if !can_run(test) {
+        return;
+    }
+    let fx = fixture();
+    let host = fx.registry.host.clone();
+    let pods = pods::Pods::start_with(13, |c| c.registry.insecure = vec![host]).await;
+    let guard = Leftovers::new(pods.dir.path());
+    let mut rt = pods.client().await;
+    pull(pods.channel().await, &fx.image).await;
+    let snapshots = || {
+        std::fs::read_dir(pods.config.root.join("snapshots"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let before = snapshots();
+
+    let pod_config = pods::pod("iv");
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("RunPodSandbox")
+        .into_inner()
+        .pod_sandbox_id;
+    guard.sandbox(&pod);
+    let volume = cri::Mount {
+        container_path: "/iv".into(),
+        image: Some(cri::ImageSpec {
+            image: fx.image.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut config = container("reader", &fx.image, "sleep 300");
+    config.mounts = vec![volume.clone()];
+    let c = run_container(&mut rt, &pod, &pod_config, config).await;
+    let exec = |cmd: &'static str| {
+        let mut rt = rt.clone();
+        let c = c.clone();
+        async move {
+            rt.exec_sync(cri::ExecSyncRequest {
+                container_id: c,
+                cmd: vec!["sh".into(), "-c".into(), cmd.into()],
+                timeout: 10,
+            })
+            .await
+            .expect("ExecSync")
+            .into_inner()
+        }
+    };
+    // The image's files, read-only.
+    let r = exec("cat /iv/etc/passwd").await;
+    assert_eq!(
+        (r.exit_code, String::from_utf8_lossy(&r.stdout).as_ref()),
+        (0, "root:x:0:0:root:/root:/bin/sh\n")
+    );
+    let r = exec("echo x > /iv/new").await;
+    assert_ne!(r.exit_code, 0, "the image volume is writable");
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("Read-only"),
+        "{r:?}"
+    );
+    // The container's own rootfs stays writable.
+    assert_eq!(exec("echo x > /new").await.exit_code, 0);
+    assert_eq!(snapshots(), before + 2, "the rootfs and one view");
+    // The status reports the mount as asked.
+    let st = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: c.clone(),
+            verbose: false,
+        })
+        .await
+        .expect("ContainerStatus")
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(st.mounts, vec![volume]);
+
+    // A missing image is NotFound, and nothing is left of the attempt.
+    let mut bad = container("bad", &fx.image, "true");
+    bad.mounts = vec![cri::Mount {
+        container_path: "/iv".into(),
+        image: Some(cri::ImageSpec {
+            image: format!("{}/berth/absent:1", fx.registry.host),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    let err = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(bad),
+            sandbox_config: Some(pod_config.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    assert_eq!(snapshots(), before + 2);
+
+    rt.remove_container(cri::RemoveContainerRequest {
+        container_id: c.clone(),
+    })
+    .await
+    .expect("RemoveContainer");
+    assert_eq!(snapshots(), before, "the view went with the container");
+    let dir = pods.state().join("containers").join(&c);
+    assert!(!dir.exists());
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .expect("StopPodSandbox");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .expect("RemovePodSandbox");
+    assert!(node::mounts_under(pods.dir.path()).is_empty());
+    drop(guard);
+    drop(pods);
+}

@@ -121,6 +121,17 @@ pub struct Status {
     pub removing: bool,
 }
 
+/// A read-only view of an image mounted for an image volume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageVolume {
+    /// The image's ID.
+    pub image: String,
+    /// The view snapshot's key.
+    pub key: String,
+    /// Where the view is mounted on the host (the spec bind-mounts it).
+    pub path: PathBuf,
+}
+
 /// What never changes after CreateContainer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContainerMeta {
@@ -150,6 +161,9 @@ pub struct ContainerMeta {
     #[serde(default)]
     pub stop_signal: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// Image volumes, released by RemoveContainer.
+    #[serde(default)]
+    pub image_volumes: Vec<ImageVolume>,
 }
 
 #[derive(Serialize)]
@@ -351,6 +365,7 @@ mod tests {
             cgroups_path: "/berth/x".into(),
             stop_signal: None,
             created_at: Utc::now(),
+            image_volumes: Vec::new(),
         }
     }
 

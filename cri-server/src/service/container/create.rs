@@ -13,10 +13,10 @@ use super::error::{blocking, ContainerError};
 use super::image::{self, ResolveError, ResolvedImage};
 use super::oci::OciRuntime;
 use super::sandbox_view::SandboxView;
-use super::{remove, Containers};
+use super::{image_volumes, remove, Containers};
 use crate::shim_client::{Shim, ShimArgs};
 use crate::spec::{self, ContainerSpecInput};
-use crate::store::container::{ContainerMeta, State, Status};
+use crate::store::container::{ContainerMeta, ImageVolume, State, Status};
 
 const RPC: &str = "CreateContainer";
 
@@ -86,6 +86,7 @@ struct Undo<'a> {
     snapshot: bool,
     mounted: Option<PathBuf>,
     shim: Option<(OciRuntime, PathBuf)>,
+    image_volumes: Vec<ImageVolume>,
     done: bool,
 }
 
@@ -101,6 +102,10 @@ impl Drop for Undo<'_> {
             remove::wait_shim_gone(shim_dir);
         }
         let mut keep_dir = false;
+        if let Err(e) = image_volumes::try_release(self.inner, self.id, &self.image_volumes) {
+            tracing::warn!(container = %self.id, error = %e, "undo create: release image volumes");
+            keep_dir = true;
+        }
         if let Some(rootfs) = &self.mounted {
             if let Err(e) = image_store::unmount(rootfs) {
                 tracing::warn!(container = %self.id, error = %e, "undo create: unmount rootfs");
@@ -177,6 +182,7 @@ fn build(
         snapshot: false,
         mounted: None,
         shim: None,
+        image_volumes: Vec::new(),
         done: false,
     };
     for d in [&rootfs, &bundle, &shim_dir] {
@@ -223,10 +229,15 @@ fn build(
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
+    // Image volumes: read-only views of their images, bound like host paths.
+    let mut spec_config = config.clone();
+    let (mounts, volumes) = image_volumes::mount_all(inner, id, name, &dir, &config.mounts)?;
+    spec_config.mounts = mounts;
+    undo.image_volumes = volumes;
     let read_etc = |file: &str| std::fs::read_to_string(rootfs.join("etc").join(file)).ok();
     let input = ContainerSpecInput {
         id: id.to_owned(),
-        config: config.clone(),
+        config: spec_config,
         sandbox_id: sandbox.id.clone(),
         sandbox_config: sandbox.config.clone(),
         sandbox_pid: sandbox.pid,
@@ -292,6 +303,7 @@ fn build(
             .and_then(|c| c.stop_signal().clone())
             .filter(|s| !s.is_empty()),
         created_at: Utc::now(),
+        image_volumes: undo.image_volumes.clone(),
     };
     let status = Status {
         state: State::Created,

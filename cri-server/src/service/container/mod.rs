@@ -10,6 +10,7 @@ mod error;
 mod events;
 mod exec;
 pub(crate) mod image;
+mod image_volumes;
 mod monitor;
 mod oci;
 mod remove;

@@ -68,6 +68,7 @@ fn teardown(inner: &Containers, c: &Container) -> Result<(), ContainerError> {
             })
         }
     }
+    super::image_volumes::try_release(inner, id, &c.meta.image_volumes)?;
     match inner.images.snapshots().remove(&c.meta.snapshot_key) {
         Ok(()) | Err(image_store::SnapshotError::NotFound(_)) => {}
         Err(source) => {

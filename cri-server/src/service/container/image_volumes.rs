@@ -1,0 +1,160 @@
+//! Image volumes (Kubernetes' OCI VolumeSource, KEP 4639): a CRI mount whose `image` is set
+//! shows that image's rootfs, read-only. Each becomes a read-only view snapshot of the image
+//! (key `<container id>-image-volume-<n>`) mounted under the container's directory, and the
+//! spec bind-mounts it; RemoveContainer (or a failed CreateContainer) unmounts and removes it.
+
+use std::path::Path;
+
+use k8s_cri::v1 as cri;
+
+use super::error::ContainerError;
+use super::image::{self, ResolveError};
+use super::Containers;
+use crate::store::container::ImageVolume;
+
+/// Whether a CRI mount asks for an image.
+fn image_of(m: &cri::Mount) -> Option<&str> {
+    m.image
+        .as_ref()
+        .map(|i| i.image.as_str())
+        .filter(|i| !i.is_empty())
+}
+
+/// Mounts a view of every image the mounts name, under `dir/image-volumes/<n>`; returns the
+/// mounts with those images replaced by read-only host paths, and the volumes to release.
+/// On failure nothing is left mounted. Blocking.
+pub(super) fn mount_all(
+    inner: &Containers,
+    id: &str,
+    name: &str,
+    dir: &Path,
+    mounts: &[cri::Mount],
+) -> Result<(Vec<cri::Mount>, Vec<ImageVolume>), ContainerError> {
+    let mut volumes = Vec::new();
+    let mut out = Vec::with_capacity(mounts.len());
+    for m in mounts {
+        let Some(asked) = image_of(m) else {
+            out.push(m.clone());
+            continue;
+        };
+        if !m.host_path.is_empty() {
+            release(inner, id, &volumes);
+            return Err(ContainerError::Invalid {
+                rpc: "CreateContainer",
+                reason: format!(
+                    "mount {}: host_path and image are mutually exclusive",
+                    m.container_path
+                ),
+            });
+        }
+        match mount_one(inner, id, name, dir, volumes.len(), asked) {
+            Ok(v) => {
+                let mut bound = m.clone();
+                bound.host_path = v.path.display().to_string();
+                bound.image = None;
+                bound.readonly = true;
+                volumes.push(v);
+                out.push(bound);
+            }
+            Err(e) => {
+                release(inner, id, &volumes);
+                return Err(e);
+            }
+        }
+    }
+    Ok((out, volumes))
+}
+
+fn mount_one(
+    inner: &Containers,
+    id: &str,
+    name: &str,
+    dir: &Path,
+    n: usize,
+    asked: &str,
+) -> Result<ImageVolume, ContainerError> {
+    let resolved = image::resolve(&inner.images, asked).map_err(|e| match e {
+        ResolveError::NotFound => ContainerError::ImageNotFound {
+            name: name.to_owned(),
+            image: asked.to_owned(),
+        },
+        ResolveError::Broken(reason) => ContainerError::Image {
+            name: name.to_owned(),
+            image: asked.to_owned(),
+            reason,
+        },
+    })?;
+    let Some(chain) = resolved.chain_id else {
+        return Err(ContainerError::Image {
+            name: name.to_owned(),
+            image: asked.to_owned(),
+            reason: "it has no layers to mount as a volume".into(),
+        });
+    };
+    let volume = ImageVolume {
+        image: resolved.id,
+        key: format!("{id}-image-volume-{n}"),
+        path: dir.join("image-volumes").join(n.to_string()),
+    };
+    std::fs::create_dir_all(&volume.path).map_err(|source| ContainerError::Io {
+        id: id.to_owned(),
+        op: "create",
+        path: volume.path.clone(),
+        source,
+    })?;
+    let snapshots = inner.images.snapshots();
+    let mount = snapshots
+        .view(&volume.key, &chain)
+        .map_err(|source| ContainerError::Snapshot {
+            id: id.to_owned(),
+            source,
+        })?;
+    if let Err(source) = mount.mount(&volume.path) {
+        let _ = snapshots.remove(&volume.key);
+        return Err(ContainerError::Mount {
+            id: id.to_owned(),
+            source,
+        });
+    }
+    tracing::debug!(container = id, image = asked, path = %volume.path.display(), "image volume mounted");
+    Ok(volume)
+}
+
+/// Unmounts and removes the views (best effort; what fails is logged). Blocking.
+pub(super) fn release(inner: &Containers, id: &str, volumes: &[ImageVolume]) {
+    if let Err(e) = try_release(inner, id, volumes) {
+        tracing::warn!(container = id, error = %e, "release image volumes");
+    }
+}
+
+/// Unmounts and removes the views; idempotent. Blocking.
+pub(super) fn try_release(
+    inner: &Containers,
+    id: &str,
+    volumes: &[ImageVolume],
+) -> Result<(), ContainerError> {
+    for v in volumes {
+        match image_store::unmount(&v.path) {
+            Ok(()) => {}
+            Err(image_store::MountError::Sys { source, .. })
+                if source.raw_os_error() == Some(nix::libc::EINVAL)
+                    || source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(ContainerError::Mount {
+                    id: id.to_owned(),
+                    source,
+                })
+            }
+        }
+        match inner.images.snapshots().remove(&v.key) {
+            Ok(()) | Err(image_store::SnapshotError::NotFound(_)) => {}
+            Err(source) => {
+                return Err(ContainerError::Snapshot {
+                    id: id.to_owned(),
+                    source,
+                })
+            }
+        }
+    }
+    Ok(())
+}
