@@ -92,6 +92,11 @@ pub struct SandboxConfig {
 pub struct StreamingConfig {
     /// Address of the exec/attach/port-forward server; port 0 picks a free one.
     pub address: String,
+    /// PEM certificate chain (leaf first): with `tls_key_file`, the server speaks HTTPS and
+    /// its URLs are `https://`. Empty: plain HTTP.
+    pub tls_cert_file: PathBuf,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -151,6 +156,8 @@ impl Default for StreamingConfig {
     fn default() -> Self {
         Self {
             address: "127.0.0.1:0".into(),
+            tls_cert_file: PathBuf::new(),
+            tls_key_file: PathBuf::new(),
         }
     }
 }

@@ -28,7 +28,7 @@ pub enum ServeError {
         source: image_store::StoreError,
     },
     #[error("start the streaming server: {0}")]
-    Streaming(#[from] crate::service::runtime::StreamingError),
+    Streaming(#[from] crate::service::streaming::StreamingError),
     #[error("serve the CRI: {0}")]
     Transport(#[from] tonic::transport::Error),
 }

@@ -17,6 +17,7 @@ mod remotecommand;
 mod server;
 pub mod spdy;
 mod status;
+mod tls;
 mod tokens;
 mod websocket;
 
@@ -25,3 +26,4 @@ pub use backend::{
 };
 pub use error::{RequestError, ServeError};
 pub use server::{Config, StreamingServer};
+pub use tls::{server_config_from_pem, TlsError};

@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 
 use super::container::{ContainerService, EventStream as ContainerEvents};
 use super::sandbox::SandboxService;
-use super::streaming::StreamingBackend;
+use super::streaming::{StreamingBackend, StreamingError};
 use crate::config::{CgroupDriver, Config};
 use image_store::ImageStore;
 
@@ -18,14 +18,6 @@ pub const CRI_VERSION: &str = "v1";
 pub const RUNTIME_NAME: &str = "berth";
 pub const RUNTIME_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// The streaming server could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StreamingError {
-    #[error("streaming address {0:?} is not host:port")]
-    Address(String),
-    #[error(transparent)]
-    Serve(#[from] berth_streaming::ServeError),
-}
 
 /// A CRI streaming request the server refused.
 fn streaming_status(e: berth_streaming::RequestError) -> Status {
@@ -62,17 +54,8 @@ impl Runtime {
 
     /// Starts the exec/attach/port-forward server on `[streaming] address`.
     pub async fn start_streaming(&mut self) -> Result<(), StreamingError> {
-        let address = &self.config.streaming.address;
-        let addr = address
-            .parse()
-            .map_err(|_| StreamingError::Address(address.clone()))?;
         let backend = StreamingBackend::new(self.containers.clone(), self.sandboxes.clone());
-        let config = berth_streaming::Config {
-            addr,
-            ..Default::default()
-        };
-        self.streaming =
-            Some(berth_streaming::StreamingServer::bind(config, Arc::new(backend)).await?);
+        self.streaming = Some(super::streaming::start(&self.config.streaming, backend).await?);
         Ok(())
     }
 

@@ -1,9 +1,10 @@
 //! Exec for the streaming server: `<runtime> --root <root> exec --process <file> --pid-file
 //! <file> <id>` in the foreground, its exit code being the process's. Without a TTY the
 //! runtime's stdio are pipes to the client; with one, the process gets a pty whose master comes
-//! back over `--console-socket` (resizes go to it with TIOCSWINSZ; runc and crun need
-//! `--detach` then, and the process is waited for by polling its PID). When the future is dropped
-//! the exec'd process is SIGKILLed by its PID (from the pid file), and the runtime with it.
+//! back over `--console-socket` (resizes go to it with TIOCSWINSZ). runc and crun need
+//! `--detach` with a console socket: then a subreaper helper ([`super::detached`]) adopts the
+//! process and reports its exit status. When the future is dropped the exec'd process is
+//! SIGKILLed by its PID (from the pid file), and the runtime with it.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -21,8 +22,9 @@ use nix::unistd::Pid;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 
+use super::detached::{self, Report};
 use crate::service::container::OciRuntime;
 use crate::store::container::Container;
 
@@ -30,12 +32,54 @@ use crate::store::container::Container;
 const DRAIN: Duration = Duration::from_secs(2);
 /// How long the runtime has to send the pty master.
 const CONSOLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often a detached exec'd process is looked for.
-const POLL: Duration = Duration::from_millis(100);
 /// Ctrl-D: what closing stdin means on a terminal.
 const EOT: u8 = 0x04;
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// The runtime process of one exec.
+enum Runner {
+    /// The runtime runs as long as the process and exits with its code.
+    Foreground(tokio::process::Child),
+    /// `exec --detach` under a subreaper helper, waited for on a blocking thread (which also
+    /// reaps the helper if the exec is abandoned).
+    Detached(JoinHandle<Option<Report>>),
+}
+
+/// How the runtime process ended.
+enum Ended {
+    /// The exec'd process's exit code (128+N for signal N).
+    Code(i32),
+    /// The runtime failed before the process ran (its exit code).
+    RuntimeFailed(i32),
+    /// The process ran but its status could not be learned.
+    Lost,
+}
+
+impl Runner {
+    async fn wait(&mut self, started: impl Fn() -> bool) -> io::Result<Ended> {
+        match self {
+            Runner::Foreground(child) => {
+                let status = child.wait().await?;
+                let code = status
+                    .code()
+                    .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+                Ok(if code != 0 && !started() {
+                    Ended::RuntimeFailed(code)
+                } else {
+                    Ended::Code(code)
+                })
+            }
+            Runner::Detached(task) => Ok(match task.await.map_err(io::Error::other)? {
+                Some(Report::Exited(status)) => Ended::Code(detached::exit_code(status)),
+                Some(Report::RuntimeFailed(status)) => {
+                    Ended::RuntimeFailed(detached::exit_code(status))
+                }
+                Some(Report::Lost) | None => Ended::Lost,
+            }),
+        }
+    }
+}
 
 pub(super) async fn exec(
     c: &Container,
@@ -49,6 +93,7 @@ pub(super) async fn exec(
     }
     let id = c.id();
     let dir = ExecDir::create()?;
+    let dir_path = dir.path().to_owned();
     let process_path = dir.path().join("process.json");
     let pid_file = dir.path().join("pid");
     write_process(&c.meta.bundle.join("config.json"), &cmd, tty, &process_path)?;
@@ -72,30 +117,47 @@ pub(super) async fn exec(
         None
     };
     command.arg(id);
-    let mut command = tokio::process::Command::from(command);
-    command
-        .kill_on_drop(true)
-        .stdin(if io.stdin.is_some() && !tty {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(if io.stdout.is_some() && !tty {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stderr(if io.stderr.is_some() && !tty {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
-    let mut child = command.spawn().map_err(|e| {
-        BackendError::Runtime(format!("exec in {id}: run {}: {e}", runtime.path.display()).into())
-    })?;
+    let detach = console.is_some() && detaches_with_console(runtime);
+    let mut stdio = (None, None, None);
+    let mut runner = if detach {
+        let log = dir.path().join("runtime.stderr");
+        let helper = detached::spawn(&command, &pid_file, &log).map_err(|e| {
+            BackendError::Runtime(
+                format!("exec in {id}: run {}: {e}", runtime.path.display()).into(),
+            )
+        })?;
+        Runner::Detached(tokio::task::spawn_blocking(move || helper.wait()))
+    } else {
+        let mut command = tokio::process::Command::from(command);
+        command
+            .kill_on_drop(true)
+            .stdin(if io.stdin.is_some() && !tty {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(if io.stdout.is_some() && !tty {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stderr(if io.stderr.is_some() && !tty {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            });
+        let mut child = command.spawn().map_err(|e| {
+            BackendError::Runtime(
+                format!("exec in {id}: run {}: {e}", runtime.path.display()).into(),
+            )
+        })?;
+        stdio = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+        Runner::Foreground(child)
+    };
     // From here on, dropping the future kills the exec'd process.
     let mut guard = KillGuard {
         pid_file: pid_file.clone(),
+        dir: Some(dir),
         armed: true,
     };
 
@@ -105,23 +167,24 @@ pub(super) async fn exec(
         stderr,
         resize,
     } = io;
+    let (child_stdin, child_stdout, child_stderr) = stdio;
     let mut copies = JoinSet::new();
     let mut input = JoinSet::new();
     match console {
         None => {
-            if let (Some(mut from), Some(mut to)) = (stdin, child.stdin.take()) {
+            if let (Some(mut from), Some(mut to)) = (stdin, child_stdin) {
                 input.spawn(async move {
                     let _ = tokio::io::copy(&mut from, &mut to).await;
                     let _ = to.shutdown().await;
                 });
             }
-            if let (Some(mut from), Some(mut to)) = (child.stdout.take(), stdout) {
+            if let (Some(mut from), Some(mut to)) = (child_stdout, stdout) {
                 copies.spawn(async move {
                     let _ = tokio::io::copy(&mut from, &mut to).await;
                     let _ = to.shutdown().await;
                 });
             }
-            if let (Some(mut from), Some(mut to)) = (child.stderr.take(), stderr) {
+            if let (Some(mut from), Some(mut to)) = (child_stderr, stderr) {
                 copies.spawn(async move {
                     let _ = tokio::io::copy(&mut from, &mut to).await;
                     let _ = to.shutdown().await;
@@ -131,11 +194,15 @@ pub(super) async fn exec(
         Some(listener) => {
             let master = tokio::select! {
                 m = receive_master(&listener) => m?,
-                status = child.wait() => {
-                    let status = status?;
+                ended = runner.wait(|| false) => {
+                    let how = match ended? {
+                        Ended::Code(c) | Ended::RuntimeFailed(c) => format!("exit code {c}"),
+                        Ended::Lost => "status unknown".into(),
+                    };
                     return Err(BackendError::Runtime(format!(
-                        "exec in {id}: {} exited ({status}) before handing over the terminal",
-                        runtime.path.display()
+                        "exec in {id}: {} exited ({how}) before handing over the terminal{}",
+                        runtime.path.display(),
+                        runtime_stderr(&dir_path),
                     ).into()));
                 }
             };
@@ -161,31 +228,37 @@ pub(super) async fn exec(
         }
     }
 
-    let mut status = child.wait().await?;
-    let started = pid_file.exists();
-    if tty && started && status.success() && detaches_with_console(runtime) {
-        // runc and crun detached once the process started: wait for it by its PID. Not its
-        // parent, berthd cannot learn its exit code (it reports 0).
-        if let Some(pid) = read_pid(&pid_file) {
-            while alive(pid) {
-                tokio::time::sleep(POLL).await;
-            }
-        }
-        status = std::process::ExitStatus::from_raw(0);
-    }
+    let ended = runner.wait(|| pid_file.exists()).await?;
     guard.armed = false;
     drop(input);
     let _ =
         tokio::time::timeout(DRAIN, async { while copies.join_next().await.is_some() {} }).await;
-    let code = status
-        .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-    if code != 0 && !started {
-        return Err(BackendError::Runtime(
-            format!("exec in {id}: {} failed ({status})", runtime.path.display()).into(),
-        ));
+    match ended {
+        Ended::Code(code) => Ok(ExitStatus::from_code(code)),
+        Ended::RuntimeFailed(code) => Err(BackendError::Runtime(
+            format!(
+                "exec in {id}: {} failed (exit code {code}){}",
+                runtime.path.display(),
+                runtime_stderr(&dir_path)
+            )
+            .into(),
+        )),
+        Ended::Lost => Err(BackendError::Runtime(
+            format!(
+                "exec in {id}: the process ran detached from {} and its exit status is unknown",
+                runtime.path.display()
+            )
+            .into(),
+        )),
     }
-    Ok(ExitStatus::from_code(code))
+}
+
+/// What a detached runtime wrote on stderr, as a suffix for an error message.
+fn runtime_stderr(dir: &Path) -> String {
+    match std::fs::read_to_string(dir.join("runtime.stderr")) {
+        Ok(s) if !s.trim().is_empty() => format!(": {}", s.trim()),
+        _ => String::new(),
+    }
 }
 
 /// The container's process from its bundle with `args` = `cmd` and `terminal` = `tty`.
@@ -293,17 +366,15 @@ fn read_pid(pid_file: &Path) -> Option<i32> {
         .filter(|&p| p > 0)
 }
 
-/// Whether `pid` runs (exists and is no zombie).
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
-    })
-}
+/// How long a guard of an abandoned exec waits for the runtime to write the pid file.
+const PID_FILE_WAIT: Duration = Duration::from_secs(30);
 
-/// SIGKILLs the exec'd process (PID from the pid file) unless disarmed.
+/// SIGKILLs the exec'd process (PID from the pid file) unless disarmed. If the runtime has not
+/// written the pid file yet, a thread waits for it (bounded) to kill the process then; the exec
+/// directory lives until the guard is done with it.
 struct KillGuard {
     pid_file: PathBuf,
+    dir: Option<ExecDir>,
     armed: bool,
 }
 
@@ -315,7 +386,22 @@ impl Drop for KillGuard {
         if let Some(pid) = read_pid(&self.pid_file) {
             tracing::debug!(pid, "client gone: killing the exec'd process");
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            return;
         }
+        let pid_file = self.pid_file.clone();
+        let dir = self.dir.take();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + PID_FILE_WAIT;
+            while std::time::Instant::now() < deadline {
+                if let Some(pid) = read_pid(&pid_file) {
+                    tracing::debug!(pid, "client gone: killing the exec'd process");
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            drop(dir);
+        });
     }
 }
 
