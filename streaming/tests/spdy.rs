@@ -343,7 +343,7 @@ async fn bad_handshakes_are_refused_clearly() {
     assert_eq!(code, 404);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_vanished_client_cancels_the_exec() {
     let (srv, backend) = server(Config::default()).await;
     let url = srv

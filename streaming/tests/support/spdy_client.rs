@@ -1,16 +1,23 @@
 //! A minimal SPDY/3 client for tests, written from the SPDY/3 draft independently of the
-//! server's framing code: HTTP upgrade, SYN_STREAM with zlib+dictionary headers, DATA,
-//! SETTINGS, WINDOW_UPDATE, PING, and a reader that files frames per stream.
+//! server's framing code: HTTP upgrade (plain or over TLS), SYN_STREAM with zlib+dictionary
+//! headers, DATA, SETTINGS, WINDOW_UPDATE, PING, RST_STREAM, GOAWAY, and a reader that files
+//! frames per stream. Also used by berthd's streaming tests (cri-server/tests).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
+
+/// The connection under the SPDY framing: TCP, or TLS over TCP.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+type Conn = Box<dyn Io>;
 
 const DICT: &[u8] = include_bytes!("spdy3_dictionary.bin");
 
@@ -31,10 +38,18 @@ pub struct State {
 }
 
 pub struct SpdyConn {
-    wr: tokio::sync::Mutex<(OwnedWriteHalf, Compress)>,
+    wr: tokio::sync::Mutex<(WriteHalf<Conn>, Compress)>,
     pub state: Arc<Mutex<State>>,
     changed: Arc<Notify>,
     next_id: Mutex<u32>,
+    reader: JoinHandle<()>,
+}
+
+impl Drop for SpdyConn {
+    /// The socket closes once both halves are gone: stop the reader too.
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
 }
 
 /// Sends the upgrade request; returns the status line's code, the response head, and the
@@ -44,9 +59,32 @@ pub async fn connect(
     protocols: &[&str],
     upgrade: bool,
 ) -> (u16, String, Option<SpdyConn>) {
-    let rest = url.strip_prefix("http://").unwrap();
+    connect_tls(url, protocols, upgrade, None).await
+}
+
+/// [`connect`], for `https://` URLs through `tls`.
+pub async fn connect_tls(
+    url: &str,
+    protocols: &[&str],
+    upgrade: bool,
+    tls: Option<TlsConnector>,
+) -> (u16, String, Option<SpdyConn>) {
+    let (rest, tls) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (rest, None),
+        (None, Some(rest)) => (rest, Some(tls.expect("an https URL needs a TLS connector"))),
+        _ => panic!("not an http(s) URL: {url}"),
+    };
     let (host, path) = rest.split_at(rest.find('/').unwrap());
-    let mut tcp = TcpStream::connect(host).await.unwrap();
+    let plain = TcpStream::connect(host).await.unwrap();
+    let mut tcp: Conn = match tls {
+        None => Box::new(plain),
+        Some(connector) => {
+            let name = host.rsplit_once(':').unwrap().0.trim_matches(['[', ']']);
+            let name =
+                tokio_rustls::rustls::pki_types::ServerName::try_from(name.to_owned()).unwrap();
+            Box::new(connector.connect(name, plain).await.expect("TLS handshake"))
+        }
+    };
     let mut req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n");
     if upgrade {
         req.push_str("Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\n");
@@ -74,16 +112,19 @@ pub async fn connect(
             .unwrap_or(0);
         return (code, head + &String::from_utf8_lossy(&body[..n]), None);
     }
-    let (rd, wr) = tcp.into_split();
+    let (rd, wr) = tokio::io::split(tcp);
     let mut comp = Compress::new(Compression::default(), true);
     comp.set_dictionary(DICT).unwrap();
+    let state = Arc::new(Mutex::new(State::default()));
+    let changed = Arc::new(Notify::new());
+    let reader = tokio::spawn(read_frames(rd, state.clone(), changed.clone()));
     let conn = SpdyConn {
         wr: tokio::sync::Mutex::new((wr, comp)),
-        state: Arc::new(Mutex::new(State::default())),
-        changed: Arc::new(Notify::new()),
+        state,
+        changed,
         next_id: Mutex::new(1),
+        reader,
     };
-    tokio::spawn(read_frames(rd, conn.state.clone(), conn.changed.clone()));
     (code, head, Some(conn))
 }
 
@@ -91,11 +132,7 @@ fn u32be(b: &[u8]) -> u32 {
     u32::from_be_bytes(b[..4].try_into().unwrap())
 }
 
-async fn read_frames(
-    mut rd: tokio::net::tcp::OwnedReadHalf,
-    state: Arc<Mutex<State>>,
-    changed: Arc<Notify>,
-) {
+async fn read_frames(mut rd: ReadHalf<Conn>, state: Arc<Mutex<State>>, changed: Arc<Notify>) {
     let mut inflate = Decompress::new(true);
     loop {
         let mut head = [0u8; 8];
@@ -230,6 +267,35 @@ impl SpdyConn {
 
     pub async fn ping(&self, id: u32) {
         self.write(&Self::control(6, 0, &id.to_be_bytes())).await;
+    }
+
+    /// RST_STREAM with `status` (5 = CANCEL).
+    pub async fn reset(&self, id: u32, status: u32) {
+        let mut p = id.to_be_bytes().to_vec();
+        p.extend_from_slice(&status.to_be_bytes());
+        self.write(&Self::control(3, 0, &p)).await;
+    }
+
+    /// GOAWAY (status OK): the client opens no more streams.
+    pub async fn goaway(&self, last_good: u32) {
+        let mut p = last_good.to_be_bytes().to_vec();
+        p.extend_from_slice(&0u32.to_be_bytes());
+        self.write(&Self::control(7, 0, &p)).await;
+    }
+
+    /// Bytes received so far on a stream.
+    pub fn received(&self, id: u32) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .streams
+            .get(&id)
+            .map_or(0, |s| s.data.len())
+    }
+
+    /// Waits for the server to close the connection (GOAWAY then EOF), at most 20 s.
+    pub async fn closed_by_server(&self) -> bool {
+        self.wait(|s| s.eof).await
     }
 
     /// Waits (at most 20 s) until `cond` holds on the connection state.
