@@ -18,7 +18,6 @@ pub const CRI_VERSION: &str = "v1";
 pub const RUNTIME_NAME: &str = "berth";
 pub const RUNTIME_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-
 /// A CRI streaming request the server refused.
 fn streaming_status(e: berth_streaming::RequestError) -> Status {
     match e {
