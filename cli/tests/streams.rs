@@ -27,10 +27,15 @@ fn exec_run_attach_on_a_terminal() {
     // exec -it: a shell on a TTY of the local terminal's size; its exit code.
     let mut pty = env.spawn_pty(&["exec", "-it", "sh1", "sh"], 100, 40);
     assert!(pty.wait_for("# ", LIMIT), "no prompt: {:?}", pty.output());
-    pty.write(b"stty size; echo hi-$((1+2)); exit 3\n");
+    pty.write(b"stty size; echo hi-$((1+2))\n");
+    assert!(pty.wait_for("hi-3", LIMIT), "{:?}", pty.output());
+    assert!(pty.output().contains("40 100"), "{:?}", pty.output());
+    // The terminal is resized and berth gets SIGWINCH (as a terminal emulator does): the
+    // new size reaches the container's TTY.
+    pty.resize(120, 50);
+    pty.write(b"echo size-$(stty size | busybox tr ' ' x); exit 3\n");
     let (code, out) = pty.wait(LIMIT);
-    assert!(out.contains("40 100"), "{out:?}");
-    assert!(out.contains("hi-3"), "{out:?}");
+    assert!(out.contains("size-50x120"), "{out:?}");
     assert_eq!(code, Some(3), "{out:?}");
 
     // exec -i from a pipe (no TTY): stdin to its end.

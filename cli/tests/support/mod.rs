@@ -452,6 +452,23 @@ impl Pty {
         String::from_utf8_lossy(&self.out.lock().unwrap()).into_owned()
     }
 
+    /// Sets the terminal's size and sends berth SIGWINCH.
+    pub fn resize(&mut self, cols: u16, rows: u16) {
+        nix::ioctl_write_ptr_bad!(set_winsize, libc::TIOCSWINSZ, nix::pty::Winsize);
+        let size = nix::pty::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads one winsize from the pointer, valid for the call; the fd is
+        // the pty master this struct owns.
+        unsafe { set_winsize(std::os::fd::AsRawFd::as_raw_fd(&self.master), &size) }
+            .expect("TIOCSWINSZ");
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGWINCH).unwrap();
+    }
+
     /// Types `input`.
     pub fn write(&mut self, input: &[u8]) {
         self.master.write_all(input).unwrap();
