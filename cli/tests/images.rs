@@ -13,8 +13,31 @@ fn tag_save_load_prune_stats_login() {
     if !can_run("tag_save_load_prune_stats_login") {
         return;
     }
-    let env = start();
+    let env = start_opts(false, true);
     let image = env.image();
+
+    // The registry wants credentials: none, no pull; `login` stores them in docker's
+    // config.json (mode 0600) and the pull passes them to berthd.
+    let out = env.berth(&["pull", &image]);
+    let not_authorized = |out: &std::process::Output| {
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr)
+                .to_lowercase()
+                .contains("not authorized")
+    };
+    assert!(not_authorized(&out), "{out:?}");
+    let out = env.berth_input(
+        &["login", "-u", AUTH.0, "--password-stdin", &env.host],
+        format!("{}\n", AUTH.1).as_bytes(),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let file = env.dir.path().join("docker/config.json");
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    // base64("alice:s3cret")
+    assert_eq!(doc["auths"][&env.host]["auth"], "YWxpY2U6czNjcmV0", "{doc}");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
     env.ok(&["pull", &image]);
 
     // tag: a second name on the same ID.
@@ -57,6 +80,7 @@ fn tag_save_load_prune_stats_login() {
     run_ok(
         Command::new("skopeo")
             .args(["copy", "--quiet", "--src-tls-verify=false"])
+            .arg(format!("--src-creds={}:{}", AUTH.0, AUTH.1))
             .arg(format!("docker://{image}"))
             .arg(format!(
                 "docker-archive:{}:{}/fromdocker:v9",
@@ -120,38 +144,11 @@ fn tag_save_load_prune_stats_login() {
     env.ok(&["image", "prune", "-a"]);
     assert!(!env.ok(&["images"]).contains("fromdocker"));
 
-    // login: docker's config.json (mode 0600), used by pulls; logout removes it.
-    let cfg = env.dir.path().join("docker");
-    let login = |args: &[&str], input: &[u8]| {
-        let mut cmd = env.command();
-        cmd.env("DOCKER_CONFIG", &cfg).args(args);
-        cmd.stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input).unwrap();
-        child.wait_with_output().unwrap()
-    };
-    let out = login(
-        &["login", "-u", "alice", "--password-stdin", &env.host],
-        b"s3cret\n",
-    );
-    assert!(out.status.success(), "{out:?}");
-    let file = cfg.join("config.json");
-    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    // base64("alice:s3cret")
-    assert_eq!(doc["auths"][&env.host]["auth"], "YWxpY2U6czNjcmV0", "{doc}");
-    let mode =
-        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
-    assert_eq!(mode & 0o777, 0o600);
-    // The registry has no auth: a pull with credentials still works.
-    let out = login(&["pull", &image], b"");
-    assert!(out.status.success(), "{out:?}");
-    let out = login(&["logout", &env.host], b"");
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("Removed"),
-        "{out:?}"
-    );
+    // logout: the entry is gone, and the registry refuses the next pull.
+    let out = env.ok(&["logout", &env.host]);
+    assert!(out.contains("Removed"), "{out}");
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert!(doc["auths"].get(&env.host).is_none(), "{doc}");
+    let out = env.berth(&["pull", &image]);
+    assert!(not_authorized(&out), "{out:?}");
 }

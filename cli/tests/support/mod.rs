@@ -89,6 +89,8 @@ pub struct Env {
     pub host: String,
     /// The test's CNI network, when it asked for one.
     pub net: Option<TestNet>,
+    /// Whether the registry requires AUTH.
+    pub auth: bool,
 }
 
 impl Env {
@@ -100,7 +102,8 @@ impl Env {
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(berth_bin());
         cmd.env("BERTH_ADDRESS", format!("unix://{}", self.sock().display()))
-            .env("BERTH_LOG_ROOT", self.dir.path().join("logs"));
+            .env("BERTH_LOG_ROOT", self.dir.path().join("logs"))
+            .env("DOCKER_CONFIG", self.dir.path().join("docker"));
         cmd
     }
 
@@ -246,12 +249,25 @@ impl TestNet {
     }
 }
 
-pub fn start_registry(dir: &Path) -> (Child, String) {
+/// The user and password of a registry started with auth.
+pub const AUTH: (&str, &str) = ("alice", "s3cret");
+
+/// docker-registry on a free port; with `auth`, it requires AUTH (htpasswd, basic auth).
+pub fn start_registry(dir: &Path, auth: bool) -> (Child, String) {
     let host = format!("127.0.0.1:{}", free_port());
-    let yaml = format!(
+    let mut yaml = format!(
         "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n",
         dir.join("registry").display()
     );
+    if auth {
+        let htpasswd = dir.join("htpasswd");
+        let hash = bcrypt::hash(AUTH.1, 5).unwrap();
+        fs::write(&htpasswd, format!("{}:{hash}\n", AUTH.0)).unwrap();
+        yaml.push_str(&format!(
+            "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+            htpasswd.display()
+        ));
+    }
     let config = dir.join("registry.yml");
     fs::write(&config, yaml).unwrap();
     let child = Command::new("/usr/bin/docker-registry")
@@ -284,7 +300,20 @@ pub fn wait_registry(host: &str) {
 }
 
 /// busybox-static with a few applet links, CMD `sh`, pushed to `dest` over plain HTTP.
-pub fn push_busybox(work: &Path, dest: &str) {
+/// skopeo's arguments for pushing to the test registry.
+fn push_args(auth: bool) -> Vec<String> {
+    let mut args = vec![
+        "copy".into(),
+        "--quiet".into(),
+        "--dest-tls-verify=false".into(),
+    ];
+    if auth {
+        args.push(format!("--dest-creds={}:{}", AUTH.0, AUTH.1));
+    }
+    args
+}
+
+pub fn push_busybox(work: &Path, dest: &str, auth: bool) {
     let layout = work.join("layout");
     let src = work.join("rootfs");
     fs::create_dir_all(src.join("bin")).unwrap();
@@ -320,18 +349,24 @@ pub fn push_busybox(work: &Path, dest: &str) {
     ]));
     run_ok(
         Command::new("skopeo")
-            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .args(push_args(auth))
             .arg(format!("oci:{}:v1", layout.display()))
             .arg(format!("docker://{dest}")),
     );
 }
 
 pub fn start() -> Env {
-    start_with(false)
+    start_opts(false, false)
 }
 
 /// With `net`, pods get the test's own CNI network (berth's plugins from the target dir).
 pub fn start_with(net: bool) -> Env {
+    start_opts(net, false)
+}
+
+/// With `auth`, the registry requires AUTH: berth must log in to pull (berthd reads no
+/// docker config of its own: its DOCKER_CONFIG is an empty dir).
+pub fn start_opts(net: bool, auth: bool) -> Env {
     // Short: the shims' socket paths under the state dir (console.sock of a TTY container:
     // <state>/containers/<64 hex>/shim/console.sock) are limited to 108 bytes.
     let dir = tempfile::Builder::new()
@@ -339,16 +374,17 @@ pub fn start_with(net: bool) -> Env {
         .rand_bytes(3)
         .tempdir_in("/tmp")
         .unwrap();
-    let (registry, host) = start_registry(dir.path());
+    let (registry, host) = start_registry(dir.path(), auth);
     let mut env = Env {
         dir,
         registry,
         berthd: None,
         host,
         net: None,
+        auth,
     };
     wait_registry(&env.host);
-    push_busybox(env.dir.path(), &format!("{}/busybox:v1", env.host));
+    push_busybox(env.dir.path(), &format!("{}/busybox:v1", env.host), auth);
     let config = env.dir.path().join("berthd.toml");
     let mut toml = format!("[registry]\ninsecure = [\"{}\"]\n", env.host);
     if net {
@@ -381,6 +417,7 @@ pub fn start_with(net: bool) -> Env {
         .arg("--listen")
         .arg(env.sock())
         .env("BERTH_LOG", "warn")
+        .env("DOCKER_CONFIG", env.dir.path().join("berthd-docker"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
@@ -559,7 +596,7 @@ impl Env {
         let name = format!("{}/{repo}:v1", self.host);
         run_ok(
             Command::new("skopeo")
-                .args(["copy", "--quiet", "--dest-tls-verify=false"])
+                .args(push_args(self.auth))
                 .arg(format!("oci:{variant}"))
                 .arg(format!("docker://{name}")),
         );
