@@ -13,7 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A backend whose "commands" exercise the protocol:
 /// `echo ARGS…`, `cat` (stdin → stdout), `exit N` ("bye" on stderr, code N),
-/// `big N` (N bytes on stdout), `resize N` (prints each of N sizes), `sleep`.
+/// `big N` (N bytes on stdout), `resize N` (prints each of N sizes), `sleep`; `big` and
+/// `sleep` count in `dropped_execs` when their future is dropped (finished or cancelled).
 #[derive(Default)]
 pub struct FakeBackend {
     pub resizes: Mutex<Vec<TerminalSize>>,
@@ -60,6 +61,7 @@ impl Backend for FakeBackend {
                 return Ok(ExitStatus::from_code(cmd[1].parse().unwrap()));
             }
             "big" => {
+                let _flag = DropFlag(self.dropped_execs.clone());
                 let n: usize = cmd[1].parse().unwrap();
                 out.write_all(&pattern(n)).await?;
             }

@@ -43,6 +43,7 @@ pub struct SpdyConn {
     changed: Arc<Notify>,
     next_id: Mutex<u32>,
     reader: JoinHandle<()>,
+    paused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Drop for SpdyConn {
@@ -117,13 +118,20 @@ pub async fn connect_tls(
     comp.set_dictionary(DICT).unwrap();
     let state = Arc::new(Mutex::new(State::default()));
     let changed = Arc::new(Notify::new());
-    let reader = tokio::spawn(read_frames(rd, state.clone(), changed.clone()));
+    let paused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = tokio::spawn(read_frames(
+        rd,
+        state.clone(),
+        changed.clone(),
+        paused.clone(),
+    ));
     let conn = SpdyConn {
         wr: tokio::sync::Mutex::new((wr, comp)),
         state,
         changed,
         next_id: Mutex::new(1),
         reader,
+        paused,
     };
     (code, head, Some(conn))
 }
@@ -132,9 +140,18 @@ fn u32be(b: &[u8]) -> u32 {
     u32::from_be_bytes(b[..4].try_into().unwrap())
 }
 
-async fn read_frames(mut rd: ReadHalf<Conn>, state: Arc<Mutex<State>>, changed: Arc<Notify>) {
+async fn read_frames(
+    mut rd: ReadHalf<Conn>,
+    state: Arc<Mutex<State>>,
+    changed: Arc<Notify>,
+    paused: Arc<std::sync::atomic::AtomicBool>,
+) {
     let mut inflate = Decompress::new(true);
     loop {
+        // A paused client reads nothing (until resumed or dropped, which aborts this task).
+        while paused.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let mut head = [0u8; 8];
         if rd.read_exact(&mut head).await.is_err() {
             break;
@@ -281,6 +298,12 @@ impl SpdyConn {
         let mut p = last_good.to_be_bytes().to_vec();
         p.extend_from_slice(&0u32.to_be_bytes());
         self.write(&Self::control(7, 0, &p)).await;
+    }
+
+    /// Stops (or resumes) reading from the socket: a client that no longer reads.
+    pub fn pause_reading(&self, paused: bool) {
+        self.paused
+            .store(paused, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Bytes received so far on a stream.
