@@ -251,6 +251,7 @@ async fn spdy_exec_attach_port_forward_against_berthd() {
     older_protocols(&mut rt, &main).await;
     vanished_clients(&mut rt, &main).await;
     attach(&mut rt, &pod, &pod_cfg, &s.image).await;
+    stalled_attacher(&mut rt, &pod, &pod_cfg, &s.image, s.dir.path()).await;
     port_forward(&mut rt, &pod, &pod_cfg, &s.image).await;
 
     remove_pod(&mut rt, &pod).await;
@@ -583,6 +584,70 @@ async fn attach(rt: &mut Rt, pod: &str, pod_cfg: &cri::PodSandboxConfig, image: 
     r.type_in(b"busybox stty size\n", false).await;
     let out = r.stdout_until("17 61").await;
     assert!(out.contains("17 61"), "{out:?}");
+}
+
+/// An attacher that stops reading (its SPDY window closed) does not hold up the container:
+/// its output keeps reaching the log and a second attacher.
+async fn stalled_attacher(
+    rt: &mut Rt,
+    pod: &str,
+    pod_cfg: &cri::PodSandboxConfig,
+    image: &str,
+    dir: &Path,
+) {
+    let chatty = run_container(
+        rt,
+        pod,
+        pod_cfg,
+        container_config(
+            "chatty",
+            image,
+            "i=0; while true; do busybox seq $i $((i+3000)); i=$((i+3000)); sleep 0.1; done",
+            false,
+            false,
+        ),
+    )
+    .await;
+    let url = |rt: &mut Rt| {
+        let mut rt = rt.clone();
+        let id = chatty.clone();
+        async move {
+            rt.attach(cri::AttachRequest {
+                container_id: id,
+                stdin: false,
+                tty: false,
+                stdout: true,
+                stderr: true,
+            })
+            .await
+            .expect("Attach")
+            .into_inner()
+            .url
+        }
+    };
+    let (_, _, stalled) = connect_tls(&url(rt).await, &[V4], true, None).await;
+    let stalled = stalled.unwrap();
+    stalled.settings_initial_window(1024).await;
+    for kind in ["error", "stdout", "stderr"] {
+        stalled.open(&[("streamType", kind)], false).await;
+    }
+    let watching = remote(&url(rt).await, V4, OUT, None).await;
+    let log = dir.join("logs/chatty/0.log");
+    let size = || std::fs::metadata(&log).map_or(0, |m| m.len());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (log_before, seen_before) = (size(), watching.conn.received(watching.stdout.unwrap()));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (log_after, seen_after) = (size(), watching.conn.received(watching.stdout.unwrap()));
+    assert!(
+        log_after > log_before + 100_000,
+        "the container's output stalled: log {log_before} → {log_after} bytes"
+    );
+    assert!(
+        seen_after > seen_before + 100_000,
+        "the other attacher stalled: {seen_before} → {seen_after} bytes"
+    );
+    drop(stalled);
+    drop(watching);
 }
 
 async fn port_forward(rt: &mut Rt, pod: &str, pod_cfg: &cri::PodSandboxConfig, image: &str) {
