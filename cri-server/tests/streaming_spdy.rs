@@ -845,21 +845,32 @@ async fn spdy_tty_exec_exit_codes_under_runc_and_crun() {
         .await;
         assert_eq!(r.out().await, "out\n", "{handler}");
         assert_eq!(exit_code(&r.status_json().await), "3", "{handler}");
-        // A TTY client that vanishes: its process is killed, the helper reaped.
-        let secs = if handler == "runc" { "4331" } else { "4332" };
-        let r = remote(
-            &exec_url(&mut rt, &main, &["sleep", secs], false, true).await,
-            V4,
-            tty,
-            None,
-        )
-        .await;
-        let pid = one_pid(&["sleep", secs]).await;
-        drop(r);
-        assert!(
-            reaped(pid).await,
-            "{handler}: the exec'd sleep outlived its client"
-        );
+        // A client that vanishes: its process is killed (and reaped), with and without a
+        // TTY (the helper, or the foreground runtime).
+        for (with_tty, secs) in [(true, "4331"), (false, "4332")] {
+            let secs = format!("{secs}{}", u8::from(handler == "crun"));
+            let r = remote(
+                &exec_url(&mut rt, &main, &["sleep", &secs], false, with_tty).await,
+                V4,
+                if with_tty { tty } else { OUT },
+                None,
+            )
+            .await;
+            let pid = one_pid(&["sleep", &secs]).await;
+            drop(r);
+            assert!(
+                reaped(pid).await,
+                "{handler} tty={with_tty}: the exec'd sleep outlived its client"
+            );
+            let ok = node::wait_until(Duration::from_secs(10), || async {
+                pids_with_args(&["exec", main.as_str()]).is_empty()
+            })
+            .await;
+            assert!(
+                ok,
+                "{handler} tty={with_tty}: a runtime exec process is left"
+            );
+        }
         let ok = node::wait_until(Duration::from_secs(10), || async {
             zombie_children().is_empty()
         })
