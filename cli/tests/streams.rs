@@ -71,6 +71,16 @@ fn exec_run_attach_on_a_terminal() {
     assert_eq!(code, Some(5), "{out:?}");
     assert!(!env.ok(&["ps", "-a"]).contains("it1"));
 
+    // run -it of a shell: a prompt (the shell redraws it on the first resize, which
+    // follows the attach), a command, exit.
+    let mut pty = env.spawn_pty(&["run", "-it", "--rm", &image, "sh"], 80, 24);
+    let prompt = pty.wait_for("# ", LIMIT);
+    pty.write(b"echo in-$((5*5)); exit\n");
+    let (code, out) = pty.wait(LIMIT);
+    assert!(prompt, "no prompt: {out:?}");
+    assert!(out.contains("in-25"), "{out:?}");
+    assert_eq!(code, Some(0), "{out:?}");
+
     // run -i from a pipe.
     let out = env.berth_input(&["run", "-i", "--rm", &image, "cat"], b"line1\nline2\n");
     assert_eq!(
