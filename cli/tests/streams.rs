@@ -211,3 +211,63 @@ fn port_forward_parallel_connections() {
     assert!(stderr.contains("Handling connection for 8000"), "{stderr}");
     assert!(stderr.contains("8001"), "{stderr}");
 }
+
+#[test]
+fn ctrl_c_stops_a_foreground_run() {
+    if !can_run("ctrl_c_stops_a_foreground_run") {
+        return;
+    }
+    let env = start();
+    let image = env.image();
+    env.ok(&["pull", &image]);
+    let mut child = env
+        .command()
+        .args([
+            "run",
+            "--rm",
+            "--net",
+            "host",
+            "--name",
+            "fg",
+            &image,
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 42' TERM; echo ready; while true; do sleep 1; done",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let ready = rx.recv_timeout(LIMIT);
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    // SIGINT, as Ctrl-C on berth's terminal: the container gets SIGTERM (StopContainer).
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let deadline = std::time::Instant::now() + LIMIT;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("berth run did not end after SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(ready.as_deref(), Ok("ready"));
+    let rest: Vec<String> = rx.try_iter().collect();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("stopping"), "{stderr}");
+    assert_eq!(rest, ["got-term"], "{stderr}");
+    assert_eq!(status.code(), Some(42), "{stderr}");
+    // --rm removed it.
+    assert!(!env.ok(&["ps", "-a"]).contains("fg"));
+}
