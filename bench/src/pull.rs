@@ -62,6 +62,10 @@ pub struct Args {
     pub reference: Option<String>,
     #[arg(long, hide = true)]
     pub hosts_dir: Option<PathBuf>,
+    /// For profiling: build and push the fixture, print the references and the certs.d
+    /// directory, and keep the registry serving for this many seconds (no pulls are timed).
+    #[arg(long)]
+    pub serve_secs: Option<u64>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -99,6 +103,17 @@ pub fn run(args: Args) -> Result<()> {
             reg.host
         ),
     )?;
+    if let Some(secs) = args.serve_secs {
+        for variant in &args.variants {
+            let reference = format!("{}/bench:{variant}", reg.host);
+            fixture::push(&layout, &reference, variant)?;
+            println!("{reference}");
+        }
+        println!("certs.d: {}", hosts_dir.display());
+        std::io::stdout().flush()?;
+        std::thread::sleep(Duration::from_secs(secs));
+        return Ok(());
+    }
     let mut reports = Vec::new();
     for variant in &args.variants {
         let reference = format!("{}/bench:{variant}", reg.host);

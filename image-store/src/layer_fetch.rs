@@ -100,11 +100,13 @@ async fn unpack_local(job: &LayerJob, layer: LayerDir) -> Result<(Unpacked, Laye
     let file = job.content.open_blob(&job.desc.digest)?;
     let opts = job.unpack.clone();
     tokio::task::spawn_blocking(move || {
+        let mut layer = layer;
         let u = unpack_layer(
             io::BufReader::with_capacity(1 << 17, file),
             &layer.path(),
             &opts,
         )?;
+        layer.sync()?;
         Ok((u, layer))
     })
     .await?
@@ -138,19 +140,60 @@ async fn download_and_unpack(
         }
         None
     };
-    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(16);
+    // Two blocking threads per layer: one stores the compressed bytes (write + digest), the
+    // other decompresses, digests and unpacks them. The chunks are shared, not copied.
+    let (utx, urx) = mpsc::channel::<io::Result<Bytes>>(16);
+    let (wtx, wrx) = mpsc::channel::<Bytes>(16);
     let opts = job.unpack.clone();
     let unpacker =
-        tokio::task::spawn_blocking(move || unpack_from_channel(rx, prefix, writer, layer, &opts));
+        tokio::task::spawn_blocking(move || unpack_from_channel(urx, prefix, layer, &opts));
+    let storer = tokio::task::spawn_blocking(move || store_from_channel(wrx, writer));
+    let mut unpacking = true;
+    let mut stream_error = None;
     while let Some(chunk) = stream.next().await {
-        let failed = chunk.is_err();
-        if tx.send(chunk).await.is_err() || failed {
-            // The unpacker stopped (it reports why) or the download broke (sent to it).
-            break;
+        match chunk {
+            Ok(b) => {
+                if wtx.send(b.clone()).await.is_err() {
+                    // The store failed (it says why).
+                    break;
+                }
+                // An unpacker that stopped (done, or failed) leaves the store to see every
+                // byte: a broken blob is reported as such rather than as the unpack error it
+                // caused.
+                if unpacking && utx.send(Ok(b)).await.is_err() {
+                    unpacking = false;
+                }
+            }
+            Err(e) => {
+                if unpacking {
+                    let _ = utx.send(Err(io::Error::new(e.kind(), e.to_string()))).await;
+                }
+                stream_error = Some(e);
+                break;
+            }
         }
     }
-    drop(tx);
-    unpacker.await?
+    drop(utx);
+    drop(wtx);
+    let stored = storer.await?;
+    let unpacked = unpacker.await?;
+    // What failed first in the blob's life wins: its bytes, then their transport, then unpacking.
+    let writer = stored?;
+    let complete = writer.offset() == job.desc.size;
+    if let Some(e) = stream_error {
+        if complete {
+            writer.verify()?;
+        }
+        return Err(LayerError::Stream(e));
+    }
+    writer.verify()?;
+    let (u, mut layer) = unpacked?;
+    tokio::task::spawn_blocking(move || {
+        writer.commit()?;
+        layer.sync()?;
+        Ok((u, layer))
+    })
+    .await?
 }
 
 /// Reads the chunks a download task sends.
@@ -176,93 +219,34 @@ impl Read for ChannelReader {
     }
 }
 
-/// Copies what is read into the content writer (which checks the size as it goes).
-struct Tee {
-    inner: ChannelReader,
-    writer: Writer,
-    failed: Option<ContentError>,
-    stream_error: bool,
-}
-
-impl Read for Tee {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = match self.inner.read(buf) {
-            Ok(n) => n,
-            Err(e) => {
-                self.stream_error = true;
-                return Err(e);
-            }
-        };
-        if let Err(e) = self.writer.write_all(&buf[..n]) {
-            let ce = self.writer.unwrap_io(e);
-            let msg = ce.to_string();
-            self.failed = Some(ce);
-            return Err(io::Error::other(msg));
+/// Writes every chunk into the content writer (which checks the size and digests as it goes).
+fn store_from_channel(
+    mut rx: mpsc::Receiver<Bytes>,
+    mut writer: Writer,
+) -> Result<Writer, ContentError> {
+    // Bounded by the download: one iteration per chunk.
+    while let Some(b) = rx.blocking_recv() {
+        if let Err(e) = writer.write_all(&b) {
+            return Err(writer.unwrap_io(e));
         }
-        Ok(n)
     }
+    Ok(writer)
 }
 
 fn unpack_from_channel(
     rx: mpsc::Receiver<io::Result<Bytes>>,
     prefix: Option<io::Take<File>>,
-    writer: Writer,
     layer: LayerDir,
     opts: &UnpackOptions,
 ) -> Result<(Unpacked, LayerDir), LayerError> {
-    let job_size = writer.expected_size().unwrap_or(u64::MAX);
-    let mut tee = Tee {
-        inner: ChannelReader {
-            rx,
-            cur: Bytes::new(),
-        },
-        writer,
-        failed: None,
-        stream_error: false,
+    let mut input = ChannelReader {
+        rx,
+        cur: Bytes::new(),
     };
-    // When unpacking fails, the blob itself is the likelier culprit: read the rest of it and
-    // report a digest or size mismatch in preference to the unpack error it caused. A stream
-    // that broke off before all bytes arrived stays a (retryable) download error.
-    let size = job_size;
-    let classify = |tee: &mut Tee, e: LayerError| -> LayerError {
-        if let Some(c) = tee.failed.take() {
-            return c.into();
-        }
-        if !tee.stream_error {
-            let _ = io::copy(tee, &mut io::sink());
-            if let Some(c) = tee.failed.take() {
-                return c.into();
-            }
-        }
-        if !tee.stream_error || tee.writer.offset() == size {
-            if let Err(c) = tee.writer.verify() {
-                return c.into();
-            }
-        }
-        match e {
-            LayerError::Unpack(UnpackError::Read(io)) if tee.stream_error => LayerError::Stream(io),
-            LayerError::Unpack(UnpackError::Entry { source, .. }) if tee.stream_error => {
-                LayerError::Stream(source)
-            }
-            other => other,
-        }
+    let unpacked = match prefix {
+        Some(p) => unpack_layer(p.chain(&mut input), &layer.path(), opts)?,
+        None => unpack_layer(&mut input, &layer.path(), opts)?,
     };
-    let result = {
-        let input: Box<dyn Read + '_> = match prefix {
-            Some(p) => Box::new(p.chain(&mut tee)),
-            None => Box::new(&mut tee),
-        };
-        unpack_layer(input, &layer.path(), opts)
-    };
-    let unpacked = match result {
-        Ok(u) => u,
-        Err(e) => return Err(classify(&mut tee, e.into())),
-    };
-    // The compressed stream may carry bytes past the end of the tar: they count for the digest.
-    if let Err(e) = io::copy(&mut tee, &mut io::sink()) {
-        return Err(classify(&mut tee, LayerError::Unpack(UnpackError::Read(e))));
-    }
-    tee.writer.commit()?;
     Ok((unpacked, layer))
 }
 

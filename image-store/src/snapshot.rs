@@ -80,6 +80,8 @@ pub struct LayerDir {
     snapshotter: Snapshotter,
     id: u64,
     committed: bool,
+    /// [`LayerDir::sync`] ran: the tree is on disk (nothing writes to it after unpacking).
+    synced: bool,
 }
 
 impl LayerDir {
@@ -88,7 +90,20 @@ impl LayerDir {
         self.snapshotter.fs_dir(self.id)
     }
 
-    /// Syncs the unpacked tree and records it as the committed snapshot `chain` on `parent`.
+    /// Writes the unpacked tree to disk (syncfs of its filesystem), so that [`LayerDir::commit`]
+    /// need not. Called by the layer's own task right after unpacking, so that the writeback
+    /// overlaps other layers' downloads instead of queueing at the end of the pull.
+    pub fn sync(&mut self) -> Result<(), SnapshotError> {
+        let fs_dir = self.path();
+        let key = format!("layer dir {}", self.id);
+        let f = fs::File::open(&fs_dir).map_err(|e| io_err(&key, "open", &fs_dir, e))?;
+        nix::unistd::syncfs(&f).map_err(|e| io_err(&key, "syncfs", &fs_dir, e.into()))?;
+        self.synced = true;
+        Ok(())
+    }
+
+    /// Syncs the unpacked tree (unless [`LayerDir::sync`] did) and records it as the committed
+    /// snapshot `chain` on `parent`.
     /// If another pull committed the same chain meanwhile, its snapshot is kept and this one
     /// discarded.
     pub fn commit(
@@ -98,8 +113,10 @@ impl LayerDir {
     ) -> Result<SnapshotRecord, SnapshotError> {
         let key = chain.to_string();
         let fs_dir = self.path();
-        let f = fs::File::open(&fs_dir).map_err(|e| io_err(&key, "open", &fs_dir, e))?;
-        nix::unistd::syncfs(&f).map_err(|e| io_err(&key, "syncfs", &fs_dir, e.into()))?;
+        if !self.synced {
+            let f = fs::File::open(&fs_dir).map_err(|e| io_err(&key, "open", &fs_dir, e))?;
+            nix::unistd::syncfs(&f).map_err(|e| io_err(&key, "syncfs", &fs_dir, e.into()))?;
+        }
         let rec = SnapshotRecord {
             key: key.clone(),
             id: self.id,
@@ -205,6 +222,7 @@ impl Snapshotter {
             snapshotter: self.clone(),
             id,
             committed: false,
+            synced: false,
         };
         let p = layer.path();
         fs::create_dir_all(&p).map_err(|e| io_err("-", "create dir", &p, e))?;

@@ -166,6 +166,8 @@ impl RegistryClient {
             }
         };
         let mut endpoints = Vec::new();
+        type ClientKey = (Scheme, bool, Vec<std::path::PathBuf>, Credentials);
+        let mut built: Vec<(ClientKey, oci_client::Client)> = Vec::new();
         for h in &hosts {
             let url = h.url();
             let own_server = RegistryHost::default_server(registry, false).host == h.host;
@@ -181,18 +183,29 @@ impl RegistryClient {
                 debug!(registry, host = %url, "host settings need berth's own HTTP client");
                 Transport::Direct(DirectClient::new(config, h, registry, creds)?)
             } else {
-                let mut cc = base_config(config);
-                cc.protocol = match h.scheme {
-                    Scheme::Http => ClientProtocol::Http,
-                    Scheme::Https => ClientProtocol::Https,
+                // Hosts with the same settings share one client: building one loads the system
+                // trust store, which costs more than the rest of the setup together.
+                let key = (h.scheme, h.skip_verify, h.ca.clone(), creds.clone());
+                let client = match built.iter().find(|(k, _)| *k == key) {
+                    Some((_, c)) => c.clone(),
+                    None => {
+                        let mut cc = base_config(config);
+                        cc.protocol = match h.scheme {
+                            Scheme::Http => ClientProtocol::Http,
+                            Scheme::Https => ClientProtocol::Https,
+                        };
+                        cc.accept_invalid_certificates = h.skip_verify;
+                        cc.extra_root_certificates = read_cas(h)?;
+                        let c = oci_client::Client::try_from(cc).map_err(|source| {
+                            RegistryError::Client {
+                                what: format!("registry {url}: TLS settings"),
+                                source: Box::new(source),
+                            }
+                        })?;
+                        built.push((key, c.clone()));
+                        c
+                    }
                 };
-                cc.accept_invalid_certificates = h.skip_verify;
-                cc.extra_root_certificates = read_cas(h)?;
-                let client =
-                    oci_client::Client::try_from(cc).map_err(|source| RegistryError::Client {
-                        what: format!("registry {url}: TLS settings"),
-                        source: Box::new(source),
-                    })?;
                 Transport::Oci {
                     client,
                     auth: creds.to_auth(),

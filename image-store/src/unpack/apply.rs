@@ -101,6 +101,58 @@ fn parse_pax_time(s: &str) -> Option<(i64, i64)> {
     Some((secs, nanos))
 }
 
+/// File contents are copied in chunks this large: few, large writes.
+const COPY_BUF: usize = 1 << 20;
+
+/// Files at least this large get their writeback started as soon as they are written.
+const WRITEBACK_FROM: u64 = 256 << 10;
+
+/// Copies `entry`'s data into `f`, filling `buf` before each write; returns the size.
+fn copy_data(entry: &mut impl Read, f: &mut std::fs::File, buf: &mut [u8]) -> io::Result<u64> {
+    use std::io::Write;
+    let mut total = 0u64;
+    // Bounded by the entry's size: every pass reads at least one byte or ends.
+    loop {
+        let mut n = 0;
+        while n < buf.len() {
+            match entry.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if n == 0 {
+            return Ok(total);
+        }
+        f.write_all(&buf[..n])?;
+        total += n as u64;
+        if n < buf.len() {
+            return Ok(total);
+        }
+    }
+}
+
+/// Runs `make` (which creates `name` in `parent`'s directory); when `name` exists already,
+/// removes it (whatever it is, recursively) and runs `make` again. Saves a stat per entry in
+/// the common case of nothing there.
+fn replacing<T>(
+    root: &mut Root,
+    parent: &Path,
+    name: &OsStr,
+    mut make: impl FnMut(std::os::fd::BorrowedFd<'_>) -> io::Result<T>,
+) -> io::Result<T> {
+    let dir = root.dir(parent)?;
+    match make(dir) {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+            rootfs::remove_all_at(dir, name)?;
+            root.invalidate();
+            make(root.dir(parent)?)
+        }
+        other => other,
+    }
+}
+
 /// Applies every entry of `archive` onto `root`.
 pub(crate) fn apply_entries<R: Read>(
     archive: &mut tar::Archive<R>,
@@ -108,6 +160,7 @@ pub(crate) fn apply_entries<R: Read>(
     opts: &UnpackOptions,
 ) -> Result<u64, UnpackError> {
     let mut count = 0u64;
+    let copy_buf = &mut vec![0u8; COPY_BUF];
     // Directory mtimes are set last: creating children changes them.
     let mut dir_times: Vec<(PathBuf, (i64, i64))> = Vec::new();
     let entries = archive.entries().map_err(UnpackError::Read)?;
@@ -148,26 +201,51 @@ pub(crate) fn apply_entries<R: Read>(
         let meta = entry_meta(&mut entry).map_err(at)?;
         let kind = entry.header().entry_type();
         let is_dir = kind == EntryType::Directory;
-        // Replace whatever is there, except a directory that stays a directory.
-        {
-            let dir = root.dir(&parent).map_err(at)?;
-            let existing = rootfs::kind_at(dir, &name).map_err(at)?;
-            let keep = is_dir && existing == Kind::Dir;
-            if existing != Kind::Missing && !keep {
-                rootfs::remove_all_at(dir, &name).map_err(at)?;
-                root.invalidate();
-            }
-        }
-        let dir = root.dir(&parent).map_err(at)?;
         match kind {
             EntryType::Directory => {
-                if rootfs::kind_at(dir, &name).map_err(at)? == Kind::Missing {
-                    rootfs::mkdir_at(dir, &name, 0o700).map_err(at)?;
+                let dir = root.dir(&parent).map_err(at)?;
+                match rootfs::mkdir_at(dir, &name, 0o700) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                        // A directory stays (its contents merge); anything else is replaced.
+                        if rootfs::kind_at(dir, &name).map_err(at)? != Kind::Dir {
+                            rootfs::remove_all_at(dir, &name).map_err(at)?;
+                            root.invalidate();
+                            let dir = root.dir(&parent).map_err(at)?;
+                            rootfs::mkdir_at(dir, &name, 0o700).map_err(at)?;
+                        }
+                    }
+                    Err(e) => return Err(at(e)),
                 }
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                let mut f = rootfs::create_file_at(dir, &name).map_err(at)?;
-                io::copy(&mut entry, &mut f).map_err(at)?;
+                // Everything about a regular file is done through its fd: no path lookups.
+                let mut f = replacing(root, &parent, &name, |dir| {
+                    rootfs::create_file_at(dir, &name)
+                })
+                .map_err(at)?;
+                let size = copy_data(&mut entry, &mut f, copy_buf).map_err(at)?;
+                if size >= WRITEBACK_FROM {
+                    // Start writing it out now (as dpkg does), so the snapshot's sync at the
+                    // end of the layer finds little left to write.
+                    rootfs::start_writeback(&f);
+                }
+                if opts.chown {
+                    rootfs::fchown(&f, meta.uid as u32, meta.gid as u32).map_err(at)?;
+                }
+                // After chown, which clears setuid/setgid.
+                rootfs::fchmod(&f, meta.mode).map_err(at)?;
+                for (key, value) in &meta.xattrs {
+                    match xattr::FileExt::set_xattr(&f, key, value) {
+                        Ok(()) => {}
+                        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => {
+                            warn!(path = %raw.display(), xattr = ?key, "xattr not supported here; skipped")
+                        }
+                        Err(e) => return Err(at(e)),
+                    }
+                }
+                rootfs::futimens(&f, meta.mtime.0, meta.mtime.1).map_err(at)?;
+                continue;
             }
             EntryType::Symlink => {
                 let target = entry
@@ -175,7 +253,10 @@ pub(crate) fn apply_entries<R: Read>(
                     .map_err(at)?
                     .ok_or_else(|| at(io::Error::other("symlink without target")))?
                     .into_owned();
-                rootfs::symlink_at(dir, &name, &target).map_err(at)?;
+                replacing(root, &parent, &name, |dir| {
+                    rootfs::symlink_at(dir, &name, &target)
+                })
+                .map_err(at)?;
             }
             EntryType::Link => {
                 let target = entry
@@ -186,22 +267,26 @@ pub(crate) fn apply_entries<R: Read>(
                 let Some((tparent, tname)) = clean_path(&target)? else {
                     return Err(UnpackError::PathEscape { path: target });
                 };
-                // The target's directory is resolved inside the root like any other path.
-                let src =
-                    root.open_dir_existing(&tparent)
-                        .map_err(|e| UnpackError::HardlinkTarget {
-                            path: raw.clone(),
-                            target: target.clone(),
-                            source: e,
-                        })?;
+                let link_err = |e: io::Error| UnpackError::HardlinkTarget {
+                    path: raw.clone(),
+                    target: target.clone(),
+                    source: e,
+                };
+                // A hardlink onto its own target is a no-op, not a removal of the target.
+                if tparent == parent && tname == name {
+                    continue;
+                }
+                // Make room first (the target's directory fd is opened after any removal).
                 let dir = root.dir(&parent).map_err(at)?;
-                rootfs::hardlink_at(std::os::fd::AsFd::as_fd(&src), &tname, dir, &name).map_err(
-                    |e| UnpackError::HardlinkTarget {
-                        path: raw.clone(),
-                        target: target.clone(),
-                        source: e,
-                    },
-                )?;
+                if rootfs::kind_at(dir, &name).map_err(at)? != Kind::Missing {
+                    rootfs::remove_all_at(dir, &name).map_err(at)?;
+                    root.invalidate();
+                }
+                // The target's directory is resolved inside the root like any other path.
+                let src = root.open_dir_existing(&tparent).map_err(link_err)?;
+                let dir = root.dir(&parent).map_err(at)?;
+                rootfs::hardlink_at(std::os::fd::AsFd::as_fd(&src), &tname, dir, &name)
+                    .map_err(link_err)?;
                 // A hardlink shares its target's inode and metadata.
                 continue;
             }
@@ -214,7 +299,10 @@ pub(crate) fn apply_entries<R: Read>(
                     EntryType::Block => SFlag::S_IFBLK,
                     _ => SFlag::S_IFIFO,
                 };
-                rootfs::mknod_at(dir, &name, sflag, meta.mode & 0o777, major, minor).map_err(at)?;
+                replacing(root, &parent, &name, |dir| {
+                    rootfs::mknod_at(dir, &name, sflag, meta.mode & 0o777, major, minor)
+                })
+                .map_err(at)?;
             }
             other => {
                 warn!(path = %raw.display(), kind = ?other, "skipping unsupported tar entry type");
@@ -226,7 +314,8 @@ pub(crate) fn apply_entries<R: Read>(
             rootfs::chown_at(dir, &name, meta.uid as u32, meta.gid as u32).map_err(at)?;
         }
         if kind != EntryType::Symlink {
-            // After chown, which clears setuid/setgid.
+            // After chown, which clears setuid/setgid. The entry was just made (or checked to
+            // be a directory) by this unpack, so it is not a symlink.
             rootfs::chmod_at(dir, &name, meta.mode).map_err(at)?;
         }
         for (key, value) in &meta.xattrs {

@@ -240,27 +240,47 @@ pub(crate) fn chown_at(dir: BorrowedFd<'_>, name: &OsStr, uid: u32, gid: u32) ->
     )?)
 }
 
-/// Sets permission bits (incl. setuid/setgid/sticky) of a non-symlink.
+/// Sets permission bits (incl. setuid/setgid/sticky) of `name`, which the caller made (or
+/// checked to be a directory) itself: never a symlink, so following it is safe, and saves the
+/// `O_PATH` open that a no-follow `fchmodat` costs.
 pub(crate) fn chmod_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Result<()> {
     Ok(fchmodat(
         dir,
         name,
         Mode::from_bits_truncate(mode & 0o7777),
-        FchmodatFlags::NoFollowSymlink,
-    )
-    .or_else(|e| {
-        // Older kernels refuse AT_SYMLINK_NOFOLLOW; the caller never passes a symlink.
-        if e == Errno::EOPNOTSUPP || e == Errno::ENOTSUP {
-            fchmodat(
-                dir,
-                name,
-                Mode::from_bits_truncate(mode & 0o7777),
-                FchmodatFlags::FollowSymlink,
-            )
-        } else {
-            Err(e)
-        }
-    })?)
+        FchmodatFlags::FollowSymlink,
+    )?)
+}
+
+/// Starts asynchronous writeback of `f`'s dirty pages (`sync_file_range(SYNC_FILE_RANGE_WRITE)`:
+/// no waiting, no metadata). Only a hint: errors are ignored, the snapshot's sync is what
+/// makes the data durable.
+pub(crate) fn start_writeback(f: &File) {
+    // SAFETY: sync_file_range only reads its integer arguments; the fd is open for the call.
+    let _ = unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+}
+
+/// Owner of an open file.
+pub(crate) fn fchown(f: &File, uid: u32, gid: u32) -> io::Result<()> {
+    Ok(nix::unistd::fchown(
+        f,
+        Some(Uid::from_raw(uid)),
+        Some(Gid::from_raw(gid)),
+    )?)
+}
+
+/// Permission bits (incl. setuid/setgid/sticky) of an open file.
+pub(crate) fn fchmod(f: &File, mode: u32) -> io::Result<()> {
+    Ok(nix::sys::stat::fchmod(
+        f,
+        Mode::from_bits_truncate(mode & 0o7777),
+    )?)
+}
+
+/// Access and modification time of an open file.
+pub(crate) fn futimens(f: &File, secs: i64, nanos: i64) -> io::Result<()> {
+    let t = TimeSpec::new(secs, nanos);
+    Ok(nix::sys::stat::futimens(f, &t, &t)?)
 }
 
 pub(crate) fn set_times_at(
