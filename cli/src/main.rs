@@ -165,6 +165,14 @@ pub struct PortForwardArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct PullArgs {
+    /// os/architecture[/variant] to pick from a multi-platform image (default: this node's).
+    #[arg(long)]
+    pub platform: Option<String>,
+    pub image: String,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct StatsArgs {
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -250,7 +258,7 @@ enum Cmd {
     /// berthd's status and runtime conditions.
     Info,
     /// Pull an image.
-    Pull { image: String },
+    Pull(PullArgs),
     /// List images.
     Images(ListArgs),
     /// Remove images.
@@ -307,9 +315,7 @@ enum Cmd {
 
 #[derive(Debug, Subcommand)]
 enum ImageCmd {
-    Pull {
-        image: String,
-    },
+    Pull(PullArgs),
     #[command(alias = "list")]
     Ls(ListArgs),
     #[command(alias = "remove")]
@@ -401,8 +407,8 @@ async fn dispatch(cli: Cli) -> Result<u8> {
             cmd::stats::stats(&mut c, &a).await?
         }
         Cmd::Info => cmd::system::info(&mut c).await?,
-        Cmd::Pull { image } | Cmd::Image(ImageCmd::Pull { image }) => {
-            cmd::images::pull(&mut c, &image).await?;
+        Cmd::Pull(a) | Cmd::Image(ImageCmd::Pull(a)) => {
+            cmd::images::pull(&mut c, &a.image, a.platform.as_deref()).await?;
         }
         Cmd::Images(a) | Cmd::Image(ImageCmd::Ls(a)) => cmd::images::list(&mut c, &a).await?,
         Cmd::Rmi(a) | Cmd::Image(ImageCmd::Rm(a)) => cmd::images::remove(&mut c, &a.ids).await?,

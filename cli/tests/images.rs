@@ -144,6 +144,27 @@ fn tag_save_load_prune_stats_login() {
     env.ok(&["image", "prune", "-a"]);
     assert!(!env.ok(&["images"]).contains("fromdocker"));
 
+    // pull --platform picks from an image index (berthd's admin service); the default is
+    // this node's platform; a platform the index lacks is refused.
+    let multi = env.push_multiarch("multi");
+    let arm = env.ok(&["pull", "--platform", "linux/arm64", &multi]);
+    let native = env.ok(&["pull", &multi]);
+    assert_ne!(arm.trim(), native.trim());
+    assert_eq!(
+        native.trim(),
+        id,
+        "the node's platform is busybox as pushed"
+    );
+    let inspect = env.ok(&["image", "inspect", arm.trim()]).pipe_json();
+    assert!(inspect.to_string().contains("arm64"), "{inspect}");
+    let out = env.berth(&["image", "pull", "--platform", "linux/s390x", &multi]);
+    assert!(!out.status.success(), "{out:?}");
+    let out = env.berth(&["pull", "--platform", "arm64", &multi]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("os/architecture"),
+        "{out:?}"
+    );
+
     // logout: the entry is gone, and the registry refuses the next pull.
     let out = env.ok(&["logout", &env.host]);
     assert!(out.contains("Removed"), "{out}");

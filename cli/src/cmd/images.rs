@@ -37,10 +37,35 @@ pub async fn pull_quiet(c: &mut Cri, image: &str) -> Result<String> {
     Ok(answer(r, &format!("pull {image}"))?.image_ref)
 }
 
-pub async fn pull(c: &mut Cri, image: &str) -> Result<()> {
-    let id = pull_quiet(c, image).await?;
+pub async fn pull(c: &mut Cri, image: &str, platform: Option<&str>) -> Result<()> {
+    let id = match platform {
+        None => pull_quiet(c, image).await?,
+        Some(p) => pull_platform(c, image, p).await?,
+    };
     println!("{id}");
     Ok(())
+}
+
+/// `pull --platform`: through berthd's admin service (the CRI's PullImage has no platform).
+async fn pull_platform(c: &mut Cri, image: &str, platform: &str) -> Result<String> {
+    eprintln!("pulling {image} for {platform}");
+    let auth = crate::dockercfg::auth_for(image).unwrap_or_default();
+    let token = if auth.registry_token.is_empty() {
+        auth.identity_token
+    } else {
+        auth.registry_token
+    };
+    let r = c
+        .admin
+        .pull(crate::client::admin::PullRequest {
+            image: image.to_owned(),
+            platform: platform.to_owned(),
+            username: auth.username,
+            password: auth.password,
+            token,
+        })
+        .await;
+    Ok(answer(r, &format!("pull {image} ({platform})"))?.image_id)
 }
 
 pub async fn list(c: &mut Cri, args: &ListArgs) -> Result<()> {

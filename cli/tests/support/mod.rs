@@ -603,3 +603,76 @@ impl Env {
         name
     }
 }
+
+impl Env {
+    /// Pushes `<registry>/<repo>:v1` as an OCI image index of two platforms: busybox as built
+    /// (this node's platform) and the same with `architecture: arm64` in its config (and a
+    /// label, so it has an ID of its own); returns the name.
+    pub fn push_multiarch(&self, repo: &str) -> String {
+        let layout = self.dir.path().join("layout");
+        let img = format!("{}:v1", layout.display());
+        run_ok(Command::new("umoci").args([
+            "config",
+            "--image",
+            &img,
+            "--tag",
+            "arm",
+            "--architecture",
+            "arm64",
+            "--config.label",
+            "arch=arm64",
+        ]));
+        let index_path = layout.join("index.json");
+        let mut index: serde_json::Value =
+            serde_json::from_slice(&fs::read(&index_path).unwrap()).unwrap();
+        let entry = |tag: &str| {
+            index["manifests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+                .unwrap_or_else(|| panic!("{tag} in {index}"))
+                .clone()
+        };
+        let host_arch = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            other => other,
+        };
+        let with_platform = |mut m: serde_json::Value, arch: &str| {
+            m.as_object_mut().unwrap().remove("annotations");
+            m["platform"] = serde_json::json!({"os": "linux", "architecture": arch});
+            m
+        };
+        let multi = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [with_platform(entry("v1"), host_arch), with_platform(entry("arm"), "arm64")],
+        });
+        let bytes = serde_json::to_vec(&multi).unwrap();
+        let blob = layout.join("index-blob.json");
+        fs::write(&blob, &bytes).unwrap();
+        let sum = run_ok(Command::new("sha256sum").arg(&blob));
+        let hex = sum.split_whitespace().next().unwrap().to_owned();
+        fs::rename(&blob, layout.join("blobs/sha256").join(&hex)).unwrap();
+        index["manifests"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "digest": format!("sha256:{hex}"),
+                "size": bytes.len(),
+                "annotations": {"org.opencontainers.image.ref.name": "multi"},
+            }));
+        fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+        let name = format!("{}/{repo}:v1", self.host);
+        run_ok(
+            Command::new("skopeo")
+                .args(push_args(self.auth))
+                .arg("--all")
+                .arg(format!("oci:{}:multi", layout.display()))
+                .arg(format!("docker://{name}")),
+        );
+        name
+    }
+}

@@ -1,13 +1,15 @@
-//! `berth.admin.v1.Images`: Tag (a new name on a stored image), Export (the image store's
-//! archive, streamed in chunks as it is written) and Import (chunks streamed into the image
-//! store's archive import). The store's functions are blocking; they run on blocking threads
-//! and meet the async side through bounded channels, so a slow client slows the export down
-//! instead of buffering the archive in memory.
+//! `berth.admin.v1.Images`: Pull (for a given platform), Tag (a new name on a stored image),
+//! Export (the image store's archive, streamed in chunks as it is written) and Import (chunks
+//! streamed into the image store's archive import). The store's functions are blocking; they
+//! run on blocking threads and meet the async side through bounded channels, so a slow client
+//! slows the export down instead of buffering the archive in memory.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
-use image_store::{Image, ImageStore, ImportOptions, Reference};
+use image_store::{
+    Credentials, Image, ImageStore, ImportOptions, Platform, PullOptions, Reference,
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -15,7 +17,8 @@ use tracing::info;
 
 use super::proto::images_server::{Images, ImagesServer};
 use super::proto::{
-    Chunk, ExportRequest, ImportRequest, ImportResponse, ImportedImage, TagRequest, TagResponse,
+    Chunk, ExportRequest, ImportRequest, ImportResponse, ImportedImage, PullRequest, PullResponse,
+    TagRequest, TagResponse,
 };
 
 /// Bytes per exported chunk (gRPC's default message limit is 4 MiB).
@@ -75,6 +78,24 @@ fn find(store: &ImageStore, query: &str) -> Result<Image, Status> {
         }
     }
     Err(Status::not_found(format!("image {query} not found")))
+}
+
+/// `os/architecture[/variant]`.
+fn platform(spec: &str) -> Result<Platform, Status> {
+    let parts: Vec<&str> = spec.trim().split('/').collect();
+    match parts.as_slice() {
+        [os, arch] | [os, arch, _] if !os.is_empty() && !arch.is_empty() => Ok(Platform {
+            os: (*os).to_owned(),
+            architecture: (*arch).to_owned(),
+            variant: parts
+                .get(2)
+                .filter(|v| !v.is_empty())
+                .map(|v| (*v).to_owned()),
+        }),
+        _ => Err(Status::invalid_argument(format!(
+            "platform {spec:?}: expected os/architecture[/variant], e.g. linux/arm64"
+        ))),
+    }
 }
 
 /// A `Write` that sends what it gets, in CHUNK-sized messages, to the export's stream.
@@ -137,6 +158,41 @@ impl Read for ChunkReader {
 
 #[tonic::async_trait]
 impl Images for AdminImages {
+    async fn pull(&self, req: Request<PullRequest>) -> Result<Response<PullResponse>, Status> {
+        let req = req.into_inner();
+        let reference: Reference = req.image.trim().parse().map_err(|e| {
+            Status::invalid_argument(format!("pull {:?}: not a valid reference: {e}", req.image))
+        })?;
+        let platform = match req.platform.trim() {
+            "" => None,
+            p => Some(platform(p)?),
+        };
+        let credentials = if !req.username.is_empty() {
+            Credentials::Basic {
+                username: req.username,
+                password: req.password,
+            }
+        } else if !req.token.is_empty() {
+            Credentials::Bearer(req.token)
+        } else {
+            Credentials::Anonymous
+        };
+        info!(image = %reference, platform = ?platform, "pulling image (admin)");
+        let opts = PullOptions {
+            credentials,
+            platform,
+        };
+        let image = self
+            .store
+            .pull(&reference, &opts)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(PullResponse {
+            name: reference.to_string(),
+            image_id: image.config_digest.to_string(),
+        }))
+    }
+
     async fn tag(&self, req: Request<TagRequest>) -> Result<Response<TagResponse>, Status> {
         let req = req.into_inner();
         let target: Reference = req.target.trim().parse().map_err(|e| {
