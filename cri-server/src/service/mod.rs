@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod container;
+pub mod crash_point;
 pub mod image;
 pub mod metrics;
 pub mod runtime;

@@ -129,6 +129,13 @@ impl Pods {
     /// The same, with `adjust` applied to the config first (insecure registries, a sandbox
     /// image…).
     pub async fn start_with(n: u32, adjust: impl FnOnce(&mut Config)) -> Pods {
+        let mut pods = Pods::configure(n, adjust);
+        pods.start_server().await;
+        pods
+    }
+
+    /// The dirs, network and config, with no server started (for a berthd subprocess).
+    pub fn configure(n: u32, adjust: impl FnOnce(&mut Config)) -> Pods {
         // Short paths: the shims' sockets live under <state>/sandboxes/<64 hex>/shim/.
         let dir = tempfile::Builder::new()
             .prefix("bp")
@@ -160,14 +167,12 @@ impl Pods {
         );
         adjust(&mut config);
         let config = config.with_detected_runtimes(Some(&bin_dir())).unwrap();
-        let mut pods = Pods {
+        Pods {
             dir,
             net,
             config,
             server: None,
-        };
-        pods.start_server().await;
-        pods
+        }
     }
 
     /// Starts berthd's server on the dirs (again).

@@ -204,6 +204,7 @@ fn build(
             source,
         })?;
     undo.mounted = Some(rootfs.clone());
+    crate::service::crash_point::reached(crate::service::crash_point::CONTAINER_ROOTFS_MOUNTED);
     if let Some(log) = &log_path {
         if let Some(parent) = log.parent() {
             std::fs::create_dir_all(parent).map_err(io_err(id, "create log dir", parent))?;
@@ -278,6 +279,7 @@ fn build(
         id: id.to_owned(),
         source,
     })?;
+    crate::service::crash_point::reached(crate::service::crash_point::CONTAINER_SHIM_CREATED);
 
     let resources = config.linux.as_ref().and_then(|l| l.resources.clone());
     let meta = ContainerMeta {

@@ -19,6 +19,7 @@ mod start;
 mod stats;
 mod status;
 mod stop;
+mod sweep;
 mod update;
 
 use std::path::PathBuf;
@@ -82,6 +83,7 @@ impl ContainerService {
             sandboxes: std::sync::OnceLock::new(),
         });
         monitor::recover(&inner);
+        sweep::orphans(&inner);
         monitor::spawn(Arc::downgrade(&inner));
         Self { inner }
     }

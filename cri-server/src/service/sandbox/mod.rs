@@ -17,6 +17,7 @@ mod run;
 mod stats;
 mod status;
 mod stop;
+mod sweep;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,6 +34,7 @@ use crate::store::StoreError;
 
 pub use error::SandboxError;
 use network::PodNetwork;
+pub(crate) use sweep::mounts_under;
 
 /// The sandbox half of the RuntimeService.
 #[derive(Clone)]
@@ -81,7 +83,7 @@ impl SandboxService {
             .map(|d| d.join("berth-shim"))
             .find(|p| p.is_file())
             .unwrap_or_else(crate::shim_client::default_shim_binary);
-        Self {
+        let service = Self {
             inner: Arc::new(Sandboxes {
                 netns: NetnsDir::new(config.state.join("netns")),
                 config,
@@ -94,7 +96,9 @@ impl SandboxService {
                 images,
                 image_pulls: tokio::sync::Mutex::new(()),
             }),
-        }
+        };
+        sweep::orphans(&service.inner);
+        service
     }
 
     /// The sandbox with this ID or unique ID prefix (for the container service).

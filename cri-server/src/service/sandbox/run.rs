@@ -216,6 +216,12 @@ fn create_steps(
     let host_ipc = ns.ipc == cri::NamespaceMode::Node as i32;
     let state_dir = undo.state_dir.clone();
     std::fs::create_dir_all(&state_dir).map_err(io("create", &state_dir))?;
+    // First of all: what a sweep after a crash needs to undo the rest (CNI DEL).
+    let intent = state_dir.join(super::sweep::POD_CONFIG);
+    let json = serde_json::to_vec(config).map_err(|e| {
+        io("serialize", &intent)(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    })?;
+    berth_runtime::atomic_file::write(&intent, &json, 0o600).map_err(io("write", &intent))?;
 
     // Network first: the pod's IPs go into its hosts file.
     let (mut network, mut ips) = (None, Vec::new());
@@ -227,6 +233,7 @@ fn create_steps(
         network = Some(net);
         ips = addrs;
     }
+    crate::service::crash_point::reached(crate::service::crash_point::SANDBOX_NETWORK_ATTACHED);
 
     let inputs = files::FileInputs {
         config,
@@ -312,6 +319,7 @@ fn create_steps(
     };
     undo.created = Some((runtime.clone(), shim.init_pid));
     oci::start(&runtime, id)?;
+    crate::service::crash_point::reached(crate::service::crash_point::SANDBOX_PAUSE_STARTED);
 
     let meta = SandboxMeta {
         id: id.to_owned(),

@@ -1,0 +1,61 @@
+//! At startup: what a CreateContainer cut short by a crash (`kill -9` of berthd) left behind —
+//! a container directory without a record — is torn down: the container (every handler's
+//! `delete --force`), its shim, the rootfs and image volume mounts, their snapshots, and the
+//! directory. Nothing that has a record is touched.
+
+use std::path::Path;
+
+use super::oci::OciRuntime;
+use super::Containers;
+
+/// Sweeps every orphan. Blocking; called once, before serving.
+pub(super) fn orphans(inner: &Containers) {
+    let dir = inner.config.state.join("containers");
+    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let id = entry.file_name().to_string_lossy().into_owned();
+        if !inner.store.get(&id).is_ok_and(|c| c.id() == id) {
+            sweep(inner, &id, &entry.path());
+        }
+    }
+}
+
+fn sweep(inner: &Containers, id: &str, dir: &Path) {
+    tracing::warn!(container = id, dir = %dir.display(), "sweeping a container a crash left half made");
+    let warn = |what: &str, e: &dyn std::fmt::Display| {
+        tracing::warn!(container = id, error = %e, "sweep: {what}");
+    };
+    for name in inner.config.runtimes.keys() {
+        let Some(runtime) = OciRuntime::for_handler(&inner.config, name) else {
+            continue;
+        };
+        if runtime.root.join(id).exists() {
+            if let Err(e) = runtime.delete(id) {
+                warn("runtime delete", &e);
+            }
+        }
+    }
+    super::remove::wait_shim_gone(&dir.join("shim"));
+    for m in crate::service::sandbox::mounts_under(dir).into_iter().rev() {
+        if let Err(e) = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH) {
+            warn("unmount", &e);
+        }
+    }
+    let snapshots = inner.images.snapshots();
+    let volume_prefix = format!("{id}-image-volume-");
+    match snapshots.list() {
+        Ok(all) => {
+            for s in all
+                .iter()
+                .filter(|s| s.key == id || s.key.starts_with(&volume_prefix))
+            {
+                if let Err(e) = snapshots.remove(&s.key) {
+                    warn("remove a snapshot", &e);
+                }
+            }
+        }
+        Err(e) => warn("list snapshots", &e),
+    }
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        warn("remove the container dir", &e);
+    }
+}

@@ -1,0 +1,106 @@
+//! At startup: what a RunPodSandbox cut short by a crash (`kill -9` of berthd) left behind —
+//! a sandbox directory without a record — is torn down: the pause (every handler's `delete
+//! --force`), its shim, the CNI attachment (DEL with the pod config RunPodSandbox wrote first,
+//! in `pod.json`), the pinned netns, mounts (/dev/shm, the sandbox image's rootfs) and its
+//! snapshot, the pod cgroup berth made, and the directory. Pinned netns with no sandbox go too.
+//! Nothing that has a record is touched.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_cri::v1 as cri;
+
+use super::{files, image, oci, stats, Sandboxes};
+use crate::store::sandbox::RuntimeRef;
+
+/// The pod config, written before anything else is made for the pod.
+pub(super) const POD_CONFIG: &str = "pod.json";
+
+/// Sweeps every orphan. Blocking; called once, before serving.
+pub(super) fn orphans(ctx: &Sandboxes) {
+    let known = |id: &str| ctx.store.get(id).is_ok_and(|s| s.meta.id == id);
+    let dir = ctx.config.state.join("sandboxes");
+    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let id = entry.file_name().to_string_lossy().into_owned();
+        if !known(&id) {
+            sweep(ctx, &id, &entry.path());
+        }
+    }
+    for entry in std::fs::read_dir(ctx.netns.dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let id = entry.file_name().to_string_lossy().into_owned();
+        if !known(&id) {
+            tracing::warn!(sandbox = %id, "removing a pinned netns no sandbox owns");
+            if let Err(e) = cni::netns::remove_pinned(&entry.path()) {
+                tracing::warn!(sandbox = %id, error = %e, "remove the netns");
+            }
+        }
+    }
+}
+
+fn sweep(ctx: &Sandboxes, id: &str, state_dir: &Path) {
+    tracing::warn!(sandbox = id, dir = %state_dir.display(), "sweeping a sandbox a crash left half made");
+    let warn = |what: &str, e: &dyn std::fmt::Display| {
+        tracing::warn!(sandbox = id, error = %e, "sweep: {what}");
+    };
+    let config: Option<cri::PodSandboxConfig> = std::fs::read(state_dir.join(POD_CONFIG))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    // The pause, whichever handler made it.
+    for handler in ctx.config.runtimes.values() {
+        let rt = RuntimeRef {
+            handler: String::new(),
+            path: handler.path.clone(),
+            root: handler.root.clone(),
+        };
+        if rt.root.join(id).exists() {
+            if let Err(e) = oci::delete(&rt, id) {
+                warn("delete the pause", &e);
+            }
+        }
+    }
+    oci::reap_shim(&state_dir.join("shim"), Duration::from_secs(5));
+    if let Ok(netns) = ctx.netns.path_of(id) {
+        if let Some(config) = &config {
+            if let Err(e) = ctx.network.detach(id, &netns, config) {
+                warn("CNI DEL", &e);
+            }
+        }
+        if let Err(e) = cni::netns::remove_pinned(&netns) {
+            warn("remove the netns", &e);
+        }
+    }
+    for m in mounts_under(state_dir).into_iter().rev() {
+        if let Err(e) = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH) {
+            warn("unmount", &e);
+        }
+    }
+    if let Err(e) = image::release_rootfs(&ctx.images, id, &state_dir.join("rootfs")) {
+        warn("remove the sandbox image's snapshot", &e);
+    }
+    let owns_cgroup = config
+        .as_ref()
+        .is_none_or(|c| c.linux.as_ref().is_none_or(|l| l.cgroup_parent.is_empty()));
+    if owns_cgroup && !ctx.systemd() {
+        if let Err(e) = stats::remove_pod_cgroup(&format!("/berth/{id}"), id, false) {
+            warn("remove the pod cgroup", &e);
+        }
+    }
+    if let Err(e) = files::remove_dir(state_dir) {
+        warn("remove the pod dir", &e);
+    }
+}
+
+/// Mount points under `dir`, in mount order.
+pub(crate) fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(dir))
+        .collect()
+}

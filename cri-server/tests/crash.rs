@@ -1,0 +1,356 @@
+//! Restart safety (root): berthd (the binary, as a subprocess) is killed with SIGKILL in the
+//! middle of RunPodSandbox and of CreateContainer — at named points (`BERTHD_CRASH_AT`) after
+//! the network is attached, after the pause started, after the rootfs is mounted, after the
+//! shim created the container — and the next berthd sweeps what was half made: no pause,
+//! container, shim, netns, veth, mount, snapshot, cgroup or state directory is left, and the
+//! same pod or container can be made again.
+
+#[path = "support/node.rs"]
+mod node;
+#[path = "support/pods.rs"]
+mod pods;
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_cri::service::crash_point;
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use node::Leftovers;
+use pods::Pods;
+
+fn can_run(test: &str) -> bool {
+    support::can_run(test) && pods::can_run(test)
+}
+
+/// The berthd binary on the test's config (the test process never opens berthd's stores:
+/// their database lock is per process), told to crash at `crash` if given. Killed on drop.
+struct Berthd(Child);
+
+impl Berthd {
+    fn start(pods: &Pods, crash: Option<&str>) -> Berthd {
+        let config = pods.dir.path().join("berthd.toml");
+        std::fs::write(&config, pods.config.to_toml()).unwrap();
+        let _ = std::fs::remove_file(&pods.config.listen);
+        let log_path = pods
+            .dir
+            .path()
+            .join(format!("berthd-{}.log", crash.unwrap_or("plain")));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berthd"));
+        cmd.arg("--config")
+            .arg(&config)
+            .env("BERTH_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some(point) = crash {
+            cmd.env(crash_point::ENV, point);
+        }
+        let mut child = cmd.spawn().expect("start berthd");
+        // Bound before the stores load: connections wait in the backlog until it serves.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !pods.config.listen.exists() {
+            let ended = child.try_wait().unwrap();
+            assert!(
+                ended.is_none() && Instant::now() < deadline,
+                "berthd did not start ({ended:?}): {}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Berthd(child)
+    }
+
+    /// SIGTERM and wait (bounded): containers keep running under their shims.
+    fn stop(mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.0.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "berthd did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Berthd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits (bounded) for berthd to die by SIGKILL.
+fn wait_killed(berthd: &mut Berthd) {
+    let child = &mut berthd.0;
+    use std::os::unix::process::ExitStatusExt;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert_eq!(status.signal(), Some(9), "berthd ended with {status:?}");
+            return;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("berthd did not reach its crash point");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn pid_in(path: &Path) -> Option<i64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn crash_in_run_pod_sandbox_is_swept_at_restart() {
+    let test = "crash_in_run_pod_sandbox_is_swept_at_restart";
+    if !can_run(test) {
+        return;
+    }
+    let pods = Pods::configure(14, |_| {});
+    let guard = Leftovers::new(pods.dir.path());
+    let sandboxes = pods.state().join("sandboxes");
+    let netns = pods.state().join("netns");
+    for (n, point) in [
+        crash_point::SANDBOX_NETWORK_ATTACHED,
+        crash_point::SANDBOX_PAUSE_STARTED,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut berthd = Berthd::start(&pods, Some(point));
+        let mut rt = pods.client().await;
+        let name = format!("crash{n}");
+        let err = rt
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(pods::pod(&name)),
+                runtime_handler: String::new(),
+            })
+            .await
+            .expect_err("berthd crashed");
+        wait_killed(&mut berthd);
+        drop(rt);
+
+        // Half made: the pod's dir, its pinned netns and veth (and the pause, once started).
+        let ids = entries(&sandboxes);
+        assert_eq!(ids.len(), 1, "{point}: {err:?}");
+        let id = ids[0].clone();
+        guard.sandbox(&id);
+        assert!(pods::is_mounted(&netns.join(&id)), "{point}");
+        assert_eq!(pods.net.ports().len(), 1, "{point}: the pod's veth");
+        let pause = pid_in(&sandboxes.join(&id).join("shim/init.pid"));
+        if point == crash_point::SANDBOX_PAUSE_STARTED {
+            assert!(pause.is_some_and(pods::alive), "{point}: the pause runs");
+        }
+
+        // The next berthd sweeps it all.
+        let berthd = Berthd::start(&pods, None);
+        let mut rt = pods.client().await;
+        let listed = rt
+            .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .items;
+        assert!(listed.is_empty(), "{point}: {listed:?}");
+        assert!(entries(&sandboxes).is_empty(), "{point}");
+        assert!(entries(&netns).is_empty(), "{point}");
+        assert!(pods.net.ports().is_empty(), "{point}: veth left");
+        assert!(!pause.is_some_and(pods::alive), "{point}: pause left");
+        assert!(pods::cgroup_dirs(&id).is_empty(), "{point}: cgroup left");
+        assert!(node::mounts_under(&pods.state()).is_empty(), "{point}");
+
+        // The same pod can be made again (its name is free, its IP range too).
+        let id = rt
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(pods::pod(&name)),
+                runtime_handler: String::new(),
+            })
+            .await
+            .expect("RunPodSandbox after the sweep")
+            .into_inner()
+            .pod_sandbox_id;
+        guard.sandbox(&id);
+        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .unwrap();
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
+            .await
+            .unwrap();
+        drop(rt);
+        berthd.stop();
+    }
+    drop(guard);
+    drop(pods);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn crash_in_create_container_is_swept_at_restart() {
+    let test = "crash_in_create_container_is_swept_at_restart";
+    if !can_run(test) {
+        return;
+    }
+    let registry = support::Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let layout = node::build_busybox(work.path());
+    let image = format!("{}/berth/busybox:v1", registry.host);
+    support::push(&layout, "v1", &image, &[]);
+    let host = registry.host.clone();
+    let pods = Pods::configure(15, |c| c.registry.insecure = vec![host]);
+    let berthd = Berthd::start(&pods, None);
+    let guard = Leftovers::new(pods.dir.path());
+    ImageServiceClient::new(pods.channel().await)
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("pull");
+    let mut rt = pods.client().await;
+    let pod_config = pods::pod("cc");
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("RunPodSandbox")
+        .into_inner()
+        .pod_sandbox_id;
+    guard.sandbox(&pod);
+    let snapshot_dir = pods.config.root.join("snapshots");
+    let snapshots = || entries(&snapshot_dir).len();
+    let before = snapshots();
+    let containers = pods.state().join("containers");
+    let config = |name: &str| cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(cri::ImageSpec {
+            image: image.clone(),
+            ..Default::default()
+        }),
+        command: vec!["sleep".into(), "300".into()],
+        mounts: vec![cri::Mount {
+            container_path: "/iv".into(),
+            image: Some(cri::ImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    drop(rt);
+    berthd.stop();
+    for point in [
+        crash_point::CONTAINER_ROOTFS_MOUNTED,
+        crash_point::CONTAINER_SHIM_CREATED,
+    ] {
+        let mut berthd = Berthd::start(&pods, Some(point));
+        let mut rt = pods.client().await;
+        rt.create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(config("app")),
+            sandbox_config: Some(pod_config.clone()),
+        })
+        .await
+        .expect_err("berthd crashed");
+        wait_killed(&mut berthd);
+        drop(rt);
+
+        let ids = entries(&containers);
+        assert_eq!(ids.len(), 1, "{point}");
+        let dir = containers.join(&ids[0]);
+        assert!(pods::is_mounted(&dir.join("rootfs")), "{point}");
+        assert!(snapshots() > before, "{point}");
+        let init = pid_in(&dir.join("shim/init.pid"));
+        if point == crash_point::CONTAINER_SHIM_CREATED {
+            assert!(
+                init.is_some_and(pods::alive),
+                "{point}: the container was created"
+            );
+            assert!(pods::is_mounted(&dir.join("image-volumes/0")), "{point}");
+        }
+
+        let berthd = Berthd::start(&pods, None);
+        let mut rt = pods.client().await;
+        let listed = rt
+            .list_containers(cri::ListContainersRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+        assert!(listed.is_empty(), "{point}: {listed:?}");
+        assert!(entries(&containers).is_empty(), "{point}");
+        assert!(node::mounts_under(&containers).is_empty(), "{point}");
+        assert_eq!(snapshots(), before, "{point}: snapshots left");
+        assert!(!init.is_some_and(pods::alive), "{point}: container left");
+        // The pod was not touched.
+        let st = rt
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: pod.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            st.status.unwrap().state,
+            cri::PodSandboxState::SandboxReady as i32
+        );
+        drop(rt);
+        berthd.stop();
+    }
+    // And the container can be made now.
+    let berthd = Berthd::start(&pods, None);
+    let mut rt = pods.client().await;
+    let c = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(config("app")),
+            sandbox_config: Some(pod_config.clone()),
+        })
+        .await
+        .expect("CreateContainer after the sweep")
+        .into_inner()
+        .container_id;
+    rt.start_container(cri::StartContainerRequest { container_id: c })
+        .await
+        .expect("StartContainer");
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+    assert_eq!(snapshots(), before);
+    drop(rt);
+    berthd.stop();
+    drop(guard);
+    drop(pods);
+}
