@@ -380,17 +380,22 @@ pub(crate) async fn serve_portforward<IO>(
         let (Some(data), Some(mut error)) = (mux.take(2 * i), mux.take(2 * i + 1)) else {
             continue;
         };
-        let flushed = mux.take_flushed(2 * i);
+        // Both channels' last bytes go out before the connection closes (the error message
+        // raced the close frame when only the data channel was waited for).
+        let flushed: Vec<_> = [2 * i, 2 * i + 1]
+            .into_iter()
+            .filter_map(|ch| mux.take_flushed(ch))
+            .collect();
         let (backend, sandbox) = (backend.clone(), sandbox.clone());
+        let write_timeout = limits.write_timeout;
         tasks.spawn(async move {
             if let Err(e) = backend.port_forward(&sandbox, port, data).await {
                 warn!(pod = %sandbox, port, error = %e, "port-forward failed");
                 let msg = format!("error forwarding port {port} to pod {sandbox}: {e}");
                 let _ = error.write_all(msg.as_bytes()).await;
             }
-            if let Some(f) = flushed {
-                let _ = f.await;
-            }
+            drop(error);
+            remotecommand::wait_flushed(flushed, write_timeout).await;
         });
     }
     let gone = mux.gone();
