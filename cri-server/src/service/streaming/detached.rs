@@ -258,6 +258,11 @@ pub(super) struct Helper {
 }
 
 impl Helper {
+    /// The helper's PID (alive until the exec'd process ended or the runtime failed).
+    pub(super) fn pid(&self) -> Option<i32> {
+        Some(self.pid.as_raw())
+    }
+
     /// Blocks until the helper reports, then reaps it. `None` if it died without a report.
     pub(super) fn wait(mut self) -> Option<Report> {
         use std::io::Read;

@@ -4,7 +4,8 @@
 //! back over `--console-socket` (resizes go to it with TIOCSWINSZ). runc and crun need
 //! `--detach` with a console socket: then a subreaper helper ([`super::detached`]) adopts the
 //! process and reports its exit status. When the future is dropped the exec'd process is
-//! SIGKILLed by its PID (from the pid file), and the runtime with it.
+//! SIGKILLed by its PID (from the pid file, waited for if the runtime has not written it yet);
+//! the runtime then ends with it.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -119,6 +120,7 @@ pub(super) async fn exec(
     command.arg(id);
     let detach = console.is_some() && detaches_with_console(runtime);
     let mut stdio = (None, None, None);
+    let runtime_pid;
     let mut runner = if detach {
         let log = dir.path().join("runtime.stderr");
         let helper = detached::spawn(&command, &pid_file, &log).map_err(|e| {
@@ -126,11 +128,11 @@ pub(super) async fn exec(
                 format!("exec in {id}: run {}: {e}", runtime.path.display()).into(),
             )
         })?;
+        runtime_pid = helper.pid();
         Runner::Detached(tokio::task::spawn_blocking(move || helper.wait()))
     } else {
         let mut command = tokio::process::Command::from(command);
         command
-            .kill_on_drop(true)
             .stdin(if io.stdin.is_some() && !tty {
                 Stdio::piped()
             } else {
@@ -152,11 +154,13 @@ pub(super) async fn exec(
             )
         })?;
         stdio = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+        runtime_pid = child.id().and_then(|p| i32::try_from(p).ok());
         Runner::Foreground(child)
     };
     // From here on, dropping the future kills the exec'd process.
     let mut guard = KillGuard {
         pid_file: pid_file.clone(),
+        runtime_pid,
         dir: Some(dir),
         armed: true,
     };
@@ -369,11 +373,14 @@ fn read_pid(pid_file: &Path) -> Option<i32> {
 /// How long a guard of an abandoned exec waits for the runtime to write the pid file.
 const PID_FILE_WAIT: Duration = Duration::from_secs(30);
 
-/// SIGKILLs the exec'd process (PID from the pid file) unless disarmed. If the runtime has not
-/// written the pid file yet, a thread waits for it (bounded) to kill the process then; the exec
-/// directory lives until the guard is done with it.
+/// SIGKILLs the exec'd process (PID from the pid file) unless disarmed; the runtime then ends
+/// on its own (a foreground runtime with its process). If the runtime has not written the pid
+/// file yet, a thread waits for it (while the runtime — or the detached exec's helper — lives,
+/// at most [`PID_FILE_WAIT`], after which a hung runtime is killed) to kill the process then;
+/// the exec directory lives until the guard is done with it.
 struct KillGuard {
     pid_file: PathBuf,
+    runtime_pid: Option<i32>,
     dir: Option<ExecDir>,
     armed: bool,
 }
@@ -383,26 +390,49 @@ impl Drop for KillGuard {
         if !self.armed {
             return;
         }
-        if let Some(pid) = read_pid(&self.pid_file) {
-            tracing::debug!(pid, "client gone: killing the exec'd process");
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        let kill_exec = |pid_file: &Path| {
+            read_pid(pid_file).map(|pid| {
+                tracing::debug!(pid, "client gone: killing the exec'd process");
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            })
+        };
+        if kill_exec(&self.pid_file).is_some() {
             return;
         }
         let pid_file = self.pid_file.clone();
+        let runtime = self.runtime_pid;
         let dir = self.dir.take();
         std::thread::spawn(move || {
             let deadline = std::time::Instant::now() + PID_FILE_WAIT;
             while std::time::Instant::now() < deadline {
-                if let Some(pid) = read_pid(&pid_file) {
-                    tracing::debug!(pid, "client gone: killing the exec'd process");
-                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                if kill_exec(&pid_file).is_some() {
+                    break;
+                }
+                if !runtime.is_some_and(alive) {
+                    // The runtime is gone: its pid file is there now or never will be.
+                    let _ = kill_exec(&pid_file);
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
+            if let Some(pid) = runtime.filter(|&p| alive(p)) {
+                tracing::warn!(
+                    pid,
+                    "exec: the runtime hung without starting the process; killing it"
+                );
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
             drop(dir);
         });
     }
+}
+
+/// Whether `pid` runs (exists and is no zombie).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
+    })
 }
 
 /// A private directory (short path: it holds the console socket) for one exec, removed on drop.
