@@ -6,6 +6,10 @@
 mod bundle;
 mod cni_latency;
 mod host;
+mod pod_cri;
+mod pod_daemon;
+mod pod_fixture;
+mod pods;
 mod pull;
 mod runtime_lifecycle;
 mod stats;
@@ -28,6 +32,9 @@ enum Bench {
     Pull(pull::Args),
     /// ADD + DEL of a pod network chain: berth's CNI plugins vs the reference plugins.
     Cni(cni_latency::Args),
+    /// pod start + teardown through the CRI, sequential and at once; daemon and shim memory:
+    /// berthd vs containerd + runc.
+    Pods(pods::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,5 +42,6 @@ fn main() -> anyhow::Result<()> {
         Bench::Runtime(args) => runtime_lifecycle::run(args),
         Bench::Pull(args) => pull::run(args),
         Bench::Cni(args) => cni_latency::run(args),
+        Bench::Pods(args) => pods::run(args),
     }
 }

@@ -377,8 +377,34 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         }
     }
 
+    /// containerd's shims: the processes it started with `-address <our socket>` (they
+    /// outlive containerd; their pid files are not where the container's are).
+    pub fn containerd_shims(&self) -> Vec<i32> {
+        if self.kind != Kind::Containerd {
+            return Vec::new();
+        }
+        let needle = format!("-address\0{}\0", self.sock.display());
+        fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+            })
+            .collect()
+    }
+
     fn cleanup(&mut self) {
         self.stop();
+        for pid in self.containerd_shims() {
+            eprintln!("cleanup: kill containerd shim {pid}");
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         // Container inits and shims, by the PIDs in their state dirs.
         for d in self.pid_dirs() {
             for file in ["init.pid", "shim.pid"] {
