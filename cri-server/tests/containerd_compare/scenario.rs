@@ -120,7 +120,9 @@ pub async fn run_pod(side: &mut Side<'_>) -> String {
     pod
 }
 
-/// Containers that run to their end: output and exit 0, exit 3, OOM; their logs.
+/// Containers that run to their end: output and exit 0, exit 3, OOM; their logs. Each runs
+/// for a while: both runtimes stamp started_at when the start call returns but finished_at
+/// from the exit, so a container that exits at once may look finished before it started.
 pub async fn run_to_end(side: &mut Side<'_>, pod: &str) -> String {
     let t0 = side.t0;
     // Containers that run to their end: output and exit 0, exit 3, OOM.
@@ -130,7 +132,7 @@ pub async fn run_to_end(side: &mut Side<'_>, pod: &str) -> String {
         container_config(
             side,
             "out",
-            "echo hi; echo err >&2; s=0123456789abcdef; for i in 1 2 3 4 5 6 7 8 9 10 11; do s=$s$s; done; echo ${s}12345; printf tail",
+            "sleep 1; echo hi; echo err >&2; s=0123456789abcdef; for i in 1 2 3 4 5 6 7 8 9 10 11; do s=$s$s; done; echo ${s}12345; printf tail",
         ),
     )
     .await;
@@ -140,7 +142,7 @@ pub async fn run_to_end(side: &mut Side<'_>, pod: &str) -> String {
     let fail = create(
         side,
         pod,
-        container_config(side, "fail", "echo bye; exit 3"),
+        container_config(side, "fail", "sleep 1; echo bye; exit 3"),
     )
     .await;
     start(side, &fail).await;
@@ -248,6 +250,57 @@ pub async fn run_main(side: &mut Side<'_>, pod: &str, out: &str) -> String {
     let mut env: Vec<&str> = e.split('\0').filter(|s| !s.is_empty()).collect();
     env.sort();
     side.rec("see.env", env.join(" "));
+
+    // Its cgroup as it sees it (v1 here: its own cgroup dirs are bound at the controllers'
+    // mount points), before and after UpdateContainerResources; ReopenContainerLog.
+    let cgroup_files = [
+        "/sys/fs/cgroup/cpu/cpu.shares",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ];
+    exec(
+        side,
+        "see.cgroup",
+        &main,
+        &[&["cat"][..], &cgroup_files].concat(),
+        10,
+    )
+    .await;
+    let r = side
+        .rt()
+        .update_container_resources(cri::UpdateContainerResourcesRequest {
+            container_id: main.clone(),
+            linux: Some(cri::LinuxContainerResources {
+                cpu_shares: 512,
+                memory_limit_in_bytes: 64 << 20,
+                oom_score_adj: 1000,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await;
+    side.rec("main.update resources", code(&r));
+    exec(
+        side,
+        "see.cgroup after update",
+        &main,
+        &[&["cat"][..], &cgroup_files].concat(),
+        10,
+    )
+    .await;
+    let r = side
+        .rt()
+        .reopen_container_log(cri::ReopenContainerLogRequest {
+            container_id: main.clone(),
+        })
+        .await;
+    side.rec("main.reopen log", code(&r));
+    let r = side
+        .rt()
+        .reopen_container_log(cri::ReopenContainerLogRequest {
+            container_id: out.to_owned(),
+        })
+        .await;
+    side.rec("out.reopen log of an exited container", code(&r));
 
     main
 }
