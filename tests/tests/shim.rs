@@ -15,8 +15,21 @@ use berth_tests::{json, require_root, Bundle, Value};
 
 /// Starts a shim for `id`; returns its readiness JSON.
 fn start_shim(rt: &Runtime, id: &str, bundle: &Bundle, state: &Path, extra: &[&str]) -> Value {
+    start_shim_with(rt, id, bundle, state, extra, |_| {})
+}
+
+/// [`start_shim`], with `adjust` applied to the shim's command (its environment, say).
+fn start_shim_with(
+    rt: &Runtime,
+    id: &str,
+    bundle: &Bundle,
+    state: &Path,
+    extra: &[&str],
+    adjust: impl FnOnce(&mut Command),
+) -> Value {
     bundle.write();
     let mut cmd = Command::new(workspace_bin("berth-shim"));
+    adjust(&mut cmd);
     cmd.args(["--id", id, "--bundle"])
         .arg(bundle.path())
         .arg("--runtime")
@@ -196,4 +209,47 @@ fn failed_create_is_reported_on_the_readiness_line() {
         rt.try_state(&id).is_none(),
         "a failed create left a container"
     );
+}
+
+#[test]
+fn terminal_container_under_a_long_state_dir() {
+    require_root!();
+    let rt = Runtime::berth();
+    let mut bundle = Bundle::new();
+    bundle.set("/process/terminal", json!(true));
+    bundle.sh("echo on-the-pty; exit 4");
+    // A state dir as long as the shim's own socket allows (`<state>/shim.sock` is 107 bytes,
+    // sun_path's limit): the console socket must not live in it. Its private temp dir goes
+    // under TMPDIR, which the test owns and checks is empty afterwards.
+    let (dir, _) = state_dir("berth-shim-");
+    let base = dir.path().as_os_str().len() + "/".len() + "/shim".len() + "/shim.sock".len();
+    let pad = 107usize
+        .checked_sub(base)
+        .expect("temp dir path too long for the test");
+    let state = dir.path().join("d".repeat(pad)).join("shim");
+    assert_eq!(state.join("shim.sock").as_os_str().len(), 107);
+    let tmp = tempfile::Builder::new()
+        .prefix("berth-shim-tmp-")
+        .tempdir()
+        .unwrap();
+    let id = rt.new_id("shimtty");
+    let ready = start_shim_with(&rt, &id, &bundle, &state, &[], |cmd| {
+        cmd.env("TMPDIR", tmp.path());
+    });
+    assert!(
+        ready["created"]["init_pid"].as_i64().is_some(),
+        "not created under {}: {ready}",
+        state.display()
+    );
+    rt.start(&id).ok();
+    let exit = exit_record(&state);
+    assert_eq!(exit["exit_code"], 4, "{exit}");
+    let records = log_records(&state.join("ctr.log"));
+    assert!(
+        records.iter().any(|r| r.starts_with("stdout F on-the-pty")),
+        "pty output not logged: {records:?}"
+    );
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "console socket dir left behind: {left:?}");
+    rt.delete(&id).ok();
 }

@@ -133,6 +133,29 @@ fn main() -> ExitCode {
     }
 }
 
+/// A private (0700, from mkdtemp) directory for the console socket, removed when dropped.
+struct ConsoleDir(PathBuf);
+
+impl ConsoleDir {
+    fn create() -> Result<ConsoleDir> {
+        let template = std::env::temp_dir().join("berth-pty-XXXXXX");
+        nix::unistd::mkdtemp(&template)
+            .map(ConsoleDir)
+            .with_context(|| {
+                format!(
+                    "create the console socket's directory {}",
+                    template.display()
+                )
+            })
+    }
+}
+
+impl Drop for ConsoleDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Points stdin/stdout/stderr at /dev/null: the shim must not hold the pipes of whoever
 /// started it.
 fn detach_stdio() -> Result<()> {
@@ -209,14 +232,20 @@ fn supervise(args: &Args, ready: &mut Option<File>) -> Result<()> {
         .as_ref()
         .and_then(|p| p.terminal())
         .unwrap_or(false);
-    let console_path = dir.join("console.sock");
+    // The console socket lives in a private (0700) temp dir, as containerd's shim does: a path
+    // under the state dir would not fit sun_path (108 bytes) for every --state a node may use.
+    let mut console_dir = None;
     let mut console_listener = None;
     let (mut out_read, mut err_read, mut in_write) = (None, None, None);
     if terminal {
-        let _ = fs::remove_file(&console_path);
-        console_listener =
-            Some(UnixListener::bind(&console_path).context("bind the console socket")?);
+        let tmp = ConsoleDir::create()?;
+        let console_path = tmp.0.join("pty.sock");
+        console_listener = Some(
+            UnixListener::bind(&console_path)
+                .with_context(|| format!("bind the console socket {}", console_path.display()))?,
+        );
         cmd.arg("--console-socket").arg(&console_path);
+        console_dir = Some(tmp);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -257,7 +286,7 @@ fn supervise(args: &Args, ready: &mut Option<File>) -> Result<()> {
     if let Some(listener) = console_listener {
         let (stream, _) = listener.accept().context("accept on the console socket")?;
         let (_, master) = console::recv_fd(&stream)?;
-        let _ = fs::remove_file(&console_path);
+        drop(console_dir.take());
         let master = Arc::new(master);
         pumps.push(output.pump(
             File::from(master.as_fd().try_clone_to_owned()?),
