@@ -626,3 +626,88 @@ async fn image_volume_is_a_read_only_view_released_on_remove() {
     drop(guard);
     drop(pods);
 }
+
+/// A container's exit is seen when the shim records it (an inotify watch on its directory),
+/// not at the next poll: the stopped event follows the recorded exit time closely, though the
+/// backstop poll runs only every 2 s (with it alone, most exits would be seen 0.5–2 s late).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exits_are_seen_when_the_shim_records_them() {
+    let test = "exits_are_seen_when_the_shim_records_them";
+    if !can_run(test) {
+        return;
+    }
+    let fx = fixture();
+    let host = fx.registry.host.clone();
+    let pods = pods::Pods::start_with(16, |c| c.registry.insecure = vec![host]).await;
+    let guard = Leftovers::new(pods.dir.path());
+    let mut rt = pods.client().await;
+    pull(pods.channel().await, &fx.image).await;
+    let pod_config = pods::pod("exits");
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("RunPodSandbox")
+        .into_inner()
+        .pod_sandbox_id;
+    guard.sandbox(&pod);
+    let mut events = rt
+        .get_container_events(cri::GetEventsRequest {})
+        .await
+        .expect("GetContainerEvents")
+        .into_inner();
+    let mut late = Vec::new();
+    for i in 0..3 {
+        let script = format!("sleep 0.{}; exit 3", 3 + i * 2);
+        let c = run_container(
+            &mut rt,
+            &pod,
+            &pod_config,
+            container(&format!("quick{i}"), &fx.image, &script),
+        )
+        .await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let stopped = loop {
+            assert!(Instant::now() < deadline, "no stopped event for {c}");
+            match tokio::time::timeout(Duration::from_secs(1), events.message()).await {
+                Ok(Ok(Some(e)))
+                    if e.container_id == c
+                        && e.container_event_type
+                            == cri::ContainerEventType::ContainerStoppedEvent as i32 =>
+                {
+                    break e
+                }
+                Ok(Ok(Some(_))) | Err(_) => {}
+                other => panic!("event stream ended: {other:?}"),
+            }
+        };
+        let status = stopped
+            .containers_statuses
+            .iter()
+            .find(|s| s.id == c)
+            .expect("its status");
+        assert_eq!((status.state, status.exit_code), (EXITED, 3));
+        late.push(Duration::from_nanos(
+            (stopped.created_at - status.finished_at).max(0) as u64,
+        ));
+    }
+    drop(events);
+    assert!(
+        late.iter().all(|d| *d < Duration::from_millis(500)),
+        "exits seen late: {late:?}"
+    );
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .expect("StopPodSandbox");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .expect("RemovePodSandbox");
+    drop(guard);
+    drop(pods);
+}

@@ -314,6 +314,7 @@ fn build(
     };
     let c = inner.store.add(meta, status)?;
     undo.done = true;
+    inner.exit_events.wake();
     tracing::info!(container = %id, pod = %sandbox.id, name = %name, init_pid = shim.init_pid, "container created");
     super::events::publish(inner, &c, cri::ContainerEventType::ContainerCreatedEvent);
     Ok(())

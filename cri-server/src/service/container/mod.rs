@@ -55,6 +55,8 @@ pub(crate) struct Containers {
     images: Arc<ImageStore>,
     store: ContainerStore,
     events: broadcast::Sender<cri::ContainerEventResponse>,
+    /// Exit notifications: the watcher's wake-up, StopContainer's waiters.
+    exit_events: Arc<monitor::ExitEvents>,
     /// The sandbox service, for the pod status in events.
     sandboxes: std::sync::OnceLock<SandboxService>,
     shim_binary: PathBuf,
@@ -80,6 +82,9 @@ impl ContainerService {
             images,
             store,
             events,
+            exit_events: Arc::new(
+                monitor::ExitEvents::new().expect("a pipe to wake the exit watcher"),
+            ),
             sandboxes: std::sync::OnceLock::new(),
         });
         monitor::recover(&inner);

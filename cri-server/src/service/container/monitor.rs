@@ -1,37 +1,180 @@
-//! Observing exits: the shim writes `exit.json` when a container's init exits; the monitor
-//! (a poll over running containers) and the RPCs that care (stop, status, remove) turn it into
-//! the Exited state, with OOMKilled when the container's cgroup saw an OOM kill. At startup,
-//! [`recover`] re-adopts every shim left by a previous berthd.
+//! Observing exits: the shim writes `exit.json` (temp file + rename) when a container's init
+//! exits. A watcher thread holds an inotify watch on the shim directory of every live
+//! container and turns the rename into the Exited state at once (with OOMKilled when the
+//! container's cgroup saw an OOM kill), publishes the event and wakes StopContainer's waiters;
+//! a slow poll of every running container backs it up. The RPCs that care (stop, status,
+//! remove) also observe exits themselves. At startup, [`recover`] re-adopts every shim left
+//! by a previous berthd.
 
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use berth_runtime::shim_protocol::ExitRecord;
+use berth_runtime::shim_protocol::{ExitRecord, EXIT_FILE};
 use chrono::Utc;
 use k8s_cri::v1 as cri;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
 use super::error::ContainerError;
 use super::Containers;
 use crate::store::container::{Container, ExitReason, State};
 
-/// How often running containers are checked for an exit record.
-const POLL: Duration = Duration::from_millis(200);
+/// The backstop: how often every running container is checked even without an event.
+const BACKSTOP: Duration = Duration::from_secs(2);
 
-/// Starts the monitor; it ends once the service is dropped.
-pub(super) fn spawn(inner: Weak<Containers>) {
-    if tokio::runtime::Handle::try_current().is_err() {
-        tracing::warn!("no async runtime: container exits are observed only on request");
-        return;
+/// Wakes the watcher (a new container to watch) and lets waiters learn of exits.
+pub(crate) struct ExitEvents {
+    wake_tx: OwnedFd,
+    wake_rx: OwnedFd,
+    /// Notified whenever an exit was recorded.
+    pub exited: tokio::sync::Notify,
+}
+
+impl ExitEvents {
+    pub(crate) fn new() -> std::io::Result<Self> {
+        let (rx, tx) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
+        Ok(Self {
+            wake_tx: tx,
+            wake_rx: rx,
+            exited: tokio::sync::Notify::new(),
+        })
     }
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(POLL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let Some(inner) = inner.upgrade() else { break };
-            let _ = tokio::task::spawn_blocking(move || check_running(&inner)).await;
+
+    /// Asks the watcher to look for new containers to watch (after a create or start).
+    pub(crate) fn wake(&self) {
+        // A full pipe already holds a wake-up.
+        let _ = nix::unistd::write(&self.wake_tx, &[1]);
+    }
+
+    fn drain(&self) {
+        let mut buf = [0u8; 64];
+        while matches!(nix::unistd::read(&self.wake_rx, &mut buf), Ok(n) if n > 0) {}
+    }
+}
+
+/// Starts the watcher thread; it ends once the service is dropped.
+pub(super) fn spawn(inner: Weak<Containers>) {
+    let inotify = match Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(error = %e, "no inotify: container exits are polled");
+            return spawn_poll_only(inner);
         }
-    });
+    };
+    let spawned = std::thread::Builder::new()
+        .name("berthd-exits".into())
+        .spawn(move || watch(inner, inotify));
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the exit watcher");
+    }
+}
+
+fn spawn_poll_only(inner: Weak<Containers>) {
+    let _ = std::thread::Builder::new()
+        .name("berthd-exits".into())
+        .spawn(move || loop {
+            std::thread::sleep(BACKSTOP / 4);
+            let Some(inner) = inner.upgrade() else { break };
+            check_running(&inner);
+        });
+}
+
+fn watch(weak: Weak<Containers>, inotify: Inotify) {
+    let mut watched: HashMap<String, WatchDescriptor> = HashMap::new();
+    let mut by_wd: HashMap<WatchDescriptor, String> = HashMap::new();
+    loop {
+        let Some(inner) = weak.upgrade() else { break };
+        // Watch every live container not watched yet; forget the others.
+        let live: HashMap<String, Arc<Container>> = inner
+            .store
+            .list()
+            .into_iter()
+            .filter(|c| !matches!(c.status().state, State::Exited { .. }))
+            .map(|c| (c.id().to_owned(), c))
+            .collect();
+        watched.retain(|id, wd| {
+            let keep = live.contains_key(id);
+            if !keep {
+                let _ = inotify.rm_watch(*wd);
+                by_wd.remove(wd);
+            }
+            keep
+        });
+        for (id, c) in &live {
+            if watched.contains_key(id) {
+                continue;
+            }
+            match inotify.add_watch(
+                &c.meta.shim_dir,
+                AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE,
+            ) {
+                Ok(wd) => {
+                    watched.insert(id.clone(), wd);
+                    by_wd.insert(wd, id.clone());
+                }
+                Err(e) => {
+                    tracing::debug!(container = %id, error = %e, "cannot watch the shim dir");
+                }
+            }
+        }
+        // An exit recorded before its watch existed is found by this check.
+        check_running(&inner);
+        let events = inner.exit_events.clone();
+        drop(inner);
+
+        let mut fds = [
+            PollFd::new(inotify.as_fd(), PollFlags::POLLIN),
+            PollFd::new(events.wake_rx.as_fd(), PollFlags::POLLIN),
+        ];
+        let timeout = PollTimeout::try_from(BACKSTOP).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "exit watcher poll");
+                std::thread::sleep(BACKSTOP);
+            }
+        }
+        events.drain();
+        let mut exited = Vec::new();
+        while let Ok(batch) = inotify.read_events() {
+            if batch.is_empty() {
+                break;
+            }
+            for e in batch {
+                if e.name.as_deref().is_some_and(|n| n == EXIT_FILE) {
+                    if let Some(id) = by_wd.get(&e.wd) {
+                        exited.push(id.clone());
+                    }
+                }
+                if e.mask.contains(AddWatchFlags::IN_IGNORED) {
+                    if let Some(id) = by_wd.remove(&e.wd) {
+                        watched.remove(&id);
+                    }
+                }
+            }
+        }
+        if exited.is_empty() {
+            continue;
+        }
+        let Some(inner) = weak.upgrade() else { break };
+        for id in exited {
+            // A created container's exit is StartContainer's to record (it may be
+            // starting right now).
+            if let Some(c) = inner
+                .store
+                .get(&id)
+                .ok()
+                .filter(|c| c.status().state.is_running())
+            {
+                if let Err(e) = observe_exit(&inner, &c) {
+                    tracing::warn!(container = %id, error = %e, "cannot record the container's exit");
+                }
+            }
+        }
+    }
 }
 
 fn check_running(inner: &Containers) {
@@ -76,6 +219,7 @@ pub(super) fn observe_exit(inner: &Containers, c: &Container) -> Result<bool, Co
         };
         Ok(true)
     })?;
+    inner.exit_events.exited.notify_waiters();
     if changed {
         tracing::info!(container = %c.id(), pod = %c.meta.sandbox_id, exit_code = record.exit_code, oom, "container exited");
         super::events::publish(inner, c, cri::ContainerEventType::ContainerStoppedEvent);

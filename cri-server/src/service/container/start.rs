@@ -57,7 +57,9 @@ pub(super) async fn start(
         }
         let started_at = Utc::now();
         c.update(|s| {
-            s.state = State::Running { pid, started_at };
+            if s.state.can_start() {
+                s.state = State::Running { pid, started_at };
+            }
             Ok::<_, ContainerError>(())
         })?;
         tracing::info!(container = %c.id(), pod = %c.meta.sandbox_id, pid, "container started");

@@ -14,7 +14,8 @@ use crate::store::container::{Container, State};
 
 /// How long a SIGKILLed container may take to be reaped and recorded.
 const KILL_WAIT: Duration = Duration::from_secs(30);
-const POLL: Duration = Duration::from_millis(25);
+/// The backstop of the wait for an exit (the exit watcher wakes it first).
+const POLL: Duration = Duration::from_millis(250);
 
 pub(super) async fn stop(
     inner: &Arc<Containers>,
@@ -43,7 +44,7 @@ pub(super) async fn stop(
             tracing::info!(container = %c.id(), pod = %c.meta.sandbox_id, signal = %signal, timeout_secs, "container signalled");
         }
         let timeout = Duration::from_secs(u64::try_from(timeout_secs).unwrap_or(0));
-        if wait_exit(&c, timeout).await {
+        if wait_exit(inner, &c, timeout).await {
             refresh(inner, &c).await?;
             return Ok(());
         }
@@ -56,7 +57,7 @@ pub(super) async fn stop(
         }
         tracing::warn!(container = %c.id(), error = %e, "SIGKILL failed; waiting for the exit anyway");
     }
-    if !wait_exit(&c, KILL_WAIT).await {
+    if !wait_exit(inner, &c, KILL_WAIT).await {
         return Err(ContainerError::StopTimeout {
             id: c.id().to_owned(),
             secs: KILL_WAIT.as_secs(),
@@ -79,20 +80,25 @@ async fn refresh(inner: &Arc<Containers>, c: &Arc<Container>) -> Result<bool, Co
     .await
 }
 
-/// Waits (bounded) for the shim's exit record; true once it exists.
-pub(super) async fn wait_exit(c: &Container, timeout: Duration) -> bool {
+/// Waits (bounded) for the shim's exit record; true once it exists. Woken by the exit
+/// watcher; a slow poll backs it up.
+pub(super) async fn wait_exit(inner: &Containers, c: &Container, timeout: Duration) -> bool {
     let path = ExitRecord::path(&c.meta.shim_dir);
     let deadline = Instant::now() + timeout;
     loop {
+        let exited = inner.exit_events.exited.notified();
+        tokio::pin!(exited);
+        exited.as_mut().enable();
         if tokio::fs::try_exists(&path).await.unwrap_or(false) {
             return true;
         }
         if matches!(c.status().state, State::Exited { .. }) {
             return true;
         }
-        if Instant::now() >= deadline {
+        let now = Instant::now();
+        if now >= deadline {
             return false;
         }
-        tokio::time::sleep(POLL).await;
+        let _ = tokio::time::timeout(POLL.min(deadline - now), exited).await;
     }
 }
