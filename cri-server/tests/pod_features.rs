@@ -711,3 +711,118 @@ async fn exits_are_seen_when_the_shim_records_them() {
     drop(guard);
     drop(pods);
 }
+
+/// 50 pods at once, each with a container: every RunPodSandbox, CreateContainer and
+/// StartContainer succeeds (no global lock across slow work makes one time out), each pod
+/// gets its own IP; then all are torn down, leaving nothing mounted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_pods_at_once() {
+    let test = "fifty_pods_at_once";
+    if !can_run(test) {
+        return;
+    }
+    const PODS: usize = 50;
+    let fx = fixture();
+    let host = fx.registry.host.clone();
+    let pods = pods::Pods::start_with(17, |c| c.registry.insecure = vec![host]).await;
+    let guard = std::sync::Arc::new(Leftovers::new(pods.dir.path()));
+    let rt = pods.client().await;
+    pull(pods.channel().await, &fx.image).await;
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..PODS {
+        let (mut rt, image, guard) = (rt.clone(), fx.image.clone(), guard.clone());
+        tasks.spawn(async move {
+            let config = pods::pod(&format!("many{i}"));
+            let pod = rt
+                .run_pod_sandbox(cri::RunPodSandboxRequest {
+                    config: Some(config.clone()),
+                    runtime_handler: String::new(),
+                })
+                .await
+                .map_err(|e| format!("RunPodSandbox {i}: {e}"))?
+                .into_inner()
+                .pod_sandbox_id;
+            guard.sandbox(&pod);
+            let c = rt
+                .create_container(cri::CreateContainerRequest {
+                    pod_sandbox_id: pod.clone(),
+                    config: Some(container("app", &image, "sleep 300")),
+                    sandbox_config: Some(config),
+                })
+                .await
+                .map_err(|e| format!("CreateContainer {i}: {e}"))?
+                .into_inner()
+                .container_id;
+            rt.start_container(cri::StartContainerRequest { container_id: c })
+                .await
+                .map_err(|e| format!("StartContainer {i}: {e}"))?;
+            Ok::<_, String>(pod)
+        });
+    }
+    let mut made = Vec::new();
+    let mut failed = Vec::new();
+    let all = tokio::time::timeout(Duration::from_secs(300), async {
+        while let Some(r) = tasks.join_next().await {
+            match r.expect("task") {
+                Ok(pod) => made.push(pod),
+                Err(e) => failed.push(e),
+            }
+        }
+    })
+    .await;
+    assert!(all.is_ok(), "not done within 300 s");
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(made.len(), PODS);
+
+    let mut rt = rt;
+    let running = rt
+        .list_containers(cri::ListContainersRequest {
+            filter: Some(cri::ContainerFilter {
+                state: Some(cri::ContainerStateValue { state: RUNNING }),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(running.len(), PODS);
+    let mut ips = std::collections::HashSet::new();
+    for pod in &made {
+        let st = rt
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: pod.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        assert_eq!(st.state, READY);
+        assert!(ips.insert(st.network.unwrap().ip));
+    }
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for pod in made {
+        let mut rt = rt.clone();
+        tasks.spawn(async move {
+            rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: pod.clone(),
+            })
+            .await?;
+            rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: pod,
+            })
+            .await
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("task").expect("teardown");
+    }
+    assert!(pods.net.ports().is_empty());
+    assert!(node::mounts_under(&pods.state()).is_empty());
+    drop(guard);
+    drop(pods);
+}
