@@ -235,6 +235,53 @@ fn later_entry_replaces_earlier() {
 }
 
 #[test]
+fn every_kind_replaces_whatever_was_there() {
+    let s = Scratch::new();
+    let tar = Tar::new()
+        .file("f", b"file", 0o644)
+        .symlink("f", "elsewhere")
+        .dir("d/", 0o755)
+        .file("d/inner", b"x", 0o644)
+        .symlink("d", "f")
+        .symlink("l", "t")
+        .file("l", b"was a link", 0o600)
+        .file("h", b"h", 0o644)
+        .hardlink("g", "h")
+        .file("g", b"own inode now", 0o644)
+        // A hardlink onto itself leaves the file as it is.
+        .hardlink("h", "h")
+        .bytes();
+    s.unpack(&tar).unwrap();
+    let r = s.root();
+    assert_eq!(fs::read_link(r.join("f")).unwrap(), Path::new("elsewhere"));
+    assert_eq!(fs::read_link(r.join("d")).unwrap(), Path::new("f"));
+    let l = fs::symlink_metadata(r.join("l")).unwrap();
+    assert!(l.is_file());
+    assert_eq!(l.permissions().mode() & 0o777, 0o600);
+    assert_eq!(fs::read(r.join("l")).unwrap(), b"was a link");
+    assert_eq!(fs::read(r.join("g")).unwrap(), b"own inode now");
+    assert_eq!(fs::read(r.join("h")).unwrap(), b"h");
+    assert_eq!(fs::metadata(r.join("h")).unwrap().nlink(), 1);
+    s.assert_outside_untouched();
+}
+
+#[test]
+fn large_files_are_copied_whole_with_their_metadata() {
+    let s = Scratch::new();
+    // Larger than the copy chunk and not a multiple of it.
+    let big: Vec<u8> = (0..(3 << 20) + 12345)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    let tar = Tar::new().file("big", &big, 0o4755).bytes();
+    s.unpack(&tar).unwrap();
+    let p = s.root().join("big");
+    assert_eq!(fs::read(&p).unwrap(), big);
+    let m = fs::metadata(&p).unwrap();
+    assert_eq!(m.permissions().mode() & 0o7777, 0o4755);
+    assert_eq!(m.mtime(), 1_600_000_000);
+}
+
+#[test]
 fn whiteouts_become_overlay_whiteouts() {
     if !is_root() {
         eprintln!("SKIP whiteouts_become_overlay_whiteouts: needs root (mknod, trusted xattrs)");
