@@ -121,10 +121,11 @@ pub(crate) async fn pull(
         reference: rs.clone(),
         source,
     };
-    let client = RegistryClient::for_registry(
+    let client = RegistryClient::for_registry_cached(
         &store.config().registry,
         reference.registry(),
         &opts.credentials,
+        store.clients(),
     )
     .map_err(reg)?;
     let man = |source| PullError::Manifest {

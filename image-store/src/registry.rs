@@ -12,6 +12,7 @@ use crate::hosts::HostsError;
 mod client;
 mod direct;
 
+pub(crate) use client::ClientCache;
 pub use client::{BlobStream, RegistryClient};
 
 /// Credentials for one pull.

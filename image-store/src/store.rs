@@ -64,6 +64,8 @@ pub struct ImageStore {
     layer_locks: Mutex<HashMap<Digest, Weak<tokio::sync::Mutex<()>>>>,
     /// Pulls hold it shared, GC exclusively.
     gc_lock: tokio::sync::RwLock<()>,
+    /// Registry HTTP clients reused across pulls.
+    clients: crate::registry::ClientCache,
 }
 
 impl ImageStore {
@@ -93,6 +95,7 @@ impl ImageStore {
             snapshots,
             layer_locks: Mutex::new(HashMap::new()),
             gc_lock: tokio::sync::RwLock::new(()),
+            clients: Default::default(),
         })
     }
 
@@ -157,6 +160,10 @@ impl ImageStore {
     }
 
     /// The lock that keeps GC and pulls apart.
+    pub(crate) fn clients(&self) -> &crate::registry::ClientCache {
+        &self.clients
+    }
+
     pub(crate) fn gc_lock(&self) -> &tokio::sync::RwLock<()> {
         &self.gc_lock
     }

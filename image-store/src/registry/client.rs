@@ -60,6 +60,45 @@ impl Endpoint {
     }
 }
 
+/// What makes two oci-client clients interchangeable.
+#[derive(PartialEq, Eq)]
+struct ClientKey {
+    scheme: Scheme,
+    skip_verify: bool,
+    /// The extra CAs' PEM bytes.
+    cas: Vec<Vec<u8>>,
+    /// A client keeps the first credentials it was used with for a registry.
+    credentials: Credentials,
+    connect_timeout: Option<Duration>,
+    read_timeout: Option<Duration>,
+}
+
+/// oci-client clients kept for reuse (by an [`crate::ImageStore`] across its pulls).
+#[derive(Default)]
+pub(crate) struct ClientCache(std::sync::Mutex<Vec<(ClientKey, oci_client::Client)>>);
+
+/// At most this many clients are kept; the oldest goes first.
+const CLIENT_CACHE_MAX: usize = 16;
+
+impl ClientCache {
+    fn get_or_build(
+        &self,
+        key: ClientKey,
+        build: impl FnOnce() -> Result<oci_client::Client, RegistryError>,
+    ) -> Result<oci_client::Client, RegistryError> {
+        let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, c)) = v.iter().find(|(k, _)| *k == key) {
+            return Ok(c.clone());
+        }
+        let c = build()?;
+        if v.len() >= CLIENT_CACHE_MAX {
+            v.remove(0);
+        }
+        v.push((key, c.clone()));
+        Ok(c)
+    }
+}
+
 /// A registry client for one pull (one auth).
 pub struct RegistryClient {
     registry: String,
@@ -150,6 +189,17 @@ impl RegistryClient {
         registry: &str,
         credentials: &Credentials,
     ) -> Result<Self, RegistryError> {
+        Self::for_registry_cached(config, registry, credentials, &ClientCache::default())
+    }
+
+    /// [`RegistryClient::for_registry`], reusing the HTTP clients of `cache` (built by earlier
+    /// pulls) for hosts with the same TLS settings and credentials.
+    pub(crate) fn for_registry_cached(
+        config: &RegistryConfig,
+        registry: &str,
+        credentials: &Credentials,
+        cache: &ClientCache,
+    ) -> Result<Self, RegistryError> {
         let plain_http = config.insecure_hosts.iter().any(|h| h == registry);
         let hosts = resolve_hosts(config.config_path.as_deref(), registry, plain_http)?;
         let docker_config = config.docker_config.clone().or_else(default_docker_config);
@@ -166,8 +216,6 @@ impl RegistryClient {
             }
         };
         let mut endpoints = Vec::new();
-        type ClientKey = (Scheme, bool, Vec<std::path::PathBuf>, Credentials);
-        let mut built: Vec<(ClientKey, oci_client::Client)> = Vec::new();
         for h in &hosts {
             let url = h.url();
             let own_server = RegistryHost::default_server(registry, false).host == h.host;
@@ -183,29 +231,32 @@ impl RegistryClient {
                 debug!(registry, host = %url, "host settings need berth's own HTTP client");
                 Transport::Direct(DirectClient::new(config, h, registry, creds)?)
             } else {
-                // Hosts with the same settings share one client: building one loads the system
-                // trust store, which costs more than the rest of the setup together.
-                let key = (h.scheme, h.skip_verify, h.ca.clone(), creds.clone());
-                let client = match built.iter().find(|(k, _)| *k == key) {
-                    Some((_, c)) => c.clone(),
-                    None => {
-                        let mut cc = base_config(config);
-                        cc.protocol = match h.scheme {
-                            Scheme::Http => ClientProtocol::Http,
-                            Scheme::Https => ClientProtocol::Https,
-                        };
-                        cc.accept_invalid_certificates = h.skip_verify;
-                        cc.extra_root_certificates = read_cas(h)?;
-                        let c = oci_client::Client::try_from(cc).map_err(|source| {
-                            RegistryError::Client {
-                                what: format!("registry {url}: TLS settings"),
-                                source: Box::new(source),
-                            }
-                        })?;
-                        built.push((key, c.clone()));
-                        c
-                    }
+                // Hosts with the same settings share one client, also across pulls: building
+                // one loads the system trust store, which costs more than the rest of the
+                // setup together. The CAs' contents are part of the key: a rotated CA file
+                // gets a new client.
+                let cas = read_cas(h)?;
+                let key = ClientKey {
+                    scheme: h.scheme,
+                    skip_verify: h.skip_verify,
+                    cas: cas.iter().map(|c| c.data.clone()).collect(),
+                    credentials: creds.clone(),
+                    connect_timeout: config.connect_timeout,
+                    read_timeout: config.read_timeout,
                 };
+                let client = cache.get_or_build(key, || {
+                    let mut cc = base_config(config);
+                    cc.protocol = match h.scheme {
+                        Scheme::Http => ClientProtocol::Http,
+                        Scheme::Https => ClientProtocol::Https,
+                    };
+                    cc.accept_invalid_certificates = h.skip_verify;
+                    cc.extra_root_certificates = cas;
+                    oci_client::Client::try_from(cc).map_err(|source| RegistryError::Client {
+                        what: format!("registry {url}: TLS settings"),
+                        source: Box::new(source),
+                    })
+                })?;
                 Transport::Oci {
                     client,
                     auth: creds.to_auth(),
@@ -385,5 +436,50 @@ impl RegistryClient {
             BlobResponse::Full(s) => Ok((s.stream, 0, s.content_length)),
             BlobResponse::Partial(s) => Ok((s.stream, offset, s.content_length)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(ca: &[u8], credentials: Credentials) -> ClientKey {
+        ClientKey {
+            scheme: Scheme::Https,
+            skip_verify: false,
+            cas: vec![ca.to_vec()],
+            credentials,
+            connect_timeout: None,
+            read_timeout: None,
+        }
+    }
+
+    #[test]
+    fn client_cache_reuses_equal_settings_only_and_is_bounded() {
+        let cache = ClientCache::default();
+        let mut builds = 0;
+        for k in [
+            key(b"ca1", Credentials::Anonymous),
+            key(b"ca1", Credentials::Anonymous),
+            // A rotated CA file, other credentials: new clients.
+            key(b"ca2", Credentials::Anonymous),
+            key(b"ca1", Credentials::Bearer("t".into())),
+        ] {
+            cache
+                .get_or_build(k, || {
+                    builds += 1;
+                    Ok(oci_client::Client::default())
+                })
+                .unwrap();
+        }
+        assert_eq!(builds, 3);
+        for i in 0..40u8 {
+            cache
+                .get_or_build(key(&[i], Credentials::Anonymous), || {
+                    Ok(oci_client::Client::default())
+                })
+                .unwrap();
+        }
+        assert_eq!(cache.0.lock().unwrap().len(), CLIENT_CACHE_MAX);
     }
 }
