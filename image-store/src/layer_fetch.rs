@@ -14,6 +14,7 @@ use tracing::debug;
 use crate::content::{ContentError, ContentStore, Writer};
 use crate::digest::Digest;
 use crate::manifest::Descriptor;
+use crate::pull_progress::{LayerEvent, Reporter};
 use crate::reference::Reference;
 use crate::registry::{RegistryClient, RegistryError};
 use crate::snapshot::{LayerDir, SnapshotError, Snapshotter};
@@ -63,6 +64,7 @@ pub(crate) struct LayerJob {
     pub content: ContentStore,
     pub snapshots: Snapshotter,
     pub unpack: UnpackOptions,
+    pub progress: Reporter,
 }
 
 const BUSY_POLL: Duration = Duration::from_millis(200);
@@ -81,6 +83,7 @@ pub(crate) async fn fetch_layer(
     let writer = loop {
         if job.content.contains(digest) {
             debug!(layer = %digest, "layer blob already in the content store");
+            job.progress.report(digest, LayerEvent::Cached);
             return unpack_local(job, layer).await;
         }
         match job.content.writer(digest, Some(job.desc.size)) {
@@ -99,7 +102,7 @@ pub(crate) async fn fetch_layer(
 async fn unpack_local(job: &LayerJob, layer: LayerDir) -> Result<(Unpacked, LayerDir), LayerError> {
     let file = job.content.open_blob(&job.desc.digest)?;
     let opts = job.unpack.clone();
-    tokio::task::spawn_blocking(move || {
+    let r = tokio::task::spawn_blocking(move || {
         let mut layer = layer;
         let u = unpack_layer(
             io::BufReader::with_capacity(1 << 17, file),
@@ -109,7 +112,11 @@ async fn unpack_local(job: &LayerJob, layer: LayerDir) -> Result<(Unpacked, Laye
         layer.sync()?;
         Ok((u, layer))
     })
-    .await?
+    .await?;
+    if r.is_ok() {
+        job.progress.report(&job.desc.digest, LayerEvent::Unpacked);
+    }
+    r
 }
 
 async fn download_and_unpack(
@@ -131,6 +138,8 @@ async fn download_and_unpack(
             .into());
         }
     }
+    job.progress
+        .report(digest, LayerEvent::Downloading { offset: start });
     let prefix = if start > 0 {
         debug!(layer = %digest, offset = start, "resuming download");
         Some(writer.reopen_partial()?.take(start))
@@ -153,6 +162,9 @@ async fn download_and_unpack(
     while let Some(chunk) = stream.next().await {
         match chunk {
             Ok(b) => {
+                let bytes = b.len() as u64;
+                job.progress
+                    .report(digest, LayerEvent::Downloaded { bytes });
                 if wtx.send(b.clone()).await.is_err() {
                     // The store failed (it says why).
                     break;
@@ -187,13 +199,18 @@ async fn download_and_unpack(
         return Err(LayerError::Stream(e));
     }
     writer.verify()?;
+    job.progress.report(digest, LayerEvent::Verified);
     let (u, mut layer) = unpacked?;
-    tokio::task::spawn_blocking(move || {
+    let r = tokio::task::spawn_blocking(move || {
         writer.commit()?;
         layer.sync()?;
         Ok((u, layer))
     })
-    .await?
+    .await?;
+    if r.is_ok() {
+        job.progress.report(digest, LayerEvent::Unpacked);
+    }
+    r
 }
 
 /// Reads the chunks a download task sends.

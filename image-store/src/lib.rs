@@ -18,6 +18,7 @@ pub mod metadata;
 pub mod mount;
 pub mod platform;
 mod pull;
+pub mod pull_progress;
 pub mod reference;
 pub mod registry;
 pub mod snapshot;
@@ -39,6 +40,7 @@ pub use metadata::{ImageRecord, MetadataError, MetadataStore, SnapshotKind, Snap
 pub use mount::{unmount, Mount, MountError};
 pub use platform::Platform;
 pub use pull::{PullError, PullOptions};
+pub use pull_progress::{LayerEvent, PullProgress};
 pub use reference::{Reference, ReferenceError};
 pub use registry::{Credentials, RegistryConfig, RegistryError, RegistryFailure};
 pub use snapshot::{LayerDir, SnapshotError, Snapshotter, SnapshotterMode, Usage};

@@ -15,6 +15,7 @@ use crate::layer_fetch::{fetch_layer, fetch_small_blob, LayerError, LayerJob};
 use crate::manifest::{ImageConfig, Manifest, ManifestError};
 use crate::metadata::{now_unix, ImageRecord, MetadataError};
 use crate::platform::Platform;
+use crate::pull_progress::{LayerEvent, Reporter};
 use crate::reference::Reference;
 use crate::registry::{Credentials, RegistryClient, RegistryError};
 use crate::snapshot::{LayerDir, SnapshotError};
@@ -114,6 +115,7 @@ pub(crate) async fn pull(
     store: &ImageStore,
     reference: &Reference,
     opts: &PullOptions,
+    progress: &Reporter,
 ) -> Result<ImageRecord, PullError> {
     let rs = reference.to_string();
     let platform = opts.platform.clone().unwrap_or_else(Platform::host);
@@ -193,6 +195,10 @@ pub(crate) async fn pull(
         }));
     }
     let chains = ChainId::chain(&diff_ids);
+    for (index, desc) in manifest.layers.iter().enumerate() {
+        let size = desc.size;
+        progress.report(&desc.digest, LayerEvent::Resolved { index, size });
+    }
 
     // Layers: all in parallel (bounded), each into its own uncommitted directory.
     let limit = Arc::new(Semaphore::new(store.config().max_concurrent_layers.max(1)));
@@ -214,6 +220,7 @@ pub(crate) async fn pull(
                 })?;
         if have_snapshot && store.content().contains(&desc.digest) {
             debug!(image = %rs, layer = %desc.digest, "layer already unpacked");
+            progress.report(&desc.digest, LayerEvent::Exists);
             continue;
         }
         let job = LayerJob {
@@ -222,6 +229,7 @@ pub(crate) async fn pull(
             content: store.content().clone(),
             snapshots: store.snapshots().clone(),
             unpack: UnpackOptions::default(),
+            progress: progress.clone(),
         };
         let client = Arc::clone(&client);
         let limit = Arc::clone(&limit);
@@ -240,6 +248,8 @@ pub(crate) async fn pull(
             Ok(x) => x,
             Err(e) => {
                 let i = task_layer.get(&e.id()).copied().unwrap_or(0);
+                let error = format!("unpack task failed: {e}");
+                progress.report(&manifest.layers[i].digest, LayerEvent::Failed { error });
                 first_error.get_or_insert(PullError::Layer {
                     reference: rs.clone(),
                     digest: manifest.layers[i].digest.clone(),
@@ -251,6 +261,8 @@ pub(crate) async fn pull(
         match r {
             Ok(x) => done[i] = Some(x),
             Err(source) => {
+                let error = source.to_string();
+                progress.report(&manifest.layers[i].digest, LayerEvent::Failed { error });
                 if first_error.is_none() {
                     // Stop the other layers: their directories are dropped (removed).
                     tasks.abort_all();
@@ -273,6 +285,8 @@ pub(crate) async fn pull(
             continue;
         };
         if unpacked.diff_id != diff_ids[i] {
+            let error = format!("diff_id mismatch (config says {})", diff_ids[i]);
+            progress.report(&manifest.layers[i].digest, LayerEvent::Failed { error });
             return Err(PullError::DiffId {
                 reference: rs.clone(),
                 digest: manifest.layers[i].digest.clone(),
@@ -286,6 +300,7 @@ pub(crate) async fn pull(
                 reference: rs.clone(),
                 source,
             })?;
+        progress.report(&manifest.layers[i].digest, LayerEvent::Done);
     }
     drop(guards);
 

@@ -107,7 +107,21 @@ impl ImageStore {
         opts: &PullOptions,
     ) -> Result<Image, PullError> {
         let _shared = self.gc_lock.read().await;
-        crate::pull::pull(self, reference, opts).await
+        let none = crate::pull_progress::Reporter::default();
+        crate::pull::pull(self, reference, opts, &none).await
+    }
+
+    /// [`ImageStore::pull`], reporting every layer's progress to `progress` as it goes
+    /// (see [`crate::pull_progress`] for the order of the events).
+    pub async fn pull_with_progress(
+        &self,
+        reference: &Reference,
+        opts: &PullOptions,
+        progress: std::sync::Arc<dyn crate::PullProgress>,
+    ) -> Result<Image, PullError> {
+        let _shared = self.gc_lock.read().await;
+        let progress = crate::pull_progress::Reporter::new(Some(progress));
+        crate::pull::pull(self, reference, opts, &progress).await
     }
 
     /// The image a name (`registry/repo:tag`, `registry/repo@digest`) or ID points at.
