@@ -6,6 +6,7 @@ mod cmd;
 mod crilog;
 mod dockercfg;
 mod portforward;
+mod pull_view;
 mod remotecommand;
 mod resolve;
 mod table;
@@ -169,6 +170,9 @@ pub struct PullArgs {
     /// os/architecture[/variant] to pick from a multi-platform image (default: this node's).
     #[arg(long)]
     pub platform: Option<String>,
+    /// Print only the image ID (no progress).
+    #[arg(short, long)]
+    pub quiet: bool,
     pub image: String,
 }
 
@@ -408,7 +412,7 @@ async fn dispatch(cli: Cli) -> Result<u8> {
         }
         Cmd::Info => cmd::system::info(&mut c).await?,
         Cmd::Pull(a) | Cmd::Image(ImageCmd::Pull(a)) => {
-            cmd::images::pull(&mut c, &a.image, a.platform.as_deref()).await?;
+            cmd::images::pull(&mut c, &a.image, a.platform.as_deref(), a.quiet).await?;
         }
         Cmd::Images(a) | Cmd::Image(ImageCmd::Ls(a)) => cmd::images::list(&mut c, &a).await?,
         Cmd::Rmi(a) | Cmd::Image(ImageCmd::Rm(a)) => cmd::images::remove(&mut c, &a.ids).await?,

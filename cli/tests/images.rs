@@ -147,8 +147,8 @@ fn tag_save_load_prune_stats_login() {
     // pull --platform picks from an image index (berthd's admin service); the default is
     // this node's platform; a platform the index lacks is refused.
     let multi = env.push_multiarch("multi");
-    let arm = env.ok(&["pull", "--platform", "linux/arm64", &multi]);
-    let native = env.ok(&["pull", &multi]);
+    let arm = env.ok(&["pull", "-q", "--platform", "linux/arm64", &multi]);
+    let native = env.ok(&["pull", "-q", &multi]);
     assert_ne!(arm.trim(), native.trim());
     assert_eq!(
         native.trim(),

@@ -7,6 +7,7 @@ use k8s_cri::v1 as cri;
 
 use super::{info_json, print_json};
 use crate::client::{answer, Cri};
+use crate::pull_view::{Out, PullView};
 use crate::resolve::split_tag;
 use crate::table::{human_size, render, short_id};
 use crate::{Format, ListArgs};
@@ -37,35 +38,65 @@ pub async fn pull_quiet(c: &mut Cri, image: &str) -> Result<String> {
     Ok(answer(r, &format!("pull {image}"))?.image_ref)
 }
 
-pub async fn pull(c: &mut Cri, image: &str, platform: Option<&str>) -> Result<()> {
-    let id = match platform {
-        None => pull_quiet(c, image).await?,
-        Some(p) => pull_platform(c, image, p).await?,
-    };
+pub async fn pull(c: &mut Cri, image: &str, platform: Option<&str>, quiet: bool) -> Result<()> {
+    let view = PullView::new(Out::Stdout, quiet);
+    let id = pull_with_progress(c, image, platform, view).await?;
     println!("{id}");
     Ok(())
 }
 
-/// `pull --platform`: through berthd's admin service (the CRI's PullImage has no platform).
-async fn pull_platform(c: &mut Cri, image: &str, platform: &str) -> Result<String> {
-    eprintln!("pulling {image} for {platform}");
+/// Pulls `image` through berthd's admin `PullWithProgress`, showing every layer's progress
+/// in `view`; returns the image ID. A berthd without that call gets the CRI's PullImage
+/// (no progress; no platform either).
+pub async fn pull_with_progress(
+    c: &mut Cri,
+    image: &str,
+    platform: Option<&str>,
+    mut view: PullView,
+) -> Result<String> {
+    let what = match platform {
+        Some(p) => format!("pull {image} ({p})"),
+        None => format!("pull {image}"),
+    };
     let auth = crate::dockercfg::auth_for(image).unwrap_or_default();
     let token = if auth.registry_token.is_empty() {
         auth.identity_token
     } else {
         auth.registry_token
     };
-    let r = c
-        .admin
-        .pull(crate::client::admin::PullRequest {
-            image: image.to_owned(),
-            platform: platform.to_owned(),
-            username: auth.username,
-            password: auth.password,
-            token,
-        })
-        .await;
-    Ok(answer(r, &format!("pull {image} ({platform})"))?.image_id)
+    let req = crate::client::admin::PullRequest {
+        image: image.to_owned(),
+        platform: platform.unwrap_or_default().to_owned(),
+        username: auth.username,
+        password: auth.password,
+        token,
+    };
+    let mut stream = match c.admin.pull_with_progress(req).await {
+        Ok(r) => r.into_inner(),
+        Err(s) if s.code() == tonic::Code::Unimplemented && platform.is_none() => {
+            return pull_quiet(c, image).await;
+        }
+        Err(s) => return answer(Err(s), &what),
+    };
+    // Bounded by the server: the stream ends after the pull's result.
+    let result = loop {
+        match stream.message().await {
+            Ok(Some(msg)) => {
+                view.update(&msg.layers);
+                if let Some(done) = msg.done {
+                    break Ok(done.image_id);
+                }
+            }
+            Ok(None) => {
+                break Err(anyhow::anyhow!(
+                    "{what}: berthd ended the pull without a result"
+                ))
+            }
+            Err(s) => break answer::<String>(Err(s), &what),
+        }
+    };
+    view.finish();
+    result
 }
 
 pub async fn list(c: &mut Cri, args: &ListArgs) -> Result<()> {

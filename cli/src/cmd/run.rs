@@ -266,7 +266,8 @@ async fn ensure_image(c: &mut Cri, image: &str) -> Result<String> {
     if let Ok(id) = c.resolve_image(image).await {
         return Ok(id);
     }
-    super::images::pull_quiet(c, image).await
+    let view = crate::pull_view::PullView::new(crate::pull_view::Out::Stderr, false);
+    super::images::pull_with_progress(c, image, None, view).await
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -676,3 +676,60 @@ impl Env {
         name
     }
 }
+
+impl Env {
+    /// Pushes `<registry>/<repo>:v1`: busybox with `extra` more layers (a file of 64 KiB of
+    /// distinct bytes each); returns the name and the layer digests (bottom first) and sizes,
+    /// as the registry serves the manifest.
+    pub fn push_layered(&self, repo: &str, extra: usize) -> (String, Vec<(String, u64)>) {
+        let layout = self.dir.path().join("layout");
+        let mut from = "v1".to_owned();
+        for n in 0..extra {
+            let file = self.dir.path().join(format!("{repo}-layer{n}"));
+            // Distinct per repo and layer, so each layer is a blob of its own.
+            let seed = repo
+                .bytes()
+                .fold(n as u32, |h, b| h.wrapping_mul(31) ^ u32::from(b));
+            let data: Vec<u8> = (0..65536u32)
+                .map(|i| (i.wrapping_add(seed).wrapping_mul(2654435761) >> 13) as u8)
+                .collect();
+            fs::write(&file, data).unwrap();
+            let to = format!("{repo}-{n}");
+            run_ok(
+                Command::new("umoci")
+                    .args(["insert", "--image"])
+                    .arg(format!("{}:{from}", layout.display()))
+                    .args(["--tag", &to])
+                    .arg(&file)
+                    .arg(format!("/layer{n}")),
+            );
+            from = to;
+        }
+        let name = format!("{}/{repo}:v1", self.host);
+        run_ok(
+            Command::new("skopeo")
+                .args(push_args(self.auth))
+                .arg(format!("oci:{}:{from}", layout.display()))
+                .arg(format!("docker://{name}")),
+        );
+        let mut inspect = Command::new("skopeo");
+        inspect.args(["inspect", "--raw", "--tls-verify=false"]);
+        if self.auth {
+            inspect.arg(format!("--creds={}:{}", AUTH.0, AUTH.1));
+        }
+        let raw = run_ok(inspect.arg(format!("docker://{name}")));
+        let manifest: serde_json::Value = serde_json::from_str(&raw).unwrap();
+        let layers = manifest["layers"]
+            .as_array()
+            .unwrap_or_else(|| panic!("layers in {manifest}"))
+            .iter()
+            .map(|l| {
+                (
+                    l["digest"].as_str().unwrap().to_owned(),
+                    l["size"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        (name, layers)
+    }
+}

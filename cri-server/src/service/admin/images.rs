@@ -17,8 +17,8 @@ use tracing::info;
 
 use super::proto::images_server::{Images, ImagesServer};
 use super::proto::{
-    Chunk, ExportRequest, ImportRequest, ImportResponse, ImportedImage, PullRequest, PullResponse,
-    TagRequest, TagResponse,
+    Chunk, ExportRequest, ImportRequest, ImportResponse, ImportedImage, PullProgress, PullRequest,
+    PullResponse, TagRequest, TagResponse,
 };
 
 /// Bytes per exported chunk (gRPC's default message limit is 4 MiB).
@@ -98,6 +98,37 @@ fn platform(spec: &str) -> Result<Platform, Status> {
     }
 }
 
+/// A pull request's reference and options: its platform and credentials (none: the image
+/// store falls back to docker's config.json, as for the CRI's PullImage; the registry hosts
+/// config is the store's, shared with the CRI).
+fn pull_request(req: PullRequest) -> Result<(Reference, PullOptions), Status> {
+    let reference: Reference = req.image.trim().parse().map_err(|e| {
+        Status::invalid_argument(format!("pull {:?}: not a valid reference: {e}", req.image))
+    })?;
+    let platform = match req.platform.trim() {
+        "" => None,
+        p => Some(platform(p)?),
+    };
+    let credentials = if !req.username.is_empty() {
+        Credentials::Basic {
+            username: req.username,
+            password: req.password,
+        }
+    } else if !req.token.is_empty() {
+        Credentials::Bearer(req.token)
+    } else {
+        Credentials::Anonymous
+    };
+    info!(image = %reference, platform = ?platform, "pulling image (admin)");
+    Ok((
+        reference,
+        PullOptions {
+            credentials,
+            platform,
+        },
+    ))
+}
+
 /// A `Write` that sends what it gets, in CHUNK-sized messages, to the export's stream.
 struct ChunkWriter {
     buf: Vec<u8>,
@@ -159,29 +190,7 @@ impl Read for ChunkReader {
 #[tonic::async_trait]
 impl Images for AdminImages {
     async fn pull(&self, req: Request<PullRequest>) -> Result<Response<PullResponse>, Status> {
-        let req = req.into_inner();
-        let reference: Reference = req.image.trim().parse().map_err(|e| {
-            Status::invalid_argument(format!("pull {:?}: not a valid reference: {e}", req.image))
-        })?;
-        let platform = match req.platform.trim() {
-            "" => None,
-            p => Some(platform(p)?),
-        };
-        let credentials = if !req.username.is_empty() {
-            Credentials::Basic {
-                username: req.username,
-                password: req.password,
-            }
-        } else if !req.token.is_empty() {
-            Credentials::Bearer(req.token)
-        } else {
-            Credentials::Anonymous
-        };
-        info!(image = %reference, platform = ?platform, "pulling image (admin)");
-        let opts = PullOptions {
-            credentials,
-            platform,
-        };
+        let (reference, opts) = pull_request(req.into_inner())?;
         let image = self
             .store
             .pull(&reference, &opts)
@@ -191,6 +200,17 @@ impl Images for AdminImages {
             name: reference.to_string(),
             image_id: image.config_digest.to_string(),
         }))
+    }
+
+    type PullWithProgressStream = ReceiverStream<Result<PullProgress, Status>>;
+
+    async fn pull_with_progress(
+        &self,
+        req: Request<PullRequest>,
+    ) -> Result<Response<Self::PullWithProgressStream>, Status> {
+        let (reference, opts) = pull_request(req.into_inner())?;
+        let rx = super::pull_stream::pull_with_progress(self.store.clone(), reference, opts);
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn tag(&self, req: Request<TagRequest>) -> Result<Response<TagResponse>, Status> {

@@ -3,6 +3,7 @@
 //! image store's own functions. The berth CLI is its client.
 
 mod images;
+mod pull_stream;
 
 /// The generated messages and server of `proto/berth/admin/v1/images.proto`.
 #[allow(clippy::all, missing_docs)]
