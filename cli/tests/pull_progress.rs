@@ -10,8 +10,8 @@ use support::*;
 /// The last line a layer's digest begins in `out`.
 fn last_line_of<'a>(out: &'a str, digest: &str) -> Option<&'a str> {
     out.lines()
-        .filter(|l| l.starts_with(&format!("{digest}: ")))
-        .last()
+        .rev()
+        .find(|l| l.starts_with(&format!("{digest}: ")))
 }
 
 #[test]
