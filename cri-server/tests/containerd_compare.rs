@@ -2,14 +2,15 @@
 //! plugin configured by the test, runc through io.containerd.runc.v2), with one k8s-cri
 //! client, comparing what a kubelet observes: pod and container statuses, exit codes and
 //! reasons (Completed, Error, OOMKilled), timestamps, image references, the CRI log lines,
-//! ExecSync output and exit codes (and what a container sees: capabilities, mounts, devices,
-//! environment, resolv.conf), stats fields, list filters, idempotent teardown and the gRPC
-//! codes of calls on unknown IDs.
+//! ExecSync output and exit codes, what a container sees (capabilities, seccomp, user and
+//! groups, mounts and their flags, masked and read-only paths, devices, environment,
+//! resolv.conf, its cgroup limits before and after UpdateContainerResources), stats fields,
+//! list filters, idempotent teardown and the gRPC codes of calls on unknown IDs.
 //!
 //! Every observation is a `key → value` string, normalised (IDs, digests, the registry and the
-//! subnet replaced by names) so that the two runtimes' maps compare directly. Where berth
-//! legitimately differs from containerd, [`DIFFERENCES`] holds each side's expected value and
-//! why; everything else must be equal.
+//! log directory replaced by names) so that the two runtimes' maps compare directly. Where
+//! berth differs from containerd, `differences::DIFFERENCES` holds each side's expected value
+//! and why; everything else must be equal.
 
 #[path = "support/containerd.rs"]
 mod containerd;
@@ -27,6 +28,8 @@ mod observe;
 mod queries;
 #[path = "containerd_compare/scenario.rs"]
 mod scenario;
+#[path = "containerd_compare/security.rs"]
+mod security;
 #[path = "containerd_compare/side.rs"]
 mod side;
 #[path = "containerd_compare/teardown.rs"]
@@ -59,6 +62,7 @@ async fn scenario(side: &mut Side<'_>) {
     queries::stats(side, &pod, &main).await;
     queries::filters(side, &pod, &main).await;
     teardown::stops(side, &pod, &main).await;
+    security::security(side, &pod).await;
     teardown::unknown_ids(side).await;
     teardown::teardown(side, &pod, &out).await;
 }
