@@ -84,25 +84,27 @@ pub fn sorted(m: &HashMap<String, String>) -> BTreeMap<&String, &String> {
 }
 
 /// The CRI log's records as `stream tag content` (content over 40 bytes as its length), and
-/// whether every timestamp parses as RFC 3339 and they never go back in time.
+/// whether every timestamp parses as RFC 3339 and never goes back in time within a stream
+/// (across streams it may: containerd stamps each stream's records as it reads them, and
+/// writes them as they come).
 pub fn log_records(path: &Path) -> (Vec<String>, bool) {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut ok = true;
-    let mut last = None;
+    let mut last = HashMap::new();
     let mut out = Vec::new();
     for l in text.lines() {
         let mut parts = l.splitn(4, ' ');
         let ts = parts.next().unwrap_or("");
+        let stream = parts.next().unwrap_or("?");
         match chrono::DateTime::parse_from_rfc3339(ts) {
             Ok(t) => {
-                if last.is_some_and(|l| t < l) {
+                if last.get(stream).is_some_and(|l| t < *l) {
                     ok = false;
                 }
-                last = Some(t);
+                last.insert(stream, t);
             }
             Err(_) => ok = false,
         }
-        let stream = parts.next().unwrap_or("?");
         let tag = parts.next().unwrap_or("?");
         let content = parts.next().unwrap_or("");
         let content = if content.len() > 40 {
