@@ -4,6 +4,7 @@
 
 #[path = "support/pods.rs"]
 mod pods;
+mod support;
 
 use std::path::PathBuf;
 

@@ -15,15 +15,15 @@
 //!                                                                    (record deleted)
 //! ```
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use k8s_cri::v1 as cri;
 use serde::{Deserialize, Serialize};
 
-use super::{find_by_prefix, CheckpointDir, Names, StoreError};
+use super::objects::{Object, ObjectStore};
+use super::{CheckpointDir, StoreError};
 
 const KIND: &str = "container";
 /// Layout version of the container checkpoints.
@@ -173,7 +173,7 @@ struct CheckpointRef<'a> {
 }
 
 #[derive(Deserialize)]
-struct Checkpoint {
+pub struct Checkpoint {
     meta: ContainerMeta,
     status: Status,
 }
@@ -236,109 +236,50 @@ impl Container {
     }
 }
 
-/// Every container, by ID, and the reserved names.
-pub struct ContainerStore {
-    containers: RwLock<HashMap<String, Arc<Container>>>,
-    names: Names,
-    checkpoints: CheckpointDir,
+impl Object for Container {
+    const KIND: &'static str = KIND;
+    const VERSION: u32 = CHECKPOINT_VERSION;
+    type Checkpoint = Checkpoint;
+
+    fn from_checkpoint(cp: Checkpoint, checkpoints: CheckpointDir) -> Self {
+        Container {
+            meta: cp.meta,
+            status: Mutex::new(cp.status),
+            checkpoints,
+        }
+    }
+    fn id(&self) -> &str {
+        &self.meta.id
+    }
+    fn name(&self) -> &str {
+        &self.meta.name
+    }
+    fn created_at(&self) -> DateTime<Utc> {
+        self.meta.created_at
+    }
+    fn save(&self) -> Result<(), StoreError> {
+        self.checkpoints.save(
+            &self.meta.id,
+            &CheckpointRef {
+                meta: &self.meta,
+                status: &self.status(),
+            },
+        )
+    }
 }
 
-impl ContainerStore {
-    /// Opens the store in `dir` and loads every checkpoint; records that cannot be read are
-    /// returned with their errors and skipped. Blocking.
-    pub fn open(dir: impl Into<PathBuf>) -> (Self, Vec<StoreError>) {
-        let store = ContainerStore {
-            containers: RwLock::new(HashMap::new()),
-            names: Names::new(KIND),
-            checkpoints: CheckpointDir::new(dir, KIND, CHECKPOINT_VERSION),
-        };
-        let mut errors = Vec::new();
-        for (_, loaded) in store.checkpoints.load_all::<Checkpoint>() {
-            let cp = match loaded {
-                Ok(cp) => cp,
-                Err(e) => {
-                    errors.push(e);
-                    continue;
-                }
-            };
-            if let Err(e) = store.names.reserve(&cp.meta.name, &cp.meta.id) {
-                errors.push(e);
-                continue;
-            }
-            let c = Arc::new(store.container(cp.meta, cp.status));
-            store
-                .containers
-                .write()
-                .expect("containers lock")
-                .insert(c.meta.id.clone(), c);
-        }
-        (store, errors)
-    }
+/// Every container, by ID, and the reserved names.
+pub type ContainerStore = ObjectStore<Container>;
 
-    fn container(&self, meta: ContainerMeta, status: Status) -> Container {
-        Container {
-            meta,
-            status: Mutex::new(status),
-            checkpoints: self.checkpoints.clone(),
-        }
-    }
-
-    /// Reserves `name` for `id` (CreateContainer with a name in use fails).
-    pub fn reserve_name(&self, name: &str, id: &str) -> Result<(), StoreError> {
-        self.names.reserve(name, id)
-    }
-
-    /// Releases `name` if `id` holds it.
-    pub fn release_name(&self, name: &str, id: &str) {
-        self.names.release(name, id)
-    }
-
+impl ObjectStore<Container> {
     /// Adds a container (its name reserved first), checkpointing it before it becomes
     /// visible. Blocking.
     pub fn add(&self, meta: ContainerMeta, status: Status) -> Result<Arc<Container>, StoreError> {
-        self.names.reserve(&meta.name, &meta.id)?;
-        self.checkpoints.save(
-            &meta.id,
-            &CheckpointRef {
-                meta: &meta,
-                status: &status,
-            },
-        )?;
-        let c = Arc::new(self.container(meta, status));
-        self.containers
-            .write()
-            .expect("containers lock")
-            .insert(c.meta.id.clone(), c.clone());
-        Ok(c)
-    }
-
-    /// The container with this ID or unique ID prefix.
-    pub fn get(&self, id_or_prefix: &str) -> Result<Arc<Container>, StoreError> {
-        let containers = self.containers.read().expect("containers lock");
-        find_by_prefix(&containers, id_or_prefix, KIND).cloned()
-    }
-
-    /// Every container, oldest first.
-    pub fn list(&self) -> Vec<Arc<Container>> {
-        let mut all: Vec<_> = self
-            .containers
-            .read()
-            .expect("containers lock")
-            .values()
-            .cloned()
-            .collect();
-        all.sort_by(|a, b| (a.meta.created_at, &a.meta.id).cmp(&(b.meta.created_at, &b.meta.id)));
-        all
-    }
-
-    /// Forgets a container: deletes its checkpoint, then its entry and its name. Blocking.
-    pub fn delete(&self, id: &str) -> Result<(), StoreError> {
-        self.checkpoints.remove(id)?;
-        let removed = self.containers.write().expect("containers lock").remove(id);
-        if let Some(c) = removed {
-            self.names.release(&c.meta.name, id);
-        }
-        Ok(())
+        self.add_object(Container {
+            meta,
+            status: Mutex::new(status),
+            checkpoints: self.checkpoints().clone(),
+        })
     }
 }
 

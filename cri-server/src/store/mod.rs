@@ -7,6 +7,7 @@
 //! unique ID prefix, as crictl allows) and [`Names`] (name reservations: one object per name).
 
 pub mod container;
+pub mod objects;
 pub mod sandbox;
 
 use std::collections::HashMap;

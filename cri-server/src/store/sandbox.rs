@@ -19,17 +19,17 @@
 //! A restarted berthd loads every record; a Ready sandbox whose shim left an exit record (or
 //! whose pause process is gone) becomes NotReady.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use berth_runtime::shim_protocol::ExitRecord;
 use chrono::{DateTime, Utc};
 use k8s_cri::v1 as cri;
 use serde::{Deserialize, Serialize};
 
-use super::{find_by_prefix, CheckpointDir, Names, StoreError};
+use super::objects::{Object, ObjectStore};
+use super::{CheckpointDir, StoreError};
 
 const KIND: &str = "sandbox";
 /// Layout version of sandbox checkpoints.
@@ -162,7 +162,7 @@ struct CheckpointRef<'a> {
 }
 
 #[derive(Deserialize)]
-struct Checkpoint {
+pub struct Checkpoint {
     meta: SandboxMeta,
     state: SandboxState,
 }
@@ -177,6 +177,15 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
+    fn new(meta: SandboxMeta, state: SandboxState, checkpoints: CheckpointDir) -> Self {
+        Sandbox {
+            meta,
+            state: Mutex::new(state),
+            checkpoints,
+            lifecycle: tokio::sync::Mutex::new(()),
+        }
+    }
+
     pub fn state(&self) -> SandboxState {
         self.state.lock().expect("sandbox state lock").clone()
     }
@@ -230,114 +239,55 @@ impl Sandbox {
     }
 }
 
-/// Every sandbox, by ID, and the reserved names.
-#[derive(Debug)]
-pub struct SandboxStore {
-    sandboxes: RwLock<HashMap<String, Arc<Sandbox>>>,
-    names: Names,
-    checkpoints: CheckpointDir,
+impl Object for Sandbox {
+    const KIND: &'static str = KIND;
+    const VERSION: u32 = CHECKPOINT_VERSION;
+    type Checkpoint = Checkpoint;
+
+    fn from_checkpoint(cp: Checkpoint, checkpoints: CheckpointDir) -> Self {
+        Sandbox::new(cp.meta, cp.state, checkpoints)
+    }
+    fn id(&self) -> &str {
+        &self.meta.id
+    }
+    fn name(&self) -> &str {
+        &self.meta.name
+    }
+    fn created_at(&self) -> DateTime<Utc> {
+        self.meta.created_at
+    }
+    fn save(&self) -> Result<(), StoreError> {
+        self.checkpoints.save(
+            &self.meta.id,
+            &CheckpointRef {
+                meta: &self.meta,
+                state: &self.state(),
+            },
+        )
+    }
 }
 
-impl SandboxStore {
-    /// Opens the store in `dir` and loads every checkpoint (re-adopting sandboxes after a
-    /// restart); records that cannot be read are returned with their errors and skipped.
-    /// Blocking.
-    pub fn open(dir: impl Into<PathBuf>) -> (Self, Vec<StoreError>) {
-        let store = Self {
-            sandboxes: RwLock::new(HashMap::new()),
-            names: Names::new(KIND),
-            checkpoints: CheckpointDir::new(dir, KIND, CHECKPOINT_VERSION),
-        };
-        let mut errors = Vec::new();
-        for (_, loaded) in store.checkpoints.load_all::<Checkpoint>() {
-            let cp = match loaded {
-                Ok(cp) => cp,
-                Err(e) => {
-                    errors.push(e);
-                    continue;
-                }
-            };
-            if let Err(e) = store.names.reserve(&cp.meta.name, &cp.meta.id) {
-                errors.push(e);
-                continue;
-            }
-            let sandbox = Arc::new(store.sandbox(cp.meta, cp.state));
+/// Every sandbox, by ID, and the reserved names.
+pub type SandboxStore = ObjectStore<Sandbox>;
+
+impl ObjectStore<Sandbox> {
+    /// Opens the store and re-adopts every sandbox: a Ready one whose pause exited while
+    /// berthd was down becomes NotReady. Blocking.
+    pub fn open_sandboxes(dir: impl Into<PathBuf>) -> (Self, Vec<StoreError>) {
+        let (store, mut errors) = Self::open(dir);
+        for sandbox in store.list() {
             if let Err(e) = sandbox.refresh() {
                 errors.push(e);
             }
             tracing::info!(pod = %sandbox.meta.pod(), sandbox = %sandbox.meta.id, state = ?sandbox.state(), "sandbox re-adopted");
-            store
-                .sandboxes
-                .write()
-                .expect("sandboxes lock")
-                .insert(sandbox.meta.id.clone(), sandbox);
         }
         (store, errors)
-    }
-
-    fn sandbox(&self, meta: SandboxMeta, state: SandboxState) -> Sandbox {
-        Sandbox {
-            meta,
-            state: Mutex::new(state),
-            checkpoints: self.checkpoints.clone(),
-            lifecycle: tokio::sync::Mutex::new(()),
-        }
-    }
-
-    /// Reserves a sandbox name for `id` (AlreadyExists while another sandbox holds it).
-    pub fn reserve_name(&self, name: &str, id: &str) -> Result<(), StoreError> {
-        self.names.reserve(name, id)
-    }
-
-    pub fn release_name(&self, name: &str, id: &str) {
-        self.names.release(name, id)
     }
 
     /// Adds a sandbox (its name reserved first): writes its checkpoint, then makes it
     /// visible. Blocking.
     pub fn add(&self, meta: SandboxMeta, state: SandboxState) -> Result<Arc<Sandbox>, StoreError> {
-        self.names.reserve(&meta.name, &meta.id)?;
-        self.checkpoints.save(
-            &meta.id,
-            &CheckpointRef {
-                meta: &meta,
-                state: &state,
-            },
-        )?;
-        let sandbox = Arc::new(self.sandbox(meta, state));
-        self.sandboxes
-            .write()
-            .expect("sandboxes lock")
-            .insert(sandbox.meta.id.clone(), sandbox.clone());
-        Ok(sandbox)
-    }
-
-    /// The sandbox with this ID or unique ID prefix.
-    pub fn get(&self, id: &str) -> Result<Arc<Sandbox>, StoreError> {
-        let sandboxes = self.sandboxes.read().expect("sandboxes lock");
-        find_by_prefix(&sandboxes, id, KIND).cloned()
-    }
-
-    pub fn list(&self) -> Vec<Arc<Sandbox>> {
-        let mut all: Vec<_> = self
-            .sandboxes
-            .read()
-            .expect("sandboxes lock")
-            .values()
-            .cloned()
-            .collect();
-        all.sort_by_key(|s| s.meta.created_at);
-        all
-    }
-
-    /// Forgets a sandbox: deletes its checkpoint, then its entry and its name. Blocking.
-    pub fn delete(&self, id: &str) -> Result<(), StoreError> {
-        self.checkpoints.remove(id)?;
-        let removed = self.sandboxes.write().expect("sandboxes lock").remove(id);
-        if let Some(sandbox) = removed {
-            self.names.release(&sandbox.meta.name, id);
-        }
-        Ok(())
+        self.add_object(Sandbox::new(meta, state, self.checkpoints().clone()))
     }
 }
 
@@ -381,7 +331,7 @@ mod tests {
     fn records_survive_a_reopen_and_exits_make_them_not_ready() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("sandboxes");
-        let (store, errors) = SandboxStore::open(&dir);
+        let (store, errors) = SandboxStore::open_sandboxes(&dir);
         assert!(errors.is_empty());
         let pid = std::process::id() as i32;
         let a = store
@@ -415,7 +365,7 @@ mod tests {
         a.update(|s| *s = SandboxState::Ready { pid }).unwrap();
         drop(store);
 
-        let (store, errors) = SandboxStore::open(&dir);
+        let (store, errors) = SandboxStore::open_sandboxes(&dir);
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(store.list().len(), 2);
         assert_eq!(
@@ -439,7 +389,7 @@ mod tests {
             store.get("bbb1"),
             Err(StoreError::NotFound { .. })
         ));
-        let (store, _) = SandboxStore::open(&dir);
+        let (store, _) = SandboxStore::open_sandboxes(&dir);
         assert_eq!(store.list().len(), 1);
     }
 }

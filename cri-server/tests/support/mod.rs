@@ -210,29 +210,16 @@ pub fn registry_digest(image: &str, extra: &[&str]) -> String {
     .to_owned()
 }
 
-/// berthd's CRI server, in-process, with its root, state and socket in a temp dir. Stopped
-/// with [`Berthd::stop`]; on drop (a failed test) it is signalled and its task aborted.
-pub struct Berthd {
-    pub dir: tempfile::TempDir,
-    pub channel: Channel,
+/// berthd's CRI server in-process on `config` (its socket bound before this returns).
+/// Stopped (bounded) with [`Server::stop`]; on drop (a failed test) signalled and aborted.
+pub struct Server {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
-impl Berthd {
-    pub async fn start(insecure: &[&str]) -> Berthd {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = Config {
-            root: dir.path().join("root"),
-            state: dir.path().join("state"),
-            listen: dir.path().join("berth.sock"),
-            ..Config::default()
-        };
-        config.registry.insecure = insecure.iter().map(|h| h.to_string()).collect();
-        let config = config
-            .with_detected_runtimes(Some(Path::new(env!("CARGO_MANIFEST_DIR"))))
-            .unwrap();
-        let listener = server::bind(&config.listen).unwrap();
+impl Server {
+    pub fn start(config: Config) -> Server {
+        let listener = server::bind(&config.listen).expect("bind the CRI socket");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             server::serve(Arc::new(config), listener, async {
@@ -241,20 +228,14 @@ impl Berthd {
             .await
             .expect("berthd serves");
         });
-        let channel = connect(&dir.path().join("berth.sock")).await;
-        Berthd {
-            dir,
-            channel,
+        Server {
             stop: Some(tx),
             task: Some(task),
         }
     }
 
-    pub fn root(&self) -> PathBuf {
-        self.dir.path().join("root")
-    }
-
-    /// Shuts the server down and waits (bounded) for it to end.
+    /// Shuts the server down and waits (bounded) for it to end; pods and containers keep
+    /// running under their shims.
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
@@ -268,7 +249,7 @@ impl Berthd {
     }
 }
 
-impl Drop for Berthd {
+impl Drop for Server {
     fn drop(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
@@ -279,7 +260,8 @@ impl Drop for Berthd {
     }
 }
 
-async fn connect(path: &Path) -> Channel {
+/// A channel to the CRI socket at `path` (bounded wait).
+pub async fn connect(path: &Path) -> Channel {
     let path = path.to_owned();
     tokio::time::timeout(
         Duration::from_secs(10),
@@ -295,4 +277,43 @@ async fn connect(path: &Path) -> Channel {
     .await
     .expect("connect within 10 s")
     .expect("connect to the CRI socket")
+}
+
+/// berthd's CRI server, in-process, with its root, state and socket in a temp dir.
+pub struct Berthd {
+    pub dir: tempfile::TempDir,
+    pub channel: Channel,
+    server: Server,
+}
+
+impl Berthd {
+    pub async fn start(insecure: &[&str]) -> Berthd {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            root: dir.path().join("root"),
+            state: dir.path().join("state"),
+            listen: dir.path().join("berth.sock"),
+            ..Config::default()
+        };
+        config.registry.insecure = insecure.iter().map(|h| h.to_string()).collect();
+        let config = config
+            .with_detected_runtimes(Some(Path::new(env!("CARGO_MANIFEST_DIR"))))
+            .unwrap();
+        let server = Server::start(config);
+        let channel = connect(&dir.path().join("berth.sock")).await;
+        Berthd {
+            dir,
+            channel,
+            server,
+        }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// Shuts the server down and waits (bounded) for it to end.
+    pub async fn stop(self) {
+        self.server.stop().await;
+    }
 }

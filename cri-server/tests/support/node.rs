@@ -8,16 +8,13 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use berth_cri::config::Config;
-use berth_cri::server;
-use hyper_util::rt::TokioIo;
-use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
-use super::support::run;
+use super::support::{connect, run, Server};
 
 /// The cargo target profile dir (`target/debug`) this test binary was built in.
 pub fn target_dir() -> PathBuf {
@@ -47,8 +44,7 @@ pub fn binaries_ready(test: &str) -> bool {
 pub struct Node {
     pub dir: PathBuf,
     pub channel: Channel,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    server: Server,
 }
 
 impl Node {
@@ -65,65 +61,19 @@ impl Node {
         let config = config
             .with_detected_runtimes(Some(&target_dir()))
             .expect("config");
-        let listener = server::bind(&config.listen).expect("bind");
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            server::serve(Arc::new(config), listener, async {
-                let _ = rx.await;
-            })
-            .await
-            .expect("berthd serves");
-        });
+        let server = Server::start(config);
         let channel = connect(&dir.join("berth.sock")).await;
         Node {
             dir: dir.to_owned(),
             channel,
-            stop: Some(tx),
-            task: Some(task),
+            server,
         }
     }
 
     /// Shuts the server down (containers keep running under their shims).
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(30), task)
-                .await
-                .expect("berthd stops within 30 s")
-                .expect("berthd task ends cleanly");
-        }
+    pub async fn stop(self) {
+        self.server.stop().await;
     }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
-
-async fn connect(path: &Path) -> Channel {
-    let path = path.to_owned();
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        Endpoint::try_from("http://[::]:50051")
-            .unwrap()
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?))
-                }
-            })),
-    )
-    .await
-    .expect("connect within 10 s")
-    .expect("connect to the CRI socket")
 }
 
 /// An OCI layout under `work` with tag `v1`: busybox-static with links for the applets the

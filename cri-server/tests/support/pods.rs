@@ -9,16 +9,14 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use berth_cri::config::Config;
-use berth_cri::server;
-use hyper_util::rt::TokioIo;
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
+
+use super::support::{connect, Server};
 
 /// Binaries the server needs next to the test's target dir.
 const BINARIES: &[&str] = &[
@@ -116,11 +114,6 @@ pub struct Pods {
     server: Option<Server>,
 }
 
-struct Server {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
 impl Pods {
     pub async fn start(n: u32) -> Pods {
         Pods::start_with(n, |_| {}).await
@@ -177,27 +170,13 @@ impl Pods {
 
     /// Starts berthd's server on the dirs (again).
     pub async fn start_server(&mut self) {
-        let listener = server::bind(&self.config.listen).unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let config = Arc::new(self.config.clone());
-        let task = tokio::spawn(async move {
-            server::serve(config, listener, async {
-                let _ = rx.await;
-            })
-            .await
-            .expect("berthd serves");
-        });
-        self.server = Some(Server { stop: tx, task });
+        self.server = Some(Server::start(self.config.clone()));
     }
 
     /// Stops the server; the pods keep running.
     pub async fn stop_server(&mut self) {
         if let Some(s) = self.server.take() {
-            let _ = s.stop.send(());
-            tokio::time::timeout(Duration::from_secs(30), s.task)
-                .await
-                .expect("berthd stops within 30 s")
-                .expect("berthd ends cleanly");
+            s.stop().await;
         }
     }
 
@@ -207,21 +186,7 @@ impl Pods {
 
     /// A channel to the CRI socket (for the image service too).
     pub async fn channel(&self) -> Channel {
-        let path = self.config.listen.clone();
-        tokio::time::timeout(
-            Duration::from_secs(10),
-            Endpoint::try_from("http://[::]:50051")
-                .unwrap()
-                .connect_with_connector(tower::service_fn(move |_: Uri| {
-                    let path = path.clone();
-                    async move {
-                        Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?))
-                    }
-                })),
-        )
-        .await
-        .expect("connect within 10 s")
-        .expect("connect to the CRI socket")
+        connect(&self.config.listen).await
     }
 
     pub fn state(&self) -> PathBuf {
@@ -286,10 +251,8 @@ impl Pods {
 
 impl Drop for Pods {
     fn drop(&mut self) {
-        if let Some(s) = self.server.take() {
-            let _ = s.stop.send(());
-            s.task.abort();
-        }
+        // Dropping the server signals and aborts it.
+        drop(self.server.take());
         self.cleanup();
     }
 }

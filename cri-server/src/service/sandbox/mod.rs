@@ -66,7 +66,8 @@ impl SandboxService {
     /// Loads every sandbox record (`<root>/cri/sandboxes`); a sandbox whose pause exited
     /// while berthd was down becomes NotReady. Blocking file reads: called once, at startup.
     pub fn new(config: Arc<Config>, images: Arc<ImageStore>) -> Self {
-        let (store, errors) = SandboxStore::open(config.root.join("cri").join("sandboxes"));
+        let (store, errors) =
+            SandboxStore::open_sandboxes(config.root.join("cri").join("sandboxes"));
         for e in errors {
             tracing::error!(error = %e, "cannot load a sandbox record");
         }
