@@ -9,6 +9,7 @@ mod portforward;
 mod pull_view;
 mod remotecommand;
 mod resolve;
+mod streaming_tls;
 mod table;
 mod terminal;
 
@@ -29,6 +30,10 @@ struct Cli {
     /// berthd's CRI socket.
     #[arg(long, global = true, env = "BERTH_ADDRESS", default_value = DEFAULT_ADDRESS)]
     address: String,
+    /// A CA certificate (PEM) to trust, besides the system's, for berthd's streaming server
+    /// when it speaks TLS (exec -i/-t, attach, port-forward).
+    #[arg(long, global = true, env = "BERTH_STREAMING_CA", value_name = "FILE")]
+    streaming_ca: Option<std::path::PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -360,6 +365,9 @@ enum ContainerCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(ca) = &cli.streaming_ca {
+        streaming_tls::set_extra_ca(ca.clone());
+    }
     if let Cmd::Completion { shell } = cli.cmd {
         clap_complete::generate(shell, &mut Cli::command(), "berth", &mut std::io::stdout());
         return ExitCode::SUCCESS;

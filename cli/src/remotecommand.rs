@@ -104,16 +104,13 @@ pub fn parse_status(bytes: &[u8]) -> Result<i32> {
     bail!("{}", s.message)
 }
 
-/// `http://…` (what berthd answers) as the WebSocket URL.
+/// `http://…` / `https://…` (what berthd answers) as the WebSocket URL.
 pub fn ws_url(url: &str) -> Result<String> {
     if let Some(rest) = url.strip_prefix("http://") {
         return Ok(format!("ws://{rest}"));
     }
-    if url.starts_with("https://") {
-        bail!(
-            "berthd's streaming server uses TLS ({url}); berth connects over plain HTTP only: \
-             leave [streaming] tls unset or use crictl"
-        );
+    if let Some(rest) = url.strip_prefix("https://") {
+        return Ok(format!("wss://{rest}"));
     }
     Ok(url.to_owned())
 }
@@ -130,7 +127,14 @@ pub async fn connect(url: &str, protocol: &str) -> Result<Ws> {
         .with_context(|| format!("streaming URL {url}"))?;
     req.headers_mut()
         .insert("Sec-WebSocket-Protocol", HeaderValue::from_str(protocol)?);
-    let (ws, _) = tokio_tungstenite::connect_async(req)
+    let connector = if url.starts_with("wss://") {
+        Some(tokio_tungstenite::Connector::Rustls(
+            crate::streaming_tls::client_config()?,
+        ))
+    } else {
+        None
+    };
+    let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(req, None, false, connector)
         .await
         .map_err(|e| anyhow!("connect to berthd's streaming server at {url}: {e}"))?;
     Ok(ws)
@@ -327,6 +331,6 @@ mod tests {
             ws_url("http://127.0.0.1:1234/exec/abc").unwrap(),
             "ws://127.0.0.1:1234/exec/abc"
         );
-        assert!(ws_url("https://x/exec/a").is_err());
+        assert_eq!(ws_url("https://x:1/exec/a").unwrap(), "wss://x:1/exec/a");
     }
 }

@@ -367,6 +367,12 @@ pub fn start_with(net: bool) -> Env {
 /// With `auth`, the registry requires AUTH: berth must log in to pull (berthd reads no
 /// docker config of its own: its DOCKER_CONFIG is an empty dir).
 pub fn start_opts(net: bool, auth: bool) -> Env {
+    start_config(net, auth, |_| String::new())
+}
+
+/// As [`start_opts`], with more of berthd's config: `extra` gets the test's directory and
+/// returns TOML appended to the config.
+pub fn start_config(net: bool, auth: bool, extra: impl FnOnce(&Path) -> String) -> Env {
     // Short: the shims' socket paths under the state dir (console.sock of a TTY container:
     // <state>/containers/<64 hex>/shim/console.sock) are limited to 108 bytes.
     let dir = tempfile::Builder::new()
@@ -405,6 +411,7 @@ pub fn start_opts(net: bool, auth: bool) -> Env {
         ));
         env.net = Some(n);
     }
+    toml.push_str(&extra(env.dir.path()));
     fs::write(&config, toml).unwrap();
     let log = fs::File::create(env.dir.path().join("berthd.log")).unwrap();
     let child = Command::new(berthd_bin())
