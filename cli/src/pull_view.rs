@@ -8,7 +8,6 @@ use std::io::{IsTerminal, Write};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::client::admin::LayerProgress;
-use crate::table::human_size;
 
 /// Where progress goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,6 +179,6 @@ fn new_bar(size: u64, name: &str) -> ProgressBar {
     .progress_chars("=> ");
     b.set_style(style);
     b.set_prefix(name.to_owned());
-    b.set_message(format!("waiting ({})", human_size(size)));
+    b.set_message("waiting");
     b
 }

@@ -1,7 +1,8 @@
 //! `berth pull` with its output to a pipe prints one line per layer state change (through
 //! berthd's admin PullWithProgress): every layer of a four-layer image appears and ends done
 //! with all its bytes; `-q` prints only the ID; a second pull sees every layer exist;
-//! `berth run` of an image berthd lacks shows the same lines on stderr.
+//! `berth run` of an image berthd lacks shows the same lines on stderr; on a terminal, one bar
+//! per layer.
 
 mod support;
 
@@ -77,4 +78,21 @@ fn pull_shows_every_layer_until_done() {
             "{err}"
         );
     }
+
+    // On a terminal: one bar per layer (short digest, bytes of size, state), then the ID.
+    let (tty, tty_layers) = env.push_layered("tty", 2);
+    let pty = env.spawn_pty(&["pull", &tty], 120, 40);
+    let (code, screen) = pty.wait(std::time::Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{screen}");
+    for (i, (digest, _)) in tty_layers.iter().enumerate() {
+        let hex = &digest["sha256:".len()..];
+        let state = if i == 0 { "already exists" } else { "done" };
+        assert!(
+            screen
+                .lines()
+                .any(|l| l.contains(&hex[..12]) && l.contains(state) && l.contains('[')),
+            "a bar for {digest} ending {state}: {screen}"
+        );
+    }
+    assert!(screen.contains("sha256:"), "the image ID: {screen}");
 }
