@@ -39,6 +39,17 @@ pub fn exit_child(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// madvise(MADV_DONTNEED) on a private, read-only, executable file mapping of this process
+/// (`start..end` as /proc/self/maps lists it): its resident pages are dropped and fault back
+/// in from the file when used. The caller guarantees what the mapping is.
+pub fn drop_code_mapping(start: usize, end: usize) -> nix::Result<()> {
+    // SAFETY: the caller passes a private r-xp file mapping from /proc/self/maps: its pages
+    // are clean copies of the file, never written, so discarding them loses no data; the
+    // range stays mapped and later accesses fault the same bytes back in.
+    let r = unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+    Errno::result(r).map(drop)
+}
+
 fn path_cstring(path: &str) -> CString {
     CString::new(path).expect("paths passed to mount syscalls have no NUL")
 }

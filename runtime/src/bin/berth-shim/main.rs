@@ -10,6 +10,7 @@
 
 mod control;
 mod output;
+mod trim;
 
 use std::fs::{self, File};
 use std::io::{BufRead, Write};
@@ -332,6 +333,9 @@ fn supervise(args: &Args, ready: &mut Option<File>) -> Result<()> {
         )?;
     }
     tracing::info!(container = %args.id, init_pid, "container created");
+    // Start-up is over: its code need not stay resident.
+    let advised = trim::drop_code_pages();
+    tracing::debug!(container = %args.id, advised, "code pages dropped");
 
     let record = wait_for_init(Pid::from_raw(init_pid))?;
     drain(pumps, DRAIN_TIMEOUT);
