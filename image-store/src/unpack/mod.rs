@@ -10,7 +10,11 @@ use std::path::{Path, PathBuf};
 
 pub use apply::UnpackOptions;
 
-use crate::digest::{Algorithm, Digest, DigestReader};
+use std::sync::mpsc;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::digest::{Algorithm, Digest, Digester};
 
 /// Errors of unpacking one layer.
 #[derive(Debug, thiserror::Error)]
@@ -128,7 +132,7 @@ pub fn unpack_layer<R: Read>(
         .map_err(UnpackError::Read)?;
     let compression = Compression::detect(&magic);
     let stream = io::Cursor::new(magic).chain(compressed);
-    let decompressed: Box<dyn Read + '_> = match compression {
+    let mut decompressed: Box<dyn Read + '_> = match compression {
         Compression::None => Box::new(stream),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(
             io::BufReader::with_capacity(1 << 17, stream),
@@ -137,22 +141,131 @@ pub fn unpack_layer<R: Read>(
             Box::new(zstd::stream::read::Decoder::new(stream).map_err(UnpackError::Read)?)
         }
     };
-    let digesting = DigestReader::new(decompressed, Algorithm::Sha256);
-    let mut root = rootfs::Root::open(dest).map_err(|source| UnpackError::Destination {
+    let root = rootfs::Root::open(dest).map_err(|source| UnpackError::Destination {
         path: dest.to_owned(),
         source,
     })?;
-    let mut archive = tar::Archive::new(EofPad::new(digesting));
-    let entries = apply::apply_entries(&mut archive, &mut root, opts)?;
-    let mut padded = archive.into_inner();
-    io::copy(&mut padded, &mut io::sink()).map_err(UnpackError::Read)?;
-    let (diff_id, uncompressed_size, _) = padded.inner.finish();
-    Ok(Unpacked {
-        diff_id,
-        uncompressed_size,
-        entries,
-        compression,
+    // Three threads: this one decompresses into shared chunks, one digests them (the
+    // diff_id) and one applies the tar.
+    std::thread::scope(|scope| {
+        let (htx, hrx) = mpsc::sync_channel::<Bytes>(CHUNKS_IN_FLIGHT);
+        let (atx, arx) = mpsc::sync_channel::<Bytes>(CHUNKS_IN_FLIGHT);
+        let hasher = scope.spawn(move || {
+            let mut d = Digester::new(Algorithm::Sha256);
+            let mut size = 0u64;
+            for chunk in hrx {
+                d.update(&chunk);
+                size += chunk.len() as u64;
+            }
+            (d.finish(), size)
+        });
+        let applier = scope.spawn(move || {
+            let mut root = root;
+            let mut archive = tar::Archive::new(EofPad::new(ChunkReader {
+                rx: arx,
+                cur: Bytes::new(),
+            }));
+            apply::apply_entries(&mut archive, &mut root, opts)
+        });
+        let mut applier = Some(applier);
+        let mut applied = None;
+        let mut read_error = None;
+        // Bounded by the stream: every pass reads at least one byte or ends.
+        loop {
+            let mut buf = BytesMut::zeroed(CHUNK);
+            let n = match fill(&mut decompressed, &mut buf) {
+                Ok(n) => n,
+                Err(e) => {
+                    read_error = Some(e);
+                    break;
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            buf.truncate(n);
+            let chunk = buf.freeze();
+            if htx.send(chunk.clone()).is_err() {
+                break;
+            }
+            if applier.is_some() && atx.send(chunk).is_err() {
+                // The applier stopped: at the tar's end (the rest still counts for the
+                // diff_id), or failing (then there is no point reading on).
+                let r = join(applier.take().expect("checked"));
+                let failed = r.is_err();
+                applied = Some(r);
+                if failed {
+                    break;
+                }
+            }
+        }
+        drop(atx);
+        drop(htx);
+        let applied = match applier {
+            Some(a) => join(a),
+            None => applied.expect("joined above"),
+        };
+        let (diff_id, uncompressed_size) = join(hasher);
+        if let Some(e) = read_error {
+            return Err(UnpackError::Read(e));
+        }
+        let entries = applied?;
+        Ok(Unpacked {
+            diff_id,
+            uncompressed_size,
+            entries,
+            compression,
+        })
     })
+}
+
+/// Decompressed chunks handed between the threads of one unpack.
+const CHUNK: usize = 256 << 10;
+const CHUNKS_IN_FLIGHT: usize = 8;
+
+/// Reads into `buf` until it is full or the stream ends; returns how much was read.
+fn fill(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    // Bounded by `buf`: every pass reads at least one byte or ends.
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// A scoped thread's result; its panic goes on in the caller.
+fn join<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    match h.join() {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// Reads the chunks the decompressing thread sends.
+struct ChunkReader {
+    rx: mpsc::Receiver<Bytes>,
+    cur: Bytes,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // Bounded: every iteration either returns or consumes one chunk.
+        while self.cur.is_empty() {
+            match self.rx.recv() {
+                Ok(b) => self.cur = b,
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        self.cur = self.cur.slice(n..);
+        Ok(n)
+    }
 }
 
 /// Some writers (umoci 0.4's `insert`, for one) end a layer right after the last entry's data,
