@@ -45,7 +45,7 @@ pub enum Format {
     Json,
 }
 
-/// How lists are printed.
+/// How lists are printed
 #[derive(Debug, Clone, Args)]
 pub struct ListArgs {
     /// Only IDs.
@@ -324,41 +324,62 @@ enum Cmd {
 
 #[derive(Debug, Subcommand)]
 enum ImageCmd {
+    /// Pull an image
     Pull(PullArgs),
+    /// List images
     #[command(alias = "list")]
     Ls(ListArgs),
+    /// Remove images
     #[command(alias = "remove")]
     Rm(Ids),
+    /// Image status, verbose, as JSON
     Inspect(Ids),
+    /// Give an image another name
     Tag(TagArgs),
+    /// Write images to an archive (OCI layout + docker save)
     Save(SaveArgs),
+    /// Load images from an archive (OCI layout or docker save)
     Load(LoadArgs),
-    /// Remove images no container uses.
+    /// Remove images no container uses
     Prune(PruneArgs),
 }
 
 #[derive(Debug, Subcommand)]
 enum PodCmd {
+    /// List pods (sandboxes)
     #[command(alias = "list")]
     Ls(ListArgs),
+    /// Pod status, verbose, as JSON
     Inspect(Ids),
+    /// Stop pods and their containers
     Stop(Ids),
+    /// Remove pods and their containers
     #[command(alias = "remove")]
     Rm(Ids),
 }
 
 #[derive(Debug, Subcommand)]
 enum ContainerCmd {
+    /// List containers
     #[command(alias = "list")]
     Ls(PsArgs),
+    /// Run a command in a new container (in a pod of its own)
     Run(Box<RunArgs>),
+    /// Container status, verbose, as JSON
     Inspect(Ids),
+    /// Print a container's log
     Logs(LogsArgs),
+    /// Run a command in a running container
     Exec(ExecArgs),
+    /// Attach to a running container's stdio (Ctrl-P Ctrl-Q detaches on a TTY)
     Attach(AttachArgs),
+    /// CPU, memory and disk use of running containers
     Stats(StatsArgs),
+    /// Stop containers
     Stop(StopArgs),
+    /// Kill containers (SIGKILL at once)
     Kill(Ids),
+    /// Remove containers (and the pods `berth run` made for them)
     #[command(alias = "remove")]
     Rm(RmArgs),
 }
