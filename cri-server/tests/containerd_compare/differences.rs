@@ -1,5 +1,5 @@
-//! Where berth and containerd legitimately (or, for a reported berth bug, knowingly) differ, and
-//! the comparison of the two runtimes' observations.
+//! Where berth and containerd legitimately differ, and the comparison of the two runtimes'
+//! observations.
 
 use crate::Obs;
 
@@ -8,9 +8,6 @@ use crate::Obs;
 pub enum Why {
     /// Both are right (the reason is in the text).
     Legit(&'static str),
-    /// berth is wrong (reported, not fixed here); berth may show the documented wrong value
-    /// or containerd's.
-    BerthBug(&'static str),
 }
 
 /// Observations where berth and containerd differ: (key, berth's value, containerd's value,
@@ -45,12 +42,6 @@ pub const DIFFERENCES: &[(&str, &str, &str, Why)] = &[
         "berth",
         "",
         Why::Legit("berth names the handler it used for the default (as CRI-O does); containerd echoes the requested, empty, name"),
-    ),
-    (
-        "pod.stopped.ip",
-        "Some(false)",
-        "Some(true)",
-        Why::BerthBug("after StopPodSandbox the IP is released by CNI DEL, yet berth still reports it; the kubelet reads IPs of ready sandboxes only, so nothing breaks"),
     ),
     (
         "*.mount /sys/fs/cgroup",
@@ -102,7 +93,6 @@ pub fn compare(berth: &Obs, ctrd: &Obs) {
         }) {
             let (berth_ok, containerd_ok) = match why {
                 Why::Legit(_) => (b == *eb, c == *ec),
-                Why::BerthBug(_) => (b == *eb || b == *ec, c == *ec),
             };
             eprintln!("~ {k}: berth {b:?} | containerd {c:?} ({why:?})");
             if !berth_ok || !containerd_ok {

@@ -39,6 +39,9 @@ pub(super) async fn start(
             .ok()
             .and_then(|s| s.trim().parse::<i32>().ok())
             .unwrap_or(0);
+        // Taken before the start: the process cannot begin earlier, and a process that exits at
+        // once must not look finished before it started.
+        let started_at = Utc::now();
         if let Err(e) = runtime.start(c.id()) {
             // It may have died as a created container (killed, or the shim gone).
             if !monitor::observe_exit(&inner, &c).unwrap_or(false) {
@@ -55,10 +58,15 @@ pub(super) async fn start(
             }
             return Err(e);
         }
-        let started_at = Utc::now();
         c.update(|s| {
-            if s.state.can_start() {
-                s.state = State::Running { pid, started_at };
+            match &mut s.state {
+                state if state.can_start() => *state = State::Running { pid, started_at },
+                // Its exit was recorded (by the exit watcher) before we got here: it did start.
+                State::Exited {
+                    started_at: recorded @ None,
+                    ..
+                } => *recorded = Some(started_at),
+                _ => {}
             }
             Ok::<_, ContainerError>(())
         })?;
