@@ -146,7 +146,13 @@ impl ImageStore {
     }
 
     /// Imports an extracted archive directory.
+    ///
+    /// Holds the GC lock shared while it writes blobs and snapshots (as a pull does), so a GC
+    /// run cannot remove what is not referenced yet. Blocking: call it from a blocking thread
+    /// (e.g. `spawn_blocking`), never from async code. The archive's extraction in
+    /// [`ImageStore::import_archive`], paced by whoever sends it, happens before, unlocked.
     pub fn import_dir(&self, dir: &Path, opts: &ImportOptions) -> Result<Vec<Image>, ImportError> {
+        let _shared = self.gc_lock().blocking_read();
         if dir.join("index.json").is_file() {
             self.import_oci_layout(dir, opts)
         } else if dir.join("manifest.json").is_file() {

@@ -173,11 +173,12 @@ impl ImageStore {
         &self.snapshots
     }
 
-    /// The lock that keeps GC and pulls apart.
+    /// The registry HTTP clients kept across pulls.
     pub(crate) fn clients(&self) -> &crate::registry::ClientCache {
         &self.clients
     }
 
+    /// The lock that keeps GC apart from pulls and imports (they hold it shared).
     pub(crate) fn gc_lock(&self) -> &tokio::sync::RwLock<()> {
         &self.gc_lock
     }
