@@ -172,6 +172,8 @@ pub(super) async fn exec(
         resize,
     } = io;
     let (child_stdin, child_stdout, child_stderr) = stdio;
+    // Set when the process's end was seen before its terminal was picked up.
+    let mut early_end = None;
     let mut copies = JoinSet::new();
     let mut input = JoinSet::new();
     match console {
@@ -196,18 +198,36 @@ pub(super) async fn exec(
             }
         }
         Some(listener) => {
+            // Biased: a terminal already handed over wins over an end seen at the same time.
             let master = tokio::select! {
+                biased;
                 m = receive_master(&listener) => m?,
-                ended = runner.wait(|| false) => {
-                    let how = match ended? {
-                        Ended::Code(c) | Ended::RuntimeFailed(c) => format!("exit code {c}"),
-                        Ended::Lost => "status unknown".into(),
-                    };
-                    return Err(BackendError::Runtime(format!(
-                        "exec in {id}: {} exited ({how}) before handing over the terminal{}",
-                        runtime.path.display(),
-                        runtime_stderr(&dir_path),
-                    ).into()));
+                ended = runner.wait(|| false) => match ended? {
+                    // The process ran and has already ended (a command that exits or is killed
+                    // at once, seen before the terminal was picked up): its status is the
+                    // answer; a terminal handed over meanwhile still carries its output.
+                    Ended::Code(code) => {
+                        early_end = Some(Ended::Code(code));
+                        match tokio::time::timeout(DRAIN, receive_master(&listener)).await {
+                            Ok(Ok(m)) => m,
+                            _ => {
+                                // Ended and reaped: nothing left to kill.
+                                guard.armed = false;
+                                return finish(id, runtime, &dir_path, Ended::Code(code));
+                            }
+                        }
+                    }
+                    other => {
+                        let how = match other {
+                            Ended::RuntimeFailed(c) | Ended::Code(c) => format!("exit code {c}"),
+                            Ended::Lost => "status unknown".into(),
+                        };
+                        return Err(BackendError::Runtime(format!(
+                            "exec in {id}: {} exited ({how}) before handing over the terminal{}",
+                            runtime.path.display(),
+                            runtime_stderr(&dir_path),
+                        ).into()));
+                    }
                 }
             };
             let master = std::sync::Arc::new(register(master)?);
@@ -232,18 +252,31 @@ pub(super) async fn exec(
         }
     }
 
-    let ended = runner.wait(|| pid_file.exists()).await?;
+    let ended = match early_end {
+        Some(ended) => ended,
+        None => runner.wait(|| pid_file.exists()).await?,
+    };
     guard.armed = false;
     drop(input);
     let _ =
         tokio::time::timeout(DRAIN, async { while copies.join_next().await.is_some() {} }).await;
+    finish(id, runtime, &dir_path, ended)
+}
+
+/// The answer for an exec that ended as `ended`.
+fn finish(
+    id: &str,
+    runtime: &OciRuntime,
+    dir_path: &Path,
+    ended: Ended,
+) -> Result<ExitStatus, BackendError> {
     match ended {
         Ended::Code(code) => Ok(ExitStatus::from_code(code)),
         Ended::RuntimeFailed(code) => Err(BackendError::Runtime(
             format!(
                 "exec in {id}: {} failed (exit code {code}){}",
                 runtime.path.display(),
-                runtime_stderr(&dir_path)
+                runtime_stderr(dir_path)
             )
             .into(),
         )),
