@@ -9,9 +9,10 @@
 mod node;
 #[path = "support/pods.rs"]
 mod pods;
+#[path = "support/streaming_node.rs"]
+mod streaming_node;
 mod support;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -20,96 +21,16 @@ use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use node::{Leftovers, Node};
+use streaming_node::{container_config, exec_url, pod_config, run_container};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
-use tonic::transport::Channel;
 
-type Rt = RuntimeServiceClient<Channel>;
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 fn can_run(test: &str) -> bool {
     support::can_run(test) && node::binaries_ready(test)
-}
-
-/// A hostNetwork pod: the node's network, a PID namespace per container, the pod's IPC.
-fn namespaces() -> cri::NamespaceOption {
-    cri::NamespaceOption {
-        network: cri::NamespaceMode::Node as i32,
-        pid: cri::NamespaceMode::Container as i32,
-        ipc: cri::NamespaceMode::Pod as i32,
-        ..Default::default()
-    }
-}
-
-fn pod_config(name: &str, log_dir: &Path) -> cri::PodSandboxConfig {
-    cri::PodSandboxConfig {
-        metadata: Some(cri::PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "default".into(),
-            attempt: 0,
-        }),
-        log_directory: log_dir.display().to_string(),
-        linux: Some(cri::LinuxPodSandboxConfig {
-            security_context: Some(cri::LinuxSandboxSecurityContext {
-                namespace_options: Some(namespaces()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn container_config(name: &str, image: &str, script: &str, stdin: bool) -> cri::ContainerConfig {
-    cri::ContainerConfig {
-        metadata: Some(cri::ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(cri::ImageSpec {
-            image: image.into(),
-            ..Default::default()
-        }),
-        command: vec!["sh".into(), "-c".into(), script.into()],
-        log_path: format!("{name}/0.log"),
-        labels: HashMap::from([("app".to_owned(), name.to_owned())]),
-        stdin,
-        linux: Some(cri::LinuxContainerConfig {
-            security_context: Some(cri::LinuxContainerSecurityContext {
-                namespace_options: Some(namespaces()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-async fn run_container(
-    rt: &mut Rt,
-    pod: &str,
-    pod_config: &cri::PodSandboxConfig,
-    config: cri::ContainerConfig,
-) -> String {
-    let id = rt
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod.into(),
-            config: Some(config),
-            sandbox_config: Some(pod_config.clone()),
-        })
-        .await
-        .expect("CreateContainer")
-        .into_inner()
-        .container_id;
-    rt.start_container(cri::StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .expect("StartContainer");
-    id
 }
 
 async fn dial(url: &str, protocol: &str) -> Ws {
@@ -168,21 +89,6 @@ async fn read_until(ws: &mut Ws, ch: u8, want: &str) -> String {
         }
     }
     String::from_utf8_lossy(&got).into_owned()
-}
-
-async fn exec_url(rt: &mut Rt, id: &str, cmd: &[&str], stdin: bool, tty: bool) -> String {
-    rt.exec(cri::ExecRequest {
-        container_id: id.into(),
-        cmd: cmd.iter().map(|s| s.to_string()).collect(),
-        tty,
-        stdin,
-        stdout: true,
-        stderr: !tty,
-    })
-    .await
-    .expect("Exec")
-    .into_inner()
-    .url
 }
 
 fn status(ch: &[u8]) -> serde_json::Value {
@@ -250,7 +156,7 @@ async fn exec_attach_port_forward_over_websocket() {
         &mut rt,
         &pod,
         &pod_cfg,
-        container_config("main", &image, "exec sleep 300", false),
+        container_config("main", &image, "exec sleep 300", false, false),
     )
     .await;
 
@@ -358,6 +264,7 @@ async fn exec_attach_port_forward_over_websocket() {
             &image,
             "while read l; do echo \"got:$l\"; done",
             true,
+            false,
         ),
     )
     .await;
@@ -405,8 +312,7 @@ async fn exec_attach_port_forward_over_websocket() {
     drop(ws);
 
     // Attach to a shell on a terminal: a resize reaches the container's pty through the shim.
-    let mut term_cfg = container_config("term", &image, "exec sh", true);
-    term_cfg.tty = true;
+    let term_cfg = container_config("term", &image, "exec sh", true, true);
     let term = run_container(&mut rt, &pod, &pod_cfg, term_cfg).await;
     let url = rt
         .attach(cri::AttachRequest {
@@ -447,6 +353,7 @@ async fn exec_attach_port_forward_over_websocket() {
                 "mkdir -p /www && echo pong > /www/index.html && \
                  exec busybox httpd -f -p 127.0.0.1:{port} -h /www"
             ),
+            false,
             false,
         ),
     )
@@ -660,7 +567,7 @@ async fn exec_under_runc_with_and_without_tty() {
         &mut rt,
         &pod,
         &pod_cfg,
-        container_config("main", &image, "exec sleep 300", false),
+        container_config("main", &image, "exec sleep 300", false, false),
     )
     .await;
 
