@@ -7,6 +7,7 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The binary's name next to berthd.
 pub const PAUSE_BINARY: &str = "berth-pause";
@@ -69,7 +70,11 @@ pub fn ensure(root: &Path, dirs: &[PathBuf]) -> Result<PauseRootfs, PauseError> 
     let target = rootfs.join(PAUSE_IN_ROOTFS);
     let wanted = fs::read(&source).map_err(io_err("read", &source))?;
     if fs::read(&target).ok().as_deref() != Some(&wanted[..]) {
-        let tmp = rootfs.join(format!(".{PAUSE_IN_ROOTFS}.tmp-{}", std::process::id()));
+        // One temporary name per call: sandboxes started at once may all find the binary
+        // missing and install it together; each renames its own whole copy into place.
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tmp = rootfs.join(format!(".{PAUSE_IN_ROOTFS}.tmp-{}-{n}", std::process::id()));
         let write = || -> io::Result<()> {
             fs::write(&tmp, &wanted)?;
             fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))?;
@@ -112,5 +117,32 @@ mod tests {
         fs::write(bin.join(PAUSE_BINARY), b"v2").unwrap();
         let p = ensure(&tmp.path().join("root"), &[bin]).unwrap();
         assert_eq!(fs::read(p.rootfs.join("pause")).unwrap(), b"v2");
+    }
+
+    /// Sandboxes started at once install the binary together: every call succeeds (a shared
+    /// temporary name once made all but one fail with ENOENT) and no temporary is left.
+    #[test]
+    fn concurrent_installs_all_succeed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bin = tmp.path().join("bin");
+        fs::create_dir_all(&bin).unwrap();
+        fs::write(bin.join(PAUSE_BINARY), vec![7u8; 1 << 20]).unwrap();
+        let root = tmp.path().join("root");
+        std::thread::scope(|s| {
+            let calls: Vec<_> = (0..16)
+                .map(|_| s.spawn(|| ensure(&root, std::slice::from_ref(&bin))))
+                .collect();
+            for call in calls {
+                call.join().unwrap().unwrap();
+            }
+        });
+        let rootfs = root.join("pause/rootfs");
+        assert_eq!(fs::read(rootfs.join("pause")).unwrap(), vec![7u8; 1 << 20]);
+        let left: Vec<_> = fs::read_dir(&rootfs)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().contains(".tmp-"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 }
