@@ -9,6 +9,8 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use tracing::{debug, warn};
 
@@ -69,6 +71,8 @@ pub struct Snapshotter {
     dir: PathBuf,
     meta: MetadataStore,
     native: bool,
+    /// Bumped by every snapshot added or removed (see [`Snapshotter::generation`]).
+    changes: Arc<AtomicU64>,
 }
 
 /// Marks a snapshot made by copying (native): it is bind-mounted, whatever the mode now.
@@ -126,6 +130,9 @@ impl LayerDir {
         };
         let (stored, inserted) = self.snapshotter.meta.insert_snapshot(&rec)?;
         self.committed = inserted;
+        if inserted {
+            self.snapshotter.changed();
+        }
         debug!(snapshot = %key, id = stored.id, inserted, "layer snapshot committed");
         Ok(stored)
     }
@@ -175,7 +182,12 @@ impl Snapshotter {
                 .is_some(),
         };
         debug!(dir = %dir.display(), native, "snapshotter opened");
-        Ok(Snapshotter { dir, meta, native })
+        Ok(Snapshotter {
+            dir,
+            meta,
+            native,
+            changes: Arc::default(),
+        })
     }
 
     /// Whether active snapshots and views are copies (native) rather than overlay mounts.
@@ -282,7 +294,10 @@ impl Snapshotter {
             created_unix: now_unix(),
         };
         match self.meta.insert_snapshot(&rec) {
-            Ok((stored, true)) => Ok(stored),
+            Ok((stored, true)) => {
+                self.changed();
+                Ok(stored)
+            }
             Ok((_, false)) => {
                 let _ = fs::remove_dir_all(self.id_dir(id));
                 Err(SnapshotError::AlreadyExists(key.to_owned()))
@@ -400,9 +415,21 @@ impl Snapshotter {
     /// Removes a snapshot (record first, then its directory). Fails while it has children.
     pub fn remove(&self, key: &str) -> Result<(), SnapshotError> {
         let rec = self.meta.remove_snapshot(key)?;
+        self.changed();
         let d = self.id_dir(rec.id);
         fs::remove_dir_all(&d).map_err(|e| io_err(key, "remove", &d, e))?;
         Ok(())
+    }
+
+    /// A number that changes whenever a snapshot is added or removed (by any path: pulls,
+    /// imports, containers, GC), so that a cached measurement of their disk use knows it is
+    /// stale. Writes inside active snapshots do not change it.
+    pub fn generation(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Every snapshot record.

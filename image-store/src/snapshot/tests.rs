@@ -164,3 +164,24 @@ fn overlay_mount_shows_merged_tree() {
         b"from l1"
     );
 }
+
+/// Every snapshot added or removed changes the generation (what ImageFsInfo's cache keys
+/// on), whoever holds a clone of the snapshotter; a failed prepare does not.
+#[test]
+fn generation_changes_with_every_snapshot_added_or_removed() {
+    let f = fixture();
+    let g0 = f.snaps.generation();
+    let clone = f.snaps.clone();
+    let layer = clone.begin_layer().unwrap();
+    let chain = ChainId::chain(&[Digest::sha256_of(b"l3")]);
+    layer.commit(&chain[0], None).unwrap();
+    let g1 = f.snaps.generation();
+    assert_ne!(g1, g0, "a committed layer");
+    f.snaps.view("v", &f.chains[1]).unwrap();
+    let g2 = f.snaps.generation();
+    assert_ne!(g2, g1, "a view");
+    assert!(f.snaps.view("v", &f.chains[1]).is_err());
+    assert_eq!(f.snaps.generation(), g2, "a refused duplicate");
+    f.snaps.remove("v").unwrap();
+    assert_ne!(f.snaps.generation(), g2, "a removal");
+}

@@ -1,6 +1,6 @@
 //! ImageFsInfo: disk use of the unpacked snapshots. A measurement walks every snapshot, so it
-//! is reused for [`MAX_AGE`] (the kubelet asks every few seconds), unless a pull or a GC run
-//! changed the snapshots since.
+//! is reused for [`MAX_AGE`] (the kubelet asks every few seconds), unless a snapshot was added
+//! or removed since.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -12,50 +12,48 @@ use super::{blocking, ImageServiceError, Images};
 /// How long a measurement is reused when nothing changed (containerd's stats period).
 const MAX_AGE: Duration = Duration::from_secs(10);
 
-/// The last measurement and a generation bumped by every change.
+/// The last measurement, with the snapshotter's generation it was taken at.
 #[derive(Default)]
 pub(super) struct FsUsageCache {
-    state: Mutex<CacheState>,
+    last: Mutex<Option<Measured>>,
 }
 
-#[derive(Default)]
-struct CacheState {
+struct Measured {
+    at: Instant,
     generation: u64,
-    last: Option<(Instant, cri::FilesystemUsage)>,
+    usage: cri::FilesystemUsage,
 }
 
 impl FsUsageCache {
-    /// The snapshots changed: the next ImageFsInfo measures again.
-    pub(super) fn invalidate(&self) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        s.generation += 1;
-        s.last = None;
+    /// The last measurement, if taken at `generation` within [`MAX_AGE`].
+    fn get(&self, generation: u64) -> Option<cri::FilesystemUsage> {
+        let last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        last.as_ref()
+            .filter(|m| m.generation == generation && m.at.elapsed() < MAX_AGE)
+            .map(|m| m.usage.clone())
     }
 
-    /// A fresh-enough measurement, or the generation a new one must be stored under.
-    fn get(&self) -> Result<cri::FilesystemUsage, u64> {
-        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        match &s.last {
-            Some((at, usage)) if at.elapsed() < MAX_AGE => Ok(usage.clone()),
-            _ => Err(s.generation),
-        }
-    }
-
-    /// Stores a measurement unless the snapshots changed while it was taken.
+    /// Stores a measurement begun at `generation` (one that raced with a change is stored
+    /// under the old generation, so the next call measures again).
     fn put(&self, generation: u64, usage: &cri::FilesystemUsage) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if s.generation == generation {
-            s.last = Some((Instant::now(), usage.clone()));
-        }
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        *last = Some(Measured {
+            at: Instant::now(),
+            generation,
+            usage: usage.clone(),
+        });
     }
 }
 
 pub(super) async fn fs_info(
     images: &Images,
 ) -> Result<cri::ImageFsInfoResponse, ImageServiceError> {
-    let usage = match images.fs_usage.get() {
-        Ok(usage) => usage,
-        Err(generation) => {
+    // Any snapshot added or removed (CRI or admin pulls, imports, containers, GC) since the
+    // last measurement makes it stale.
+    let generation = images.store.snapshots().generation();
+    let usage = match images.fs_usage.get(generation) {
+        Some(usage) => usage,
+        None => {
             let usage = measure(images).await?;
             images.fs_usage.put(generation, &usage);
             usage
@@ -105,16 +103,15 @@ mod tests {
     }
 
     #[test]
-    fn cache_reuses_until_invalidated_and_drops_stale_measurements() {
+    fn cache_reuses_a_measurement_of_the_same_generation_only() {
         let cache = FsUsageCache::default();
-        let generation = cache.get().unwrap_err();
-        cache.put(generation, &usage(1));
-        assert_eq!(cache.get().unwrap(), usage(1));
-        cache.invalidate();
-        let generation = cache.get().unwrap_err();
-        // A measurement that raced with a change is not kept.
-        cache.invalidate();
-        cache.put(generation, &usage(2));
-        assert!(cache.get().is_err());
+        assert!(cache.get(0).is_none());
+        cache.put(0, &usage(1));
+        assert_eq!(cache.get(0).unwrap(), usage(1));
+        // A snapshot was added or removed since.
+        assert!(cache.get(1).is_none());
+        // A measurement that raced with a change is stored under the generation it began at.
+        cache.put(1, &usage(2));
+        assert!(cache.get(2).is_none());
     }
 }

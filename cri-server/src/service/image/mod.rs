@@ -43,7 +43,7 @@ pub struct Images {
     /// Wakes the GC worker; capacity 1, so removals coalesce into one run.
     gc: mpsc::Sender<()>,
     /// The last ImageFsInfo measurement.
-    fs_usage: Arc<fs_info::FsUsageCache>,
+    fs_usage: fs_info::FsUsageCache,
 }
 
 impl Images {
@@ -51,13 +51,12 @@ impl Images {
     /// GC run in progress); await its handle to shut down cleanly.
     pub fn new(store: Arc<ImageStore>, config: &Config) -> (Self, JoinHandle<()>) {
         let (gc, rx) = mpsc::channel(1);
-        let fs_usage = Arc::new(fs_info::FsUsageCache::default());
-        let worker = tokio::spawn(gc_worker(store.clone(), fs_usage.clone(), rx));
+        let worker = tokio::spawn(gc_worker(store.clone(), rx));
         let images = Images {
             store,
             handlers: config.runtimes.keys().cloned().collect(),
             gc,
-            fs_usage,
+            fs_usage: fs_info::FsUsageCache::default(),
         };
         (images, worker)
     }
@@ -69,14 +68,9 @@ impl Images {
     }
 }
 
-async fn gc_worker(
-    store: Arc<ImageStore>,
-    fs_usage: Arc<fs_info::FsUsageCache>,
-    mut requests: mpsc::Receiver<()>,
-) {
+async fn gc_worker(store: Arc<ImageStore>, mut requests: mpsc::Receiver<()>) {
     while requests.recv().await.is_some() {
         let result = store.gc().await;
-        fs_usage.invalidate();
         match result {
             Ok(report) => {
                 for failure in &report.failures {

@@ -43,7 +43,6 @@ pub(super) async fn pull(
         tracing::warn!(image = %reference, error = %e, "pull failed");
         ImageServiceError::Pull(Box::new(e))
     })?;
-    images.fs_usage.invalidate();
     tracing::info!(
         image = %reference,
         id = %image.config_digest,
