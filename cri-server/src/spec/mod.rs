@@ -158,6 +158,10 @@ pub struct SandboxSpecInput {
     pub files: SandboxFiles,
     /// The pause image's User (`uid[:gid]`), used unless run_as_user is set.
     pub image_user: Option<String>,
+    /// The pause image's Env (on top of the default PATH) and WorkingDir, as containerd
+    /// applies its sandbox image's.
+    pub image_env: Vec<String>,
+    pub image_working_dir: Option<String>,
     /// Facts about the node (see [`HostInfo::probe`]).
     pub host: HostInfo,
 }

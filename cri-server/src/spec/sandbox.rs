@@ -58,6 +58,9 @@ pub fn sandbox_spec(input: &SandboxSpecInput) -> Result<Spec, SpecError> {
     let oom = resources::oom_score_adj(SANDBOX_OOM_SCORE_ADJ, &input.host)?;
     if let Some(p) = spec.process_mut() {
         p.set_args(Some(input.args.clone()));
+        let env = process::merge_env(&[&p.env().clone().unwrap_or_default(), &input.image_env]);
+        p.set_env(Some(env));
+        p.set_cwd(process::cwd("", input.image_working_dir.as_deref()).into());
         p.set_no_new_privileges(Some(true));
         p.set_oom_score_adj(Some(oom));
         p.set_capabilities(Some(caps));
@@ -237,6 +240,25 @@ mod tests {
         assert_eq!(spec.process().clone().unwrap().oom_score_adj(), Some(0));
         let l = spec.linux().clone().unwrap();
         assert!(l.seccomp().is_none() && l.masked_paths().is_none());
+    }
+
+    #[test]
+    fn sandbox_image_env_and_working_dir() {
+        let mut input = sandbox_input();
+        let spec = sandbox_spec(&input).unwrap();
+        let p = spec.process().clone().unwrap();
+        assert_eq!(p.cwd().to_str(), Some("/"));
+        let default_env = p.env().clone().unwrap();
+        input.image_env = vec!["PATH=/opt/pause".into(), "MODE=sandbox".into()];
+        input.image_working_dir = Some("/work".into());
+        let spec = sandbox_spec(&input).unwrap();
+        let p = spec.process().clone().unwrap();
+        assert_eq!(p.cwd().to_str(), Some("/work"));
+        assert_eq!(
+            p.env().clone().unwrap(),
+            ["PATH=/opt/pause", "MODE=sandbox"]
+        );
+        assert!(default_env[0].starts_with("PATH="));
     }
 
     #[test]

@@ -86,6 +86,8 @@ pub fn sandbox_input() -> SandboxSpecInput {
         cgroups_path: "/kubepods/pod1/sb1".into(),
         files: sandbox_files(),
         image_user: None,
+        image_env: Vec::new(),
+        image_working_dir: None,
         host: HostInfo::default(),
     }
 }

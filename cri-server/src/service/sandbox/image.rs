@@ -1,6 +1,6 @@
 //! The configured sandbox image (`[sandbox] image`): pulled when absent, pinned (so that the
 //! kubelet's image GC and berth's leave it alone), and run as the pause container — its
-//! entrypoint and cmd, its user — on a writable snapshot per sandbox, as containerd runs its
+//! entrypoint and cmd, its user, env and working dir — on a writable snapshot per sandbox, as containerd runs its
 //! `sandbox_image`. With the key empty, the built-in pause ([`crate::pause`]) is used.
 
 use std::path::Path;
@@ -17,6 +17,8 @@ pub(super) struct SandboxImage {
     pub resolved: ResolvedImage,
     pub args: Vec<String>,
     pub user: Option<String>,
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
 }
 
 fn failed(image: &str, reason: impl std::fmt::Display) -> SandboxError {
@@ -73,6 +75,8 @@ pub(super) async fn ensure(
         name: name.to_owned(),
         args,
         user: config.user().clone().filter(|u| !u.is_empty()),
+        env: config.env().clone().unwrap_or_default(),
+        working_dir: config.working_dir().clone().filter(|d| !d.is_empty()),
         resolved,
     })
 }

@@ -261,16 +261,16 @@ fn create_steps(
 
     // The pause container: the configured sandbox image on its own snapshot, or the
     // built-in pause (shared, read-only).
-    let (rootfs, args, image_user) = match &image {
+    let (rootfs, args) = match &image {
         Some(image) => {
             let rootfs = state_dir.join("rootfs");
             undo.image_rootfs = true;
             image::mount_rootfs(&ctx.images, image, id, &rootfs)?;
-            (rootfs, image.args.clone(), image.user.clone())
+            (rootfs, image.args.clone())
         }
         None => {
             let pause = crate::pause::ensure(&ctx.config.root, &ctx.helper_dirs)?;
-            (pause.rootfs, pause.args, None)
+            (pause.rootfs, pause.args)
         }
     };
     let spec = crate::spec::sandbox_spec(&SandboxSpecInput {
@@ -286,7 +286,9 @@ fn create_steps(
             resolv_conf: undo.files.resolv_conf.clone(),
             shm: undo.files.shm.clone(),
         },
-        image_user,
+        image_user: image.as_ref().and_then(|i| i.user.clone()),
+        image_env: image.as_ref().map(|i| i.env.clone()).unwrap_or_default(),
+        image_working_dir: image.as_ref().and_then(|i| i.working_dir.clone()),
         host: ctx.host.clone(),
     })?;
     let bundle = state_dir.join("bundle");
