@@ -22,6 +22,7 @@ type Rt = RuntimeServiceClient<Channel>;
 const RUNNING: i32 = cri::ContainerState::ContainerRunning as i32;
 const EXITED: i32 = cri::ContainerState::ContainerExited as i32;
 const READY: i32 = cri::PodSandboxState::SandboxReady as i32;
+const NOT_READY: i32 = cri::PodSandboxState::SandboxNotready as i32;
 
 fn can_run(test: &str) -> bool {
     support::can_run(test) && pods::can_run(test)
@@ -366,7 +367,22 @@ async fn metrics_statuses_and_events_of_a_networked_pod() {
     let stopped = &seen[4];
     assert!(stopped.pod_sandbox_status.is_some());
     assert_eq!(stopped.containers_statuses[0].state, EXITED);
-    assert!(seen[1].pod_sandbox_status.is_some());
+    // Every event names its pod (the kubelet's evented PLEG drops one that does not); the
+    // deletions as containerd sends them: a removed container is no longer among the pod's
+    // containers, and the pod's own deletion carries its last status (the PLEG drops the pod
+    // from its cache on it).
+    for e in &seen {
+        let p = e
+            .pod_sandbox_status
+            .as_ref()
+            .expect("pod status in every event");
+        assert_eq!(p.id, pod, "{e:?}");
+    }
+    assert!(seen[6].containers_statuses.is_empty(), "{:?}", seen[6]);
+    assert_eq!(
+        seen[7].pod_sandbox_status.as_ref().unwrap().state,
+        NOT_READY
+    );
     drop(guard);
     drop(pods);
 }
@@ -379,6 +395,7 @@ fn push_pause_image(registry: &support::Registry, work: &std::path::Path) -> Str
     std::fs::create_dir_all(&src).unwrap();
     std::fs::copy(pods::bin_dir().join("berth-pause"), src.join("pause")).unwrap();
     std::fs::write(src.join("from-the-sandbox-image"), b"yes\n").unwrap();
+    std::fs::create_dir_all(src.join("home/pause")).unwrap();
     let img = format!("{}:1", layout.display());
     let umoci = |args: &[&str]| {
         support::run(std::process::Command::new("umoci").args(args));
@@ -386,7 +403,17 @@ fn push_pause_image(registry: &support::Registry, work: &std::path::Path) -> Str
     umoci(&["init", "--layout", layout.to_str().unwrap()]);
     umoci(&["new", "--image", &img]);
     umoci(&["insert", "--image", &img, src.to_str().unwrap(), "/"]);
-    umoci(&["config", "--image", &img, "--config.entrypoint", "/pause"]);
+    umoci(&[
+        "config",
+        "--image",
+        &img,
+        "--config.entrypoint",
+        "/pause",
+        "--config.env",
+        "PAUSE_MODE=image",
+        "--config.workingdir",
+        "/home/pause",
+    ]);
     let image = format!("{}/berth/pause:1", registry.host);
     support::push(&layout, "1", &image, &[]);
     image
@@ -450,6 +477,15 @@ async fn configured_sandbox_image_is_pulled_pinned_and_run() {
         assert_eq!(
             std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap(),
             "/pause\0"
+        );
+        // With the image's Env and WorkingDir, as containerd runs its sandbox image.
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        let environ: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+        assert!(environ.contains(&&b"PAUSE_MODE=image"[..]), "{environ:?}");
+        assert!(environ.iter().any(|e| e.starts_with(b"PATH=")));
+        assert_eq!(
+            std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap(),
+            std::path::Path::new("/home/pause")
         );
         assert!(pods::is_mounted(
             &pods.state().join("sandboxes").join(id).join("rootfs")
@@ -703,6 +739,99 @@ async fn exits_are_seen_when_the_shim_records_them() {
     })
     .await
     .expect("StopPodSandbox");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .expect("RemovePodSandbox");
+    drop(guard);
+    drop(pods);
+}
+
+/// A pause that dies by itself (killed by PID here) makes its pod NotReady at once, with one
+/// Stopped event for the sandbox carrying the NotReady status (not only when someone asks for
+/// the pod's status); StopPodSandbox afterwards sends no second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pause_that_dies_makes_its_pod_not_ready_with_an_event() {
+    let test = "a_pause_that_dies_makes_its_pod_not_ready_with_an_event";
+    if !can_run(test) {
+        return;
+    }
+    let pods = pods::Pods::start(18).await;
+    let guard = Leftovers::new(pods.dir.path());
+    let mut rt = pods.client().await;
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pods::pod("dies")),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("RunPodSandbox")
+        .into_inner()
+        .pod_sandbox_id;
+    guard.sandbox(&pod);
+    let info = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: true,
+        })
+        .await
+        .expect("PodSandboxStatus")
+        .into_inner()
+        .info;
+    let info: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+    let pid = info["pid"].as_i64().expect("the pause's pid") as i32;
+    let mut events = rt
+        .get_container_events(cri::GetEventsRequest {})
+        .await
+        .expect("GetContainerEvents")
+        .into_inner();
+    // The pause berthd started for this test's pod.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the pause");
+
+    let mut stopped = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stopped.is_empty() && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(1), events.message()).await {
+            Ok(Ok(Some(e))) if e.container_id == pod => stopped.push(e),
+            Ok(Ok(Some(_))) | Err(_) => {}
+            other => panic!("event stream ended: {other:?}"),
+        }
+    }
+    let event = stopped.first().expect("a Stopped event for the sandbox");
+    assert_eq!(
+        event.container_event_type,
+        cri::ContainerEventType::ContainerStoppedEvent as i32
+    );
+    let status = event.pod_sandbox_status.as_ref().expect("its pod status");
+    assert_eq!(
+        (status.id.as_str(), status.state),
+        (pod.as_str(), NOT_READY)
+    );
+
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .expect("StopPodSandbox");
+    // Events are sent as things happen: anything StopPodSandbox sent is queued by now.
+    let mut more = Vec::new();
+    while let Ok(Ok(Some(e))) =
+        tokio::time::timeout(Duration::from_millis(300), events.message()).await
+    {
+        if e.container_id == pod {
+            more.push(e.container_event_type);
+        }
+    }
+    assert!(
+        more.is_empty(),
+        "a second event after StopPodSandbox: {more:?}"
+    );
+    drop(events);
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
         pod_sandbox_id: pod,
     })

@@ -42,6 +42,7 @@ impl Runtime {
         let sandboxes = SandboxService::new(config.clone(), images.clone());
         let containers = ContainerService::new(config.clone(), images);
         containers.set_sandboxes(sandboxes.clone());
+        sandboxes.on_pause_exit(containers.sandbox_stopped_publisher());
         Self {
             sandboxes,
             containers,

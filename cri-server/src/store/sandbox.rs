@@ -211,26 +211,40 @@ impl Sandbox {
     }
 
     /// A Ready sandbox whose pause exited (the shim left its exit record, or the process is
-    /// gone) becomes NotReady. Returns the state. Blocking (reads a small file).
+    /// gone) becomes NotReady. Returns the state. Blocking (reads a small file). Publishes
+    /// nothing: berthd's services go through `SandboxService::refresh`, which publishes the
+    /// sandbox's Stopped event when this call is the one that saw the exit.
     pub fn refresh(&self) -> Result<SandboxState, StoreError> {
+        self.observe_exit()?;
+        Ok(self.state())
+    }
+
+    /// Like [`Sandbox::refresh`]; true if this call moved the sandbox to NotReady.
+    pub fn observe_exit(&self) -> Result<bool, StoreError> {
         let SandboxState::Ready { pid } = self.state() else {
-            return Ok(self.state());
+            return Ok(false);
         };
         let exit = ExitRecord::load(&self.meta.shim_dir()).ok().flatten();
         let gone = !PathBuf::from(format!("/proc/{pid}")).exists();
         if exit.is_none() && !gone {
-            return Ok(self.state());
+            return Ok(false);
         }
         tracing::info!(pod = %self.meta.pod(), sandbox = %self.meta.id, pid, "the pause process exited");
+        self.mark_exited(exit.map(PauseExit::from))
+    }
+
+    /// Ready → NotReady with the pause's exit (if known); true if this call made the change.
+    pub fn mark_exited(&self, exit: Option<PauseExit>) -> Result<bool, StoreError> {
         self.update(|s| {
-            if s.is_ready() {
+            let ready = s.is_ready();
+            if ready {
                 *s = SandboxState::NotReady {
-                    exit: exit.map(PauseExit::from),
+                    exit,
                     released: false,
                 };
             }
-        })?;
-        Ok(self.state())
+            ready
+        })
     }
 
     /// Held by Stop and Remove for their whole run, so that they never interleave.

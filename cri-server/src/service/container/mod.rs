@@ -256,6 +256,22 @@ impl ContainerService {
         events::publish_sandbox(&self.inner, sandbox_id, kind, status);
     }
 
+    /// What publishes a sandbox's Stopped event when its pause exits (for the sandbox
+    /// service; it holds the container service weakly, the other way round being strong).
+    pub fn sandbox_stopped_publisher(&self) -> crate::service::sandbox::ExitListener {
+        let inner = Arc::downgrade(&self.inner);
+        Box::new(move |sandbox_id, status| {
+            if let Some(inner) = inner.upgrade() {
+                events::publish_sandbox(
+                    &inner,
+                    sandbox_id,
+                    cri::ContainerEventType::ContainerStoppedEvent,
+                    Some(status),
+                );
+            }
+        })
+    }
+
     /// IDs of the containers of a sandbox (for the sandbox's status and stats).
     pub fn ids_in_sandbox(&self, sandbox_id: &str) -> Vec<String> {
         self.inner

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -82,41 +83,67 @@ fn spawn_poll_only(inner: Weak<Containers>) {
         });
 }
 
+/// What a watched shim directory belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Watched {
+    Container(String),
+    /// A Ready sandbox: its pause's shim.
+    Sandbox(String),
+}
+
+/// The shim directories to watch: every live container's and every Ready sandbox's.
+fn live_dirs(inner: &Containers) -> HashMap<Watched, PathBuf> {
+    let containers = inner
+        .store
+        .list()
+        .into_iter()
+        .filter(|c| !matches!(c.status().state, State::Exited { .. }))
+        .map(|c| {
+            (
+                Watched::Container(c.id().to_owned()),
+                c.meta.shim_dir.clone(),
+            )
+        });
+    let sandboxes = inner
+        .sandboxes
+        .get()
+        .map(|s| s.sandboxes())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| s.state().is_ready())
+        .map(|s| (Watched::Sandbox(s.meta.id.clone()), s.meta.shim_dir()));
+    containers.chain(sandboxes).collect()
+}
+
 fn watch(weak: Weak<Containers>, inotify: Inotify) {
-    let mut watched: HashMap<String, WatchDescriptor> = HashMap::new();
-    let mut by_wd: HashMap<WatchDescriptor, String> = HashMap::new();
+    let mut watched: HashMap<Watched, WatchDescriptor> = HashMap::new();
+    let mut by_wd: HashMap<WatchDescriptor, Watched> = HashMap::new();
     loop {
         let Some(inner) = weak.upgrade() else { break };
-        // Watch every live container not watched yet; forget the others.
-        let live: HashMap<String, Arc<Container>> = inner
-            .store
-            .list()
-            .into_iter()
-            .filter(|c| !matches!(c.status().state, State::Exited { .. }))
-            .map(|c| (c.id().to_owned(), c))
-            .collect();
-        watched.retain(|id, wd| {
-            let keep = live.contains_key(id);
+        // Watch every live shim dir not watched yet; forget the others.
+        let live = live_dirs(&inner);
+        watched.retain(|what, wd| {
+            let keep = live.contains_key(what);
             if !keep {
                 let _ = inotify.rm_watch(*wd);
                 by_wd.remove(wd);
             }
             keep
         });
-        for (id, c) in &live {
-            if watched.contains_key(id) {
+        for (what, dir) in &live {
+            if watched.contains_key(what) {
                 continue;
             }
             match inotify.add_watch(
-                &c.meta.shim_dir,
+                dir,
                 AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE,
             ) {
                 Ok(wd) => {
-                    watched.insert(id.clone(), wd);
-                    by_wd.insert(wd, id.clone());
+                    watched.insert(what.clone(), wd);
+                    by_wd.insert(wd, what.clone());
                 }
                 Err(e) => {
-                    tracing::debug!(container = %id, error = %e, "cannot watch the shim dir");
+                    tracing::debug!(watched = ?what, error = %e, "cannot watch the shim dir");
                 }
             }
         }
@@ -145,13 +172,13 @@ fn watch(weak: Weak<Containers>, inotify: Inotify) {
             }
             for e in batch {
                 if e.name.as_deref().is_some_and(|n| n == EXIT_FILE) {
-                    if let Some(id) = by_wd.get(&e.wd) {
-                        exited.push(id.clone());
+                    if let Some(what) = by_wd.get(&e.wd) {
+                        exited.push(what.clone());
                     }
                 }
                 if e.mask.contains(AddWatchFlags::IN_IGNORED) {
-                    if let Some(id) = by_wd.remove(&e.wd) {
-                        watched.remove(&id);
+                    if let Some(what) = by_wd.remove(&e.wd) {
+                        watched.remove(&what);
                     }
                 }
             }
@@ -160,19 +187,39 @@ fn watch(weak: Weak<Containers>, inotify: Inotify) {
             continue;
         }
         let Some(inner) = weak.upgrade() else { break };
-        for id in exited {
-            // A created container's exit is StartContainer's to record (it may be
-            // starting right now).
-            if let Some(c) = inner
-                .store
-                .get(&id)
-                .ok()
-                .filter(|c| c.status().state.is_running())
-            {
-                if let Err(e) = observe_exit(&inner, &c) {
-                    tracing::warn!(container = %id, error = %e, "cannot record the container's exit");
-                }
+        for what in exited {
+            match what {
+                Watched::Container(id) => container_exited(&inner, &id),
+                Watched::Sandbox(id) => sandbox_exited(&inner, &id),
             }
+        }
+    }
+}
+
+fn container_exited(inner: &Containers, id: &str) {
+    // A created container's exit is StartContainer's to record (it may be starting right
+    // now).
+    if let Some(c) = inner
+        .store
+        .get(id)
+        .ok()
+        .filter(|c| c.status().state.is_running())
+    {
+        if let Err(e) = observe_exit(inner, &c) {
+            tracing::warn!(container = %id, error = %e, "cannot record the container's exit");
+        }
+    }
+}
+
+/// A pause that exited: the sandbox becomes NotReady and its Stopped event goes out
+/// (unless StopPodSandbox, which killed it, recorded that first).
+fn sandbox_exited(inner: &Containers, id: &str) {
+    let Some(service) = inner.sandboxes.get() else {
+        return;
+    };
+    if let Ok(sandbox) = service.sandbox(id) {
+        if let Err(e) = service.refresh(&sandbox) {
+            tracing::warn!(sandbox = %id, error = %e, "cannot record the pause's exit");
         }
     }
 }
@@ -182,6 +229,17 @@ fn check_running(inner: &Containers) {
         if c.status().state.is_running() && ExitRecord::path(&c.meta.shim_dir).exists() {
             if let Err(e) = observe_exit(inner, &c) {
                 tracing::warn!(container = %c.id(), error = %e, "cannot record the container's exit");
+            }
+        }
+    }
+    // Pauses too: one that exited, or whose shim vanished with it, makes its sandbox
+    // NotReady (a stat of the exit record and of /proc/<pid> each).
+    if let Some(service) = inner.sandboxes.get() {
+        for sandbox in service.sandboxes() {
+            if sandbox.state().is_ready() {
+                if let Err(e) = service.refresh(&sandbox) {
+                    tracing::warn!(sandbox = %sandbox.meta.id, error = %e, "cannot record the pause's exit");
+                }
             }
         }
     }

@@ -90,16 +90,9 @@ fn teardown(inner: &Containers, c: &Container) -> Result<(), ContainerError> {
             })
         }
     }
-    let status = super::status::cri_status(c, false);
     inner.store.delete(id)?;
-    let event = cri::ContainerEventResponse {
-        container_id: id.to_owned(),
-        container_event_type: cri::ContainerEventType::ContainerDeletedEvent as i32,
-        created_at: super::status::now_ns(),
-        pod_sandbox_status: None,
-        containers_statuses: vec![status],
-    };
-    let _ = inner.events.send(event);
+    // As containerd: the pod's status and its remaining containers' statuses.
+    super::events::publish(inner, c, cri::ContainerEventType::ContainerDeletedEvent);
     tracing::info!(container = %id, pod = %c.meta.sandbox_id, "container removed");
     Ok(())
 }

@@ -36,8 +36,11 @@ pub(super) async fn lookup(
         StoreError::NotFound { .. } => ContainerError::SandboxNotFound { id: id.to_owned() },
         other => ContainerError::Store(other),
     })?;
-    let checked = sandbox.clone();
-    let state = blocking("check the pod sandbox", move || Ok(checked.refresh()?)).await?;
+    let (checked, service) = (sandbox.clone(), sandboxes.clone());
+    let state = blocking("check the pod sandbox", move || {
+        Ok(service.refresh(&checked)?)
+    })
+    .await?;
     let SandboxState::Ready { pid } = state else {
         return Err(ContainerError::SandboxNotReady {
             id: sandbox.meta.id.clone(),

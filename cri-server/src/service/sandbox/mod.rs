@@ -29,7 +29,7 @@ use tonic::Status;
 
 use super::container::ContainerService;
 use crate::config::Config;
-use crate::store::sandbox::{Sandbox, SandboxStore};
+use crate::store::sandbox::{Sandbox, SandboxState, SandboxStore};
 use crate::store::StoreError;
 
 pub use error::SandboxError;
@@ -60,7 +60,12 @@ struct Sandboxes {
     images: Arc<ImageStore>,
     /// One pull of the sandbox image at a time.
     image_pulls: tokio::sync::Mutex<()>,
+    /// Told when a sandbox's pause has exited (its Stopped event), once per sandbox.
+    on_exit: std::sync::OnceLock<ExitListener>,
 }
+
+/// Receives a sandbox's ID and status when its pause has exited.
+pub type ExitListener = Box<dyn Fn(&str, cri::PodSandboxStatus) + Send + Sync>;
 
 impl SandboxService {
     /// Loads every sandbox record (`<root>/cri/sandboxes`); a sandbox whose pause exited
@@ -96,6 +101,7 @@ impl SandboxService {
                 host: crate::spec::HostInfo::probe(),
                 images,
                 image_pulls: tokio::sync::Mutex::new(()),
+                on_exit: std::sync::OnceLock::new(),
             }),
         };
         sweep::orphans(&service.inner);
@@ -110,6 +116,18 @@ impl SandboxService {
     /// Every sandbox (for the container service).
     pub fn sandboxes(&self) -> Vec<Arc<Sandbox>> {
         self.inner.store.list()
+    }
+
+    /// Sets who hears of pause exits (set once, at startup: the container events).
+    pub fn on_pause_exit(&self, listener: ExitListener) {
+        let _ = self.inner.on_exit.set(listener);
+    }
+
+    /// A Ready sandbox whose pause exited becomes NotReady, and its Stopped event goes out
+    /// (from whichever caller saw the exit first: the exit watcher, a status, a create).
+    /// Returns the state. Blocking.
+    pub fn refresh(&self, sandbox: &Sandbox) -> Result<SandboxState, StoreError> {
+        self.inner.refresh(sandbox)
     }
 
     pub async fn run(
@@ -202,6 +220,24 @@ impl SandboxService {
 impl Sandboxes {
     fn systemd(&self) -> bool {
         self.config.cgroup.driver == crate::config::CgroupDriver::Systemd
+    }
+
+    /// See [`SandboxService::refresh`].
+    fn refresh(&self, sandbox: &Sandbox) -> Result<SandboxState, StoreError> {
+        if sandbox.observe_exit()? {
+            self.exited(sandbox);
+        }
+        Ok(sandbox.state())
+    }
+
+    /// Tells the listener that `sandbox`'s pause exited (its caller made it NotReady).
+    fn exited(&self, sandbox: &Sandbox) {
+        if let Some(listener) = self.on_exit.get() {
+            listener(
+                &sandbox.meta.id,
+                status::cri_status(sandbox, &sandbox.state()),
+            );
+        }
     }
 }
 

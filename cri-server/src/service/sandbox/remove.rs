@@ -48,6 +48,9 @@ async fn remove_locked(
             what: "remove the pod's containers",
             status: Box::new(status),
         })?;
+    // The Deleted event carries the pod's last status, as containerd's does (the kubelet's
+    // evented PLEG drops an event without one, and drops the pod from its cache on this one).
+    let last_status = super::status::cri_status(sandbox, &sandbox.state());
     let (ctx, sb) = (ctx.clone(), sandbox.clone());
     blocking(move || {
         let sandbox = sb;
@@ -75,7 +78,7 @@ async fn remove_locked(
     containers.publish_sandbox_event(
         &sandbox.meta.id,
         k8s_cri::v1::ContainerEventType::ContainerDeletedEvent,
-        None,
+        Some(last_status),
     );
     Ok(())
 }

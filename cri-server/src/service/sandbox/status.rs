@@ -23,9 +23,9 @@ pub(super) async fn status(
         .map_err(|e| SandboxError::from(e).into_status(&id))?;
     let pod = sandbox.meta.pod();
     let verbose = req.verbose;
-    let sb = sandbox.clone();
+    let (sb, refresh_ctx) = (sandbox.clone(), ctx.clone());
     let (state, spec) = blocking(move || {
-        let state = sb.refresh()?;
+        let state = refresh_ctx.refresh(&sb)?;
         let spec = verbose
             .then(|| std::fs::read(sb.meta.bundle().join("config.json")).ok())
             .flatten()
@@ -130,6 +130,7 @@ pub(super) async fn list(
 ) -> Result<cri::ListPodSandboxResponse, Status> {
     let filter = req.filter.unwrap_or_default();
     let all = ctx.store.list();
+    let ctx = ctx.clone();
     let items = blocking(move || {
         let mut items = Vec::new();
         for sandbox in all {
@@ -140,7 +141,7 @@ pub(super) async fn list(
             if !labels_match(&meta.config.labels, &filter.label_selector) {
                 continue;
             }
-            let state = sandbox.refresh()?.to_cri();
+            let state = ctx.refresh(&sandbox)?.to_cri();
             if filter
                 .state
                 .as_ref()

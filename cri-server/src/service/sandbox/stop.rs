@@ -60,7 +60,6 @@ pub(super) async fn stop_locked(
     containers: &ContainerService,
 ) -> Result<()> {
     let id = &sandbox.meta.id;
-    let was_ready = sandbox.state().is_ready();
     // Timeout 0: the kubelet stopped them gracefully already; what is left is killed.
     containers
         .stop_all_in_sandbox(id, 0)
@@ -72,7 +71,7 @@ pub(super) async fn stop_locked(
     let (ctx, sb) = (ctx.clone(), sandbox.clone());
     blocking(move || {
         let sandbox = sb;
-        kill_pause(&sandbox)?;
+        kill_pause(&ctx, &sandbox)?;
         if !sandbox.state().is_released() {
             release(&ctx, &sandbox)?;
             sandbox.update(|s| {
@@ -84,34 +83,22 @@ pub(super) async fn stop_locked(
         }
         Ok(())
     })
-    .await?;
-    if was_ready {
-        let status = super::status::cri_status(sandbox, &sandbox.state());
-        containers.publish_sandbox_event(
-            id,
-            k8s_cri::v1::ContainerEventType::ContainerStoppedEvent,
-            Some(status),
-        );
-    }
-    Ok(())
+    .await
 }
 
-/// Kills the pause if it runs and records its exit: the sandbox is NotReady afterwards.
-fn kill_pause(sandbox: &Sandbox) -> Result<()> {
+/// Kills the pause if it runs and records its exit: the sandbox is NotReady afterwards. The
+/// Stopped event goes out from whoever records the exit: here, or the exit watcher when it
+/// sees the shim's record first.
+fn kill_pause(ctx: &Sandboxes, sandbox: &Sandbox) -> Result<()> {
     let meta = &sandbox.meta;
-    let SandboxState::Ready { pid } = sandbox.refresh()? else {
+    let SandboxState::Ready { pid } = ctx.refresh(sandbox)? else {
         return Ok(());
     };
     oci::kill(&meta.runtime, &meta.id, pid)?;
     let exit = oci::wait_exit(&meta.shim_dir(), pid, KILL_WAIT)?;
-    sandbox.update(|s| {
-        if s.is_ready() {
-            *s = SandboxState::NotReady {
-                exit: exit.map(PauseExit::from),
-                released: false,
-            };
-        }
-    })?;
+    if sandbox.mark_exited(exit.map(PauseExit::from))? {
+        ctx.exited(sandbox);
+    }
     Ok(())
 }
 
