@@ -2,6 +2,8 @@
 //! exit codes and reasons (Completed, Error, OOMKilled), list filters, stats, resource
 //! updates, events, and a berthd restart that re-adopts running containers.
 
+#[path = "support/calls.rs"]
+mod calls;
 #[path = "support/node.rs"]
 mod node;
 mod support;
@@ -10,122 +12,24 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use calls::{pod_config, pull, remove_pod, Busybox, Rt};
 use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use node::{Leftovers, Node};
-use tonic::transport::Channel;
-
-type Rt = RuntimeServiceClient<Channel>;
-
-/// A pushed image and the registry serving it (kept alive by the test).
-struct Fixture {
-    _registry: support::Registry,
-    _work: tempfile::TempDir,
-    image: String,
-    host: String,
-}
-
-fn fixture() -> Fixture {
-    let registry = support::Registry::start();
-    let work = tempfile::tempdir().unwrap();
-    let layout = node::build_busybox(work.path());
-    let image = format!("{}/berth/busybox:v1", registry.host);
-    support::push(&layout, "v1", &image, &[]);
-    Fixture {
-        host: registry.host.clone(),
-        _registry: registry,
-        _work: work,
-        image,
-    }
-}
 
 fn can_run(test: &str) -> bool {
     support::can_run(test) && node::binaries_ready(test)
 }
 
-async fn pull(channel: &Channel, image: &str) -> String {
-    ImageServiceClient::new(channel.clone())
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: image.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("pull")
-        .into_inner()
-        .image_ref
-}
-
-fn pod_config(name: &str, log_dir: &Path) -> cri::PodSandboxConfig {
-    cri::PodSandboxConfig {
-        metadata: Some(cri::PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "default".into(),
-            attempt: 0,
-        }),
-        log_directory: log_dir.display().to_string(),
-        linux: Some(cri::LinuxPodSandboxConfig {
-            security_context: Some(cri::LinuxSandboxSecurityContext {
-                namespace_options: Some(namespaces()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-/// What the kubelet asks for a hostNetwork pod: the node's network, a PID namespace per
-/// container (shareProcessNamespace off), the pod's IPC.
-fn namespaces() -> cri::NamespaceOption {
-    cri::NamespaceOption {
-        network: cri::NamespaceMode::Node as i32,
-        pid: cri::NamespaceMode::Container as i32,
-        ipc: cri::NamespaceMode::Pod as i32,
-        ..Default::default()
-    }
-}
-
+/// RunPodSandbox, with the pod left to the guard if the test fails.
 async fn run_pod(rt: &mut Rt, config: &cri::PodSandboxConfig, guard: &Leftovers) -> String {
-    let id = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("RunPodSandbox")
-        .into_inner()
-        .pod_sandbox_id;
+    let id = calls::run_pod(rt, config, "").await;
     guard.sandbox(&id);
     id
 }
 
+/// A container of the test's hostNetwork pod, without stdin or TTY.
 fn container_config(name: &str, image: &str, script: &str) -> cri::ContainerConfig {
-    cri::ContainerConfig {
-        metadata: Some(cri::ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(cri::ImageSpec {
-            image: image.into(),
-            ..Default::default()
-        }),
-        command: vec!["sh".into(), "-c".into(), script.into()],
-        log_path: format!("{name}/0.log"),
-        labels: HashMap::from([("app".to_owned(), name.to_owned())]),
-        linux: Some(cri::LinuxContainerConfig {
-            security_context: Some(cri::LinuxContainerSecurityContext {
-                namespace_options: Some(namespaces()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    calls::container_config(name, image, script, false, false)
 }
 
 async fn create(
@@ -263,11 +167,11 @@ async fn container_lifecycle_logs_exec_stop_oom_remove() {
     if !can_run("container_lifecycle_logs_exec_stop_oom_remove") {
         return;
     }
-    let fx = fixture();
+    let fx = Busybox::push();
     let dir = node::short_tempdir();
     let guard = Leftovers::new(dir.path());
-    let node = Node::start(dir.path(), std::slice::from_ref(&fx.host)).await;
-    let mut rt = RuntimeServiceClient::new(node.channel.clone());
+    let node = Node::start(dir.path(), &[fx.host()]).await;
+    let mut rt = Rt::new(node.channel.clone());
     let image_id = pull(&node.channel, &fx.image).await;
     let logs = dir.path().join("logs");
     let pod_cfg = pod_config("lifecycle", &logs);
@@ -275,11 +179,7 @@ async fn container_lifecycle_logs_exec_stop_oom_remove() {
     let root = dir.path().join("root");
 
     // Events from here on.
-    let mut events = rt
-        .get_container_events(cri::GetEventsRequest {})
-        .await
-        .expect("GetContainerEvents")
-        .into_inner();
+    let mut events = calls::events(&mut rt).await;
 
     // Errors first: unknown image, unknown sandbox.
     let err = rt
@@ -562,13 +462,15 @@ async fn container_lifecycle_logs_exec_stop_oom_remove() {
 
     // Events of `main`, in order.
     let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while seen.len() < 4 && Instant::now() < deadline {
-        match tokio::time::timeout(Duration::from_secs(1), events.message()).await {
-            Ok(Ok(Some(e))) if e.container_id == main => seen.push(e.container_event_type),
-            Ok(Ok(Some(_))) | Err(_) => {}
-            other => panic!("event stream ended: {other:?}"),
-        }
+    while seen.len() < 4 {
+        let Some(e) = calls::next_event(&mut events, Duration::from_secs(5), |e| {
+            e.container_id == main
+        })
+        .await
+        else {
+            break;
+        };
+        seen.push(e.container_event_type);
     }
     use cri::ContainerEventType as E;
     assert_eq!(
@@ -586,16 +488,7 @@ async fn container_lifecycle_logs_exec_stop_oom_remove() {
     drop(events);
 
     // The pod's stop and removal take the other containers with them.
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .expect("StopPodSandbox");
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .expect("RemovePodSandbox");
+    remove_pod(&mut rt, &pod).await;
     assert!(list(&mut rt, cri::ContainerFilter::default())
         .await
         .is_empty());
@@ -614,11 +507,11 @@ async fn berthd_restart_readopts_containers() {
     if !can_run("berthd_restart_readopts_containers") {
         return;
     }
-    let fx = fixture();
+    let fx = Busybox::push();
     let dir = node::short_tempdir();
     let guard = Leftovers::new(dir.path());
-    let node = Node::start(dir.path(), std::slice::from_ref(&fx.host)).await;
-    let mut rt = RuntimeServiceClient::new(node.channel.clone());
+    let node = Node::start(dir.path(), &[fx.host()]).await;
+    let mut rt = Rt::new(node.channel.clone());
     pull(&node.channel, &fx.image).await;
     let logs = dir.path().join("logs");
     let pod_cfg = pod_config("restart", &logs);
@@ -650,8 +543,8 @@ async fn berthd_restart_readopts_containers() {
     // `short` exits while berthd is down.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(alive(long_pid), "containers outlive berthd");
-    let node = Node::start(dir.path(), std::slice::from_ref(&fx.host)).await;
-    let mut rt = RuntimeServiceClient::new(node.channel.clone());
+    let node = Node::start(dir.path(), &[fx.host()]).await;
+    let mut rt = Rt::new(node.channel.clone());
     let s = status(&mut rt, &short).await;
     assert_eq!(
         s.state,
@@ -672,16 +565,7 @@ async fn berthd_restart_readopts_containers() {
     let s = wait_exited(&mut rt, &long, Duration::from_secs(20)).await;
     assert_eq!((s.exit_code, s.reason.as_str()), (7, "Error"), "{s:?}");
 
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .expect("StopPodSandbox");
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .expect("RemovePodSandbox");
+    remove_pod(&mut rt, &pod).await;
     assert!(list(&mut rt, cri::ContainerFilter::default())
         .await
         .is_empty());

@@ -5,6 +5,8 @@
 //! container, shim, netns, veth, mount, snapshot, cgroup or state directory is left, and the
 //! same pod or container can be made again.
 
+#[path = "support/calls.rs"]
+mod calls;
 #[path = "support/node.rs"]
 mod node;
 #[path = "support/pods.rs"]
@@ -16,8 +18,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_cri::service::crash_point;
+use calls::{pull, remove_pod, run_container, run_pod, Busybox};
 use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
 use node::Leftovers;
 use pods::Pods;
 
@@ -175,24 +177,9 @@ async fn crash_in_run_pod_sandbox_is_swept_at_restart() {
         assert!(node::mounts_under(&pods.state()).is_empty(), "{point}");
 
         // The same pod can be made again (its name is free, its IP range too).
-        let id = rt
-            .run_pod_sandbox(cri::RunPodSandboxRequest {
-                config: Some(pods::pod(&name)),
-                runtime_handler: String::new(),
-            })
-            .await
-            .expect("RunPodSandbox after the sweep")
-            .into_inner()
-            .pod_sandbox_id;
+        let id = run_pod(&mut rt, &pods::pod(&name), "").await;
         guard.sandbox(&id);
-        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: id.clone(),
-        })
-        .await
-        .unwrap();
-        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
-            .await
-            .unwrap();
+        remove_pod(&mut rt, &id).await;
         drop(rt);
         berthd.stop();
     }
@@ -206,51 +193,21 @@ async fn crash_in_create_container_is_swept_at_restart() {
     if !can_run(test) {
         return;
     }
-    let registry = support::Registry::start();
-    let work = tempfile::tempdir().unwrap();
-    let layout = node::build_busybox(work.path());
-    let image = format!("{}/berth/busybox:v1", registry.host);
-    support::push(&layout, "v1", &image, &[]);
-    let host = registry.host.clone();
+    let busybox = Busybox::push();
+    let (host, image) = (busybox.host(), busybox.image.clone());
     let pods = Pods::configure(15, |c| c.registry.insecure = vec![host]);
     let berthd = Berthd::start(&pods, None);
     let guard = Leftovers::new(pods.dir.path());
-    ImageServiceClient::new(pods.channel().await)
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: image.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("pull");
+    pull(&pods.channel().await, &image).await;
     let mut rt = pods.client().await;
     let pod_config = pods::pod("cc");
-    let pod = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pod_config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("RunPodSandbox")
-        .into_inner()
-        .pod_sandbox_id;
+    let pod = run_pod(&mut rt, &pod_config, "").await;
     guard.sandbox(&pod);
     let snapshot_dir = pods.config.root.join("snapshots");
     let snapshots = || entries(&snapshot_dir).len();
     let before = snapshots();
     let containers = pods.state().join("containers");
     let config = |name: &str| cri::ContainerConfig {
-        metadata: Some(cri::ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(cri::ImageSpec {
-            image: image.clone(),
-            ..Default::default()
-        }),
-        command: vec!["sleep".into(), "300".into()],
         mounts: vec![cri::Mount {
             container_path: "/iv".into(),
             image: Some(cri::ImageSpec {
@@ -259,7 +216,7 @@ async fn crash_in_create_container_is_swept_at_restart() {
             }),
             ..Default::default()
         }],
-        ..Default::default()
+        ..calls::shell_container(name, &image, "sleep 300")
     };
     drop(rt);
     berthd.stop();
@@ -325,29 +282,8 @@ async fn crash_in_create_container_is_swept_at_restart() {
     // And the container can be made now.
     let berthd = Berthd::start(&pods, None);
     let mut rt = pods.client().await;
-    let c = rt
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod.clone(),
-            config: Some(config("app")),
-            sandbox_config: Some(pod_config.clone()),
-        })
-        .await
-        .expect("CreateContainer after the sweep")
-        .into_inner()
-        .container_id;
-    rt.start_container(cri::StartContainerRequest { container_id: c })
-        .await
-        .expect("StartContainer");
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
+    run_container(&mut rt, &pod, &pod_config, config("app")).await;
+    remove_pod(&mut rt, &pod).await;
     assert_eq!(snapshots(), before);
     drop(rt);
     berthd.stop();

@@ -2,6 +2,8 @@
 //! cAdvisor-named metrics (ListPodSandboxMetrics), PodSandboxStatus with its containers'
 //! statuses, and GetContainerEvents carrying the pod's and the containers' statuses.
 
+#[path = "support/calls.rs"]
+mod calls;
 #[path = "support/node.rs"]
 mod node;
 #[path = "support/pods.rs"]
@@ -11,13 +13,10 @@ mod support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use calls::{pull, run_container, run_pod, shell_container as container, Busybox};
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use node::Leftovers;
-use tonic::transport::Channel;
-
-type Rt = RuntimeServiceClient<Channel>;
 
 const RUNNING: i32 = cri::ContainerState::ContainerRunning as i32;
 const EXITED: i32 = cri::ContainerState::ContainerExited as i32;
@@ -26,79 +25,6 @@ const NOT_READY: i32 = cri::PodSandboxState::SandboxNotready as i32;
 
 fn can_run(test: &str) -> bool {
     support::can_run(test) && pods::can_run(test)
-}
-
-/// A registry with the busybox fixture (`<host>/berth/busybox:v1`), kept alive by the test.
-struct Fixture {
-    registry: support::Registry,
-    _work: tempfile::TempDir,
-    image: String,
-}
-
-fn fixture() -> Fixture {
-    let registry = support::Registry::start();
-    let work = tempfile::tempdir().unwrap();
-    let layout = node::build_busybox(work.path());
-    let image = format!("{}/berth/busybox:v1", registry.host);
-    support::push(&layout, "v1", &image, &[]);
-    Fixture {
-        registry,
-        _work: work,
-        image,
-    }
-}
-
-async fn pull(channel: Channel, image: &str) {
-    ImageServiceClient::new(channel)
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: image.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("pull");
-}
-
-fn container(name: &str, image: &str, script: &str) -> cri::ContainerConfig {
-    cri::ContainerConfig {
-        metadata: Some(cri::ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(cri::ImageSpec {
-            image: image.into(),
-            ..Default::default()
-        }),
-        command: vec!["sh".into(), "-c".into(), script.into()],
-        labels: HashMap::from([("app".to_owned(), name.to_owned())]),
-        ..Default::default()
-    }
-}
-
-async fn run_container(
-    rt: &mut Rt,
-    pod: &str,
-    pod_config: &cri::PodSandboxConfig,
-    config: cri::ContainerConfig,
-) -> String {
-    let id = rt
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod.into(),
-            config: Some(config),
-            sandbox_config: Some(pod_config.clone()),
-        })
-        .await
-        .expect("CreateContainer")
-        .into_inner()
-        .container_id;
-    rt.start_container(cri::StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .expect("StartContainer");
-    id
 }
 
 /// The value of metric `name` whose label `key` is `value` (any, without a label).
@@ -143,28 +69,16 @@ async fn metrics_statuses_and_events_of_a_networked_pod() {
     if !can_run(test) {
         return;
     }
-    let fx = fixture();
-    let host = fx.registry.host.clone();
+    let fx = Busybox::push();
+    let host = fx.host();
     let pods = pods::Pods::start_with(11, |c| c.registry.insecure = vec![host]).await;
     let guard = Leftovers::new(pods.dir.path());
     let mut rt = pods.client().await;
-    pull(pods.channel().await, &fx.image).await;
-    let mut events = rt
-        .get_container_events(cri::GetEventsRequest {})
-        .await
-        .expect("GetContainerEvents")
-        .into_inner();
+    pull(&pods.channel().await, &fx.image).await;
+    let mut events = calls::events(&mut rt).await;
 
     let pod_config = pods::pod("metrics");
-    let pod = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pod_config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("RunPodSandbox")
-        .into_inner()
-        .pod_sandbox_id;
+    let pod = run_pod(&mut rt, &pod_config, "").await;
     guard.sandbox(&pod);
     // Writes a copy of busybox into the writable layer, then waits.
     let app = run_container(
@@ -344,12 +258,11 @@ async fn metrics_statuses_and_events_of_a_networked_pod() {
         (pod.as_str(), E::ContainerDeletedEvent),
     ];
     let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while seen.len() < want.len() && Instant::now() < deadline {
-        match tokio::time::timeout(Duration::from_secs(1), events.message()).await {
-            Ok(Ok(Some(e))) if e.container_id == pod || e.container_id == app => seen.push(e),
-            Ok(Ok(Some(_))) | Err(_) => {}
-            other => panic!("event stream ended: {other:?}"),
+    while seen.len() < want.len() {
+        let ours = |e: &cri::ContainerEventResponse| e.container_id == pod || e.container_id == app;
+        match calls::next_event(&mut events, Duration::from_secs(10), ours).await {
+            Some(e) => seen.push(e),
+            None => break,
         }
     }
     drop(events);
@@ -440,32 +353,15 @@ async fn configured_sandbox_image_is_pulled_pinned_and_run() {
     // Two pods at once: the image is pulled (once) and each pause runs from its own snapshot.
     let run = |name: &'static str| {
         let mut rt = rt.clone();
-        async move {
-            rt.run_pod_sandbox(cri::RunPodSandboxRequest {
-                config: Some(pods::pod(name)),
-                runtime_handler: String::new(),
-            })
-            .await
-            .expect("RunPodSandbox")
-            .into_inner()
-            .pod_sandbox_id
-        }
+        async move { run_pod(&mut rt, &pods::pod(name), "").await }
     };
     let (a, b) = tokio::join!(run("img-a"), run("img-b"));
     guard.sandbox(&a);
     guard.sandbox(&b);
     let mut rt = rt;
     for id in [&a, &b] {
-        let st = rt
-            .pod_sandbox_status(cri::PodSandboxStatusRequest {
-                pod_sandbox_id: id.clone(),
-                verbose: true,
-            })
-            .await
-            .expect("PodSandboxStatus")
-            .into_inner();
-        assert_eq!(st.status.unwrap().state, READY);
-        let info: serde_json::Value = serde_json::from_str(&st.info["info"]).unwrap();
+        let (st, info) = calls::pod_status(&mut rt, id).await;
+        assert_eq!(st.state, READY);
         assert_eq!(info["image"], pause_image.as_str());
         let pid = info["pid"].as_i64().unwrap();
         assert!(pods::alive(pid));
@@ -508,16 +404,7 @@ async fn configured_sandbox_image_is_pulled_pinned_and_run() {
     assert!(status.pinned, "{status:?}");
 
     for id in [&a, &b] {
-        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: id.clone(),
-        })
-        .await
-        .expect("StopPodSandbox");
-        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: id.clone(),
-        })
-        .await
-        .expect("RemovePodSandbox");
+        calls::remove_pod(&mut rt, id).await;
         let dir = pods.state().join("sandboxes").join(id);
         assert!(!pods::is_mounted(&dir.join("rootfs")));
         assert!(!dir.exists(), "{} is left", dir.display());
@@ -542,12 +429,12 @@ async fn image_volume_is_a_read_only_view_released_on_remove() {
     if !can_run(test) {
         return;
     }
-    let fx = fixture();
-    let host = fx.registry.host.clone();
+    let fx = Busybox::push();
+    let host = fx.host();
     let pods = pods::Pods::start_with(13, |c| c.registry.insecure = vec![host]).await;
     let guard = Leftovers::new(pods.dir.path());
     let mut rt = pods.client().await;
-    pull(pods.channel().await, &fx.image).await;
+    pull(&pods.channel().await, &fx.image).await;
     let snapshots = || {
         std::fs::read_dir(pods.config.root.join("snapshots"))
             .map(|d| d.count())
@@ -556,15 +443,7 @@ async fn image_volume_is_a_read_only_view_released_on_remove() {
     let before = snapshots();
 
     let pod_config = pods::pod("iv");
-    let pod = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pod_config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("RunPodSandbox")
-        .into_inner()
-        .pod_sandbox_id;
+    let pod = run_pod(&mut rt, &pod_config, "").await;
     guard.sandbox(&pod);
     let volume = cri::Mount {
         container_path: "/iv".into(),
@@ -648,16 +527,7 @@ async fn image_volume_is_a_read_only_view_released_on_remove() {
     assert_eq!(snapshots(), before, "the view went with the container");
     let dir = pods.state().join("containers").join(&c);
     assert!(!dir.exists());
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .expect("StopPodSandbox");
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .expect("RemovePodSandbox");
+    calls::remove_pod(&mut rt, &pod).await;
     assert!(node::mounts_under(pods.dir.path()).is_empty());
     drop(guard);
     drop(pods);
@@ -672,28 +542,16 @@ async fn exits_are_seen_when_the_shim_records_them() {
     if !can_run(test) {
         return;
     }
-    let fx = fixture();
-    let host = fx.registry.host.clone();
+    let fx = Busybox::push();
+    let host = fx.host();
     let pods = pods::Pods::start_with(16, |c| c.registry.insecure = vec![host]).await;
     let guard = Leftovers::new(pods.dir.path());
     let mut rt = pods.client().await;
-    pull(pods.channel().await, &fx.image).await;
+    pull(&pods.channel().await, &fx.image).await;
     let pod_config = pods::pod("exits");
-    let pod = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pod_config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("RunPodSandbox")
-        .into_inner()
-        .pod_sandbox_id;
+    let pod = run_pod(&mut rt, &pod_config, "").await;
     guard.sandbox(&pod);
-    let mut events = rt
-        .get_container_events(cri::GetEventsRequest {})
-        .await
-        .expect("GetContainerEvents")
-        .into_inner();
+    let mut events = calls::events(&mut rt).await;
     let mut late = Vec::new();
     for i in 0..3 {
         let script = format!("sleep 0.{}; exit 3", 3 + i * 2);
@@ -704,21 +562,12 @@ async fn exits_are_seen_when_the_shim_records_them() {
             container(&format!("quick{i}"), &fx.image, &script),
         )
         .await;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let stopped = loop {
-            assert!(Instant::now() < deadline, "no stopped event for {c}");
-            match tokio::time::timeout(Duration::from_secs(1), events.message()).await {
-                Ok(Ok(Some(e)))
-                    if e.container_id == c
-                        && e.container_event_type
-                            == cri::ContainerEventType::ContainerStoppedEvent as i32 =>
-                {
-                    break e
-                }
-                Ok(Ok(Some(_))) | Err(_) => {}
-                other => panic!("event stream ended: {other:?}"),
-            }
-        };
+        let stopped = calls::next_event(&mut events, Duration::from_secs(10), |e| {
+            e.container_id == c
+                && e.container_event_type == cri::ContainerEventType::ContainerStoppedEvent as i32
+        })
+        .await
+        .unwrap_or_else(|| panic!("no stopped event for {c}"));
         let status = stopped
             .containers_statuses
             .iter()
@@ -734,16 +583,7 @@ async fn exits_are_seen_when_the_shim_records_them() {
         late.iter().all(|d| *d < Duration::from_millis(500)),
         "exits seen late: {late:?}"
     );
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .expect("StopPodSandbox");
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .expect("RemovePodSandbox");
+    calls::remove_pod(&mut rt, &pod).await;
     drop(guard);
     drop(pods);
 }
@@ -760,32 +600,11 @@ async fn a_pause_that_dies_makes_its_pod_not_ready_with_an_event() {
     let pods = pods::Pods::start(18).await;
     let guard = Leftovers::new(pods.dir.path());
     let mut rt = pods.client().await;
-    let pod = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pods::pod("dies")),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("RunPodSandbox")
-        .into_inner()
-        .pod_sandbox_id;
+    let pod = run_pod(&mut rt, &pods::pod("dies"), "").await;
     guard.sandbox(&pod);
-    let info = rt
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod.clone(),
-            verbose: true,
-        })
-        .await
-        .expect("PodSandboxStatus")
-        .into_inner()
-        .info;
-    let info: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+    let (_, info) = calls::pod_status(&mut rt, &pod).await;
     let pid = info["pid"].as_i64().expect("the pause's pid") as i32;
-    let mut events = rt
-        .get_container_events(cri::GetEventsRequest {})
-        .await
-        .expect("GetContainerEvents")
-        .into_inner();
+    let mut events = calls::events(&mut rt).await;
     // The pause berthd started for this test's pod.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
@@ -793,16 +612,11 @@ async fn a_pause_that_dies_makes_its_pod_not_ready_with_an_event() {
     )
     .expect("kill the pause");
 
-    let mut stopped = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while stopped.is_empty() && Instant::now() < deadline {
-        match tokio::time::timeout(Duration::from_secs(1), events.message()).await {
-            Ok(Ok(Some(e))) if e.container_id == pod => stopped.push(e),
-            Ok(Ok(Some(_))) | Err(_) => {}
-            other => panic!("event stream ended: {other:?}"),
-        }
-    }
-    let event = stopped.first().expect("a Stopped event for the sandbox");
+    let event = calls::next_event(&mut events, Duration::from_secs(10), |e| {
+        e.container_id == pod
+    })
+    .await
+    .expect("a Stopped event for the sandbox");
     assert_eq!(
         event.container_event_type,
         cri::ContainerEventType::ContainerStoppedEvent as i32
@@ -819,24 +633,16 @@ async fn a_pause_that_dies_makes_its_pod_not_ready_with_an_event() {
     .await
     .expect("StopPodSandbox");
     // Events are sent as things happen: anything StopPodSandbox sent is queued by now.
-    let mut more = Vec::new();
-    while let Ok(Ok(Some(e))) =
-        tokio::time::timeout(Duration::from_millis(300), events.message()).await
-    {
-        if e.container_id == pod {
-            more.push(e.container_event_type);
-        }
-    }
+    let more = calls::next_event(&mut events, Duration::from_millis(500), |e| {
+        e.container_id == pod
+    })
+    .await;
     assert!(
-        more.is_empty(),
+        more.is_none(),
         "a second event after StopPodSandbox: {more:?}"
     );
     drop(events);
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .expect("RemovePodSandbox");
+    calls::remove_pod(&mut rt, &pod).await;
     drop(guard);
     drop(pods);
 }
@@ -851,12 +657,12 @@ async fn fifty_pods_at_once() {
         return;
     }
     const PODS: usize = 50;
-    let fx = fixture();
-    let host = fx.registry.host.clone();
+    let fx = Busybox::push();
+    let host = fx.host();
     let pods = pods::Pods::start_with(17, |c| c.registry.insecure = vec![host]).await;
     let guard = std::sync::Arc::new(Leftovers::new(pods.dir.path()));
     let rt = pods.client().await;
-    pull(pods.channel().await, &fx.image).await;
+    pull(&pods.channel().await, &fx.image).await;
 
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..PODS {

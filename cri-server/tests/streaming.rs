@@ -5,6 +5,8 @@
 //! container reading stdin, parallel forwarded connections to an HTTP server in the pod; and a
 //! forwarded connection into a pod's own network namespace (CNI on a test bridge).
 
+#[path = "support/calls.rs"]
+mod calls;
 #[path = "support/node.rs"]
 mod node;
 #[path = "support/pods.rs"]
@@ -16,12 +18,12 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use calls::{container_config, pod_config, pull, remove_pod, run_container, run_pod, Busybox};
 use futures_util::{SinkExt, StreamExt};
 use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use node::{Leftovers, Node};
-use streaming_node::{container_config, exec_url, pod_config, run_container};
+use streaming_node::{exec_url, pids_running};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
@@ -96,60 +98,22 @@ fn status(ch: &[u8]) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("status {:?}: {e}", String::from_utf8_lossy(ch)))
 }
 
-/// PIDs of processes whose command line is exactly `args`.
-fn pids_running(args: &[&str]) -> Vec<i32> {
-    let want: Vec<u8> = args
-        .iter()
-        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
-        .collect();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want)
-                && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exec_attach_port_forward_over_websocket() {
     let test = "exec_attach_port_forward_over_websocket";
     if !can_run(test) {
         return;
     }
-    let registry = support::Registry::start();
-    let work = tempfile::tempdir().unwrap();
-    let layout = node::build_busybox(work.path());
-    let image = format!("{}/berth/busybox:v1", registry.host);
-    support::push(&layout, "v1", &image, &[]);
+    let busybox = Busybox::push();
+    let (registry, image) = (&busybox.registry, busybox.image.clone());
 
     let dir = node::short_tempdir();
     let guard = Leftovers::new(dir.path());
     let node = Node::start(dir.path(), std::slice::from_ref(&registry.host)).await;
     let mut rt = RuntimeServiceClient::new(node.channel.clone());
-    ImageServiceClient::new(node.channel.clone())
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: image.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("pull");
+    pull(&node.channel, &image).await;
     let pod_cfg = pod_config("streaming", &dir.path().join("logs"));
-    let pod = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pod_cfg.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("RunPodSandbox")
-        .into_inner()
-        .pod_sandbox_id;
+    let pod = run_pod(&mut rt, &pod_cfg, "").await;
     guard.sandbox(&pod);
 
     let main = run_container(
@@ -405,16 +369,7 @@ async fn exec_attach_port_forward_over_websocket() {
     assert!(err.contains(&closed.to_string()), "{err:?}");
     drop(ws);
 
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .expect("StopPodSandbox");
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .expect("RemovePodSandbox");
+    remove_pod(&mut rt, &pod).await;
     node.stop().await;
     drop(guard);
 }
@@ -458,15 +413,7 @@ async fn port_forward_into_the_pod_network_namespace() {
     }
     let pods = pods::Pods::start(7).await;
     let mut rt = pods.client().await;
-    let pod = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pods::pod("pf")),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("RunPodSandbox")
-        .into_inner()
-        .pod_sandbox_id;
+    let pod = run_pod(&mut rt, &pods::pod("pf"), "").await;
     let st = rt
         .pod_sandbox_status(cri::PodSandboxStatusRequest {
             pod_sandbox_id: pod.clone(),
@@ -507,16 +454,7 @@ async fn port_forward_into_the_pod_network_namespace() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
 
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .expect("StopPodSandbox");
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .expect("RemovePodSandbox");
+    remove_pod(&mut rt, &pod).await;
     drop(pods);
 }
 
@@ -532,36 +470,16 @@ async fn exec_under_runc_with_and_without_tty() {
         eprintln!("SKIP {test}: /usr/sbin/runc is not installed");
         return;
     }
-    let registry = support::Registry::start();
-    let work = tempfile::tempdir().unwrap();
-    let layout = node::build_busybox(work.path());
-    let image = format!("{}/berth/busybox:v1", registry.host);
-    support::push(&layout, "v1", &image, &[]);
+    let busybox = Busybox::push();
+    let (registry, image) = (&busybox.registry, busybox.image.clone());
 
     let dir = node::short_tempdir();
     let guard = Leftovers::new(dir.path());
     let node = Node::start(dir.path(), std::slice::from_ref(&registry.host)).await;
     let mut rt = RuntimeServiceClient::new(node.channel.clone());
-    ImageServiceClient::new(node.channel.clone())
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: image.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("pull");
+    pull(&node.channel, &image).await;
     let pod_cfg = pod_config("runc", &dir.path().join("logs"));
-    let pod = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pod_cfg.clone()),
-            runtime_handler: "runc".into(),
-        })
-        .await
-        .expect("RunPodSandbox under runc")
-        .into_inner()
-        .pod_sandbox_id;
+    let pod = run_pod(&mut rt, &pod_cfg, "runc").await;
     guard.sandbox(&pod);
     let main = run_container(
         &mut rt,
@@ -602,16 +520,7 @@ async fn exec_under_runc_with_and_without_tty() {
     assert_eq!(String::from_utf8_lossy(&ch[1]).trim(), "19 81");
     assert_eq!(status(&ch[3])["status"], "Success");
 
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .expect("StopPodSandbox");
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .expect("RemovePodSandbox");
+    remove_pod(&mut rt, &pod).await;
     node.stop().await;
     drop(guard);
 }

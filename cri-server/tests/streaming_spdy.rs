@@ -12,6 +12,8 @@
 //! - TLS: `[streaming] tls_cert_file/tls_key_file` make the URLs https, served with the
 //!   test CA's certificate.
 
+#[path = "support/calls.rs"]
+mod calls;
 #[path = "support/node.rs"]
 mod node;
 #[allow(dead_code)]
@@ -25,13 +27,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use calls::{container_config, pod_config, pull, remove_pod, run_container, run_pod, Busybox, Rt};
 use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
 use node::Leftovers;
 use spdy_client::{connect_tls, SpdyConn};
 use streaming_node::{
-    container_config, exec_url, pids_running, pids_with_args, pod_config, remove_pod,
-    run_container, run_pod, test_ca, zombie_children, Rt, StreamingNode,
+    exec_url, pids_running, pids_with_args, test_ca, zombie_children, StreamingNode,
 };
 use tokio_rustls::TlsConnector;
 
@@ -163,8 +164,7 @@ fn seq(n: u32) -> String {
 
 /// A registry with the busybox image, berthd on a short temp dir, the image pulled.
 struct Setup {
-    _registry: support::Registry,
-    _work: tempfile::TempDir,
+    _busybox: Busybox,
     dir: tempfile::TempDir,
     guard: Leftovers,
     node: StreamingNode,
@@ -172,33 +172,15 @@ struct Setup {
 }
 
 async fn setup(tweak: impl FnOnce(&mut berth_cri::config::Config)) -> Setup {
-    let registry = support::Registry::start();
-    let work = tempfile::tempdir().unwrap();
-    let layout = node::build_busybox(work.path());
-    let image = format!("{}/berth/busybox:v1", registry.host);
-    support::push(&layout, "v1", &image, &[]);
+    let busybox = Busybox::push();
+    let image = busybox.image.clone();
     let dir = node::short_tempdir();
     let guard = Leftovers::new(dir.path());
-    let node = StreamingNode::start(
-        dir.path(),
-        &node::target_dir(),
-        std::slice::from_ref(&registry.host),
-        tweak,
-    )
-    .await;
-    ImageServiceClient::new(node.channel.clone())
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: image.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("pull");
+    let node =
+        StreamingNode::start(dir.path(), &node::target_dir(), &[busybox.host()], tweak).await;
+    pull(&node.channel, &image).await;
     Setup {
-        _registry: registry,
-        _work: work,
+        _busybox: busybox,
         dir,
         guard,
         node,

@@ -1,10 +1,9 @@
 //! berthd in-process for the streaming tests, with a hook to change its config (TLS for the
-//! streaming server), and the helpers they share: a pod of busybox containers, process lookups
-//! by command line, a test CA made with openssl.
+//! streaming server), and the helpers they share: exec URLs, process lookups by command line, a
+//! test CA made with openssl.
 
 #![allow(dead_code)]
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -18,7 +17,7 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-pub type Rt = RuntimeServiceClient<Channel>;
+pub use super::calls::Rt;
 
 /// berthd serving on `dir` with `tweak` applied to its config; stopped by [`StreamingNode::stop`].
 pub struct StreamingNode {
@@ -104,116 +103,6 @@ impl Drop for StreamingNode {
             task.abort();
         }
     }
-}
-
-/// A hostNetwork pod: the node's network, a PID namespace per container, the pod's IPC.
-fn namespaces() -> cri::NamespaceOption {
-    cri::NamespaceOption {
-        network: cri::NamespaceMode::Node as i32,
-        pid: cri::NamespaceMode::Container as i32,
-        ipc: cri::NamespaceMode::Pod as i32,
-        ..Default::default()
-    }
-}
-
-pub fn pod_config(name: &str, log_dir: &Path) -> cri::PodSandboxConfig {
-    cri::PodSandboxConfig {
-        metadata: Some(cri::PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "default".into(),
-            attempt: 0,
-        }),
-        log_directory: log_dir.display().to_string(),
-        linux: Some(cri::LinuxPodSandboxConfig {
-            security_context: Some(cri::LinuxSandboxSecurityContext {
-                namespace_options: Some(namespaces()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-pub fn container_config(
-    name: &str,
-    image: &str,
-    script: &str,
-    stdin: bool,
-    tty: bool,
-) -> cri::ContainerConfig {
-    cri::ContainerConfig {
-        metadata: Some(cri::ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(cri::ImageSpec {
-            image: image.into(),
-            ..Default::default()
-        }),
-        command: vec!["sh".into(), "-c".into(), script.into()],
-        log_path: format!("{name}/0.log"),
-        labels: HashMap::from([("app".to_owned(), name.to_owned())]),
-        stdin,
-        tty,
-        linux: Some(cri::LinuxContainerConfig {
-            security_context: Some(cri::LinuxContainerSecurityContext {
-                namespace_options: Some(namespaces()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-pub async fn run_pod(rt: &mut Rt, config: &cri::PodSandboxConfig, handler: &str) -> String {
-    rt.run_pod_sandbox(cri::RunPodSandboxRequest {
-        config: Some(config.clone()),
-        runtime_handler: handler.into(),
-    })
-    .await
-    .unwrap_or_else(|e| panic!("RunPodSandbox ({handler:?}): {e:?}"))
-    .into_inner()
-    .pod_sandbox_id
-}
-
-pub async fn remove_pod(rt: &mut Rt, pod: &str) {
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod.into(),
-    })
-    .await
-    .expect("StopPodSandbox");
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod.into(),
-    })
-    .await
-    .expect("RemovePodSandbox");
-}
-
-pub async fn run_container(
-    rt: &mut Rt,
-    pod: &str,
-    pod_config: &cri::PodSandboxConfig,
-    config: cri::ContainerConfig,
-) -> String {
-    let id = rt
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod.into(),
-            config: Some(config),
-            sandbox_config: Some(pod_config.clone()),
-        })
-        .await
-        .expect("CreateContainer")
-        .into_inner()
-        .container_id;
-    rt.start_container(cri::StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .expect("StartContainer");
-    id
 }
 
 pub async fn exec_url(rt: &mut Rt, id: &str, cmd: &[&str], stdin: bool, tty: bool) -> String {
