@@ -32,6 +32,32 @@ pub fn fork() -> nix::Result<ForkResult> {
     unsafe { nix::unistd::fork() }
 }
 
+/// A child process born in a new user namespace (clone(2) with CLONE_NEWUSER and no new stack,
+/// i.e. fork semantics) that does nothing but wait to be killed, so that its parent can write
+/// the namespace's id maps and open `/proc/<pid>/ns/user`. The child makes raw system calls
+/// only (no allocation, no locks), which keeps this sound in a multi-threaded process such as
+/// berthd; it dies with the thread that created it (PR_SET_PDEATHSIG). The caller kills and
+/// reaps it.
+pub fn spawn_userns_holder() -> nix::Result<nix::unistd::Pid> {
+    let flags = (libc::CLONE_NEWUSER | libc::SIGCHLD) as libc::c_ulong;
+    // SAFETY: a raw clone without CLONE_VM gives the child a copy of the address space, like
+    // fork. The child only calls async-signal-safe functions (prctl, pause) and never returns
+    // into Rust code, so no lock or allocator state copied mid-use by another thread is touched.
+    let rc = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    match Errno::result(rc)? {
+        0 => {
+            // SAFETY: prctl and pause are async-signal-safe; the loop never returns.
+            unsafe {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+                loop {
+                    libc::pause();
+                }
+            }
+        }
+        pid => Ok(nix::unistd::Pid::from_raw(pid as i32)),
+    }
+}
+
 /// Ends a forked child at once, without running exit handlers or flushing stdio buffers it
 /// shares with its parent.
 pub fn exit_child(code: i32) -> ! {

@@ -174,6 +174,11 @@ pub fn create(root: &Root, id: &ContainerId, opts: &CreateOptions) -> Result<Cre
     let stage1_pid = match sys::fork().map_err(|e| RuntimeError::sys("fork stage 1", e))? {
         ForkResult::Child => {
             drop(parent);
+            if let Some(process) = spec.process() {
+                if let Err(e) = init::set_oom_score_adj(process) {
+                    stage1::fail(&child, "oom_score_adj", &e);
+                }
+            }
             stage1::run(child, &ns, |sync| init::run(init_cfg, sync))
         }
         ForkResult::Parent { child: pid } => pid,

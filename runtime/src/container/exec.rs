@@ -71,6 +71,9 @@ pub fn exec(container: &Container, opts: ExecOptions) -> Result<Exec> {
     let stage1_pid = match sys::fork().map_err(|e| RuntimeError::sys("fork stage 1", e))? {
         ForkResult::Child => {
             drop(parent);
+            if let Err(e) = init::set_oom_score_adj(&process) {
+                stage1::fail(&child, "oom_score_adj", &e);
+            }
             stage1::run(child, &plan, |sync| {
                 init::run_exec(process, seccomp, console, preserve, sync)
             })

@@ -246,6 +246,21 @@ fn sysctl_namespace_check(spec: &Spec, key: &str) -> Result<()> {
     Ok(())
 }
 
+/// Sets the process's oom_score_adj (its children inherit it); nothing to do when it already
+/// has the value. Stage 1 calls this before it enters any namespace, as runc's nsexec does:
+/// inside a new user namespace `/proc/self/oom_score_adj` belongs to the host's root, which is
+/// not mapped there, so the write fails with EACCES.
+pub fn set_oom_score_adj(process: &Process) -> Result<()> {
+    let Some(adj) = process.oom_score_adj() else {
+        return Ok(());
+    };
+    let path = "/proc/self/oom_score_adj";
+    if fs::read_to_string(path).is_ok_and(|now| now.trim() == adj.to_string()) {
+        return Ok(());
+    }
+    fs::write(path, adj.to_string()).map_err(|e| RuntimeError::io("set oom_score_adj", path, e))
+}
+
 /// The process attributes, in runc's order: oom_score_adj and rlimits, no_new_privileges,
 /// seccomp (now if it needs privileges, else last), bounding set, user switch keeping
 /// capabilities, the capability sets, umask, cwd (checked), environment, executable lookup,
@@ -256,10 +271,7 @@ fn prepare_process(
     preserve_fds: u32,
     sync: &SyncSocket,
 ) -> Result<Prepared> {
-    if let Some(adj) = process.oom_score_adj() {
-        fs::write("/proc/self/oom_score_adj", adj.to_string())
-            .map_err(|e| RuntimeError::io("set oom_score_adj", "/proc/self/oom_score_adj", e))?;
-    }
+    set_oom_score_adj(process)?;
     rlimits::apply(process.rlimits().as_deref().unwrap_or_default())?;
     let nnp = process.no_new_privileges().unwrap_or(false);
     if nnp {

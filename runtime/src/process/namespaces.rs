@@ -64,6 +64,21 @@ fn proc_name(kind: CloneFlags) -> &'static str {
     }
 }
 
+fn join_error(ns: &JoinNamespace, e: nix::errno::Errno) -> RuntimeError {
+    RuntimeError::sys(
+        format!(
+            "join {} namespace {}",
+            proc_name(ns.kind),
+            ns.path.display()
+        ),
+        e,
+    )
+}
+
+fn join_one(ns: &JoinNamespace) -> Result<()> {
+    setns(ns.file.as_fd(), ns.kind).map_err(|e| join_error(ns, e))
+}
+
 /// Join order: the user namespace first (it grants the capabilities to join the others), the
 /// mount namespace last (after it, host paths no longer resolve).
 const ORDER: [CloneFlags; 8] = [
@@ -198,20 +213,35 @@ impl NamespacePlan {
     }
 
     /// Enters the namespaces to join, in order. Runs in the forked stage-1 process.
+    ///
+    /// When a user namespace is joined, the other namespaces (but the mount namespace, always
+    /// last) are tried before it: one owned by an ancestor of that user namespace — a pod's
+    /// network namespace pinned on the host, while the pod has its own user namespace — cannot
+    /// be joined from inside it (EPERM). What needs the user namespace's capabilities (a
+    /// rootless runtime) is joined right after it, as crun does.
     pub fn join_all(&self) -> Result<()> {
-        for ns in &self.join {
-            setns(ns.file.as_fd(), ns.kind).map_err(|e| {
-                RuntimeError::sys(
-                    format!(
-                        "join {} namespace {}",
-                        proc_name(ns.kind),
-                        ns.path.display()
-                    ),
-                    e,
-                )
-            })?;
+        let Some(user) = self
+            .join
+            .iter()
+            .position(|j| j.kind == CloneFlags::CLONE_NEWUSER)
+        else {
+            return self.join.iter().try_for_each(join_one);
+        };
+        let (mount, early): (Vec<&JoinNamespace>, Vec<&JoinNamespace>) = self
+            .join
+            .iter()
+            .filter(|j| j.kind != CloneFlags::CLONE_NEWUSER)
+            .partition(|j| j.kind == CloneFlags::CLONE_NEWNS);
+        let mut deferred = Vec::new();
+        for ns in early {
+            match setns(ns.file.as_fd(), ns.kind) {
+                Ok(()) => {}
+                Err(nix::errno::Errno::EPERM) => deferred.push(ns),
+                Err(e) => return Err(join_error(ns, e)),
+            }
         }
-        Ok(())
+        join_one(&self.join[user])?;
+        deferred.into_iter().chain(mount).try_for_each(join_one)
     }
 
     /// Creates the new user namespace (stage 1, after joining).

@@ -38,6 +38,13 @@ pub fn run(
     let result = (|| -> Result<ForkResult> {
         expect(&sync, "wait for the cgroup", |m| matches!(m, ToChild::Go))?;
         ns.join_all()?;
+        if ns.joins(nix::sched::CloneFlags::CLONE_NEWUSER) {
+            // The host's root is not mapped in a joined user namespace (a pod's): as it, init
+            // could not create files on the filesystems mounted there (EOVERFLOW). Become the
+            // namespace's root, when it has one, as runc does.
+            let _ = setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0));
+            let _ = setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0));
+        }
         if ns.new_user {
             ns.unshare_user()?;
             sync.send(&ToParent::UsernsCreated)?;
