@@ -40,15 +40,7 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
         .as_ref()
         .is_some_and(|o| o.network() == cri::NamespaceMode::Node);
 
-    // The pod's user namespace; a container may repeat it but not differ.
-    let pod_userns = namespaces::pod_userns(pod_sc.namespace_options.as_ref())?;
-    let own_userns = namespaces::pod_userns(ns_opts)?;
-    if ns_opts.is_some_and(|o| o.userns_options.is_some()) && own_userns != pod_userns {
-        return Err(SpecError::Invalid {
-            field: "security_context.namespace_options.userns_options",
-            reason: "differs from the sandbox's user namespace".into(),
-        });
-    }
+    let pod_userns = namespaces::container_userns(pod_sc.namespace_options.as_ref(), ns_opts)?;
 
     let mut spec = base::spec(&input.rootfs);
 
@@ -116,7 +108,11 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
         privileged,
         userns: pod_userns.as_ref(),
     })?;
-    spec.set_mounts(Some(built.mounts));
+    let mut all_mounts = built.mounts;
+    if pod_userns.is_some() {
+        mounts::sysfs_for_userns(&mut all_mounts);
+    }
+    spec.set_mounts(Some(all_mounts));
 
     // Devices.
     let mut devs = devices::from_config(&config.devices)?;

@@ -286,6 +286,15 @@ fn namespaces_userns_and_devices() {
     );
     assert!(find(LinuxNamespaceType::Cgroup).is_some());
     assert_eq!(l.uid_mappings().clone().unwrap()[0].host_id(), 100000);
+    // No sysfs of its own in a user namespace that does not own the network namespace.
+    let sys = spec
+        .mounts()
+        .iter()
+        .flatten()
+        .find(|m| m.destination() == Path::new("/sys"))
+        .unwrap();
+    assert_eq!(sys.typ().as_deref(), Some("bind"));
+    assert!(sys.options().as_ref().unwrap().contains(&"rro".to_string()));
     assert_eq!(
         l.devices().clone().unwrap()[0].path(),
         Path::new("/dev/xnull")

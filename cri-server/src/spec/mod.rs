@@ -30,6 +30,7 @@ mod test_support;
 mod tests_runtime;
 
 pub use container::container_spec;
+pub use namespaces::{container_userns, mappings as id_mappings, PodUserns};
 pub use sandbox::sandbox_spec;
 
 #[derive(Debug, thiserror::Error)]

@@ -71,6 +71,26 @@ pub fn defaults(writable: bool) -> Vec<Mount> {
     ]
 }
 
+/// In a pod with its own user namespace, /sys is the host's sysfs bound recursively read-only
+/// instead of a new sysfs: the pod's network namespace, pinned on the host by berthd, belongs to
+/// the host's user namespace, and only a user namespace owning the network namespace may mount
+/// sysfs (EPERM from runc and crun otherwise). This is runc's rule for rootless containers and
+/// what berth-runtime falls back to by itself.
+pub fn sysfs_for_userns(mounts: &mut [Mount]) {
+    for m in mounts
+        .iter_mut()
+        .filter(|m| m.typ().as_deref() == Some("sysfs"))
+    {
+        let dest = m.destination().to_string_lossy().into_owned();
+        *m = mount(
+            &dest,
+            "bind",
+            "/sys",
+            &["rbind", "rro", "nosuid", "noexec", "nodev"],
+        );
+    }
+}
+
 /// The pause's mounts: the defaults without the cgroup mount, /dev/shm bound from the pod's shm
 /// (or the host's with host IPC) and its resolv.conf, both read-only.
 pub fn sandbox(files: &SandboxFiles, host_ipc: bool) -> Vec<Mount> {

@@ -37,8 +37,8 @@ pub fn pod_userns(opts: Option<&cri::NamespaceOption>) -> Result<Option<PodUsern
     match userns.mode() {
         cri::NamespaceMode::Node => Ok(None),
         cri::NamespaceMode::Pod => {
-            let uids = mappings(&userns.uids, "userns_options.uids")?;
-            let gids = mappings(&userns.gids, "userns_options.gids")?;
+            let uids = mappings(&userns.uids, "namespace_options.userns_options.uids")?;
+            let gids = mappings(&userns.gids, "namespace_options.userns_options.gids")?;
             Ok(Some(PodUserns { uids, gids }))
         }
         mode => Err(SpecError::Invalid {
@@ -51,37 +51,91 @@ pub fn pod_userns(opts: Option<&cri::NamespaceOption>) -> Result<Option<PodUsern
     }
 }
 
-/// CRI id mappings as OCI ones; at least one, each of non-zero length.
+/// A container's user namespace: the pod's, which the container may repeat (the kubelet does)
+/// but not differ from.
+pub fn container_userns(
+    pod: Option<&cri::NamespaceOption>,
+    container: Option<&cri::NamespaceOption>,
+) -> Result<Option<PodUserns>, SpecError> {
+    let pod_maps = pod_userns(pod)?;
+    if container.is_some_and(|o| o.userns_options.is_some()) && pod_userns(container)? != pod_maps {
+        return Err(SpecError::Invalid {
+            field: "security_context.namespace_options.userns_options",
+            reason: "differs from the sandbox's user namespace".into(),
+        });
+    }
+    Ok(pod_maps)
+}
+
+/// The kernel's limit on lines in a uid_map or gid_map.
+const MAX_MAPPINGS: usize = 340;
+
+/// CRI id mappings as OCI ones; at least one and at most 340, each of non-zero length, with
+/// no range running past 2^32 - 1 and no two ranges overlapping on either side (the kernel
+/// would refuse such a map with a bare EINVAL when the runtime writes it).
 pub fn mappings(
     ids: &[cri::IdMapping],
     field: &'static str,
 ) -> Result<Vec<LinuxIdMapping>, SpecError> {
+    let invalid = |reason: String| SpecError::Invalid { field, reason };
     if ids.is_empty() {
-        return Err(SpecError::Invalid {
-            field,
-            reason: "a user namespace needs at least one mapping".into(),
-        });
+        return Err(invalid(
+            "a user namespace needs at least one mapping".into(),
+        ));
     }
-    ids.iter()
-        .map(|m| {
-            if m.length == 0 {
-                return Err(SpecError::Invalid {
-                    field,
-                    reason: format!(
-                        "mapping container {} → host {} has length 0",
-                        m.container_id, m.host_id
-                    ),
-                });
+    if ids.len() > MAX_MAPPINGS {
+        return Err(invalid(format!(
+            "{} mappings: the kernel takes at most {MAX_MAPPINGS}",
+            ids.len()
+        )));
+    }
+    let end = |start: u32, len: u32| u64::from(start) + u64::from(len);
+    for (i, m) in ids.iter().enumerate() {
+        let name = format!("mapping container {} → host {}", m.container_id, m.host_id);
+        if m.length == 0 {
+            return Err(invalid(format!("{name} has length 0")));
+        }
+        if end(m.container_id, m.length) > u64::from(u32::MAX)
+            || end(m.host_id, m.length) > u64::from(u32::MAX)
+        {
+            return Err(invalid(format!(
+                "{name} length {} runs past the largest id",
+                m.length
+            )));
+        }
+        for o in &ids[..i] {
+            let overlap =
+                |a: u32, b: u32| u64::from(a) < end(b, o.length) && u64::from(b) < end(a, m.length);
+            if overlap(m.container_id, o.container_id) {
+                return Err(invalid(format!(
+                    "{name} length {} overlaps container ids {}..{} of another mapping",
+                    m.length,
+                    o.container_id,
+                    end(o.container_id, o.length)
+                )));
             }
+            if overlap(m.host_id, o.host_id) {
+                return Err(invalid(format!(
+                    "{name} length {} overlaps host ids {}..{} of another mapping",
+                    m.length,
+                    o.host_id,
+                    end(o.host_id, o.length)
+                )));
+            }
+        }
+    }
+    Ok(ids
+        .iter()
+        .map(|m| {
             // The builder has a default for every field: it cannot fail.
-            Ok(LinuxIdMappingBuilder::default()
+            LinuxIdMappingBuilder::default()
                 .container_id(m.container_id)
                 .host_id(m.host_id)
                 .size(m.length)
                 .build()
-                .unwrap_or_default())
+                .unwrap_or_default()
         })
-        .collect()
+        .collect())
 }
 
 /// The pause's namespaces: network = the pinned netns (none of its own on the host network, and
@@ -293,5 +347,35 @@ mod tests {
         )))
         .is_err());
         assert!(pod_userns(Some(&with(cri::NamespaceMode::Container, vec![], vec![]))).is_err());
+        let err = |uids, gids| {
+            pod_userns(Some(&with(cri::NamespaceMode::Pod, uids, gids)))
+                .unwrap_err()
+                .to_string()
+        };
+        let ok = vec![m(0, 100000, 65536)];
+        let e = err(vec![m(0, 100000, 65536), m(1000, 300000, 10)], ok.clone());
+        assert!(
+            e.contains("userns_options.uids") && e.contains("overlaps container ids 0..65536"),
+            "{e}"
+        );
+        let e = err(ok.clone(), vec![m(0, 100000, 10), m(10, 100005, 10)]);
+        assert!(
+            e.contains("userns_options.gids") && e.contains("overlaps host ids 100000..100010"),
+            "{e}"
+        );
+        let e = err(ok.clone(), vec![]);
+        assert!(
+            e.contains("userns_options.gids") && e.contains("at least one"),
+            "{e}"
+        );
+        let e = err(vec![m(0, u32::MAX - 5, 10)], ok.clone());
+        assert!(e.contains("runs past the largest id"), "{e}");
+        // Adjacent ranges are fine.
+        assert!(pod_userns(Some(&with(
+            cri::NamespaceMode::Pod,
+            vec![m(0, 100000, 10), m(10, 100010, 10)],
+            ok
+        )))
+        .is_ok());
     }
 }

@@ -29,7 +29,11 @@ pub fn sandbox_spec(input: &SandboxSpecInput) -> Result<Spec, SpecError> {
     let mut spec = base::spec(&input.rootfs);
     // The host's hostname on the host network: no UTS namespace, nothing to set.
     spec.set_hostname(input.netns.as_ref().map(|_| input.config.hostname.clone()));
-    spec.set_mounts(Some(mounts::sandbox(&input.files, host_ipc)));
+    let mut pause_mounts = mounts::sandbox(&input.files, host_ipc);
+    if userns.is_some() {
+        mounts::sysfs_for_userns(&mut pause_mounts);
+    }
+    spec.set_mounts(Some(pause_mounts));
     spec.set_annotations(Some({
         let mut a = annotations::sandbox(&input.id, &input.config);
         if let Some(res) = &linux.resources {

@@ -1,6 +1,12 @@
 //! CreateContainer (containerd: `container_create.go`): reserve the name, prepare and mount the
 //! rootfs snapshot, build the spec, start a shim (which creates the container through the OCI
 //! runtime, not started), record it. On failure every step taken is undone.
+//!
+//! In a pod with its own user namespace (`hostUsers: false`, CRI `userns_options` mode POD)
+//! the rootfs snapshot is mounted idmapped with the pod's mappings (`idmapped_snapshot.rs`,
+//! which also says what the host stores for the container's files): inside the pod the image's
+//! files keep their owners (root's are root's, not 65534's) and the container's root can write
+//! them; the rootfs is still one mount, released as any other; runc and crun see a plain dir.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,9 +19,9 @@ use super::error::{blocking, ContainerError};
 use super::image::{self, ResolveError, ResolvedImage};
 use super::oci::OciRuntime;
 use super::sandbox_view::SandboxView;
-use super::{image_volumes, remove, Containers};
+use super::{idmapped_snapshot, image_volumes, remove, Containers};
 use crate::shim_client::{Shim, ShimArgs};
-use crate::spec::{self, ContainerSpecInput};
+use crate::spec::{self, ContainerSpecInput, PodUserns};
 use crate::store::container::{ContainerMeta, ImageVolume, State, Status};
 
 const RPC: &str = "CreateContainer";
@@ -172,6 +178,7 @@ fn build(
     })?;
     let target_pid = target_pid(inner, &config)?;
     let log_path = log_path(&sandbox.config, &config);
+    let userns = pod_userns(sandbox, &config, name)?;
 
     let dir = inner.config.state.join("containers").join(id);
     let (rootfs, bundle, shim_dir) = (dir.join("rootfs"), dir.join("bundle"), dir.join("shim"));
@@ -197,12 +204,23 @@ fn build(
             source,
         })?;
     undo.snapshot = true;
-    mount
-        .mount(&rootfs)
-        .map_err(|source| ContainerError::Mount {
-            id: id.to_owned(),
-            source,
-        })?;
+    match &userns {
+        Some(map) => idmapped_snapshot::mount(
+            id,
+            "rootfs",
+            &mount,
+            &rootfs,
+            inner.images.snapshots().root(),
+            &dir.join("m"),
+            map,
+        )?,
+        None => mount
+            .mount(&rootfs)
+            .map_err(|source| ContainerError::Mount {
+                id: id.to_owned(),
+                source,
+            })?,
+    }
     undo.mounted = Some(rootfs.clone());
     crate::service::crash_point::reached(crate::service::crash_point::CONTAINER_ROOTFS_MOUNTED);
     if let Some(log) = &log_path {
@@ -232,7 +250,8 @@ fn build(
     .collect();
     // Image volumes: read-only views of their images, bound like host paths.
     let mut spec_config = config.clone();
-    let (mounts, volumes) = image_volumes::mount_all(inner, id, name, &dir, &config.mounts)?;
+    let (mounts, volumes) =
+        image_volumes::mount_all(inner, id, name, &dir, &config.mounts, userns.as_ref())?;
     spec_config.mounts = mounts;
     undo.image_volumes = volumes;
     let read_etc = |file: &str| std::fs::read_to_string(rootfs.join("etc").join(file)).ok();
@@ -318,6 +337,30 @@ fn build(
     tracing::info!(container = %id, pod = %sandbox.id, name = %name, init_pid = shim.init_pid, "container created");
     super::events::publish(inner, &c, cri::ContainerEventType::ContainerCreatedEvent);
     Ok(())
+}
+
+/// The pod's user namespace (`hostUsers: false`): its mappings, checked, and the container's
+/// repeating them if it names some (InvalidArgument), before anything is mounted.
+fn pod_userns(
+    sandbox: &SandboxView,
+    config: &cri::ContainerConfig,
+    name: &str,
+) -> Result<Option<PodUserns>, ContainerError> {
+    let pod = sandbox
+        .config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref());
+    let own = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref());
+    spec::container_userns(pod, own).map_err(|source| ContainerError::Spec {
+        name: name.to_owned(),
+        source,
+    })
 }
 
 /// The CRI log file: the sandbox's log directory joined with the container's log path.

@@ -60,6 +60,13 @@ pub enum ContainerError {
         #[source]
         source: image_store::MountError,
     },
+    #[error("container {id}: idmap the {what} for the pod's user namespace: {source}")]
+    Idmap {
+        id: String,
+        what: &'static str,
+        #[source]
+        source: Box<berth_runtime::RuntimeError>,
+    },
     #[error("container {id}: {source}")]
     Shim {
         id: String,
@@ -119,6 +126,7 @@ impl ContainerError {
             | E::Io { .. }
             | E::Snapshot { .. }
             | E::Mount { .. }
+            | E::Idmap { .. }
             | E::Shim { .. }
             | E::Runtime { .. }
             | E::Cgroup { .. }

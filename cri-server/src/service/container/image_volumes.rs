@@ -2,6 +2,10 @@
 //! shows that image's rootfs, read-only. Each becomes a read-only view snapshot of the image
 //! (key `<container id>-image-volume-<n>`) mounted under the container's directory, and the
 //! spec bind-mounts it; RemoveContainer (or a failed CreateContainer) unmounts and removes it.
+//!
+//! In a pod with a user namespace the view is mounted idmapped (the mount's own uid/gid
+//! mappings if the kubelet gave some, else the pod's), as the rootfs is, so the image's files
+//! keep their owners inside the pod whatever the OCI runtime; the spec then binds it plainly.
 
 use std::path::Path;
 
@@ -10,6 +14,7 @@ use k8s_cri::v1 as cri;
 use super::error::ContainerError;
 use super::image::{self, ResolveError};
 use super::Containers;
+use crate::spec::{self, PodUserns};
 use crate::store::container::ImageVolume;
 
 /// Whether a CRI mount asks for an image.
@@ -29,6 +34,7 @@ pub(super) fn mount_all(
     name: &str,
     dir: &Path,
     mounts: &[cri::Mount],
+    userns: Option<&PodUserns>,
 ) -> Result<(Vec<cri::Mount>, Vec<ImageVolume>), ContainerError> {
     let mut volumes = Vec::new();
     let mut out = Vec::with_capacity(mounts.len());
@@ -47,12 +53,27 @@ pub(super) fn mount_all(
                 ),
             });
         }
-        match mount_one(inner, id, name, dir, volumes.len(), asked) {
+        let idmap = match volume_idmap(m, userns) {
+            Ok(idmap) => idmap,
+            Err(source) => {
+                release(inner, id, &volumes);
+                return Err(ContainerError::Spec {
+                    name: name.to_owned(),
+                    source,
+                });
+            }
+        };
+        match mount_one(inner, id, name, dir, volumes.len(), asked, idmap.as_ref()) {
             Ok(v) => {
                 let mut bound = m.clone();
                 bound.host_path = v.path.display().to_string();
                 bound.image = None;
                 bound.readonly = true;
+                if idmap.is_some() {
+                    // Already idmapped: the runtime binds it as it is.
+                    bound.uid_mappings.clear();
+                    bound.gid_mappings.clear();
+                }
                 volumes.push(v);
                 out.push(bound);
             }
@@ -65,6 +86,24 @@ pub(super) fn mount_all(
     Ok((out, volumes))
 }
 
+/// The mappings an image volume is idmapped with: none outside a user namespace; the mount's
+/// own if it has some, else the pod's.
+fn volume_idmap(
+    m: &cri::Mount,
+    userns: Option<&PodUserns>,
+) -> Result<Option<PodUserns>, spec::SpecError> {
+    let Some(pod) = userns else {
+        return Ok(None);
+    };
+    if m.uid_mappings.is_empty() && m.gid_mappings.is_empty() {
+        return Ok(Some(pod.clone()));
+    }
+    Ok(Some(PodUserns {
+        uids: spec::id_mappings(&m.uid_mappings, "mounts.uidMappings")?,
+        gids: spec::id_mappings(&m.gid_mappings, "mounts.gidMappings")?,
+    }))
+}
+
 fn mount_one(
     inner: &Containers,
     id: &str,
@@ -72,6 +111,7 @@ fn mount_one(
     dir: &Path,
     n: usize,
     asked: &str,
+    idmap: Option<&PodUserns>,
 ) -> Result<ImageVolume, ContainerError> {
     let resolved = image::resolve(&inner.images, asked).map_err(|e| match e {
         ResolveError::NotFound => ContainerError::ImageNotFound {
@@ -109,12 +149,26 @@ fn mount_one(
             id: id.to_owned(),
             source,
         })?;
-    if let Err(source) = mount.mount(&volume.path) {
+    let mounted = match idmap {
+        Some(map) => super::idmapped_snapshot::mount(
+            id,
+            "image volume",
+            &mount,
+            &volume.path,
+            snapshots.root(),
+            &dir.join("m"),
+            map,
+        ),
+        None => mount
+            .mount(&volume.path)
+            .map_err(|source| ContainerError::Mount {
+                id: id.to_owned(),
+                source,
+            }),
+    };
+    if let Err(e) = mounted {
         let _ = snapshots.remove(&volume.key);
-        return Err(ContainerError::Mount {
-            id: id.to_owned(),
-            source,
-        });
+        return Err(e);
     }
     tracing::debug!(container = id, image = asked, path = %volume.path.display(), "image volume mounted");
     Ok(volume)

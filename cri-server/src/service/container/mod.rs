@@ -9,6 +9,7 @@ mod create;
 mod error;
 mod events;
 mod exec;
+mod idmapped_snapshot;
 pub(crate) mod image;
 mod image_volumes;
 mod monitor;

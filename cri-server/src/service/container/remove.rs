@@ -1,6 +1,7 @@
 //! RemoveContainer (containerd: `container_remove.go`): a running container is killed first;
 //! then the runtime's `delete --force`, the shim's end, the rootfs unmounted, its snapshot
-//! removed, the container's directories and record deleted. An unknown ID is not an error (the
+//! removed (in a user-namespaced pod the rootfs mount is the idmapped one: one unmount), the
+//! container's directories and record deleted. An unknown ID is not an error (the
 //! CRI wants RemoveContainer idempotent). The CRI log file stays: it is the kubelet's.
 
 use std::path::Path;
@@ -77,6 +78,22 @@ fn teardown(inner: &Containers, c: &Container) -> Result<(), ContainerError> {
                 source,
             })
         }
+    }
+    // Nothing else should be mounted under the container's dir; whatever is (a mount a crashed
+    // step left) is detached first, since remove_dir_all would descend into it.
+    for m in crate::service::sandbox::mounts_under(&c.meta.dir)
+        .into_iter()
+        .rev()
+    {
+        tracing::warn!(container = %id, mount = %m.display(), "detaching a leftover mount");
+        nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH).map_err(|e| {
+            ContainerError::Io {
+                id: id.to_owned(),
+                op: "unmount",
+                path: m.clone(),
+                source: e.into(),
+            }
+        })?;
     }
     match std::fs::remove_dir_all(&c.meta.dir) {
         Ok(()) => {}

@@ -1,0 +1,501 @@
+//! Pods in their own user namespace (Kubernetes `hostUsers: false`, CRI `userns_options` mode
+//! POD) on a test-owned CNI network (root), under berth-runtime and crun (runc 1.1 is skipped,
+//! saying why): the container's root is uid 0 mapped to the pod's host range; the image's files
+//! keep their owners (berthd mounts the rootfs on idmapped layers) and the container's root
+//! writes its rootfs, stored with the pod's host ids; a host-path volume with the kubelet's
+//! mappings and an image volume show their owners and the volume's new file is owned by host
+//! uid 0; after RemovePodSandbox nothing stays mounted. Invalid mappings are refused naming the
+//! field.
+
+#[path = "support/node.rs"]
+mod node;
+#[path = "support/pods.rs"]
+mod pods;
+mod support;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use node::Leftovers;
+use tonic::transport::Channel;
+
+type Rt = RuntimeServiceClient<Channel>;
+
+/// Host ids of the test's pods: one 65536-wide range each from here, far above real users.
+const HOST_BASE: u32 = 300_000;
+const RANGE: u32 = 65_536;
+
+fn can_run(test: &str) -> bool {
+    support::can_run(test) && pods::can_run(test)
+}
+
+/// A registry with the busybox fixture (`<host>/berth/busybox:v1`), kept alive by the test.
+struct Fixture {
+    registry: support::Registry,
+    _work: tempfile::TempDir,
+    image: String,
+}
+
+fn fixture() -> Fixture {
+    let registry = support::Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let layout = node::build_busybox(work.path());
+    let image = format!("{}/berth/busybox:v1", registry.host);
+    support::push(&layout, "v1", &image, &[]);
+    Fixture {
+        registry,
+        _work: work,
+        image,
+    }
+}
+
+async fn pull(channel: Channel, image: &str) {
+    ImageServiceClient::new(channel)
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("pull");
+}
+
+fn idmap(container_id: u32, host_id: u32, length: u32) -> cri::IdMapping {
+    cri::IdMapping {
+        container_id,
+        host_id,
+        length,
+    }
+}
+
+/// The namespaces the kubelet asks for a `hostUsers: false` pod: its own network, IPC and user
+/// namespace, a PID namespace per container.
+fn userns_options(uids: Vec<cri::IdMapping>, gids: Vec<cri::IdMapping>) -> cri::NamespaceOption {
+    cri::NamespaceOption {
+        network: cri::NamespaceMode::Pod as i32,
+        pid: cri::NamespaceMode::Container as i32,
+        ipc: cri::NamespaceMode::Pod as i32,
+        userns_options: Some(cri::UserNamespace {
+            mode: cri::NamespaceMode::Pod as i32,
+            uids,
+            gids,
+        }),
+        ..Default::default()
+    }
+}
+
+fn userns_pod(name: &str, ns: &cri::NamespaceOption) -> cri::PodSandboxConfig {
+    let mut config = pods::pod(name);
+    config.linux = Some(cri::LinuxPodSandboxConfig {
+        security_context: Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(ns.clone()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    config
+}
+
+/// A busybox container that sleeps, with the pod's namespace options (as the kubelet repeats
+/// them) and `mounts`.
+fn sleeper(
+    image: &str,
+    ns: &cri::NamespaceOption,
+    mounts: Vec<cri::Mount>,
+) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: "app".into(),
+            attempt: 0,
+        }),
+        image: Some(cri::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: vec!["sleep".into(), "300".into()],
+        mounts,
+        linux: Some(cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                namespace_options: Some(ns.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn run_pod(
+    rt: &mut Rt,
+    config: &cri::PodSandboxConfig,
+    handler: &str,
+) -> Result<String, tonic::Status> {
+    rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+        config: Some(config.clone()),
+        runtime_handler: handler.into(),
+    })
+    .await
+    .map(|r| r.into_inner().pod_sandbox_id)
+}
+
+async fn create(
+    rt: &mut Rt,
+    pod: &str,
+    pod_config: &cri::PodSandboxConfig,
+    config: cri::ContainerConfig,
+) -> Result<String, tonic::Status> {
+    rt.create_container(cri::CreateContainerRequest {
+        pod_sandbox_id: pod.into(),
+        config: Some(config),
+        sandbox_config: Some(pod_config.clone()),
+    })
+    .await
+    .map(|r| r.into_inner().container_id)
+}
+
+/// `sh -c script` in the container: its stdout, trimmed; panics (with stderr) unless it exits 0.
+async fn sh(rt: &mut Rt, id: &str, script: &str, what: &str) -> String {
+    let r = rt
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: id.into(),
+            cmd: vec!["sh".into(), "-c".into(), script.into()],
+            timeout: 20,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{what}: ExecSync {script:?}: {e}"))
+        .into_inner();
+    assert_eq!(
+        r.exit_code,
+        0,
+        "{what}: {script:?} failed: {}{}",
+        String::from_utf8_lossy(&r.stdout),
+        String::from_utf8_lossy(&r.stderr)
+    );
+    String::from_utf8_lossy(&r.stdout).trim().to_owned()
+}
+
+/// The handlers to run: berth-runtime always, runc and crun when installed and able.
+fn handlers(test: &str) -> Vec<&'static str> {
+    let mut out = vec![""];
+    for (name, path) in [("runc", "/usr/sbin/runc"), ("crun", "/usr/bin/crun")] {
+        if !Path::new(path).exists() {
+            eprintln!("SKIP {test} for {name}: {path} is not installed (scripts/install-deps)");
+            continue;
+        }
+        if let Some(why) = unable(name, path) {
+            eprintln!("SKIP {test} for {name}: {why}");
+            continue;
+        }
+        out.push(name);
+    }
+    out
+}
+
+/// Why a runtime cannot run a user-namespaced pod's containers on berthd today, if it cannot.
+fn unable(name: &str, path: &str) -> Option<String> {
+    let version = std::process::Command::new(path)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let first = version.lines().next().unwrap_or_default().to_owned();
+    // runc 1.1's nsexec joins the pod's user namespace before its network namespace, which
+    // berthd pins in the host's user namespace: the container's create fails ("can't get final
+    // child's PID from pipe: EOF"; berth-runtime failed the same way with setns(net) EPERM
+    // until it joined that namespace first). It needs the network namespace to belong to the
+    // pod's user namespace, as containerd and CRI-O make it.
+    (name == "runc" && first.starts_with("runc version 1.1")).then(|| {
+        format!(
+            "{first} cannot join the pod's network namespace, owned by the host's user \
+             namespace, from the pod's user namespace"
+        )
+    })
+}
+
+/// Files named `name` under `dir`, at most `depth` levels down (symlinks not followed).
+fn find_files(dir: &Path, name: &str, depth: u32) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() && depth > 0 {
+            found.extend(find_files(&entry.path(), name, depth - 1));
+        } else if kind.is_file() && entry.file_name() == name {
+            found.push(entry.path());
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn userns_pod_sees_its_files_owned_by_its_root() {
+    let test = "userns_pod_sees_its_files_owned_by_its_root";
+    if !can_run(test) {
+        return;
+    }
+    let fx = fixture();
+    let host = fx.registry.host.clone();
+    let pods = pods::Pods::start_with(21, |c| c.registry.insecure = vec![host]).await;
+    let guard = Leftovers::new(pods.dir.path());
+    let mut rt = pods.client().await;
+    pull(pods.channel().await, &fx.image).await;
+
+    for (i, handler) in handlers(test).into_iter().enumerate() {
+        let what = if handler.is_empty() { "berth" } else { handler };
+        let host_id = HOST_BASE + i as u32 * RANGE;
+        let maps = vec![idmap(0, host_id, RANGE)];
+        let ns = userns_options(maps.clone(), maps.clone());
+        let pod_config = userns_pod(&format!("userns-{what}"), &ns);
+        let pod = run_pod(&mut rt, &pod_config, handler)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: RunPodSandbox: {e}"));
+        guard.sandbox(&pod);
+
+        // A host-path volume owned by host root, with the mappings the kubelet gives volumes
+        // of a user-namespaced pod; and the image itself as an image volume.
+        let vol = pods.dir.path().join(format!("vol-{what}"));
+        std::fs::create_dir(&vol).unwrap();
+        let mounts = vec![
+            cri::Mount {
+                container_path: "/vol".into(),
+                host_path: vol.display().to_string(),
+                uid_mappings: maps.clone(),
+                gid_mappings: maps.clone(),
+                ..Default::default()
+            },
+            cri::Mount {
+                container_path: "/iv".into(),
+                image: Some(cri::ImageSpec {
+                    image: fx.image.clone(),
+                    ..Default::default()
+                }),
+                readonly: true,
+                ..Default::default()
+            },
+        ];
+        let id = create(&mut rt, &pod, &pod_config, sleeper(&fx.image, &ns, mounts))
+            .await
+            .unwrap_or_else(|e| panic!("{what}: CreateContainer: {e}"));
+        rt.start_container(cri::StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{what}: StartContainer: {e}"));
+
+        assert_eq!(sh(&mut rt, &id, "id -u", what).await, "0", "{what}");
+        let uid_map = sh(&mut rt, &id, "cat /proc/self/uid_map", what).await;
+        assert_eq!(
+            uid_map.split_whitespace().collect::<Vec<_>>(),
+            ["0", &host_id.to_string(), &RANGE.to_string()],
+            "{what}: uid_map {uid_map:?}"
+        );
+        let stat = |path: &str| format!("busybox stat -c %u:%g {path}");
+        assert_eq!(
+            sh(&mut rt, &id, &stat("/bin/busybox"), what).await,
+            "0:0",
+            "{what}"
+        );
+        assert_eq!(sh(&mut rt, &id, &stat("/"), what).await, "0:0", "{what}");
+        assert_eq!(
+            sh(
+                &mut rt,
+                &id,
+                "busybox touch /newfile && busybox stat -c %u /newfile",
+                what
+            )
+            .await,
+            "0",
+            "{what}: a file the container's root creates in its rootfs"
+        );
+        // On the host, the upper dir holds it with the pod's host ids (as containerd's does).
+        let stored = find_files(&pods.config.root, "newfile", 8);
+        assert_eq!(stored.len(), 1, "{what}: {stored:?}");
+        let meta = std::fs::metadata(&stored[0]).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (host_id, host_id), "{what}");
+        // The host-path volume: host root's dir is the container root's, and writable.
+        assert_eq!(sh(&mut rt, &id, &stat("/vol"), what).await, "0:0", "{what}");
+        assert_eq!(
+            sh(
+                &mut rt,
+                &id,
+                "echo hi > /vol/f && busybox stat -c %u:%g /vol/f",
+                what
+            )
+            .await,
+            "0:0",
+            "{what}"
+        );
+        let written = std::fs::metadata(vol.join("f")).unwrap();
+        assert_eq!(
+            (written.uid(), written.gid()),
+            (0, 0),
+            "{what}: the volume's new file on the host"
+        );
+        // The image volume: the image's owners.
+        assert_eq!(
+            sh(&mut rt, &id, &stat("/iv/bin/busybox"), what).await,
+            "0:0",
+            "{what}"
+        );
+        // The pod's files (/etc/hosts, /etc/resolv.conf) are readable.
+        let hosts = sh(&mut rt, &id, "cat /etc/hosts", what).await;
+        assert!(hosts.contains("localhost"), "{what}: /etc/hosts {hosts:?}");
+
+        // The container's processes run as the pod's host range on the host.
+        let status = rt
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.clone(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let pid = status
+            .info
+            .get("info")
+            .and_then(|i| serde_json::from_str::<serde_json::Value>(i).ok())
+            .and_then(|v| v["pid"].as_i64());
+        if let Some(pid) = pid {
+            let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+            let uid_line = proc_status
+                .lines()
+                .find(|l| l.starts_with("Uid:"))
+                .unwrap_or_default()
+                .to_owned();
+            assert_eq!(
+                uid_line.split_whitespace().nth(1),
+                Some(host_id.to_string().as_str()),
+                "{what}: {uid_line}"
+            );
+        }
+
+        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{what}: StopPodSandbox: {e}"));
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{what}: RemovePodSandbox: {e}"));
+        let left = node::mounts_under(&pods.state());
+        assert!(left.is_empty(), "{what}: still mounted: {left:?}");
+        // The volume's file stays, owned by host root.
+        assert_eq!(std::fs::metadata(vol.join("f")).unwrap().uid(), 0, "{what}");
+    }
+    drop(guard);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invalid_userns_mappings_are_refused_naming_the_field() {
+    let test = "invalid_userns_mappings_are_refused_naming_the_field";
+    if !can_run(test) {
+        return;
+    }
+    let fx = fixture();
+    let host = fx.registry.host.clone();
+    let pods = pods::Pods::start_with(22, |c| c.registry.insecure = vec![host]).await;
+    let guard = Leftovers::new(pods.dir.path());
+    let mut rt = pods.client().await;
+    pull(pods.channel().await, &fx.image).await;
+
+    let ok = vec![idmap(0, HOST_BASE, RANGE)];
+    let cases: Vec<(&str, Vec<cri::IdMapping>, Vec<cri::IdMapping>, &str)> = vec![
+        ("empty gids", ok.clone(), vec![], "userns_options.gids"),
+        (
+            "zero length",
+            vec![idmap(0, HOST_BASE, 0)],
+            ok.clone(),
+            "userns_options.uids",
+        ),
+        (
+            "overlapping container ids",
+            vec![
+                idmap(0, HOST_BASE, RANGE),
+                idmap(1000, HOST_BASE + 2 * RANGE, 10),
+            ],
+            ok.clone(),
+            "userns_options.uids",
+        ),
+        (
+            "overlapping host ids",
+            ok.clone(),
+            vec![idmap(0, HOST_BASE, 100), idmap(100, HOST_BASE + 50, 100)],
+            "userns_options.gids",
+        ),
+    ];
+    for (i, (what, uids, gids, field)) in cases.into_iter().enumerate() {
+        let config = userns_pod(&format!("bad-{i}"), &userns_options(uids, gids));
+        let err = match run_pod(&mut rt, &config, "").await {
+            Ok(pod) => {
+                guard.sandbox(&pod);
+                panic!("{what}: RunPodSandbox accepted it");
+            }
+            Err(e) => e,
+        };
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{what}: {err:?}");
+        assert!(err.message().contains(field), "{what}: {err:?}");
+    }
+
+    // A container whose mappings differ from its pod's.
+    let ns = userns_options(ok.clone(), ok.clone());
+    let pod_config = userns_pod("mismatch", &ns);
+    let pod = run_pod(&mut rt, &pod_config, "")
+        .await
+        .expect("RunPodSandbox");
+    guard.sandbox(&pod);
+    let other = vec![idmap(0, HOST_BASE + RANGE, RANGE)];
+    let err = create(
+        &mut rt,
+        &pod,
+        &pod_config,
+        sleeper(&fx.image, &userns_options(other.clone(), other), vec![]),
+    )
+    .await
+    .expect_err("a container with other mappings than its pod's");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message()
+            .contains("security_context.namespace_options.userns_options"),
+        "{err:?}"
+    );
+    // A volume with bad mappings.
+    let bad_volume = cri::Mount {
+        container_path: "/vol".into(),
+        host_path: pods.dir.path().display().to_string(),
+        uid_mappings: vec![idmap(0, HOST_BASE, 0)],
+        gid_mappings: ok.clone(),
+        ..Default::default()
+    };
+    let err = create(
+        &mut rt,
+        &pod,
+        &pod_config,
+        sleeper(&fx.image, &ns, vec![bad_volume]),
+    )
+    .await
+    .expect_err("a volume mapping of length 0");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("mounts.uidMappings"), "{err:?}");
+
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .expect("StopPodSandbox");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .expect("RemovePodSandbox");
+    let left = node::mounts_under(&pods.state());
+    assert!(left.is_empty(), "still mounted: {left:?}");
+    drop(guard);
+}
