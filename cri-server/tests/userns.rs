@@ -15,6 +15,10 @@ mod support;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_cri::service::crash_point;
 
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
@@ -497,5 +501,194 @@ async fn invalid_userns_mappings_are_refused_naming_the_field() {
     .expect("RemovePodSandbox");
     let left = node::mounts_under(&pods.state());
     assert!(left.is_empty(), "still mounted: {left:?}");
+    drop(guard);
+}
+
+/// The berthd binary on the test's config, told to crash (SIGKILL itself) at `crash` if given;
+/// killed on drop.
+struct Berthd(Child);
+
+impl Berthd {
+    fn start(pods: &pods::Pods, crash: Option<&str>) -> Berthd {
+        let config = pods.dir.path().join("berthd.toml");
+        std::fs::write(&config, pods.config.to_toml()).unwrap();
+        let _ = std::fs::remove_file(&pods.config.listen);
+        let log_path = pods
+            .dir
+            .path()
+            .join(format!("berthd-{}.log", crash.unwrap_or("plain")));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berthd"));
+        cmd.arg("--config")
+            .arg(&config)
+            .env("BERTH_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap());
+        if let Some(point) = crash {
+            cmd.env(crash_point::ENV, point);
+        }
+        let mut child = cmd.spawn().expect("start berthd");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !pods.config.listen.exists() {
+            let ended = child.try_wait().unwrap();
+            assert!(
+                ended.is_none() && Instant::now() < deadline,
+                "berthd did not start ({ended:?}): {}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Berthd(child)
+    }
+
+    /// Waits (bounded) for berthd to die at its crash point.
+    fn wait_killed(mut self) {
+        use std::os::unix::process::ExitStatusExt;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                assert_eq!(status.signal(), Some(9), "berthd ended with {status:?}");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "berthd did not reach its crash point"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM and wait (bounded): containers keep running under their shims.
+    fn stop(mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.0.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "berthd did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Berthd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// berthd killed in the middle of CreateContainer in a user-namespaced pod — with the layers
+/// bound idmapped on the scratch dir, with the idmapped rootfs mounted, with the container
+/// created — leaves nothing mounted once the next berthd has swept; a container made then, and
+/// its pod, leave nothing mounted once removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn crash_in_a_userns_create_container_leaves_no_mount() {
+    let test = "crash_in_a_userns_create_container_leaves_no_mount";
+    if !can_run(test) {
+        return;
+    }
+    let fx = fixture();
+    let host = fx.registry.host.clone();
+    let pods = pods::Pods::configure(23, |c| c.registry.insecure = vec![host]);
+    let guard = Leftovers::new(pods.dir.path());
+    let maps = vec![idmap(0, HOST_BASE, RANGE)];
+    let ns = userns_options(maps.clone(), maps);
+    let pod_config = userns_pod("crash", &ns);
+    let config = || {
+        sleeper(
+            &fx.image,
+            &ns,
+            vec![cri::Mount {
+                container_path: "/iv".into(),
+                image: Some(cri::ImageSpec {
+                    image: fx.image.clone(),
+                    ..Default::default()
+                }),
+                readonly: true,
+                ..Default::default()
+            }],
+        )
+    };
+    let berthd = Berthd::start(&pods, None);
+    pull(pods.channel().await, &fx.image).await;
+    let mut rt = pods.client().await;
+    let pod = run_pod(&mut rt, &pod_config, "")
+        .await
+        .expect("RunPodSandbox");
+    guard.sandbox(&pod);
+    drop(rt);
+    berthd.stop();
+    let containers = pods.state().join("containers");
+    for point in [
+        crash_point::CONTAINER_LAYERS_IDMAPPED,
+        crash_point::CONTAINER_ROOTFS_MOUNTED,
+        crash_point::CONTAINER_SHIM_CREATED,
+    ] {
+        let berthd = Berthd::start(&pods, Some(point));
+        let mut rt = pods.client().await;
+        create(&mut rt, &pod, &pod_config, config())
+            .await
+            .expect_err("berthd crashed");
+        drop(rt);
+        berthd.wait_killed();
+        let left = node::mounts_under(&containers);
+        let expected = if point == crash_point::CONTAINER_LAYERS_IDMAPPED {
+            "/m"
+        } else {
+            "/rootfs"
+        };
+        assert!(
+            left.iter().any(|m| m.to_string_lossy().ends_with(expected)),
+            "{point}: {left:?}"
+        );
+
+        let berthd = Berthd::start(&pods, None);
+        let mut rt = pods.client().await;
+        let listed = rt
+            .list_containers(cri::ListContainersRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+        assert!(listed.is_empty(), "{point}: {listed:?}");
+        let left = node::mounts_under(&containers);
+        assert!(left.is_empty(), "{point}: still mounted {left:?}");
+        drop(rt);
+        berthd.stop();
+    }
+    let berthd = Berthd::start(&pods, None);
+    let mut rt = pods.client().await;
+    let id = create(&mut rt, &pod, &pod_config, config())
+        .await
+        .expect("CreateContainer after the sweeps");
+    rt.start_container(cri::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("StartContainer");
+    assert_eq!(
+        sh(
+            &mut rt,
+            &id,
+            "busybox stat -c %u:%g /bin/busybox /iv/bin/busybox",
+            "berth"
+        )
+        .await,
+        "0:0\n0:0"
+    );
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .expect("StopPodSandbox");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .expect("RemovePodSandbox");
+    let left = node::mounts_under(&pods.state());
+    assert!(left.is_empty(), "still mounted: {left:?}");
+    drop(rt);
+    berthd.stop();
     drop(guard);
 }

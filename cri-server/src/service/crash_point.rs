@@ -14,6 +14,9 @@ pub const SANDBOX_NETWORK_ATTACHED: &str = "sandbox-network-attached";
 pub const SANDBOX_PAUSE_STARTED: &str = "sandbox-pause-started";
 /// CreateContainer: the rootfs snapshot is mounted.
 pub const CONTAINER_ROOTFS_MOUNTED: &str = "container-rootfs-mounted";
+/// CreateContainer, in a pod with a user namespace: the image's layers are bound idmapped on the
+/// container's scratch dir; the overlay is not mounted yet.
+pub const CONTAINER_LAYERS_IDMAPPED: &str = "container-layers-idmapped";
 /// CreateContainer: the shim created the container; its record is not written yet.
 pub const CONTAINER_SHIM_CREATED: &str = "container-shim-created";
 

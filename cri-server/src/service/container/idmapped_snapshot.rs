@@ -81,6 +81,7 @@ pub(super) fn mount(
     })?;
     let scratch_mount = Scratch(scratch.to_owned());
     idmap::bind_idmapped(snapshots, scratch, &map.uids, &map.gids).map_err(idmap_err)?;
+    crate::service::crash_point::reached(crate::service::crash_point::CONTAINER_LAYERS_IDMAPPED);
     let shifted = image_store::Mount {
         options: mount
             .options
