@@ -1,7 +1,9 @@
 //! At startup: what a CreateContainer cut short by a crash (`kill -9` of berthd) left behind —
 //! a container directory without a record — is torn down: the container (every handler's
-//! `delete --force`), its shim, the rootfs and image volume mounts, their snapshots, and the
-//! directory. Nothing that has a record is touched.
+//! `delete --force`), its shim, every mount under its directory (the rootfs and image volumes,
+//! idmapped or not, and in a user-namespaced pod the idmapped layers' scratch mount `m` if the
+//! crash came between it and the overlay), their snapshots, and the directory. Nothing that has
+//! a record is touched.
 
 use std::path::Path;
 
