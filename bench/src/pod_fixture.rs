@@ -4,12 +4,13 @@
 //! skopeo, and a certs.d directory (containerd's hosts.toml layout) that marks the registry as
 //! plain HTTP for both daemons.
 
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use test_registry::RegistryConfig;
 
 /// A child process stopped by PID (SIGTERM, then SIGKILL after 10 s) when dropped.
 pub struct Proc(pub Child);
@@ -43,7 +44,7 @@ impl Drop for Proc {
 
 /// The registry with both images pushed.
 pub struct Fixture {
-    _registry: Proc,
+    _registry: test_registry::Registry,
     pub host: String,
     /// `host/bench/busybox:v1`.
     pub image: String,
@@ -54,38 +55,14 @@ pub struct Fixture {
 impl Fixture {
     pub fn build(work: &Path, registry: &Path, berth_pause: &Path) -> Result<Fixture> {
         fs::create_dir_all(work)?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let host = format!("127.0.0.1:{port}");
-        let config = work.join("registry.yml");
-        fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n",
-                work.join("registry").display()
-            ),
-        )?;
-        let child = Command::new(registry)
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(File::create(work.join("registry.log"))?))
-            .spawn()
-            .context("start docker-registry")?;
-        let proc = Proc(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&host).is_err() {
-            if Instant::now() > deadline {
-                bail!("docker-registry did not come up on {host}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let registry = RegistryConfig::in_dir(&work.join("registry"))
+            .binary(registry)
+            .start()?;
+        let host = registry.host.clone();
         let busybox = build_busybox(work)?;
         let pause = build_pause(work, berth_pause)?;
         let fx = Fixture {
-            _registry: proc,
+            _registry: registry,
             image: format!("{host}/bench/busybox:v1"),
             pause: format!("{host}/bench/pause:v1"),
             host,

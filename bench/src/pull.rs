@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use test_registry::RegistryConfig;
+
 use crate::host::HostLoad;
 use crate::stats::Summary;
 use crate::sys;
@@ -92,7 +94,9 @@ pub fn run(args: Args) -> Result<()> {
         args.layers, args.size_mb
     );
     let layout = fixture::build(w, args.layers, args.size_mb)?;
-    let reg = Registry::start(&args.registry, w)?;
+    let reg = RegistryConfig::in_dir(&w.join("registry"))
+        .binary(&args.registry)
+        .start()?;
     let hosts_dir = w.join("certs.d");
     let host_dir = hosts_dir.join(&reg.host);
     fs::create_dir_all(&host_dir)?;
@@ -421,49 +425,6 @@ impl Containerd {
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0)
-    }
-}
-
-/// A `docker-registry` on a free 127.0.0.1 port, storing under the workdir.
-struct Registry {
-    _proc: Proc,
-    host: String,
-}
-
-impl Registry {
-    fn start(bin: &Path, work: &Path) -> Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let host = format!("127.0.0.1:{port}");
-        let config = work.join("registry.yml");
-        fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n",
-                work.join("registry").display()
-            ),
-        )?;
-        let child = Command::new(bin)
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(File::create(work.join("registry.log"))?))
-            .spawn()
-            .context("start docker-registry")?;
-        let reg = Registry {
-            _proc: Proc(child),
-            host,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&reg.host).is_err() {
-            if Instant::now() > deadline {
-                bail!("docker-registry did not come up on {}", reg.host);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(reg)
     }
 }
 

@@ -73,7 +73,7 @@ async fn same_scenario_on_berth_and_containerd() {
     if !support::can_run(test) || !pods::can_run(test) || !containerd::installed(test) {
         return;
     }
-    let registry = support::Registry::start();
+    let registry = support::registry();
     let work = tempfile::tempdir().unwrap();
     let busybox = node::build_busybox(work.path());
     let image = format!("{}/cmp/busybox:v1", registry.host);

@@ -76,7 +76,7 @@ async fn pull_list_status_fs_info_remove_against_a_real_registry() {
     if !can_run("pull_list_status_fs_info_remove") {
         return;
     }
-    let reg = Registry::start();
+    let reg = registry();
     let host = reg.host.clone();
     let work = tempfile::tempdir().unwrap();
     let layout = build_busybox(work.path());
@@ -247,7 +247,7 @@ async fn pull_with_auth_config_from_an_htpasswd_registry() {
     if !can_run("pull_with_auth_config") {
         return;
     }
-    let reg = Registry::start_with_auth("berth", "s3cret");
+    let reg = registry_with_auth("berth", "s3cret");
     let host = reg.host.clone();
     let work = tempfile::tempdir().unwrap();
     let layout = build_busybox(work.path());

@@ -338,7 +338,7 @@ async fn configured_sandbox_image_is_pulled_pinned_and_run() {
     if !can_run(test) {
         return;
     }
-    let registry = support::Registry::start();
+    let registry = support::registry();
     let work = tempfile::tempdir().unwrap();
     let pause_image = push_pause_image(&registry, work.path());
     let (host, sandbox_image) = (registry.host.clone(), pause_image.clone());

@@ -10,7 +10,7 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -74,17 +74,14 @@ impl PipeJson for String {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    test_registry::free_port().expect("a free port on 127.0.0.1")
 }
 
 /// Child processes (killed by PID) and, first, whatever berth left in berthd.
 pub struct Env {
     pub dir: tempfile::TempDir,
-    registry: Child,
+    /// Stopped after berthd's cleanup.
+    registry: Option<test_registry::Registry>,
     berthd: Option<Child>,
     pub host: String,
     /// The test's CNI network, when it asked for one.
@@ -185,8 +182,7 @@ impl Drop for Env {
             let _ = d.kill();
             let _ = d.wait();
         }
-        let _ = self.registry.kill();
-        let _ = self.registry.wait();
+        drop(self.registry.take());
         if let Some(net) = &self.net {
             net.remove();
         }
@@ -252,51 +248,16 @@ impl TestNet {
 /// The user and password of a registry started with auth.
 pub const AUTH: (&str, &str) = ("alice", "s3cret");
 
-/// docker-registry on a free port; with `auth`, it requires AUTH (htpasswd, basic auth).
-pub fn start_registry(dir: &Path, auth: bool) -> (Child, String) {
-    let host = format!("127.0.0.1:{}", free_port());
-    let mut yaml = format!(
-        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n",
-        dir.join("registry").display()
-    );
-    if auth {
-        let htpasswd = dir.join("htpasswd");
-        let hash = bcrypt::hash(AUTH.1, 5).unwrap();
-        fs::write(&htpasswd, format!("{}:{hash}\n", AUTH.0)).unwrap();
-        yaml.push_str(&format!(
-            "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
-            htpasswd.display()
-        ));
-    }
-    let config = dir.join("registry.yml");
-    fs::write(&config, yaml).unwrap();
-    let child = Command::new("/usr/bin/docker-registry")
-        .arg("serve")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start docker-registry");
-    (child, host)
-}
-
-pub fn wait_registry(host: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(mut s) = TcpStream::connect(host) {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-            let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
-            let mut buf = [0u8; 12];
-            if s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.") {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "docker-registry did not come up on {host}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// docker-registry on a free loopback port, storing in `dir`; with `auth`, it requires AUTH
+/// (htpasswd, basic auth).
+pub fn start_registry(dir: &Path, auth: bool) -> test_registry::Registry {
+    let config = test_registry::RegistryConfig::in_dir(&dir.join("registry"));
+    let config = if auth {
+        config.basic_auth(AUTH.0, AUTH.1)
+    } else {
+        config
+    };
+    config.start().expect("start docker-registry")
 }
 
 /// busybox-static with a few applet links, CMD `sh`, pushed to `dest` over plain HTTP.
@@ -380,16 +341,15 @@ pub fn start_config(net: bool, auth: bool, extra: impl FnOnce(&Path) -> String) 
         .rand_bytes(3)
         .tempdir_in("/tmp")
         .unwrap();
-    let (registry, host) = start_registry(dir.path(), auth);
+    let registry = start_registry(dir.path(), auth);
     let mut env = Env {
         dir,
-        registry,
+        host: registry.host.clone(),
+        registry: Some(registry),
         berthd: None,
-        host,
         net: None,
         auth,
     };
-    wait_registry(&env.host);
     push_busybox(env.dir.path(), &format!("{}/busybox:v1", env.host), auth);
     let config = env.dir.path().join("berthd.toml");
     let mut toml = format!("[registry]\ninsecure = [\"{}\"]\n", env.host);

@@ -30,7 +30,7 @@ pub struct Busybox {
 
 impl Busybox {
     pub fn push() -> Busybox {
-        let registry = Registry::start();
+        let registry = super::support::registry();
         let work = tempfile::tempdir().unwrap();
         let layout = node::build_busybox(work.path());
         let image = format!("{}/berth/busybox:v1", registry.host);

@@ -1,16 +1,14 @@
-//! Test support: a real `docker-registry` on 127.0.0.1 (killed by PID on drop), a busybox
+//! Test support: a real `docker-registry` on 127.0.0.1 (the test-registry crate), a busybox
 //! fixture image built with umoci and pushed with skopeo, and berthd's server run in-process
 //! on temp dirs and a temp socket (stopped on drop).
 
 #![allow(dead_code)]
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use berth_cri::config::Config;
 use berth_cri::server;
@@ -46,11 +44,7 @@ pub fn can_run(test: &str) -> bool {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    test_registry::free_port().expect("a free port on 127.0.0.1")
 }
 
 pub fn run(cmd: &mut Command) -> String {
@@ -64,79 +58,21 @@ pub fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A `docker-registry` serving from a temp dir on a free port; killed (by PID) on drop.
-pub struct Registry {
-    child: Child,
-    pub host: String,
-    _dir: tempfile::TempDir,
+pub use test_registry::Registry;
+
+/// A `docker-registry` serving from a temp dir on a free loopback port; stopped on drop.
+pub fn registry() -> Registry {
+    test_registry::RegistryConfig::temp()
+        .start()
+        .expect("start docker-registry")
 }
 
-impl Registry {
-    pub fn start() -> Registry {
-        Registry::start_with(None)
-    }
-
-    /// A registry that requires HTTP basic auth (htpasswd) for `user`/`password`.
-    pub fn start_with_auth(user: &str, password: &str) -> Registry {
-        Registry::start_with(Some((user, password)))
-    }
-
-    fn start_with(auth: Option<(&str, &str)>) -> Registry {
-        let dir = tempfile::tempdir().unwrap();
-        let host = format!("127.0.0.1:{}", free_port());
-        let mut yaml = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n",
-            dir.path().join("data").display()
-        );
-        if let Some((user, password)) = auth {
-            let htpasswd = dir.path().join("htpasswd");
-            let hash = bcrypt::hash(password, 5).unwrap();
-            fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
-            yaml.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
-                htpasswd.display()
-            ));
-        }
-        let config = dir.path().join("config.yml");
-        fs::write(&config, yaml).unwrap();
-        let child = Command::new("/usr/bin/docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start docker-registry");
-        let reg = Registry {
-            child,
-            host,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(mut s) = TcpStream::connect(&reg.host) {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
-                let mut buf = [0u8; 12];
-                if s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.") {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry did not come up on {}",
-                reg.host
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        reg
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The same, requiring HTTP basic auth (htpasswd) for `user`/`password`.
+pub fn registry_with_auth(user: &str, password: &str) -> Registry {
+    test_registry::RegistryConfig::temp()
+        .basic_auth(user, password)
+        .start()
+        .expect("start docker-registry")
 }
 
 /// An OCI layout under `work` with tag `v1`: busybox-static with `sh` and `ls` links, run as

@@ -1,16 +1,16 @@
-//! Test support: a real `docker-registry` on 127.0.0.1, fixture images built with umoci and
-//! pushed with skopeo, and tree comparison.
+//! Test support: a real `docker-registry` on 127.0.0.1 (the test-registry crate), fixture
+//! images built with umoci and pushed with skopeo, and tree comparison.
 
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+
+use test_registry::RegistryConfig;
 
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
@@ -28,110 +28,47 @@ pub fn have_tools(test: &str, tools: &[&str]) -> bool {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    test_registry::free_port().expect("a free port on 127.0.0.1")
 }
 
-/// A `docker-registry` process serving from a temp dir; killed (by PID) and removed on drop.
-pub struct Registry {
-    child: Child,
-    pub host: String,
-    _dir: tempfile::TempDir,
-}
+/// Starts `docker-registry`s (the test-registry crate: a temp dir, a free loopback port,
+/// stopped by PID on drop), with deletes enabled as the GC tests need.
+pub struct Registry;
 
 impl Registry {
-    pub fn start() -> Registry {
-        Registry::start_with(None, None)
+    pub fn start() -> test_registry::Registry {
+        Self::run(RegistryConfig::temp())
     }
 
     /// A registry that requires HTTP basic auth (htpasswd) for `user`/`password`.
-    pub fn start_with_auth(user: &str, password: &str) -> Registry {
-        Registry::start_with(Some((user, password)), None)
+    pub fn start_with_auth(user: &str, password: &str) -> test_registry::Registry {
+        Self::run(RegistryConfig::temp().basic_auth(user, password))
     }
 
     /// A registry serving HTTPS with `certs`' server certificate, optionally with auth.
-    pub fn start_tls(certs: &TestCerts, auth: Option<(&str, &str)>) -> Registry {
-        Registry::start_with(auth, Some(certs))
+    pub fn start_tls(certs: &TestCerts, auth: Option<(&str, &str)>) -> test_registry::Registry {
+        let config = RegistryConfig::temp().tls(&certs.server_cert, &certs.server_key);
+        Self::run(match auth {
+            Some((user, password)) => config.basic_auth(user, password),
+            None => config,
+        })
     }
 
     /// A registry serving HTTPS that demands a client certificate signed by `certs.ca`
     /// (docker-registry's `http.tls.clientcas`: mutual TLS).
-    pub fn start_mutual_tls(certs: &TestCerts) -> Registry {
-        Registry::start_full(None, Some(certs), true)
+    pub fn start_mutual_tls(certs: &TestCerts) -> test_registry::Registry {
+        Self::run(
+            RegistryConfig::temp()
+                .tls(&certs.server_cert, &certs.server_key)
+                .client_ca(&certs.ca),
+        )
     }
 
-    fn start_with(auth: Option<(&str, &str)>, tls: Option<&TestCerts>) -> Registry {
-        Registry::start_full(auth, tls, false)
-    }
-
-    fn start_full(auth: Option<(&str, &str)>, tls: Option<&TestCerts>, mutual: bool) -> Registry {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let host = format!("127.0.0.1:{port}");
-        let config = dir.path().join("config.yml");
-        let mut yaml = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",
-            dir.path().join("data").display()
-        );
-        if let Some(t) = tls {
-            yaml.push_str(&format!(
-                "  tls:\n    certificate: {}\n    key: {}\n",
-                t.server_cert.display(),
-                t.server_key.display()
-            ));
-            if mutual {
-                yaml.push_str(&format!("    clientcas:\n      - {}\n", t.ca.display()));
-            }
-        }
-        if let Some((user, password)) = auth {
-            let htpasswd = dir.path().join("htpasswd");
-            let hash = bcrypt::hash(password, 5).unwrap();
-            fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
-            yaml.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
-                htpasswd.display()
-            ));
-        }
-        fs::write(&config, yaml).unwrap();
-        let child = Command::new("/usr/bin/docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start docker-registry");
-        let reg = Registry {
-            child,
-            host,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(mut s) = TcpStream::connect(&reg.host) {
-                let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
-                let mut buf = [0u8; 12];
-                if s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.") {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry did not come up on {}",
-                reg.host
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        reg
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn run(config: RegistryConfig) -> test_registry::Registry {
+        config
+            .delete_enabled()
+            .start()
+            .expect("start docker-registry")
     }
 }
 
