@@ -36,11 +36,13 @@ fn can_run(test: &str) -> bool {
     support::can_run(test) && pods::can_run(test)
 }
 
-/// A registry with the busybox fixture (`<host>/berth/busybox:v1`), kept alive by the test.
+/// A registry with the busybox fixture (`<host>/berth/busybox:v1`, one layer) and the same with
+/// a second layer holding `/data/owned`, owned by 1000:1000 (`:v2`), kept alive by the test.
 struct Fixture {
     registry: support::Registry,
     _work: tempfile::TempDir,
     image: String,
+    layered: String,
 }
 
 fn fixture() -> Fixture {
@@ -49,10 +51,25 @@ fn fixture() -> Fixture {
     let layout = node::build_busybox(work.path());
     let image = format!("{}/berth/busybox:v1", registry.host);
     support::push(&layout, "v1", &image, &[]);
+    let data = work.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("owned"), b"x").unwrap();
+    std::os::unix::fs::chown(data.join("owned"), Some(1000), Some(1000)).unwrap();
+    let v1 = format!("{}:v1", layout.display());
+    support::run(Command::new("umoci").args(["tag", "--image", &v1, "v2"]));
+    support::run(
+        Command::new("umoci")
+            .args(["insert", "--image", &format!("{}:v2", layout.display())])
+            .arg(&data)
+            .arg("/data"),
+    );
+    let layered = format!("{}/berth/busybox:v2", registry.host);
+    support::push(&layout, "v2", &layered, &[]);
     Fixture {
         registry,
         _work: work,
         image,
+        layered,
     }
 }
 
@@ -249,6 +266,7 @@ async fn userns_pod_sees_its_files_owned_by_its_root() {
     let guard = Leftovers::new(pods.dir.path());
     let mut rt = pods.client().await;
     pull(pods.channel().await, &fx.image).await;
+    pull(pods.channel().await, &fx.layered).await;
 
     for (i, handler) in handlers(test).into_iter().enumerate() {
         let what = if handler.is_empty() { "berth" } else { handler };
@@ -282,10 +300,25 @@ async fn userns_pod_sees_its_files_owned_by_its_root() {
                 readonly: true,
                 ..Default::default()
             },
+            // Two layers: an overlay view on idmapped layers.
+            cri::Mount {
+                container_path: "/iv2".into(),
+                image: Some(cri::ImageSpec {
+                    image: fx.layered.clone(),
+                    ..Default::default()
+                }),
+                readonly: true,
+                ..Default::default()
+            },
         ];
-        let id = create(&mut rt, &pod, &pod_config, sleeper(&fx.image, &ns, mounts))
-            .await
-            .unwrap_or_else(|e| panic!("{what}: CreateContainer: {e}"));
+        let id = create(
+            &mut rt,
+            &pod,
+            &pod_config,
+            sleeper(&fx.layered, &ns, mounts),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{what}: CreateContainer: {e}"));
         rt.start_container(cri::StartContainerRequest {
             container_id: id.clone(),
         })
@@ -341,11 +374,39 @@ async fn userns_pod_sees_its_files_owned_by_its_root() {
             (0, 0),
             "{what}: the volume's new file on the host"
         );
-        // The image volume: the image's owners.
+        // A non-root owner of the image keeps its id too, in the rootfs and image volumes.
+        assert_eq!(
+            sh(&mut rt, &id, &stat("/data/owned"), what).await,
+            "1000:1000",
+            "{what}"
+        );
+        // The image volumes: the image's owners.
         assert_eq!(
             sh(&mut rt, &id, &stat("/iv/bin/busybox"), what).await,
             "0:0",
             "{what}"
+        );
+        assert_eq!(
+            sh(
+                &mut rt,
+                &id,
+                &stat("/iv2/bin/busybox /iv2/data/owned"),
+                what
+            )
+            .await,
+            "0:0\n1000:1000",
+            "{what}"
+        );
+        assert!(
+            sh(
+                &mut rt,
+                &id,
+                "busybox touch /iv2/x 2>&1 || echo refused",
+                what
+            )
+            .await
+            .contains("refused"),
+            "{what}: an image volume is read-only"
         );
         // The pod's files (/etc/hosts, /etc/resolv.conf) are readable.
         let hosts = sh(&mut rt, &id, "cat /etc/hosts", what).await;
