@@ -46,7 +46,7 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let registry = support::Registry::start();
+    let registry = support::registry();
     let work = tempfile::tempdir().unwrap();
     let layout = node::build_busybox(work.path());
     let image = format!("{}/berth/busybox:v1", registry.host);
