@@ -18,6 +18,16 @@ use crate::pod_daemon::Daemon;
 /// Limit for one CRI call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// One pod's start, per call as the kubelet sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct StartTimes {
+    pub run: Duration,
+    pub create: Duration,
+    /// StartContainer + the ContainerStatus that says running.
+    pub start: Duration,
+    pub total: Duration,
+}
+
 #[derive(Clone)]
 pub struct Client {
     pub name: &'static str,
@@ -119,8 +129,9 @@ impl Client {
     }
 
     /// RunPodSandbox + CreateContainer + StartContainer, then ContainerStatus must say
-    /// running. Returns the pod's ID and the time from the first call to that status.
-    pub async fn start_pod(&self, name: &str) -> Result<(String, Duration)> {
+    /// running. Returns the pod's ID and the times of the calls (the total: from the first
+    /// call to that status).
+    pub async fn start_pod(&self, name: &str) -> Result<(String, StartTimes)> {
         let mut rt = self.rt.clone();
         let config = self.pod_config(name);
         let t = Instant::now();
@@ -133,6 +144,7 @@ impl Client {
         )
         .await?
         .pod_sandbox_id;
+        let run = t.elapsed();
         let id = bounded(
             "CreateContainer",
             rt.create_container(cri::CreateContainerRequest {
@@ -144,6 +156,7 @@ impl Client {
         .await
         .with_context(|| format!("pod {pod}"))?
         .container_id;
+        let create = t.elapsed() - run;
         bounded(
             "StartContainer",
             rt.start_container(cri::StartContainerRequest {
@@ -161,11 +174,17 @@ impl Client {
         .await?
         .status
         .context("ContainerStatus without a status")?;
-        let elapsed = t.elapsed();
+        let total = t.elapsed();
         if status.state != cri::ContainerState::ContainerRunning as i32 {
             bail!("container of pod {pod} is {:?}, not running", status.state);
         }
-        Ok((pod, elapsed))
+        let times = StartTimes {
+            run,
+            create,
+            start: total - run - create,
+            total,
+        };
+        Ok((pod, times))
     }
 
     /// StopPodSandbox + RemovePodSandbox.

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::host::HostLoad;
-use crate::pod_cri::Client;
+use crate::pod_cri::{Client, StartTimes};
 use crate::pod_daemon::{memory_of, Daemon, Memory};
 use crate::pod_fixture::Fixture;
 use crate::stats::Summary;
@@ -58,6 +58,10 @@ pub struct Args {
 #[derive(Default)]
 struct Side {
     start: Vec<f64>,
+    /// The sequential starts per call: RunPodSandbox, CreateContainer, StartContainer.
+    start_run: Vec<f64>,
+    start_create: Vec<f64>,
+    start_start: Vec<f64>,
     teardown: Vec<f64>,
     /// Per round: wall time to start `--concurrent` pods, and to tear them down.
     burst_start: Vec<f64>,
@@ -158,7 +162,10 @@ async fn measure(
         for s in order {
             match cycle(&clients[s], &name(s)).await {
                 Ok((start, teardown)) if i >= args.warmup => {
-                    sides[s].start.push(ms(start));
+                    sides[s].start.push(ms(start.total));
+                    sides[s].start_run.push(ms(start.run));
+                    sides[s].start_create.push(ms(start.create));
+                    sides[s].start_start.push(ms(start.start));
                     sides[s].teardown.push(ms(teardown));
                 }
                 Ok(_) => {}
@@ -181,7 +188,7 @@ async fn measure(
             for r in started {
                 match r {
                     Ok((pod, d)) => {
-                        sides[s].burst_pod_start.push(ms(d));
+                        sides[s].burst_pod_start.push(ms(d.total));
                         pods.push(pod);
                     }
                     Err(e) => sides[s].failures.push(format!("at once: {e:#}")),
@@ -231,13 +238,13 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-async fn cycle(c: &Client, name: &str) -> Result<(Duration, Duration)> {
+async fn cycle(c: &Client, name: &str) -> Result<(StartTimes, Duration)> {
     let (pod, start) = c.start_pod(name).await?;
     let teardown = c.teardown(&pod).await?;
     Ok((start, teardown))
 }
 
-async fn burst_start(c: &Client, names: &[String]) -> Vec<Result<(String, Duration)>> {
+async fn burst_start(c: &Client, names: &[String]) -> Vec<Result<(String, StartTimes)>> {
     let tasks: Vec<_> = names
         .iter()
         .map(|n| {
@@ -309,6 +316,9 @@ fn report(args: &Args, sides: &[Side; 2], before: &HostLoad, after: &HostLoad) {
         );
     };
     row("start, sequential", &|s| &s.start, "ms");
+    row("  RunPodSandbox", &|s| &s.start_run, "ms");
+    row("  CreateContainer", &|s| &s.start_create, "ms");
+    row("  StartContainer (+ status)", &|s| &s.start_start, "ms");
     row("teardown, sequential", &|s| &s.teardown, "ms");
     let at_once = format!("{} at once", args.concurrent);
     row(&format!("start {at_once}: wall"), &|s| &s.burst_start, "ms");
