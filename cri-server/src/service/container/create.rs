@@ -278,7 +278,10 @@ fn build(
     })?;
     let spec_path = bundle.join("config.json");
     let json = serde_json::to_vec_pretty(&spec).expect("specs serialize");
-    berth_runtime::atomic_file::write(&spec_path, &json, 0o600)
+    // The bundle lives in the state dir (a tmpfs on a node) and is only read by the runtime's
+    // create below: replaced atomically, not synced — a machine crash ends the container it
+    // describes, and a `kill -9` of berthd leaves the page cache intact.
+    berth_runtime::atomic_file::replace(&spec_path, &json, 0o600)
         .map_err(io_err(id, "write", &spec_path))?;
 
     let args = ShimArgs {

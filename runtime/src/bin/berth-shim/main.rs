@@ -204,7 +204,9 @@ fn supervise(args: &Args, ready: &mut Option<File>) -> Result<()> {
         .with_context(|| format!("create {}", args.state_dir.display()))?;
     init_logging(&args.state_dir);
     let dir = &args.state_dir;
-    atomic_file::write(
+    // Replaced atomically, not synced: the pid of a process means nothing after the machine
+    // crash that a sync would guard against, and the state dir is a tmpfs on a node.
+    atomic_file::replace(
         &dir.join(SHIM_PID_FILE),
         std::process::id().to_string().as_bytes(),
         0o644,
