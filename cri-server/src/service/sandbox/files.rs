@@ -92,6 +92,17 @@ pub fn make(dir: &Path, input: &FileInputs<'_>, files: &mut PodFiles) -> Result<
     Ok(())
 }
 
+/// Rewrites the pod's `hosts` file with `input.ips`, in place: the pause (created while CNI ADD
+/// ran) binds the file already, and a bind mount keeps the inode. No-op with host network.
+pub fn write_hosts(dir: &Path, input: &FileInputs<'_>) -> Result<()> {
+    if input.host_network {
+        return Ok(());
+    }
+    let name = hostname(input.config, input.host_network)?;
+    let path = dir.join("hosts");
+    fs::write(&path, hosts_file(&name, input.ips)).map_err(io("write", &path))
+}
+
 /// Unmounts the shm tmpfs (if mounted). Idempotent.
 pub fn unmount_shm(files: &PodFiles) -> Result<()> {
     let Some(path) = &files.shm else {

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use k8s_cri::v1 as cri;
@@ -206,6 +206,7 @@ fn create_steps(
     undo: &mut Undo<'_>,
 ) -> Result<Option<std::net::IpAddr>> {
     let created_at = Utc::now();
+    let began = Instant::now();
     let ns = config
         .linux
         .as_ref()
@@ -216,33 +217,138 @@ fn create_steps(
     let host_ipc = ns.ipc == cri::NamespaceMode::Node as i32;
     let state_dir = undo.state_dir.clone();
     std::fs::create_dir_all(&state_dir).map_err(io("create", &state_dir))?;
-    // First of all: what a sweep after a crash needs to undo the rest (CNI DEL).
+    // First of all: what a sweep after a crash needs to undo the rest (CNI DEL). Replaced
+    // atomically but not synced, like every file of the state dir: they describe processes,
+    // mounts and a netns that die with the kernel (and the state dir is a tmpfs on a node).
+    // A `kill -9` of berthd loses nothing of them (the page cache is the kernel's); only a
+    // machine crash could, and that takes what they describe with it. A lost or torn intent
+    // after one merely skips the sweep's CNI DEL, and the IPAM reservation it would have
+    // released is freed by the DEL of the sandbox's record or by CNI GC.
     let intent = state_dir.join(super::sweep::POD_CONFIG);
     let json = serde_json::to_vec(config).map_err(|e| {
         io("serialize", &intent)(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
     })?;
-    berth_runtime::atomic_file::write(&intent, &json, 0o600).map_err(io("write", &intent))?;
+    berth_runtime::atomic_file::replace(&intent, &json, 0o600).map_err(io("write", &intent))?;
 
-    // Network first: the pod's IPs go into its hosts file.
-    let (mut network, mut ips) = (None, Vec::new());
-    if !host_network {
+    let netns = if host_network {
+        None
+    } else {
         let netns = ctx.netns.create(id)?;
         undo.netns = Some(netns.path().to_owned());
         undo.attached = true; // a failed ADD tears itself down; DEL again is harmless
-        let (net, addrs) = ctx.network.attach(id, netns.path(), config)?;
-        network = Some(net);
-        ips = addrs;
+        Some(netns.path().to_owned())
+    };
+
+    // CNI ADD (a chain of plugin processes) and the pause's creation (a shim, the runtime's
+    // create) need nothing of each other but the pinned netns: they run side by side. The
+    // pause only waits in its netns; it starts once both are done. Whatever fails, both
+    // have finished when the scope ends, and `undo` knows all either made.
+    let (attached, pause) = std::thread::scope(|s| {
+        let cni = netns.as_deref().map(|netns| {
+            s.spawn(move || {
+                let r = ctx.network.attach(id, netns, config);
+                (r, began.elapsed())
+            })
+        });
+        let pause = create_pause(
+            ctx,
+            id,
+            config,
+            &runtime,
+            image.as_ref(),
+            host_network,
+            host_ipc,
+            undo,
+        );
+        let pause_done = began.elapsed();
+        let attached = cni.map(|h| h.join().expect("the CNI ADD thread does not panic"));
+        (attached, (pause, pause_done))
+    });
+    let (mut network, mut ips, mut cni_done) = (None, Vec::new(), Duration::ZERO);
+    if let Some((attached, done)) = attached {
+        let (net, addrs) = attached?;
+        (network, ips, cni_done) = (Some(net), addrs, done);
+    }
+    let (pause, pause_done) = pause;
+    let pause = pause?;
+    if !ips.is_empty() {
+        // The hosts file was made before the IPs were known; fill it in place (the pause
+        // binds it already, and the pod's containers bind it only after this returns).
+        let inputs = files::FileInputs {
+            config,
+            host_network,
+            host_ipc,
+            ips: &ips,
+        };
+        files::write_hosts(&state_dir, &inputs)?;
     }
     crate::service::crash_point::reached(crate::service::crash_point::SANDBOX_NETWORK_ATTACHED);
 
+    oci::start(&runtime, id)?;
+    let started = began.elapsed();
+    crate::service::crash_point::reached(crate::service::crash_point::SANDBOX_PAUSE_STARTED);
+
+    let meta = SandboxMeta {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        config: config.clone(),
+        runtime,
+        netns: undo.netns.clone(),
+        network,
+        pid: pause.init_pid,
+        state_dir,
+        created_at,
+        ips: ips.clone(),
+        cgroup_parent: pause.cgroup_parent,
+        owns_cgroup_parent: pause.owns_cgroup_parent,
+        cgroups_path: pause.cgroups_path,
+        files: undo.files.clone(),
+        image: image.map(|i| i.name),
+    };
+    ctx.store.add(
+        meta,
+        SandboxState::Ready {
+            pid: pause.init_pid,
+        },
+    )?;
+    // Where a pod's start goes (ms since the RPC's blocking part began): CNI ADD and the
+    // pause's creation ran side by side; then the pause's start and the durable record.
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    tracing::debug!(sandbox = %id, cni_add_done_ms = ms(cni_done), pause_created_ms = ms(pause_done),
+        pause_started_ms = ms(started), recorded_ms = ms(began.elapsed()), "RunPodSandbox steps");
+    Ok(ips.first().copied())
+}
+
+/// The created (not started) pause container.
+struct Pause {
+    init_pid: i32,
+    cgroup_parent: String,
+    owns_cgroup_parent: bool,
+    cgroups_path: String,
+}
+
+/// The pod's files, its cgroup path, the pause's rootfs and spec, and its shim, which
+/// creates it through the runtime (in the pinned netns, if any; not started).
+#[allow(clippy::too_many_arguments)]
+fn create_pause(
+    ctx: &Sandboxes,
+    id: &str,
+    config: &cri::PodSandboxConfig,
+    runtime: &RuntimeRef,
+    image: Option<&SandboxImage>,
+    host_network: bool,
+    host_ipc: bool,
+    undo: &mut Undo<'_>,
+) -> Result<Pause> {
+    let state_dir = undo.state_dir.clone();
+    // Without the IPs yet: `write_hosts` adds them once CNI ADD is done.
     let inputs = files::FileInputs {
         config,
         host_network,
         host_ipc,
-        ips: &ips,
+        ips: &[],
     };
-    let made = files::make(&state_dir, &inputs, &mut undo.files);
-    made?;
+    files::make(&state_dir, &inputs, &mut undo.files)?;
 
     let (cgroup_parent, owns_cgroup_parent) = match config.linux.as_ref().map(|l| &l.cgroup_parent)
     {
@@ -261,7 +367,7 @@ fn create_steps(
 
     // The pause container: the configured sandbox image on its own snapshot, or the
     // built-in pause (shared, read-only).
-    let (rootfs, args) = match &image {
+    let (rootfs, args) = match image {
         Some(image) => {
             let rootfs = state_dir.join("rootfs");
             undo.image_rootfs = true;
@@ -286,9 +392,9 @@ fn create_steps(
             resolv_conf: undo.files.resolv_conf.clone(),
             shm: undo.files.shm.clone(),
         },
-        image_user: image.as_ref().and_then(|i| i.user.clone()),
-        image_env: image.as_ref().map(|i| i.env.clone()).unwrap_or_default(),
-        image_working_dir: image.as_ref().and_then(|i| i.working_dir.clone()),
+        image_user: image.and_then(|i| i.user.clone()),
+        image_env: image.map(|i| i.env.clone()).unwrap_or_default(),
+        image_working_dir: image.and_then(|i| i.working_dir.clone()),
         host: ctx.host.clone(),
     })?;
     let bundle = state_dir.join("bundle");
@@ -297,16 +403,16 @@ fn create_steps(
     let json = serde_json::to_vec_pretty(&spec).map_err(|e| {
         io("serialize", &config_json)(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
     })?;
-    berth_runtime::atomic_file::write(&config_json, &json, 0o600)
+    // Volatile state, like the intent: replaced atomically, not synced.
+    berth_runtime::atomic_file::replace(&config_json, &json, 0o600)
         .map_err(io("write", &config_json))?;
-    let shim_dir = state_dir.join("shim");
     let shim = Shim::create(&ShimArgs {
         shim_binary: ctx.shim_binary.clone(),
         id: id.to_owned(),
         bundle,
         runtime: runtime.path.clone(),
         runtime_root: runtime.root.clone(),
-        state_dir: shim_dir,
+        state_dir: state_dir.join("shim"),
         log_path: None,
         stdin: false,
         stdin_once: false,
@@ -320,27 +426,10 @@ fn create_steps(
         }
     };
     undo.created = Some((runtime.clone(), shim.init_pid));
-    oci::start(&runtime, id)?;
-    crate::service::crash_point::reached(crate::service::crash_point::SANDBOX_PAUSE_STARTED);
-
-    let meta = SandboxMeta {
-        id: id.to_owned(),
-        name: name.to_owned(),
-        config: config.clone(),
-        runtime,
-        netns: undo.netns.clone(),
-        network,
-        pid: shim.init_pid,
-        state_dir,
-        created_at,
-        ips: ips.clone(),
+    Ok(Pause {
+        init_pid: shim.init_pid,
         cgroup_parent,
         owns_cgroup_parent,
         cgroups_path,
-        files: undo.files.clone(),
-        image: image.map(|i| i.name),
-    };
-    ctx.store
-        .add(meta, SandboxState::Ready { pid: shim.init_pid })?;
-    Ok(ips.first().copied())
+    })
 }
