@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::fs;
 use std::io;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -174,6 +174,12 @@ impl Snapshotter {
     ) -> Result<Self, SnapshotError> {
         let dir = root.join("snapshots");
         fs::create_dir_all(&dir).map_err(|e| io_err("-", "create dir", &dir, e))?;
+        // Only root may walk in (containerd's snapshots dir is 0700 too): the containers'
+        // upper dirs hold whatever they wrote, setuid binaries included, which host users
+        // must not reach. Mounts of snapshots are not affected (the kernel checks the
+        // mounter's credentials on overlay layers).
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| io_err("-", "restrict", &dir, e))?;
         let native = match mode {
             SnapshotterMode::Overlay => false,
             SnapshotterMode::Native => true,

@@ -185,3 +185,13 @@ fn generation_changes_with_every_snapshot_added_or_removed() {
     f.snaps.remove("v").unwrap();
     assert_ne!(f.snaps.generation(), g2, "a removal");
 }
+
+/// The snapshots dir is root's only, as containerd's is: containers' upper dirs are not
+/// reachable by host users.
+#[test]
+fn snapshots_dir_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = fixture();
+    let mode = fs::metadata(f.snaps.root()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+}

@@ -26,8 +26,8 @@
 //! image with no layers, a native snapshot) is a bind idmapped in place: there the container's
 //! writes are shifted back and stored unshifted (uid 0), like the image's own files, and a
 //! setuid file the container's root makes there is setuid-root on the host's disk, as in a pod
-//! without a user namespace. Host users can reach neither only if the snapshots' directory is
-//! closed to them (containerd's is 0700; the image store's is created with the umask today).
+//! without a user namespace. Host users reach neither: the snapshots' directory is root's only
+//! (0700, as containerd's).
 
 use std::path::{Path, PathBuf};
 
