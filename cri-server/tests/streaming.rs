@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 use calls::{container_config, pod_config, pull, remove_pod, run_container, run_pod, Busybox};
 use futures_util::{SinkExt, StreamExt};
 use k8s_cri::v1 as cri;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use node::{Leftovers, Node};
 use streaming_node::{exec_url, pids_running};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -98,31 +97,62 @@ fn status(ch: &[u8]) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("status {:?}: {e}", String::from_utf8_lossy(ch)))
 }
 
+/// berthd on a short temp dir with the busybox image pulled, and a hostNetwork pod (`name`,
+/// under `handler`) running `main` (`sleep 300`).
+struct StreamPod {
+    busybox: Busybox,
+    dir: tempfile::TempDir,
+    guard: Leftovers,
+    node: Node,
+    rt: calls::Rt,
+    pod_cfg: cri::PodSandboxConfig,
+    pod: String,
+    main: String,
+}
+
+impl StreamPod {
+    async fn start(name: &str, handler: &str) -> StreamPod {
+        let busybox = Busybox::push();
+        let dir = node::short_tempdir();
+        let guard = Leftovers::new(dir.path());
+        let node = Node::start(dir.path(), &[busybox.host()]).await;
+        let mut rt = calls::Rt::new(node.channel.clone());
+        pull(&node.channel, &busybox.image).await;
+        let pod_cfg = pod_config(name, &dir.path().join("logs"));
+        let pod = run_pod(&mut rt, &pod_cfg, handler).await;
+        guard.sandbox(&pod);
+        let main = container_config("main", &busybox.image, "exec sleep 300", false, false);
+        let main = run_container(&mut rt, &pod, &pod_cfg, main).await;
+        StreamPod {
+            busybox,
+            dir,
+            guard,
+            node,
+            rt,
+            pod_cfg,
+            pod,
+            main,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exec_attach_port_forward_over_websocket() {
     let test = "exec_attach_port_forward_over_websocket";
     if !can_run(test) {
         return;
     }
-    let busybox = Busybox::push();
-    let (registry, image) = (&busybox.registry, busybox.image.clone());
-
-    let dir = node::short_tempdir();
-    let guard = Leftovers::new(dir.path());
-    let node = Node::start(dir.path(), std::slice::from_ref(&registry.host)).await;
-    let mut rt = RuntimeServiceClient::new(node.channel.clone());
-    pull(&node.channel, &image).await;
-    let pod_cfg = pod_config("streaming", &dir.path().join("logs"));
-    let pod = run_pod(&mut rt, &pod_cfg, "").await;
-    guard.sandbox(&pod);
-
-    let main = run_container(
-        &mut rt,
-        &pod,
-        &pod_cfg,
-        container_config("main", &image, "exec sleep 300", false, false),
-    )
-    .await;
+    let StreamPod {
+        busybox,
+        dir: _dir,
+        guard,
+        node,
+        mut rt,
+        pod_cfg,
+        pod,
+        main,
+    } = StreamPod::start("streaming", "").await;
+    let image = busybox.image.clone();
 
     // Exec: output and success.
     let url = exec_url(&mut rt, &main, &["echo", "hi"], false, false).await;
@@ -470,24 +500,16 @@ async fn exec_under_runc_with_and_without_tty() {
         eprintln!("SKIP {test}: /usr/sbin/runc is not installed");
         return;
     }
-    let busybox = Busybox::push();
-    let (registry, image) = (&busybox.registry, busybox.image.clone());
-
-    let dir = node::short_tempdir();
-    let guard = Leftovers::new(dir.path());
-    let node = Node::start(dir.path(), std::slice::from_ref(&registry.host)).await;
-    let mut rt = RuntimeServiceClient::new(node.channel.clone());
-    pull(&node.channel, &image).await;
-    let pod_cfg = pod_config("runc", &dir.path().join("logs"));
-    let pod = run_pod(&mut rt, &pod_cfg, "runc").await;
-    guard.sandbox(&pod);
-    let main = run_container(
-        &mut rt,
-        &pod,
-        &pod_cfg,
-        container_config("main", &image, "exec sleep 300", false, false),
-    )
-    .await;
+    let StreamPod {
+        busybox: _busybox,
+        dir: _dir,
+        guard,
+        node,
+        mut rt,
+        pod,
+        main,
+        ..
+    } = StreamPod::start("runc", "runc").await;
 
     let url = exec_url(
         &mut rt,
