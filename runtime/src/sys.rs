@@ -65,15 +65,95 @@ pub fn exit_child(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// madvise(MADV_DONTNEED) on a private, read-only, executable file mapping of this process
-/// (`start..end` as /proc/self/maps lists it): its resident pages are dropped and fault back
-/// in from the file when used. The caller guarantees what the mapping is.
-pub fn drop_code_mapping(start: usize, end: usize) -> nix::Result<()> {
-    // SAFETY: the caller passes a private r-xp file mapping from /proc/self/maps: its pages
-    // are clean copies of the file, never written, so discarding them loses no data; the
-    // range stays mapped and later accesses fault the same bytes back in.
+/// madvise(MADV_DONTNEED) on a range of a private file mapping of this process that has no
+/// write permission and holds no anonymous (copied-on-write) or swapped-out page (the caller
+/// checked smaps and pagemap): its resident pages are dropped and fault back in from the file
+/// when used. The caller guarantees what the range is.
+pub fn drop_clean_file_mapping(start: usize, end: usize) -> nix::Result<()> {
+    // SAFETY: the caller passes a range of a private file mapping without write permission in
+    // which every resident page is the file's own page (no copy-on-write copy, nothing
+    // swapped), and without write permission none can become a copy before this call; so
+    // discarding them loses no data, the range stays mapped and later accesses fault the same
+    // bytes back in.
     let r = unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
     Errno::result(r).map(drop)
+}
+
+/// madvise(MADV_NOHUGEPAGE) on `start..end` (page-aligned, mapped): no huge page for that
+/// range. A side effect is wanted too: the range becomes a mapping (VMA) of its own, and the
+/// kernel maps a large page-cache folio on a fault only as far as the mapping reaches.
+pub fn no_huge_pages(start: usize, end: usize) -> nix::Result<()> {
+    // SAFETY: MADV_NOHUGEPAGE only sets a flag on the mapping; the contents and every access
+    // stay as they were, whatever the range holds.
+    let r = unsafe {
+        libc::madvise(
+            start as *mut libc::c_void,
+            end - start,
+            libc::MADV_NOHUGEPAGE,
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
+/// Drops the resident pages of the calling thread's stack that lie more than `margin` bytes
+/// below this function's own frame, down to `stack_low` (the low end of the stack mapping, as
+/// /proc/self/maps lists `[stack]` for the main thread). Pages below the stack pointer hold no
+/// live data; they were touched by deeper calls that returned (start-up's parsers), and a later
+/// deeper call faults in fresh zeroed pages. Returns the bytes advised.
+#[inline(never)]
+pub fn drop_stack_below(stack_low: usize, margin: usize) -> nix::Result<usize> {
+    let here = 0u8;
+    let here = std::hint::black_box(&here) as *const u8 as usize;
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096) as usize;
+    let end = here.saturating_sub(margin) & !(page - 1);
+    if stack_low % page != 0 || end <= stack_low || here - stack_low > 64 << 20 {
+        return Ok(0);
+    }
+    // SAFETY: `stack_low..end` is the part of the caller's stack mapping that lies at least
+    // `margin` bytes below this frame: no live frame (ours, madvise's own few hundred bytes
+    // below us, the x86-64 red zone of 128 bytes) reaches that far, so nothing references it;
+    // zeroing it is what a fresh stack page is anyway. The range is checked to be page-aligned,
+    // below this frame and within 64 MiB of it (the caller's `stack_low` is its stack's start).
+    let r = unsafe {
+        libc::madvise(
+            stack_low as *mut libc::c_void,
+            end - stack_low,
+            libc::MADV_DONTNEED,
+        )
+    };
+    Errno::result(r).map(|_| end - stack_low)
+}
+
+/// mallopt(M_ARENA_MAX, n): at most `n` glibc malloc arenas. By default glibc gives threads
+/// up to 8 per CPU, each a separate heap with its own free memory; a process whose threads
+/// allocate little gains nothing from them but resident memory. Call it before threads start.
+/// Returns whether glibc took it (always false on other C libraries).
+pub fn limit_malloc_arenas(n: i32) -> bool {
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: mallopt takes two integers and changes a malloc tunable; it is thread-safe.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, n) == 1 }
+    }
+    #[cfg(not(target_env = "gnu"))]
+    {
+        let _ = n;
+        false
+    }
+}
+
+/// malloc_trim(0): gives the free memory of every glibc malloc arena back to the kernel
+/// (also free pages inside the heaps, not only their tops). Returns whether any was released.
+pub fn malloc_trim() -> bool {
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: malloc_trim only walks and releases malloc's own free memory; thread-safe.
+        unsafe { libc::malloc_trim(0) == 1 }
+    }
+    #[cfg(not(target_env = "gnu"))]
+    false
 }
 
 fn path_cstring(path: &str) -> CString {

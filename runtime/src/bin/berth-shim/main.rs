@@ -66,6 +66,9 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // The shim's threads (output pumps, control socket) allocate little: one malloc arena for
+    // all of them instead of one each (each would keep its own heap resident).
+    sys::limit_malloc_arenas(1);
     let args = Args::parse();
     let (ready_read, ready_write) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok(p) => p,
@@ -229,8 +232,9 @@ fn supervise(args: &Args, ready: &mut Option<File>) -> Result<()> {
         .arg(dir.join(INIT_PID_FILE));
 
     // Whether the container gets a pty is its config's business (process.terminal).
-    let (_, spec) = berth_runtime::container::create::load_bundle(&args.bundle)?;
-    let terminal = spec
+    // (The spec itself is dropped here: the shim keeps nothing of it for the container's life.)
+    let terminal = berth_runtime::container::create::load_bundle(&args.bundle)?
+        .1
         .process()
         .as_ref()
         .and_then(|p| p.terminal())
@@ -335,9 +339,10 @@ fn supervise(args: &Args, ready: &mut Option<File>) -> Result<()> {
         )?;
     }
     tracing::info!(container = %args.id, init_pid, "container created");
-    // Start-up is over: its code need not stay resident.
-    let advised = trim::drop_code_pages();
-    tracing::debug!(container = %args.id, advised, "code pages dropped");
+    // Start-up is over: what it left resident (code, stack, heap) is given back.
+    let trimmed = trim::after_start_up();
+    tracing::debug!(container = %args.id, file = trimmed.file, stack = trimmed.stack,
+        heap = trimmed.heap_released, "start-up memory dropped");
 
     let record = wait_for_init(Pid::from_raw(init_pid))?;
     drain(pumps, DRAIN_TIMEOUT);

@@ -3,16 +3,22 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use berth_runtime::cri_log::{LineSplitter, Stream, DEFAULT_MAX_LINE};
 use berth_runtime::shim_protocol::{write_frame, FrameStream};
 
 /// How long a write to an attached client may block before the client is dropped.
 const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// One read of the container's output.
+const PUMP_BUFFER: usize = 32 * 1024;
 
 #[derive(Debug)]
 struct Log {
@@ -111,7 +117,10 @@ impl Output {
     pub fn pump(&self, mut source: File, stream: Stream) -> std::thread::JoinHandle<()> {
         let out = self.clone();
         std::thread::spawn(move || {
-            let mut buf = vec![0u8; 32 * 1024];
+            // The buffer is allocated once there is something to read (or EOF): the shim of
+            // a container that never writes to this stream does not keep it resident.
+            wait_readable(&source);
+            let mut buf = vec![0u8; PUMP_BUFFER];
             loop {
                 match source.read(&mut buf) {
                     Ok(0) => break,
@@ -122,6 +131,13 @@ impl Output {
             }
         })
     }
+}
+
+/// Waits until `source` is readable, at EOF or failed (poll errors end the wait too: the read
+/// that follows reports them).
+fn wait_readable(source: &File) {
+    let mut fds = [PollFd::new(source.as_fd(), PollFlags::POLLIN)];
+    while let Err(Errno::EINTR) = poll(&mut fds, PollTimeout::NONE) {}
 }
 
 /// The container's stdin, shared by attach clients.
