@@ -44,6 +44,8 @@ pub struct Memory {
     pub processes: usize,
     pub rss_kib: u64,
     pub pss_kib: u64,
+    /// The largest process's RSS (a set's sum hides an outlier).
+    pub max_rss_kib: u64,
 }
 
 pub struct Daemon {
@@ -268,6 +270,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         Ok(ch)
     }
 
+    /// The daemon's PID.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(|p| p.pid())
+    }
+
     /// The daemon's own memory.
     pub fn memory(&self) -> Memory {
         self.proc
@@ -423,7 +430,9 @@ pub fn memory_of(pids: &[i32]) -> Memory {
             continue;
         };
         m.processes += 1;
-        m.rss_kib += field(&status, "VmRSS:");
+        let rss = field(&status, "VmRSS:");
+        m.rss_kib += rss;
+        m.max_rss_kib = m.max_rss_kib.max(rss);
         let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
         m.pss_kib += field(&rollup, "Pss:");
     }

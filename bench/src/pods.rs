@@ -41,6 +41,10 @@ pub struct Args {
     /// Pods running while the daemons' memory is read.
     #[arg(long, default_value_t = 50)]
     pub memory_pods: usize,
+    /// Keep the memory pods running this long after the reading, their daemon's and shims'
+    /// PIDs printed, to look into them by hand (/proc/PID/smaps).
+    #[arg(long, default_value_t = 0)]
+    pub hold_secs: u64,
     /// Where everything of the run lives (a short temp dir inside: berth-shim's socket paths
     /// must fit in 108 bytes).
     #[arg(long, default_value = "/run")]
@@ -219,6 +223,17 @@ async fn measure(
         tokio::time::sleep(Duration::from_secs(2)).await;
         sides[s].loaded = daemons[s].memory();
         sides[s].shims = memory_of(&daemons[s].shim_pids());
+        if args.hold_secs > 0 {
+            eprintln!(
+                "memory: holding {} pods of {} for {} s: daemon pid {:?}, shim pids {:?}",
+                pods.len(),
+                daemons[s].kind.name(),
+                args.hold_secs,
+                daemons[s].pid(),
+                daemons[s].shim_pids()
+            );
+            tokio::time::sleep(Duration::from_secs(args.hold_secs)).await;
+        }
         for chunk in pods.chunks(10) {
             let failed = burst_teardown(&clients[s], chunk).await;
             sides[s].failures.extend(failed);
@@ -370,6 +385,14 @@ fn report(args: &Args, sides: &[Side; 2], before: &HostLoad, after: &HostLoad) {
         mib(b.shims, b.shims.processes),
         mib(c.shims, c.shims.processes),
     );
+    println!(
+        "  {:<34} {:>12.2} {:>12} {:>12.2} {:>12}",
+        "largest shim",
+        b.shims.max_rss_kib as f64 / 1024.0,
+        "",
+        c.shims.max_rss_kib as f64 / 1024.0,
+        ""
+    );
     mem(
         "shims per pod",
         mib(b.shims, args.memory_pods),
@@ -382,6 +405,7 @@ fn report(args: &Args, sides: &[Side; 2], before: &HostLoad, after: &HostLoad) {
                 processes: 0,
                 rss_kib: b.loaded.rss_kib + b.shims.rss_kib,
                 pss_kib: b.loaded.pss_kib + b.shims.pss_kib,
+                max_rss_kib: 0,
             },
             1,
         ),
@@ -390,6 +414,7 @@ fn report(args: &Args, sides: &[Side; 2], before: &HostLoad, after: &HostLoad) {
                 processes: 0,
                 rss_kib: c.loaded.rss_kib + c.shims.rss_kib,
                 pss_kib: c.loaded.pss_kib + c.shims.pss_kib,
+                max_rss_kib: 0,
             },
             1,
         ),
