@@ -109,7 +109,7 @@ pub fn drop_stack_below(stack_low: usize, margin: usize) -> nix::Result<usize> {
         .flatten()
         .unwrap_or(4096) as usize;
     let end = here.saturating_sub(margin) & !(page - 1);
-    if stack_low % page != 0 || end <= stack_low || here - stack_low > 64 << 20 {
+    if !stack_low.is_multiple_of(page) || end <= stack_low || here - stack_low > 64 << 20 {
         return Ok(0);
     }
     // SAFETY: `stack_low..end` is the part of the caller's stack mapping that lies at least

@@ -9,9 +9,9 @@
 //!   was copied on write (the few pointers of the static binary's GOT written at start-up,
 //!   before they were made read-only; a debugger's breakpoint) is anonymous memory that
 //!   MADV_DONTNEED would throw away, so such pages, found in /proc/self/pagemap, are kept,
-//!   and so are swapped-out ones. Since Linux 6.18 a fault on a file mapping maps the whole
-//!   large folio of the page cache it falls in (up to the end of the mapping), so these
-//!   mappings are also cut into small pieces ([`split`]);
+//!   and so are swapped-out ones. On recent kernels (6.18 here) a fault on a file mapping
+//!   maps the whole large page-cache folio it falls in (up to the end of the mapping), so
+//!   these mappings are also cut into small pieces ([`split`]);
 //! - the main thread's stack below the current frame, which start-up's deep calls touched;
 //! - the free memory of malloc's heap (the spec, clap's and serde's temporaries).
 //!
