@@ -3,7 +3,7 @@
 //! by unmount and unlink. Also: running code inside a namespace from a helper thread.
 
 use std::fs;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -109,10 +109,63 @@ impl NetnsDir {
         Ok(PinnedNetns { path })
     }
 
+    /// Pins the open network namespace `ns` (e.g. one made with a pod's user namespace, which
+    /// owns it) at `<dir>/<name>`, as [`NetnsDir::create`] pins the ones it makes.
+    pub fn pin(&self, name: &str, ns: &fs::File) -> Result<PinnedNetns, NetnsError> {
+        let path = self.path_of(name)?;
+        fs::create_dir_all(&self.dir).map_err(|source| NetnsError::Io {
+            op: "create dir",
+            path: self.dir.clone(),
+            source,
+        })?;
+        pin(ns, &path)?;
+        tracing::info!(netns = %path.display(), "netns pinned");
+        Ok(PinnedNetns { path })
+    }
+
     /// Unpins and removes `<dir>/<name>`; no error if it is already gone.
     pub fn remove(&self, name: &str) -> Result<(), NetnsError> {
         remove_pinned(&self.path_of(name)?)
     }
+}
+
+/// Pins the open namespace file `ns` (any kind: `/proc/<pid>/ns/*` opened) at `path`, a new
+/// file bind-mounted from it; the namespace then lives until [`remove_pinned`]. A stale plain
+/// file at `path` is replaced; an existing pin is an error.
+pub fn pin(ns: &fs::File, path: &Path) -> Result<(), NetnsError> {
+    let io = |op| {
+        let path = path.to_owned();
+        move |source| NetnsError::Io { op, path, source }
+    };
+    if is_pinned(path) {
+        return Err(io("pin")(std::io::ErrorKind::AlreadyExists.into()));
+    }
+    match fs::remove_file(path) {
+        Ok(()) => tracing::warn!(pin = %path.display(), "removed stale namespace file"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("remove stale file")(e)),
+    }
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(io("create pin file"))?;
+    let src = format!("/proc/self/fd/{}", ns.as_raw_fd());
+    if let Err(source) = mount(
+        Some(src.as_str()),
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    ) {
+        let _ = fs::remove_file(path);
+        return Err(NetnsError::Sys {
+            op: "bind-mount",
+            path: path.to_owned(),
+            source,
+        });
+    }
+    Ok(())
 }
 
 /// Unmounts and unlinks a pinned namespace file; no error if it is already gone.
@@ -205,6 +258,35 @@ mod tests {
         assert!(d.path_of("a/b").is_err());
         assert!(d.path_of("..").is_err());
         assert_eq!(d.path_of("pod1").unwrap(), Path::new("/nonexistent/pod1"));
+    }
+
+    /// Root only: a namespace pinned from an open fd outlives the fd and unpins cleanly.
+    #[test]
+    fn pin_from_fd_and_remove() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP pin_from_fd_and_remove: needs root (mounts)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let pins = NetnsDir::new(dir.path().join("netns"));
+        let ns = fs::File::open("/proc/self/ns/user").unwrap();
+        let user = dir.path().join("userns");
+        pin(&ns, &user).unwrap();
+        drop(ns);
+        let result = std::panic::catch_unwind(|| {
+            assert!(is_pinned(&user));
+            assert!(pin(&fs::File::open("/proc/self/ns/user").unwrap(), &user).is_err());
+            let net = pins
+                .pin("p1", &fs::File::open("/proc/self/ns/net").unwrap())
+                .unwrap();
+            assert!(is_pinned(net.path()));
+            pins.remove("p1").unwrap();
+            assert!(!net.path().exists());
+        });
+        let _ = pins.remove("p1");
+        remove_pinned(&user).unwrap();
+        assert!(!user.exists());
+        result.unwrap();
     }
 
     #[test]

@@ -39,7 +39,13 @@ pub fn fork() -> nix::Result<ForkResult> {
 /// berthd; it dies with the thread that created it (PR_SET_PDEATHSIG). The caller kills and
 /// reaps it.
 pub fn spawn_userns_holder() -> nix::Result<nix::unistd::Pid> {
-    let flags = (libc::CLONE_NEWUSER | libc::SIGCHLD) as libc::c_ulong;
+    spawn_ns_holder(nix::sched::CloneFlags::empty())
+}
+
+/// Like [`spawn_userns_holder`], with more namespaces created by the same clone(2) (e.g.
+/// CLONE_NEWNET): the kernel makes the user namespace first, so the others belong to it.
+pub fn spawn_ns_holder(extra: nix::sched::CloneFlags) -> nix::Result<nix::unistd::Pid> {
+    let flags = (libc::CLONE_NEWUSER | extra.bits() | libc::SIGCHLD) as libc::c_ulong;
     // SAFETY: a raw clone without CLONE_VM gives the child a copy of the address space, like
     // fork. The child only calls async-signal-safe functions (prctl, pause) and never returns
     // into Rust code, so no lock or allocator state copied mid-use by another thread is touched.

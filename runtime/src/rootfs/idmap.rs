@@ -12,6 +12,7 @@ use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::waitpid;
 use oci_spec::runtime::{LinuxIdMapping, Mount, Spec};
@@ -135,11 +136,42 @@ fn idmapped_tree(req: &IdmapRequest, userns: &File) -> Result<OwnedFd> {
 /// born in a new user namespace holds it while its maps are written and the descriptor opened,
 /// then is killed and reaped. Safe to call from a multi-threaded process.
 pub fn mapped_userns(uids: &[LinuxIdMapping], gids: &[LinuxIdMapping]) -> Result<File> {
-    let pid = sys::spawn_userns_holder()
-        .map_err(|e| RuntimeError::sys("clone a user namespace for an idmapped mount", e))?;
+    let mut files = mapped_namespaces(uids, gids, CloneFlags::empty(), &["user"])?;
+    Ok(files.remove(0))
+}
+
+/// A user namespace carrying the given mappings and a new network namespace owned by it, as
+/// open `/proc/<pid>/ns/user` and `/proc/<pid>/ns/net` (a user-namespaced pod's namespaces,
+/// as containerd and CRI-O make them: only then may the pod mount a sysfs of its own, and runc
+/// join both). Safe to call from a multi-threaded process.
+pub fn mapped_userns_with_netns(
+    uids: &[LinuxIdMapping],
+    gids: &[LinuxIdMapping],
+) -> Result<(File, File)> {
+    let mut files = mapped_namespaces(uids, gids, CloneFlags::CLONE_NEWNET, &["user", "net"])?;
+    let net = files.remove(1);
+    Ok((files.remove(0), net))
+}
+
+/// Opens `/proc/<pid>/ns/<name>` for each of `names` of a holder child cloned into a new user
+/// namespace (plus `extra` namespaces) once its id maps are written; the child is then killed
+/// and reaped.
+fn mapped_namespaces(
+    uids: &[LinuxIdMapping],
+    gids: &[LinuxIdMapping],
+    extra: CloneFlags,
+    names: &[&str],
+) -> Result<Vec<File>> {
+    let pid = sys::spawn_ns_holder(extra)
+        .map_err(|e| RuntimeError::sys("clone a user namespace holder", e))?;
     let result = write_id_maps(pid, uids, gids).and_then(|()| {
-        let path = format!("/proc/{pid}/ns/user");
-        File::open(&path).map_err(|e| RuntimeError::io("open", path, e))
+        names
+            .iter()
+            .map(|name| {
+                let path = format!("/proc/{pid}/ns/{name}");
+                File::open(&path).map_err(|e| RuntimeError::io("open", path, e))
+            })
+            .collect()
     });
     let _ = kill(pid, Signal::SIGKILL);
     let _ = waitpid(pid, None);
