@@ -1,7 +1,8 @@
 //! RuntimeService: version, status, runtime config. Pod sandboxes and containers come with
 //! the sandbox/container stores (issue 5); until then their RPCs answer UNIMPLEMENTED.
 
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_server::RuntimeService;
@@ -35,6 +36,8 @@ pub struct Runtime {
     sandboxes: SandboxService,
     containers: ContainerService,
     streaming: Option<berth_streaming::StreamingServer>,
+    /// Per handler: whether it runs user-namespaced pods (probed once, at the first Status).
+    userns_handlers: OnceLock<BTreeMap<String, bool>>,
 }
 
 impl Runtime {
@@ -49,6 +52,7 @@ impl Runtime {
             config,
             pod_cidr: Mutex::new(String::new()),
             streaming: None,
+            userns_handlers: OnceLock::new(),
         }
     }
 
@@ -63,6 +67,32 @@ impl Runtime {
         self.streaming
             .as_ref()
             .ok_or_else(|| Status::unavailable("berth: the streaming server is not running"))
+    }
+
+    /// Which handlers run user-namespaced pods: their runtimes are asked once.
+    async fn userns_handlers(&self) -> &BTreeMap<String, bool> {
+        if let Some(known) = self.userns_handlers.get() {
+            return known;
+        }
+        let paths: Vec<_> = self
+            .config
+            .runtimes
+            .iter()
+            .map(|(name, h)| (name.clone(), h.path.clone()))
+            .collect();
+        let probed = tokio::task::spawn_blocking(move || {
+            paths
+                .into_iter()
+                .map(|(name, path)| {
+                    let ok = super::handler_features::user_namespaces(&path);
+                    tracing::info!(handler = %name, runtime = %path.display(), user_namespaces = ok, "runtime handler probed");
+                    (name, ok)
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_default();
+        self.userns_handlers.get_or_init(|| probed)
     }
 
     /// The pod CIDR the kubelet last gave with UpdateRuntimeConfig.
@@ -129,6 +159,7 @@ impl RuntimeService for Runtime {
             info.insert("config".to_owned(), self.config.to_toml());
             info.insert("podCIDR".to_owned(), self.pod_cidr());
         }
+        let userns = self.userns_handlers().await;
         let handlers = self
             .config
             .runtimes
@@ -137,7 +168,7 @@ impl RuntimeService for Runtime {
                 name: name.clone(),
                 features: Some(cri::RuntimeHandlerFeatures {
                     recursive_read_only_mounts: true,
-                    user_namespaces: true,
+                    user_namespaces: userns.get(name).copied().unwrap_or(false),
                 }),
             })
             .collect();
