@@ -1,11 +1,14 @@
 //! Pods in their own user namespace (Kubernetes `hostUsers: false`, CRI `userns_options` mode
-//! POD) on a test-owned CNI network (root), under berth-runtime and crun (runc 1.1 is skipped,
-//! saying why): the container's root is uid 0 mapped to the pod's host range; the image's files
-//! keep their owners (berthd mounts the rootfs on idmapped layers) and the container's root
-//! writes its rootfs, stored with the pod's host ids; a host-path volume with the kubelet's
-//! mappings and an image volume show their owners and the volume's new file is owned by host
-//! uid 0; after RemovePodSandbox nothing stays mounted. Invalid mappings are refused naming the
-//! field.
+//! POD) on a test-owned CNI network (root), under berth-runtime, crun and runc: the pod's
+//! network namespace belongs to its user namespace (berthd pins both), so the pod has a sysfs
+//! of its own that shows only its interfaces; the container's root is uid 0 mapped to the
+//! pod's host range; the image's files keep their owners (berthd mounts the rootfs on idmapped
+//! layers) and the container's root writes its rootfs, stored with the pod's host ids; a
+//! host-path volume with the kubelet's mappings (where the runtime idmaps mounts, as
+//! RuntimeStatus says: not runc 1.1) and an image volume show their owners and the volume's new
+//! file is owned by host uid 0; after RemovePodSandbox nothing stays mounted or pinned. Invalid
+//! mappings are refused naming the field. berthd killed during RunPodSandbox or
+//! CreateContainer of such a pod leaves nothing once restarted.
 
 #[path = "support/node.rs"]
 mod node;
@@ -200,7 +203,7 @@ async fn sh(rt: &mut Rt, id: &str, script: &str, what: &str) -> String {
     String::from_utf8_lossy(&r.stdout).trim().to_owned()
 }
 
-/// The handlers to run: berth-runtime always, runc and crun when installed and able.
+/// The handlers to run: berth-runtime always, runc and crun when installed.
 fn handlers(test: &str) -> Vec<&'static str> {
     let mut out = vec![""];
     for (name, path) in [("runc", "/usr/sbin/runc"), ("crun", "/usr/bin/crun")] {
@@ -208,34 +211,26 @@ fn handlers(test: &str) -> Vec<&'static str> {
             eprintln!("SKIP {test} for {name}: {path} is not installed (scripts/install-deps)");
             continue;
         }
-        if let Some(why) = unable(name, path) {
-            eprintln!("SKIP {test} for {name}: {why}");
-            continue;
-        }
         out.push(name);
     }
     out
 }
 
-/// Why a runtime cannot run a user-namespaced pod's containers on berthd today, if it cannot.
-fn unable(name: &str, path: &str) -> Option<String> {
-    let version = std::process::Command::new(path)
-        .arg("--version")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    let first = version.lines().next().unwrap_or_default().to_owned();
-    // runc 1.1's nsexec joins the pod's user namespace before its network namespace, which
-    // berthd pins in the host's user namespace: the container's create fails ("can't get final
-    // child's PID from pipe: EOF"; berth-runtime failed the same way with setns(net) EPERM
-    // until it joined that namespace first). It needs the network namespace to belong to the
-    // pod's user namespace, as containerd and CRI-O make it.
-    (name == "runc" && first.starts_with("runc version 1.1")).then(|| {
-        format!(
-            "{first} cannot join the pod's network namespace, owned by the host's user \
-             namespace, from the pod's user namespace"
-        )
-    })
+/// Whether the handler idmaps bind mounts (`mounts[].uidMappings`), as berthd reports it in
+/// RuntimeStatus (`user_namespaces`): runc 1.1 cannot (runc 1.2 can), and ignores the mappings.
+async fn idmaps_mounts(rt: &mut Rt, handler: &str) -> bool {
+    let name = if handler.is_empty() { "berth" } else { handler };
+    let status = rt
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .expect("Status")
+        .into_inner();
+    status
+        .runtime_handlers
+        .iter()
+        .find(|h| h.name == name)
+        .and_then(|h| h.features.as_ref())
+        .is_some_and(|f| f.user_namespaces)
 }
 
 /// Files named `name` under `dir`, at most `depth` levels down (symlinks not followed).
@@ -270,6 +265,15 @@ async fn userns_pod_sees_its_files_owned_by_its_root() {
 
     for (i, handler) in handlers(test).into_iter().enumerate() {
         let what = if handler.is_empty() { "berth" } else { handler };
+        let idmaps = idmaps_mounts(&mut rt, handler).await;
+        if handler != "runc" {
+            assert!(
+                idmaps,
+                "{what}: RuntimeStatus says it cannot run userns pods"
+            );
+        } else if !idmaps {
+            eprintln!("NOTE {test}: runc reports no idmapped mounts (runc 1.1): its host-path volume keeps host ids");
+        }
         let host_id = HOST_BASE + i as u32 * RANGE;
         let maps = vec![idmap(0, host_id, RANGE)];
         let ns = userns_options(maps.clone(), maps.clone());
@@ -332,6 +336,13 @@ async fn userns_pod_sees_its_files_owned_by_its_root() {
             ["0", &host_id.to_string(), &RANGE.to_string()],
             "{what}: uid_map {uid_map:?}"
         );
+        // The pod's own network namespace (owned by its user namespace) and a sysfs of its
+        // own: only the pod's interfaces, not the host's.
+        assert_eq!(
+            sh(&mut rt, &id, "ls /sys/class/net", what).await,
+            "eth0\nlo",
+            "{what}: /sys/class/net"
+        );
         let stat = |path: &str| format!("busybox stat -c %u:%g {path}");
         assert_eq!(
             sh(&mut rt, &id, &stat("/bin/busybox"), what).await,
@@ -356,24 +367,33 @@ async fn userns_pod_sees_its_files_owned_by_its_root() {
         let meta = std::fs::metadata(&stored[0]).unwrap();
         assert_eq!((meta.uid(), meta.gid()), (host_id, host_id), "{what}");
         // The host-path volume: host root's dir is the container root's, and writable.
-        assert_eq!(sh(&mut rt, &id, &stat("/vol"), what).await, "0:0", "{what}");
-        assert_eq!(
-            sh(
-                &mut rt,
-                &id,
-                "echo hi > /vol/f && busybox stat -c %u:%g /vol/f",
-                what
-            )
-            .await,
-            "0:0",
-            "{what}"
-        );
-        let written = std::fs::metadata(vol.join("f")).unwrap();
-        assert_eq!(
-            (written.uid(), written.gid()),
-            (0, 0),
-            "{what}: the volume's new file on the host"
-        );
+        if idmaps {
+            assert_eq!(sh(&mut rt, &id, &stat("/vol"), what).await, "0:0", "{what}");
+            assert_eq!(
+                sh(
+                    &mut rt,
+                    &id,
+                    "echo hi > /vol/f && busybox stat -c %u:%g /vol/f",
+                    what
+                )
+                .await,
+                "0:0",
+                "{what}"
+            );
+            let written = std::fs::metadata(vol.join("f")).unwrap();
+            assert_eq!(
+                (written.uid(), written.gid()),
+                (0, 0),
+                "{what}: the volume's new file on the host"
+            );
+        } else {
+            // Not idmapped: host root is unmapped in the pod (the overflow id).
+            assert_eq!(
+                sh(&mut rt, &id, &stat("/vol"), what).await,
+                "65534:65534",
+                "{what}"
+            );
+        }
         // A non-root owner of the image keeps its id too, in the rootfs and image volumes.
         assert_eq!(
             sh(&mut rt, &id, &stat("/data/owned"), what).await,
@@ -452,8 +472,15 @@ async fn userns_pod_sees_its_files_owned_by_its_root() {
         .unwrap_or_else(|e| panic!("{what}: RemovePodSandbox: {e}"));
         let left = node::mounts_under(&pods.state());
         assert!(left.is_empty(), "{what}: still mounted: {left:?}");
-        // The volume's file stays, owned by host root.
-        assert_eq!(std::fs::metadata(vol.join("f")).unwrap().uid(), 0, "{what}");
+        // The volume's file stays, owned by host root; the pod's namespaces are unpinned.
+        if idmaps {
+            assert_eq!(std::fs::metadata(vol.join("f")).unwrap().uid(), 0, "{what}");
+        }
+        let netns = std::fs::read_dir(pods.state().join("netns"))
+            .into_iter()
+            .flatten()
+            .count();
+        assert_eq!(netns, 0, "{what}: pinned netns left");
     }
     drop(guard);
 }
@@ -749,6 +776,84 @@ async fn crash_in_a_userns_create_container_leaves_no_mount() {
     .expect("RemovePodSandbox");
     let left = node::mounts_under(&pods.state());
     assert!(left.is_empty(), "still mounted: {left:?}");
+    drop(rt);
+    berthd.stop();
+    drop(guard);
+}
+
+/// berthd killed in the middle of RunPodSandbox of a user-namespaced pod — with its user and
+/// network namespaces pinned and attached, and with the pause started — leaves nothing pinned
+/// or mounted once the next berthd has swept; a pod made then leaves nothing once removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn crash_in_a_userns_run_pod_sandbox_leaves_no_pin() {
+    let test = "crash_in_a_userns_run_pod_sandbox_leaves_no_pin";
+    if !can_run(test) {
+        return;
+    }
+    let pods = pods::Pods::configure(24, |_| {});
+    let guard = Leftovers::new(pods.dir.path());
+    let maps = vec![idmap(0, HOST_BASE, RANGE)];
+    let ns = userns_options(maps.clone(), maps);
+    let netns_dir = pods.state().join("netns");
+    let pinned = |dir: &Path| std::fs::read_dir(dir).into_iter().flatten().count();
+    for point in [
+        crash_point::SANDBOX_NETWORK_ATTACHED,
+        crash_point::SANDBOX_PAUSE_STARTED,
+    ] {
+        let berthd = Berthd::start(&pods, Some(point));
+        let mut rt = pods.client().await;
+        run_pod(&mut rt, &userns_pod(&format!("crash-{point}"), &ns), "")
+            .await
+            .expect_err("berthd crashed");
+        drop(rt);
+        berthd.wait_killed();
+        let left = node::mounts_under(&pods.state());
+        assert!(
+            left.iter().any(|m| m.ends_with("userns")),
+            "{point}: the pod's user namespace is not pinned: {left:?}"
+        );
+        assert_eq!(pinned(&netns_dir), 1, "{point}");
+
+        let berthd = Berthd::start(&pods, None);
+        let mut rt = pods.client().await;
+        let listed = rt
+            .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .items;
+        assert!(listed.is_empty(), "{point}: {listed:?}");
+        let left = node::mounts_under(&pods.state());
+        assert!(left.is_empty(), "{point}: still mounted {left:?}");
+        assert_eq!(pinned(&netns_dir), 0, "{point}: netns left");
+        drop(rt);
+        berthd.stop();
+    }
+    let berthd = Berthd::start(&pods, None);
+    let mut rt = pods.client().await;
+    let pod = run_pod(&mut rt, &userns_pod("after-crash", &ns), "")
+        .await
+        .expect("RunPodSandbox after the sweeps");
+    guard.sandbox(&pod);
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .expect("StopPodSandbox");
+    // Stopped: the namespaces are unpinned already.
+    let left = node::mounts_under(&pods.state());
+    assert!(
+        !left.iter().any(|m| m.ends_with("userns")),
+        "after StopPodSandbox: {left:?}"
+    );
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .expect("RemovePodSandbox");
+    let left = node::mounts_under(&pods.state());
+    assert!(left.is_empty(), "still mounted: {left:?}");
+    assert_eq!(pinned(&netns_dir), 0, "netns left");
     drop(rt);
     berthd.stop();
     drop(guard);

@@ -109,7 +109,9 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
         userns: pod_userns.as_ref(),
     })?;
     let mut all_mounts = built.mounts;
-    if pod_userns.is_some() {
+    // The pod's own network namespace belongs to its user namespace, so a fresh sysfs
+    // mounts; the host's does not.
+    if pod_userns.is_some() && host_network {
         mounts::sysfs_for_userns(&mut all_mounts);
     }
     spec.set_mounts(Some(all_mounts));

@@ -286,19 +286,42 @@ fn namespaces_userns_and_devices() {
     );
     assert!(find(LinuxNamespaceType::Cgroup).is_some());
     assert_eq!(l.uid_mappings().clone().unwrap()[0].host_id(), 100000);
-    // No sysfs of its own in a user namespace that does not own the network namespace.
-    let sys = spec
-        .mounts()
-        .iter()
-        .flatten()
-        .find(|m| m.destination() == Path::new("/sys"))
-        .unwrap();
-    assert_eq!(sys.typ().as_deref(), Some("bind"));
-    assert!(sys.options().as_ref().unwrap().contains(&"rro".to_string()));
+    // Its own sysfs: the pod's network namespace belongs to the pod's user namespace.
+    let sys = |spec: &oci_spec::runtime::Spec| {
+        spec.mounts()
+            .iter()
+            .flatten()
+            .find(|m| m.destination() == Path::new("/sys"))
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(sys(&spec).typ().as_deref(), Some("sysfs"));
     assert_eq!(
         l.devices().clone().unwrap()[0].path(),
         Path::new("/dev/xnull")
     );
+    // On the host network (not the pod's user namespace's), the host's /sys bound rro.
+    let mut host_net = input.sandbox_config.clone();
+    host_net
+        .linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .namespace_options
+        .as_mut()
+        .unwrap()
+        .network = cri::NamespaceMode::Node as i32;
+    let saved = std::mem::replace(&mut input.sandbox_config, host_net);
+    let bound = sys(&container_spec(&input).unwrap());
+    assert_eq!(bound.typ().as_deref(), Some("bind"));
+    assert!(bound
+        .options()
+        .as_ref()
+        .unwrap()
+        .contains(&"rro".to_string()));
+    input.sandbox_config = saved;
     // A container asking for a different user namespace than its pod: refused.
     sc(&mut input).namespace_options = Some(cri::NamespaceOption {
         userns_options: Some(cri::UserNamespace {

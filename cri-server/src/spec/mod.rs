@@ -152,6 +152,9 @@ pub struct SandboxSpecInput {
     pub args: Vec<String>,
     /// The pinned network namespace (None: host network).
     pub netns: Option<PathBuf>,
+    /// The pod's pinned user namespace, which owns `netns`, for the pause to join (None: a
+    /// pod without one, or on the host network, where the pause makes a new one).
+    pub userns: Option<PathBuf>,
     /// cgroupsPath for the pause container (under the pod's cgroup parent).
     pub cgroups_path: String,
     /// Files berthd wrote for the pod, bind-mounted into every container: hostname, hosts,

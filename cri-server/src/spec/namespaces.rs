@@ -140,11 +140,12 @@ pub fn mappings(
 
 /// The pause's namespaces: network = the pinned netns (none of its own on the host network, and
 /// then no UTS either); pid new unless NODE; ipc new unless NODE; uts and mount new; a user
-/// namespace when the pod has one.
+/// namespace when the pod has one: the pinned one (`userns_path`, the netns's owner) or new.
 pub fn sandbox(
     opts: Option<&cri::NamespaceOption>,
     netns: Option<&PathBuf>,
     userns: bool,
+    userns_path: Option<&PathBuf>,
 ) -> Vec<LinuxNamespace> {
     let mode = |f: fn(&cri::NamespaceOption) -> cri::NamespaceMode| {
         opts.map(f).unwrap_or(cri::NamespaceMode::Pod)
@@ -164,7 +165,7 @@ pub fn sandbox(
     }
     out.push(ns(LinuxNamespaceType::Mount, None));
     if userns {
-        out.push(ns(LinuxNamespaceType::User, None));
+        out.push(ns(LinuxNamespaceType::User, userns_path.cloned()));
     }
     out
 }
@@ -241,7 +242,7 @@ mod tests {
     fn sandbox_matrix() {
         use LinuxNamespaceType::*;
         let netns = PathBuf::from("/run/berth/netns/p1");
-        let all = sandbox(Some(&opts(POD, POD, POD)), Some(&netns), false);
+        let all = sandbox(Some(&opts(POD, POD, POD)), Some(&netns), false, None);
         assert_eq!(
             kinds(&all),
             [
@@ -257,19 +258,30 @@ mod tests {
             kinds(&sandbox(
                 Some(&opts(POD, CONTAINER, POD)),
                 Some(&netns),
-                false
+                false,
+                None
             )),
             kinds(&all)
         );
         // No options at all: same as POD everywhere.
-        assert_eq!(kinds(&sandbox(None, Some(&netns), false)), kinds(&all));
+        assert_eq!(
+            kinds(&sandbox(None, Some(&netns), false, None)),
+            kinds(&all)
+        );
         // Host network, pid and ipc: only a mount namespace.
         assert_eq!(
-            kinds(&sandbox(Some(&opts(NODE, NODE, NODE)), None, false)),
+            kinds(&sandbox(Some(&opts(NODE, NODE, NODE)), None, false, None)),
             [(Mount, None)]
         );
-        let with_user = sandbox(None, Some(&netns), true);
+        let with_user = sandbox(None, Some(&netns), true, None);
         assert_eq!(with_user.last().unwrap().typ(), User);
+        // The pod's pinned user namespace (the netns's owner) is joined by path.
+        let userns = PathBuf::from("/run/berth/sandboxes/p1/userns");
+        let joined = sandbox(None, Some(&netns), true, Some(&userns));
+        assert_eq!(
+            kinds(&joined).last().unwrap(),
+            &(User, Some("/run/berth/sandboxes/p1/userns".into()))
+        );
     }
 
     #[test]

@@ -30,7 +30,9 @@ pub fn sandbox_spec(input: &SandboxSpecInput) -> Result<Spec, SpecError> {
     // The host's hostname on the host network: no UTS namespace, nothing to set.
     spec.set_hostname(input.netns.as_ref().map(|_| input.config.hostname.clone()));
     let mut pause_mounts = mounts::sandbox(&input.files, host_ipc);
-    if userns.is_some() {
+    // A fresh sysfs needs the pod's user namespace to own its network namespace: on the
+    // host network it does not.
+    if userns.is_some() && input.userns.is_none() {
         mounts::sysfs_for_userns(&mut pause_mounts);
     }
     spec.set_mounts(Some(pause_mounts));
@@ -79,7 +81,16 @@ pub fn sandbox_spec(input: &SandboxSpecInput) -> Result<Spec, SpecError> {
         ns_opts,
         input.netns.as_ref(),
         userns.is_some(),
+        input.userns.as_ref(),
     )));
+    // The mappings stay when the pause joins the pinned user namespace: they are that
+    // namespace's, and runc 1.1 refuses a user namespace without them.
+    if userns.is_some() && input.userns.is_none() && input.netns.is_some() {
+        return Err(SpecError::Invalid {
+            field: "security_context.namespace_options.userns_options",
+            reason: "the pod's network namespace has no user namespace pinned with it".into(),
+        });
+    }
     if let Some(userns) = &userns {
         l.set_uid_mappings(Some(userns.uids.clone()));
         l.set_gid_mappings(Some(userns.gids.clone()));
@@ -210,18 +221,42 @@ mod tests {
             uids: vec![idmap(0, 100000, 65536)],
             gids: vec![idmap(0, 100000, 65536)],
         });
+        // A pod network without the user namespace that owns it: refused.
+        assert!(sandbox_spec(&input).is_err());
+        input.userns = Some("/run/berth/sandboxes/sb1/userns".into());
         let spec = sandbox_spec(&input).unwrap();
         let u = spec.process().clone().unwrap().user().clone();
         assert_eq!((u.uid(), u.gid()), (65535, 65535));
         assert_eq!(u.additional_gids().clone().unwrap(), [5, 65535]);
         let l = spec.linux().clone().unwrap();
-        assert!(l
-            .namespaces()
-            .clone()
-            .unwrap()
-            .iter()
-            .any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_none()));
+        let user_path = |l: &oci_spec::runtime::Linux| {
+            l.namespaces()
+                .clone()
+                .unwrap()
+                .iter()
+                .find(|n| n.typ() == LinuxNamespaceType::User)
+                .map(|n| n.path().clone())
+        };
+        assert_eq!(
+            user_path(&l),
+            Some(Some("/run/berth/sandboxes/sb1/userns".into()))
+        );
+        // Its mappings stay (runc 1.1 needs them), and it gets a sysfs of its own.
         assert_eq!(l.uid_mappings().clone().unwrap()[0].host_id(), 100000);
+        let sys_type = |spec: &oci_spec::runtime::Spec| {
+            spec.mounts()
+                .iter()
+                .flatten()
+                .find(|m| m.destination() == std::path::Path::new("/sys"))
+                .and_then(|m| m.typ().clone())
+        };
+        assert_eq!(sys_type(&spec).as_deref(), Some("sysfs"));
+        // On the host network: a new user namespace, and the host's /sys bound.
+        input.netns = None;
+        input.userns = None;
+        let spec = sandbox_spec(&input).unwrap();
+        assert_eq!(user_path(&spec.linux().clone().unwrap()), Some(None));
+        assert_eq!(sys_type(&spec).as_deref(), Some("bind"));
     }
 
     #[test]

@@ -83,6 +83,7 @@ pub fn sandbox_input() -> SandboxSpecInput {
         rootfs: "/var/lib/berth/pause/rootfs".into(),
         args: vec!["/pause".into()],
         netns: Some("/run/netns/sb1".into()),
+        userns: None,
         cgroups_path: "/kubepods/pod1/sb1".into(),
         files: sandbox_files(),
         image_user: None,

@@ -38,6 +38,8 @@ pub enum SandboxError {
     NetworkConfig(#[source] Box<cni::ConfigError>),
     #[error("network namespace: {0}")]
     Netns(#[from] cni::NetnsError),
+    #[error("the pod's user namespace: {0}")]
+    Userns(#[source] Box<berth_runtime::RuntimeError>),
     #[error("CNI {op} on network {network}: {source}")]
     Cni {
         op: &'static str,

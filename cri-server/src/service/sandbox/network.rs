@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use cni::netns::{NetnsDir, PinnedNetns};
 use cni::{
     Attachment, CapabilityArgs, CniClient, DnsCapability, NetworkConfigList, PodRef, PortMapping,
     Protocol,
@@ -14,6 +15,46 @@ use cni::{
 use k8s_cri::v1 as cri;
 
 use super::error::{Result, SandboxError};
+use crate::spec::PodUserns;
+
+/// The pinned user namespace of a user-namespaced pod, in its state dir.
+pub const USERNS_PIN: &str = "userns";
+
+/// A user-namespaced pod's namespaces, as containerd 2 and CRI-O make them: its user namespace
+/// with the pod's mappings, pinned at `<state_dir>/userns`, and a network namespace owned by
+/// it, pinned as every pod's netns is. Owned by the pod's user namespace, the netns lets the
+/// pod mount a sysfs of its own and lets runc join it after the user namespace; CNI (host
+/// root) can still enter it. Returns the user namespace's pin and the netns. On error nothing
+/// stays pinned. Blocking.
+pub fn create_userns_netns(
+    netns_dir: &NetnsDir,
+    id: &str,
+    state_dir: &Path,
+    userns: &PodUserns,
+) -> Result<(PathBuf, PinnedNetns)> {
+    let (user, net) =
+        berth_runtime::rootfs::idmap::mapped_userns_with_netns(&userns.uids, &userns.gids)
+            .map_err(|e| SandboxError::Userns(Box::new(e)))?;
+    let user_pin = state_dir.join(USERNS_PIN);
+    cni::netns::pin(&user, &user_pin)?;
+    match netns_dir.pin(id, &net) {
+        Ok(netns) => {
+            tracing::info!(sandbox = id, userns = %user_pin.display(), netns = %netns.path().display(), "pod user and network namespaces pinned");
+            Ok((user_pin, netns))
+        }
+        Err(e) => {
+            if let Err(e) = cni::netns::remove_pinned(&user_pin) {
+                tracing::warn!(sandbox = id, error = %e, "unpin the pod's user namespace");
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// Unpins a pod's user namespace (made by [`create_userns_netns`]), if it has one. Idempotent.
+pub fn remove_userns(state_dir: &Path) -> Result<()> {
+    Ok(cni::netns::remove_pinned(&state_dir.join(USERNS_PIN))?)
+}
 
 /// The interface of the pod in its netns.
 pub const POD_IFNAME: &str = "eth0";

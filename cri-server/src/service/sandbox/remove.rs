@@ -61,6 +61,7 @@ async fn remove_locked(
         if let Some(netns) = &meta.netns {
             cni::netns::remove_pinned(netns)?;
         }
+        super::network::remove_userns(&meta.state_dir)?;
         files::unmount_shm(&meta.files)?;
         if meta.image.is_some() {
             image::release_rootfs(&ctx.images, &meta.id, &meta.rootfs())?;

@@ -1,5 +1,5 @@
-//! RunPodSandbox: pod dirs and files, pinned netns + CNI ADD, the pause container under a
-//! berth-shim, then the record. Whatever fails, everything done so far is undone (in reverse
+//! RunPodSandbox: pod dirs and files, pinned netns (with a pinned user namespace owning it for a
+//! user-namespaced pod) + CNI ADD, the pause container under a berth-shim, then the record. Whatever fails, everything done so far is undone (in reverse
 //! order) before the error is returned.
 
 use std::path::PathBuf;
@@ -109,6 +109,8 @@ struct Undo<'a> {
     state_dir: PathBuf,
     files: PodFiles,
     netns: Option<PathBuf>,
+    /// The pod's user namespace pinned in the pod dir (owner of `netns`).
+    userns: Option<PathBuf>,
     attached: bool,
     created: Option<(RuntimeRef, i32)>,
     pod_cgroup: Option<String>,
@@ -151,6 +153,11 @@ impl Undo<'_> {
                 warn("remove the netns", &e);
             }
         }
+        if let Some(userns) = &self.userns {
+            if let Err(e) = cni::netns::remove_pinned(userns) {
+                warn("unpin the user namespace", &e);
+            }
+        }
         if let Err(e) = files::unmount_shm(&self.files) {
             warn("unmount /dev/shm", &e);
         }
@@ -182,6 +189,7 @@ fn create(
         state_dir: state_dir.clone(),
         files: PodFiles::default(),
         netns: None,
+        userns: None,
         attached: false,
         created: None,
         pod_cgroup: None,
@@ -233,7 +241,16 @@ fn create_steps(
     let netns = if host_network {
         None
     } else {
-        let netns = ctx.netns.create(id)?;
+        // A user-namespaced pod's netns belongs to the pod's user namespace, made first.
+        let netns = match crate::spec::container_userns(Some(&ns), None)? {
+            Some(userns) => {
+                let (user_pin, netns) =
+                    super::network::create_userns_netns(&ctx.netns, id, &state_dir, &userns)?;
+                undo.userns = Some(user_pin);
+                netns
+            }
+            None => ctx.netns.create(id)?,
+        };
         undo.netns = Some(netns.path().to_owned());
         undo.attached = true; // a failed ADD tears itself down; DEL again is harmless
         Some(netns.path().to_owned())
@@ -385,6 +402,7 @@ fn create_pause(
         rootfs,
         args,
         netns: undo.netns.clone(),
+        userns: undo.userns.clone(),
         cgroups_path: cgroups_path.clone(),
         files: SandboxFiles {
             hostname: undo.files.hostname.clone(),

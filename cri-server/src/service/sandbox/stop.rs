@@ -1,5 +1,6 @@
 //! StopPodSandbox: the pod's containers, then the pause (SIGKILL; its exit awaited, bounded),
-//! then the network (CNI DEL, even when the netns is already gone), the netns and /dev/shm.
+//! then the network (CNI DEL, even when the netns is already gone), the netns, the pod's user
+//! namespace pin and /dev/shm.
 //! The sandbox stays listed, NotReady, until RemovePodSandbox. Idempotent: each step is.
 
 use std::sync::Arc;
@@ -109,6 +110,7 @@ fn release(ctx: &Sandboxes, sandbox: &Sandbox) -> Result<()> {
         ctx.network.detach(&meta.id, netns, &meta.config)?;
         cni::netns::remove_pinned(netns)?;
     }
+    super::network::remove_userns(&meta.state_dir)?;
     files::unmount_shm(&meta.files)?;
     Ok(())
 }

@@ -1,9 +1,9 @@
 //! At startup: what a RunPodSandbox cut short by a crash (`kill -9` of berthd) left behind —
 //! a sandbox directory without a record — is torn down: the pause (every handler's `delete
 //! --force`), its shim, the CNI attachment (DEL with the pod config RunPodSandbox wrote first,
-//! in `pod.json`), the pinned netns, mounts (/dev/shm, the sandbox image's rootfs) and its
-//! snapshot, the pod cgroup berth made, and the directory. Pinned netns with no sandbox go too.
-//! Nothing that has a record is touched.
+//! in `pod.json`), the pinned netns and user namespace, mounts (/dev/shm, the sandbox image's
+//! rootfs) and its snapshot, the pod cgroup berth made, and the directory. Pinned netns with no
+//! sandbox go too. Nothing that has a record is touched.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -72,6 +72,11 @@ fn sweep(ctx: &Sandboxes, id: &str, state_dir: &Path) {
         if let Err(e) = cni::netns::remove_pinned(&netns) {
             warn("remove the netns", &e);
         }
+    }
+    // The pod's user namespace (a mount under the dir, which the loop below would detach
+    // too): unpinned and unlinked by name first.
+    if let Err(e) = super::network::remove_userns(state_dir) {
+        warn("unpin the user namespace", &e);
     }
     for m in mounts_under(state_dir).into_iter().rev() {
         if let Err(e) = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH) {
