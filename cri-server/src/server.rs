@@ -4,7 +4,9 @@ use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
+use image_store::ImageStore;
 use k8s_cri::v1::image_service_server::ImageServiceServer;
 use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 use tokio::net::UnixListener;
@@ -53,7 +55,7 @@ pub fn bind(path: &Path) -> Result<UnixListener, ServeError> {
 }
 
 /// How long shutdown waits for open RPC streams.
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Serves RuntimeService and ImageService (on the image store under `config.root`) on
 /// `listener` until `shutdown` completes.
@@ -69,34 +71,60 @@ pub async fn serve(
     let store = Arc::new(store);
     let (images, image_gc) = Images::new(store.clone(), &config);
     let admin = crate::service::admin::AdminImages::new(store.clone()).into_server();
-    let mut runtime = Runtime::new(config, store);
+    let mut runtime = Runtime::new(config, store.clone());
     runtime.start_streaming().await?;
     // Graceful shutdown waits for open streams (a kubelet's GetContainerEvents never ends), so
     // it is bounded: after SHUTDOWN_GRACE the remaining connections are dropped.
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server = tonic::transport::Server::builder()
-        .add_service(RuntimeServiceServer::new(runtime))
-        .add_service(ImageServiceServer::new(images))
-        .add_service(admin)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
-            let _ = stop_rx.changed().await;
-        });
-    tokio::pin!(server);
-    let served = tokio::select! {
-        r = &mut server => r,
-        () = shutdown => {
-            let _ = stop_tx.send(true);
-            match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
-                Ok(r) => r,
-                Err(_) => {
-                    tracing::warn!(grace_secs = SHUTDOWN_GRACE.as_secs(), "closing streams still open at shutdown");
-                    Ok(())
+    let served = {
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+        let server = tonic::transport::Server::builder()
+            .add_service(RuntimeServiceServer::new(runtime))
+            .add_service(ImageServiceServer::new(images))
+            .add_service(admin)
+            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+                let _ = stop_rx.changed().await;
+            });
+        tokio::pin!(server);
+        tokio::select! {
+            r = &mut server => r,
+            () = shutdown => {
+                let _ = stop_tx.send(true);
+                match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::warn!(grace_secs = SHUTDOWN_GRACE.as_secs(), "closing streams still open at shutdown");
+                        Ok(())
+                    }
                 }
             }
         }
+        // The server and its services are dropped here.
     };
-    // The services are dropped: the image GC worker ends after its current run.
+    // The image GC worker ends after its current run.
     let _ = image_gc.await;
+    release_store(store).await;
     served?;
     Ok(())
+}
+
+/// How long [`serve`] waits at its end for the image store's last users to let go of it.
+const STORE_RELEASE_WAIT: Duration = Duration::from_secs(10);
+
+/// Waits (bounded) until `store` is the image store's last reference, then drops it: the
+/// database is closed when [`serve`] returns, so a server started next on the same root (a
+/// restart within one process) can open it. The holders let go shortly after the services
+/// are dropped — the streaming server's tasks end at their next poll once aborted, blocking
+/// jobs finish — unless a client kept a stream open past the shutdown grace.
+async fn release_store(store: Arc<ImageStore>) {
+    let deadline = tokio::time::Instant::now() + STORE_RELEASE_WAIT;
+    while Arc::strong_count(&store) > 1 {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                holders = Arc::strong_count(&store) - 1,
+                "the image store is still in use at shutdown"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
