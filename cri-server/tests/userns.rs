@@ -858,3 +858,85 @@ async fn crash_in_a_userns_run_pod_sandbox_leaves_no_pin() {
     berthd.stop();
     drop(guard);
 }
+
+/// A user-namespaced pod on the host network: a new user namespace with the pod's mappings
+/// (no netns of its own, so nothing pinned but shared files), the host's /sys bound read-only
+/// (sysfs needs the user namespace owning the host's netns), under every handler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn host_network_userns_pod_sees_the_hosts_sys() {
+    let test = "host_network_userns_pod_sees_the_hosts_sys";
+    if !can_run(test) {
+        return;
+    }
+    let fx = fixture();
+    let host = fx.registry.host.clone();
+    let pods = pods::Pods::start_with(25, |c| c.registry.insecure = vec![host]).await;
+    let guard = Leftovers::new(pods.dir.path());
+    let mut rt = pods.client().await;
+    pull(pods.channel().await, &fx.image).await;
+    let host_iface = std::fs::read_to_string("/proc/net/route")
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.get(1) == Some(&"00000000"))
+        .map(|f| f[0].to_owned());
+    for (i, handler) in handlers(test).into_iter().enumerate() {
+        let what = if handler.is_empty() { "berth" } else { handler };
+        let host_id = HOST_BASE + i as u32 * RANGE;
+        let maps = vec![idmap(0, host_id, RANGE)];
+        let mut ns = userns_options(maps.clone(), maps);
+        ns.network = cri::NamespaceMode::Node as i32;
+        let pod_config = userns_pod(&format!("hostnet-{what}"), &ns);
+        let pod = run_pod(&mut rt, &pod_config, handler)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: RunPodSandbox: {e}"));
+        guard.sandbox(&pod);
+        let id = create(&mut rt, &pod, &pod_config, sleeper(&fx.image, &ns, vec![]))
+            .await
+            .unwrap_or_else(|e| panic!("{what}: CreateContainer: {e}"));
+        rt.start_container(cri::StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{what}: StartContainer: {e}"));
+        assert_eq!(sh(&mut rt, &id, "id -u", what).await, "0", "{what}");
+        let uid_map = sh(&mut rt, &id, "cat /proc/self/uid_map", what).await;
+        assert_eq!(
+            uid_map.split_whitespace().nth(1),
+            Some(host_id.to_string().as_str()),
+            "{what}: uid_map {uid_map:?}"
+        );
+        // The host's default-route interface (other tests add and remove theirs meanwhile).
+        if let Some(iface) = &host_iface {
+            let seen = sh(&mut rt, &id, &format!("ls /sys/class/net/{iface}/"), what).await;
+            assert!(
+                seen.contains("address"),
+                "{what}: the host's {iface}: {seen:?}"
+            );
+        }
+        assert!(
+            sh(
+                &mut rt,
+                &id,
+                "busybox touch /sys/x 2>&1 || echo refused",
+                what
+            )
+            .await
+            .contains("refused"),
+            "{what}: /sys is read-only"
+        );
+        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{what}: StopPodSandbox: {e}"));
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{what}: RemovePodSandbox: {e}"));
+        let left = node::mounts_under(&pods.state());
+        assert!(left.is_empty(), "{what}: still mounted: {left:?}");
+    }
+    drop(guard);
+}

@@ -126,13 +126,20 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
 
     let (masked, readonly) = security::paths(linux.security_context.as_ref(), privileged);
     let l = spec.linux_mut().get_or_insert_with(Default::default);
-    l.set_namespaces(Some(namespaces::container(
+    let mut container_ns = namespaces::container(
         ns_opts,
         input.sandbox_pid,
         input.target_pid,
         pod_userns.is_some(),
         input.host.cgroup2_unified && !privileged,
-    )?));
+    )?;
+    if pod_userns.is_some() {
+        // The host's namespaces of a host-network (and host-IPC/PID) userns pod are not joined
+        // by path but kept, as containerd does: they belong to the host's user namespace, which
+        // runc (joining the pod's user namespace first) may not join from inside it.
+        namespaces::keep_host_namespaces(&mut container_ns, pod_sc.namespace_options.as_ref());
+    }
+    l.set_namespaces(Some(container_ns));
     if let Some(userns) = &pod_userns {
         l.set_uid_mappings(Some(userns.uids.clone()));
         l.set_gid_mappings(Some(userns.gids.clone()));

@@ -214,6 +214,26 @@ pub fn container(
     Ok(out)
 }
 
+/// Drops from a container's namespaces those the pod takes from the host (network and UTS
+/// with a NODE network, IPC and PID when NODE): the container stays in them rather than
+/// joining the pause's, which are the host's anyway.
+pub fn keep_host_namespaces(list: &mut Vec<LinuxNamespace>, pod: Option<&cri::NamespaceOption>) {
+    let node = |f: fn(&cri::NamespaceOption) -> cri::NamespaceMode| {
+        pod.is_some_and(|o| f(o) == cri::NamespaceMode::Node)
+    };
+    let (net, ipc, pid) = (
+        node(cri::NamespaceOption::network),
+        node(cri::NamespaceOption::ipc),
+        node(cri::NamespaceOption::pid),
+    );
+    list.retain(|n| match n.typ() {
+        LinuxNamespaceType::Network | LinuxNamespaceType::Uts => !net,
+        LinuxNamespaceType::Ipc => !ipc,
+        LinuxNamespaceType::Pid => !pid,
+        _ => true,
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,6 +329,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("target_id"), "{err}");
+        let mut kept = container(Some(&opts(NODE, NODE, POD)), 42, None, true, false).unwrap();
+        keep_host_namespaces(&mut kept, Some(&opts(NODE, NODE, POD)));
+        assert_eq!(
+            kinds(&kept),
+            [
+                (Ipc, p("/proc/42/ns/ipc")),
+                (Mount, None),
+                (User, p("/proc/42/ns/user"))
+            ]
+        );
         let userns = container(None, 42, None, true, true).unwrap();
         assert_eq!(
             kinds(&userns)[5..],
