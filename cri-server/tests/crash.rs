@@ -5,6 +5,8 @@
 //! container, shim, netns, veth, mount, snapshot, cgroup or state directory is left, and the
 //! same pod or container can be made again.
 
+#[path = "support/berthd_process.rs"]
+mod berthd_process;
 #[path = "support/calls.rs"]
 mod calls;
 #[path = "support/node.rs"]
@@ -14,10 +16,9 @@ mod pods;
 mod support;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use berth_cri::service::crash_point;
+use berthd_process::Berthd;
 use calls::{pull, remove_pod, run_container, run_pod, Busybox};
 use k8s_cri::v1 as cri;
 use node::Leftovers;
@@ -25,82 +26,6 @@ use pods::Pods;
 
 fn can_run(test: &str) -> bool {
     support::can_run(test) && pods::can_run(test)
-}
-
-/// The berthd binary on the test's config (the test process never opens berthd's stores:
-/// their database lock is per process), told to crash at `crash` if given. Killed on drop.
-struct Berthd(Child);
-
-impl Berthd {
-    fn start(pods: &Pods, crash: Option<&str>) -> Berthd {
-        let config = pods.dir.path().join("berthd.toml");
-        std::fs::write(&config, pods.config.to_toml()).unwrap();
-        let _ = std::fs::remove_file(&pods.config.listen);
-        let log_path = pods
-            .dir
-            .path()
-            .join(format!("berthd-{}.log", crash.unwrap_or("plain")));
-        let log = std::fs::File::create(&log_path).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berthd"));
-        cmd.arg("--config")
-            .arg(&config)
-            .env("BERTH_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        if let Some(point) = crash {
-            cmd.env(crash_point::ENV, point);
-        }
-        let mut child = cmd.spawn().expect("start berthd");
-        // Bound before the stores load: connections wait in the backlog until it serves.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !pods.config.listen.exists() {
-            let ended = child.try_wait().unwrap();
-            assert!(
-                ended.is_none() && Instant::now() < deadline,
-                "berthd did not start ({ended:?}): {}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Berthd(child)
-    }
-
-    /// SIGTERM and wait (bounded): containers keep running under their shims.
-    fn stop(mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.0.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "berthd did not stop");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Berthd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Waits (bounded) for berthd to die by SIGKILL.
-fn wait_killed(berthd: &mut Berthd) {
-    let child = &mut berthd.0;
-    use std::os::unix::process::ExitStatusExt;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert_eq!(status.signal(), Some(9), "berthd ended with {status:?}");
-            return;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("berthd did not reach its crash point");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn entries(dir: &Path) -> Vec<String> {
@@ -134,7 +59,7 @@ async fn crash_in_run_pod_sandbox_is_swept_at_restart() {
     .into_iter()
     .enumerate()
     {
-        let mut berthd = Berthd::start(&pods, Some(point));
+        let berthd = Berthd::start(&pods, Some(point));
         let mut rt = pods.client().await;
         let name = format!("crash{n}");
         let err = rt
@@ -144,7 +69,7 @@ async fn crash_in_run_pod_sandbox_is_swept_at_restart() {
             })
             .await
             .expect_err("berthd crashed");
-        wait_killed(&mut berthd);
+        berthd.wait_killed();
         drop(rt);
 
         // Half made: the pod's dir, its pinned netns and veth (and the pause, once started).
@@ -224,7 +149,7 @@ async fn crash_in_create_container_is_swept_at_restart() {
         crash_point::CONTAINER_ROOTFS_MOUNTED,
         crash_point::CONTAINER_SHIM_CREATED,
     ] {
-        let mut berthd = Berthd::start(&pods, Some(point));
+        let berthd = Berthd::start(&pods, Some(point));
         let mut rt = pods.client().await;
         rt.create_container(cri::CreateContainerRequest {
             pod_sandbox_id: pod.clone(),
@@ -233,7 +158,7 @@ async fn crash_in_create_container_is_swept_at_restart() {
         })
         .await
         .expect_err("berthd crashed");
-        wait_killed(&mut berthd);
+        berthd.wait_killed();
         drop(rt);
 
         let ids = entries(&containers);

@@ -10,6 +10,10 @@
 //! mappings are refused naming the field. berthd killed during RunPodSandbox or
 //! CreateContainer of such a pod leaves nothing once restarted.
 
+#[path = "support/berthd_process.rs"]
+mod berthd_process;
+#[path = "support/calls.rs"]
+mod calls;
 #[path = "support/node.rs"]
 mod node;
 #[path = "support/pods.rs"]
@@ -18,18 +22,14 @@ mod support;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use berth_cri::service::crash_point;
 
+use berthd_process::Berthd;
+use calls::{pull, Rt};
 use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use node::Leftovers;
-use tonic::transport::Channel;
-
-type Rt = RuntimeServiceClient<Channel>;
 
 /// Host ids of the test's pods: one 65536-wide range each from here, far above real users.
 const HOST_BASE: u32 = 300_000;
@@ -74,19 +74,6 @@ fn fixture() -> Fixture {
         image,
         layered,
     }
-}
-
-async fn pull(channel: Channel, image: &str) {
-    ImageServiceClient::new(channel)
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: image.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("pull");
 }
 
 fn idmap(container_id: u32, host_id: u32, length: u32) -> cri::IdMapping {
@@ -260,8 +247,8 @@ async fn userns_pod_sees_its_files_owned_by_its_root() {
     let pods = pods::Pods::start_with(21, |c| c.registry.insecure = vec![host]).await;
     let guard = Leftovers::new(pods.dir.path());
     let mut rt = pods.client().await;
-    pull(pods.channel().await, &fx.image).await;
-    pull(pods.channel().await, &fx.layered).await;
+    pull(&pods.channel().await, &fx.image).await;
+    pull(&pods.channel().await, &fx.layered).await;
 
     for (i, handler) in handlers(test).into_iter().enumerate() {
         let what = if handler.is_empty() { "berth" } else { handler };
@@ -496,7 +483,7 @@ async fn invalid_userns_mappings_are_refused_naming_the_field() {
     let pods = pods::Pods::start_with(22, |c| c.registry.insecure = vec![host]).await;
     let guard = Leftovers::new(pods.dir.path());
     let mut rt = pods.client().await;
-    pull(pods.channel().await, &fx.image).await;
+    pull(&pods.channel().await, &fx.image).await;
 
     let ok = vec![idmap(0, HOST_BASE, RANGE)];
     let cases: Vec<(&str, Vec<cri::IdMapping>, Vec<cri::IdMapping>, &str)> = vec![
@@ -592,79 +579,6 @@ async fn invalid_userns_mappings_are_refused_naming_the_field() {
     drop(guard);
 }
 
-/// The berthd binary on the test's config, told to crash (SIGKILL itself) at `crash` if given;
-/// killed on drop.
-struct Berthd(Child);
-
-impl Berthd {
-    fn start(pods: &pods::Pods, crash: Option<&str>) -> Berthd {
-        let config = pods.dir.path().join("berthd.toml");
-        std::fs::write(&config, pods.config.to_toml()).unwrap();
-        let _ = std::fs::remove_file(&pods.config.listen);
-        let log_path = pods
-            .dir
-            .path()
-            .join(format!("berthd-{}.log", crash.unwrap_or("plain")));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berthd"));
-        cmd.arg("--config")
-            .arg(&config)
-            .env("BERTH_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap());
-        if let Some(point) = crash {
-            cmd.env(crash_point::ENV, point);
-        }
-        let mut child = cmd.spawn().expect("start berthd");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !pods.config.listen.exists() {
-            let ended = child.try_wait().unwrap();
-            assert!(
-                ended.is_none() && Instant::now() < deadline,
-                "berthd did not start ({ended:?}): {}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Berthd(child)
-    }
-
-    /// Waits (bounded) for berthd to die at its crash point.
-    fn wait_killed(mut self) {
-        use std::os::unix::process::ExitStatusExt;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                assert_eq!(status.signal(), Some(9), "berthd ended with {status:?}");
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "berthd did not reach its crash point"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGTERM and wait (bounded): containers keep running under their shims.
-    fn stop(mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.0.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "berthd did not stop");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Berthd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// berthd killed in the middle of CreateContainer in a user-namespaced pod — with the layers
 /// bound idmapped on the scratch dir, with the idmapped rootfs mounted, with the container
 /// created — leaves nothing mounted once the next berthd has swept; a container made then, and
@@ -698,7 +612,7 @@ async fn crash_in_a_userns_create_container_leaves_no_mount() {
         )
     };
     let berthd = Berthd::start(&pods, None);
-    pull(pods.channel().await, &fx.image).await;
+    pull(&pods.channel().await, &fx.image).await;
     let mut rt = pods.client().await;
     let pod = run_pod(&mut rt, &pod_config, "")
         .await
@@ -873,7 +787,7 @@ async fn host_network_userns_pod_sees_the_hosts_sys() {
     let pods = pods::Pods::start_with(25, |c| c.registry.insecure = vec![host]).await;
     let guard = Leftovers::new(pods.dir.path());
     let mut rt = pods.client().await;
-    pull(pods.channel().await, &fx.image).await;
+    pull(&pods.channel().await, &fx.image).await;
     let host_iface = std::fs::read_to_string("/proc/net/route")
         .unwrap_or_default()
         .lines()
