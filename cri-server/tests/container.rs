@@ -38,23 +38,15 @@ async fn create(
     pod_config: &cri::PodSandboxConfig,
     config: cri::ContainerConfig,
 ) -> String {
-    rt.create_container(cri::CreateContainerRequest {
-        pod_sandbox_id: pod.into(),
-        config: Some(config),
-        sandbox_config: Some(pod_config.clone()),
-    })
-    .await
-    .expect("CreateContainer")
-    .into_inner()
-    .container_id
+    calls::create_container(rt, pod, pod_config, config)
+        .await
+        .expect("CreateContainer")
 }
 
 async fn start(rt: &mut Rt, id: &str) {
-    rt.start_container(cri::StartContainerRequest {
-        container_id: id.into(),
-    })
-    .await
-    .expect("StartContainer");
+    calls::start_container(rt, id)
+        .await
+        .expect("StartContainer");
 }
 
 async fn status(rt: &mut Rt, id: &str) -> cri::ContainerStatus {

@@ -27,7 +27,7 @@ use std::process::Command;
 use berth_cri::service::crash_point;
 
 use berthd_process::Berthd;
-use calls::{pull, Rt};
+use calls::{create_container, pull, remove_pod, start_container, try_run_pod, Rt};
 use k8s_cri::v1 as cri;
 use node::Leftovers;
 
@@ -141,34 +141,6 @@ fn sleeper(
     }
 }
 
-async fn run_pod(
-    rt: &mut Rt,
-    config: &cri::PodSandboxConfig,
-    handler: &str,
-) -> Result<String, tonic::Status> {
-    rt.run_pod_sandbox(cri::RunPodSandboxRequest {
-        config: Some(config.clone()),
-        runtime_handler: handler.into(),
-    })
-    .await
-    .map(|r| r.into_inner().pod_sandbox_id)
-}
-
-async fn create(
-    rt: &mut Rt,
-    pod: &str,
-    pod_config: &cri::PodSandboxConfig,
-    config: cri::ContainerConfig,
-) -> Result<String, tonic::Status> {
-    rt.create_container(cri::CreateContainerRequest {
-        pod_sandbox_id: pod.into(),
-        config: Some(config),
-        sandbox_config: Some(pod_config.clone()),
-    })
-    .await
-    .map(|r| r.into_inner().container_id)
-}
-
 /// `sh -c script` in the container: its stdout, trimmed; panics (with stderr) unless it exits 0.
 async fn sh(rt: &mut Rt, id: &str, script: &str, what: &str) -> String {
     let r = rt
@@ -265,7 +237,7 @@ async fn userns_pod_sees_its_files_owned_by_its_root() {
         let maps = vec![idmap(0, host_id, RANGE)];
         let ns = userns_options(maps.clone(), maps.clone());
         let pod_config = userns_pod(&format!("userns-{what}"), &ns);
-        let pod = run_pod(&mut rt, &pod_config, handler)
+        let pod = try_run_pod(&mut rt, &pod_config, handler)
             .await
             .unwrap_or_else(|e| panic!("{what}: RunPodSandbox: {e}"));
         guard.sandbox(&pod);
@@ -302,7 +274,7 @@ async fn userns_pod_sees_its_files_owned_by_its_root() {
                 ..Default::default()
             },
         ];
-        let id = create(
+        let id = create_container(
             &mut rt,
             &pod,
             &pod_config,
@@ -310,11 +282,9 @@ async fn userns_pod_sees_its_files_owned_by_its_root() {
         )
         .await
         .unwrap_or_else(|e| panic!("{what}: CreateContainer: {e}"));
-        rt.start_container(cri::StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{what}: StartContainer: {e}"));
+        start_container(&mut rt, &id)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: StartContainer: {e}"));
 
         assert_eq!(sh(&mut rt, &id, "id -u", what).await, "0", "{what}");
         let uid_map = sh(&mut rt, &id, "cat /proc/self/uid_map", what).await;
@@ -512,7 +482,7 @@ async fn invalid_userns_mappings_are_refused_naming_the_field() {
     ];
     for (i, (what, uids, gids, field)) in cases.into_iter().enumerate() {
         let config = userns_pod(&format!("bad-{i}"), &userns_options(uids, gids));
-        let err = match run_pod(&mut rt, &config, "").await {
+        let err = match try_run_pod(&mut rt, &config, "").await {
             Ok(pod) => {
                 guard.sandbox(&pod);
                 panic!("{what}: RunPodSandbox accepted it");
@@ -526,12 +496,12 @@ async fn invalid_userns_mappings_are_refused_naming_the_field() {
     // A container whose mappings differ from its pod's.
     let ns = userns_options(ok.clone(), ok.clone());
     let pod_config = userns_pod("mismatch", &ns);
-    let pod = run_pod(&mut rt, &pod_config, "")
+    let pod = try_run_pod(&mut rt, &pod_config, "")
         .await
         .expect("RunPodSandbox");
     guard.sandbox(&pod);
     let other = vec![idmap(0, HOST_BASE + RANGE, RANGE)];
-    let err = create(
+    let err = create_container(
         &mut rt,
         &pod,
         &pod_config,
@@ -553,7 +523,7 @@ async fn invalid_userns_mappings_are_refused_naming_the_field() {
         gid_mappings: ok.clone(),
         ..Default::default()
     };
-    let err = create(
+    let err = create_container(
         &mut rt,
         &pod,
         &pod_config,
@@ -564,16 +534,7 @@ async fn invalid_userns_mappings_are_refused_naming_the_field() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("mounts.uidMappings"), "{err:?}");
 
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .expect("StopPodSandbox");
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .expect("RemovePodSandbox");
+    remove_pod(&mut rt, &pod).await;
     let left = node::mounts_under(&pods.state());
     assert!(left.is_empty(), "still mounted: {left:?}");
     drop(guard);
@@ -614,7 +575,7 @@ async fn crash_in_a_userns_create_container_leaves_no_mount() {
     let berthd = Berthd::start(&pods, None);
     pull(&pods.channel().await, &fx.image).await;
     let mut rt = pods.client().await;
-    let pod = run_pod(&mut rt, &pod_config, "")
+    let pod = try_run_pod(&mut rt, &pod_config, "")
         .await
         .expect("RunPodSandbox");
     guard.sandbox(&pod);
@@ -628,7 +589,7 @@ async fn crash_in_a_userns_create_container_leaves_no_mount() {
     ] {
         let berthd = Berthd::start(&pods, Some(point));
         let mut rt = pods.client().await;
-        create(&mut rt, &pod, &pod_config, config())
+        create_container(&mut rt, &pod, &pod_config, config())
             .await
             .expect_err("berthd crashed");
         drop(rt);
@@ -660,14 +621,10 @@ async fn crash_in_a_userns_create_container_leaves_no_mount() {
     }
     let berthd = Berthd::start(&pods, None);
     let mut rt = pods.client().await;
-    let id = create(&mut rt, &pod, &pod_config, config())
+    let id = create_container(&mut rt, &pod, &pod_config, config())
         .await
         .expect("CreateContainer after the sweeps");
-    rt.start_container(cri::StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .expect("StartContainer");
+    start_container(&mut rt, &id).await.expect("StartContainer");
     assert_eq!(
         sh(
             &mut rt,
@@ -678,16 +635,7 @@ async fn crash_in_a_userns_create_container_leaves_no_mount() {
         .await,
         "0:0\n0:0"
     );
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .expect("StopPodSandbox");
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .expect("RemovePodSandbox");
+    remove_pod(&mut rt, &pod).await;
     let left = node::mounts_under(&pods.state());
     assert!(left.is_empty(), "still mounted: {left:?}");
     drop(rt);
@@ -716,7 +664,7 @@ async fn crash_in_a_userns_run_pod_sandbox_leaves_no_pin() {
     ] {
         let berthd = Berthd::start(&pods, Some(point));
         let mut rt = pods.client().await;
-        run_pod(&mut rt, &userns_pod(&format!("crash-{point}"), &ns), "")
+        try_run_pod(&mut rt, &userns_pod(&format!("crash-{point}"), &ns), "")
             .await
             .expect_err("berthd crashed");
         drop(rt);
@@ -745,7 +693,7 @@ async fn crash_in_a_userns_run_pod_sandbox_leaves_no_pin() {
     }
     let berthd = Berthd::start(&pods, None);
     let mut rt = pods.client().await;
-    let pod = run_pod(&mut rt, &userns_pod("after-crash", &ns), "")
+    let pod = try_run_pod(&mut rt, &userns_pod("after-crash", &ns), "")
         .await
         .expect("RunPodSandbox after the sweeps");
     guard.sandbox(&pod);
@@ -801,18 +749,16 @@ async fn host_network_userns_pod_sees_the_hosts_sys() {
         let mut ns = userns_options(maps.clone(), maps);
         ns.network = cri::NamespaceMode::Node as i32;
         let pod_config = userns_pod(&format!("hostnet-{what}"), &ns);
-        let pod = run_pod(&mut rt, &pod_config, handler)
+        let pod = try_run_pod(&mut rt, &pod_config, handler)
             .await
             .unwrap_or_else(|e| panic!("{what}: RunPodSandbox: {e}"));
         guard.sandbox(&pod);
-        let id = create(&mut rt, &pod, &pod_config, sleeper(&fx.image, &ns, vec![]))
+        let id = create_container(&mut rt, &pod, &pod_config, sleeper(&fx.image, &ns, vec![]))
             .await
             .unwrap_or_else(|e| panic!("{what}: CreateContainer: {e}"));
-        rt.start_container(cri::StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{what}: StartContainer: {e}"));
+        start_container(&mut rt, &id)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: StartContainer: {e}"));
         assert_eq!(sh(&mut rt, &id, "id -u", what).await, "0", "{what}");
         let uid_map = sh(&mut rt, &id, "cat /proc/self/uid_map", what).await;
         assert_eq!(

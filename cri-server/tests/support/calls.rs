@@ -137,16 +137,50 @@ pub fn container_config(
     }
 }
 
-/// RunPodSandbox with `handler` ("" for the default); returns the sandbox ID.
-pub async fn run_pod(rt: &mut Rt, config: &cri::PodSandboxConfig, handler: &str) -> String {
+/// RunPodSandbox with `handler` ("" for the default); the sandbox ID or berthd's error.
+pub async fn try_run_pod(
+    rt: &mut Rt,
+    config: &cri::PodSandboxConfig,
+    handler: &str,
+) -> Result<String, tonic::Status> {
     rt.run_pod_sandbox(cri::RunPodSandboxRequest {
         config: Some(config.clone()),
         runtime_handler: handler.into(),
     })
     .await
-    .unwrap_or_else(|e| panic!("RunPodSandbox ({handler:?}): {e:?}"))
-    .into_inner()
-    .pod_sandbox_id
+    .map(|r| r.into_inner().pod_sandbox_id)
+}
+
+/// RunPodSandbox with `handler` ("" for the default); returns the sandbox ID.
+pub async fn run_pod(rt: &mut Rt, config: &cri::PodSandboxConfig, handler: &str) -> String {
+    try_run_pod(rt, config, handler)
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox ({handler:?}): {e:?}"))
+}
+
+/// CreateContainer in `pod`; the container ID or berthd's error.
+pub async fn create_container(
+    rt: &mut Rt,
+    pod: &str,
+    pod_config: &cri::PodSandboxConfig,
+    config: cri::ContainerConfig,
+) -> Result<String, tonic::Status> {
+    rt.create_container(cri::CreateContainerRequest {
+        pod_sandbox_id: pod.into(),
+        config: Some(config),
+        sandbox_config: Some(pod_config.clone()),
+    })
+    .await
+    .map(|r| r.into_inner().container_id)
+}
+
+/// StartContainer.
+pub async fn start_container(rt: &mut Rt, id: &str) -> Result<(), tonic::Status> {
+    rt.start_container(cri::StartContainerRequest {
+        container_id: id.into(),
+    })
+    .await
+    .map(drop)
 }
 
 /// CreateContainer + StartContainer in `pod`; returns the container ID.
@@ -156,21 +190,10 @@ pub async fn run_container(
     pod_config: &cri::PodSandboxConfig,
     config: cri::ContainerConfig,
 ) -> String {
-    let id = rt
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod.into(),
-            config: Some(config),
-            sandbox_config: Some(pod_config.clone()),
-        })
+    let id = create_container(rt, pod, pod_config, config)
         .await
-        .expect("CreateContainer")
-        .into_inner()
-        .container_id;
-    rt.start_container(cri::StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .expect("StartContainer");
+        .expect("CreateContainer");
+    start_container(rt, &id).await.expect("StartContainer");
     id
 }
 
