@@ -74,7 +74,12 @@ impl ResultCache {
             .join(format!("{}-{}.json", key.container_id, key.ifname))
     }
 
-    /// Writes an entry: temp file, fsync, rename, fsync of the dir.
+    /// Writes an entry atomically: temp file, rename over the old one.
+    ///
+    /// Not fsynced, as libcni's cache is not: an entry describes an attachment (a veth in a
+    /// network namespace) that does not outlive the machine, and a crash of the runtime alone
+    /// leaves the page cache intact. After a crash of the machine a missing entry only means
+    /// the DEL for the dead pod runs with the current config instead of the cached one.
     pub fn store(&self, entry: &CacheEntry) -> Result<(), CacheError> {
         let path = self.path(&entry.network_name, &entry.key());
         let dir = path.parent().expect("cache path has a parent");
@@ -85,18 +90,12 @@ impl ResultCache {
         fs::create_dir_all(dir).map_err(io("create dir", dir))?;
         let mut tmp = tempfile_in(dir, &path).map_err(io("create temp file", dir))?;
         let bytes = serde_json::to_vec(entry).expect("a cache entry always serializes");
-        tmp.1
-            .write_all(&bytes)
-            .and_then(|()| tmp.1.sync_all())
-            .map_err(io("write", &tmp.0))?;
+        tmp.1.write_all(&bytes).map_err(io("write", &tmp.0))?;
         drop(tmp.1);
         if let Err(e) = fs::rename(&tmp.0, &path) {
             let _ = fs::remove_file(&tmp.0);
             return Err(io("rename", &path)(e));
         }
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("fsync dir", dir))?;
         Ok(())
     }
 
@@ -209,6 +208,9 @@ pub(crate) fn new_entry(
     }
 }
 
+/// Reads one entry. One that does not decode (an entry's bytes may be lost to a crash of the
+/// machine, which the unsynced write allows) is reported and treated as absent: its DEL then
+/// runs with the current config, as for an attachment with no entry.
 fn read_entry(path: &Path) -> Result<Option<CacheEntry>, CacheError> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
@@ -221,12 +223,14 @@ fn read_entry(path: &Path) -> Result<Option<CacheEntry>, CacheError> {
             })
         }
     };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|source| CacheError::Decode {
-            path: path.to_owned(),
-            source,
-        })
+    match serde_json::from_slice(&bytes) {
+        Ok(entry) => Ok(Some(entry)),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e,
+                "CNI cache: corrupt entry (lost to a crash?); ignoring it");
+            Ok(None)
+        }
+    }
 }
 
 /// Creates `<target>.tmp-<pid>-<n>` exclusively in `dir`.
@@ -283,5 +287,25 @@ mod tests {
                 .count(),
             0
         );
+    }
+
+    #[test]
+    fn a_corrupt_entry_reads_as_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ResultCache::new(dir.path());
+        let key = AttachmentKey {
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+        };
+        fs::create_dir_all(dir.path().join("net")).unwrap();
+        // What a crash of the machine may leave of an unsynced write: nothing, or a part.
+        for bytes in [&b""[..], br#"{"kind":"cniCacheV1","conta"#] {
+            fs::write(dir.path().join("net/c1-eth0.json"), bytes).unwrap();
+            assert!(cache.load("net", &key).unwrap().is_none());
+            assert!(cache.find(&key).unwrap().is_none());
+            assert!(cache.list("net").unwrap().is_empty());
+        }
+        cache.remove("net", &key).unwrap();
+        assert!(!dir.path().join("net/c1-eth0.json").exists());
     }
 }

@@ -300,14 +300,6 @@ pub enum CacheError {
         /// The cause.
         source: io::Error,
     },
-    /// A cache entry is not valid JSON.
-    #[error("CNI cache {}: corrupt entry: {source}", path.display())]
-    Decode {
-        /// The file.
-        path: PathBuf,
-        /// The decoding error.
-        source: serde_json::Error,
-    },
 }
 
 /// A network namespace could not be created, pinned or removed.

@@ -286,6 +286,44 @@ fn berth_bridge_gateway_is_reachable_from_the_pod() {
     assert!(t.bridge_ports_settled().is_empty());
 }
 
+/// berth's bridge runs berth's host-local in its own process (no host-local binary needed on
+/// CNI_PATH) and makes the sandbox end of the veth in the netns under its final name; a
+/// retried ADD (berthd died before recording the first) replaces the first attachment.
+#[test]
+fn berth_bridge_runs_its_host_local_in_process_and_a_retried_add_replaces_the_veth() {
+    let name = "berth_bridge_runs_its_host_local_in_process_and_a_retried_add_replaces_the_veth";
+    if !need_root(name) {
+        return;
+    }
+    let mut t = TestNet::new(25);
+    let net = bridge_net(
+        &t,
+        "berth-cni-bridge",
+        "berth-cni-host-local",
+        "berth-cni-loopback",
+        true,
+    );
+    let bins = tempfile::tempdir().unwrap();
+    for plugin in ["berth-cni-bridge", "berth-cni-loopback"] {
+        std::os::unix::fs::symlink(berth_bin_dir().join(plugin), bins.path().join(plugin)).unwrap();
+    }
+    let c = CniClient::new(vec![bins.path().to_owned()], t.cache_dir())
+        .with_timeout(Duration::from_secs(30));
+    let ns = t.make_netns("inproc");
+    let att = Attachment::new("pod-inproc", ns.path(), "eth0").unwrap();
+    let first = c.add(&net, &att).unwrap();
+    let again = c.add(&net, &att).unwrap();
+    assert_eq!(first.sandbox_ip(), again.sandbox_ip());
+    assert_eq!(t.bridge_ports().len(), 1, "{:?}", t.bridge_ports());
+    assert_eq!(t.allocations().len(), 1, "{:?}", t.allocations());
+    let in_ns = support::links_in(ns.path());
+    assert!(in_ns.iter().any(|l| l == "eth0"), "{in_ns:?}");
+    c.check(&net, &att).unwrap();
+    c.del(&net, &att).unwrap();
+    assert!(t.bridge_ports_settled().is_empty());
+    assert!(t.allocations().is_empty(), "{:?}", t.allocations());
+}
+
 #[test]
 fn default_conflist_names_berths_own_plugins() {
     let net = NetworkConfigList::from_conflist_bytes(cni::default_conflist().as_bytes()).unwrap();

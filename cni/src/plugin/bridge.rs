@@ -60,12 +60,11 @@ impl BridgeConf {
 #[derive(Debug, Default)]
 pub struct Bridge;
 
-/// Host-side veth name (and the temporary name of its peer before it moves): stable per
-/// attachment and network (and across builds: FNV) so a retried ADD, a DEL or a GC finds it;
-/// 44 bits of hash, all that fits in an interface name.
-pub(crate) fn host_veth_name(network: &str, container_id: &str, ifname: &str) -> (String, String) {
+/// Host-side veth name: stable per attachment and network (and across builds: FNV) so a
+/// retried ADD, a DEL or a GC finds it; 44 bits of hash, all that fits in an interface name.
+pub(crate) fn host_veth_name(network: &str, container_id: &str, ifname: &str) -> String {
     let x = super::nft::fnv64(&[network, container_id, ifname]) & ((1 << 44) - 1);
-    (format!("veth{x:011x}"), format!("btmp{x:011x}"))
+    format!("veth{x:011x}")
 }
 
 pub(crate) fn conf(args: &PluginArgs) -> Result<BridgeConf, CniError> {
@@ -149,7 +148,7 @@ fn gc_veths(c: &BridgeConf) -> Result<(), CniError> {
     };
     let mut keep = std::collections::BTreeSet::new();
     for k in &c.valid_attachments {
-        keep.insert(host_veth_name(&c.name, &k.container_id, &k.ifname).0);
+        keep.insert(host_veth_name(&c.name, &k.container_id, &k.ifname));
     }
     let berths = |n: &str| {
         n.len() == 15 && n.starts_with("veth") && n[4..].chars().all(|c| c.is_ascii_hexdigit())
@@ -169,21 +168,19 @@ fn gc_veths(c: &BridgeConf) -> Result<(), CniError> {
 }
 
 fn detach(args: &PluginArgs) -> Result<(), CniError> {
-    let (host, tmp) = host_veth_name(&args.conf.name, &args.container_id, &args.ifname);
+    let host = host_veth_name(&args.conf.name, &args.container_id, &args.ifname);
     // Deleting either end of a veth pair removes both.
     if !args.netns.as_os_str().is_empty() && crate::netns::is_pinned(&args.netns) {
         let ifname = args.ifname.clone();
         in_netns(&args.netns, move |nl| nl.delete_link(&ifname))?;
     }
-    let nl = Netlink::open()?;
-    nl.delete_link(&host)?;
-    nl.delete_link(&tmp)
+    Netlink::open()?.delete_link(&host)
 }
 
 fn attach(args: &PluginArgs, c: &BridgeConf, ipam: &mut CniResult) -> Result<CniResult, CniError> {
     let nl = Netlink::open()?;
     let br = nl.ensure_bridge(&c.bridge, c.mtu)?;
-    let (host, tmp) = host_veth_name(&args.conf.name, &args.container_id, &args.ifname);
+    let host = host_veth_name(&args.conf.name, &args.container_id, &args.ifname);
     let ns = std::fs::File::open(&args.netns).map_err(|e| {
         CniError::new(
             CniError::IO_FAILURE,
@@ -193,7 +190,7 @@ fn attach(args: &PluginArgs, c: &BridgeConf, ipam: &mut CniResult) -> Result<Cni
     })?;
     // A leftover of an interrupted ADD would make the create fail.
     nl.delete_link(&host)?;
-    nl.create_veth(&host, &tmp, br.header.index, c.mtu, &ns)?;
+    nl.create_veth(&host, &args.ifname, br.header.index, c.mtu, &ns)?;
     if c.hairpin_mode {
         nl.set_hairpin(&host, true)?;
     }
@@ -223,7 +220,6 @@ fn attach(args: &PluginArgs, c: &BridgeConf, ipam: &mut CniResult) -> Result<Cni
     let routes = ipam.routes.clone();
     let ifname = args.ifname.clone();
     let sandbox_mac = in_netns(&args.netns, move |nl| {
-        nl.rename(&tmp, &ifname)?;
         for ip in &ips {
             nl.add_address(&ifname, ip.address)?;
         }

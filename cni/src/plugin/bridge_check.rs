@@ -84,7 +84,7 @@ pub(crate) fn check(args: &PluginArgs) -> Result<(), CniError> {
             )));
         }
     }
-    let (host, _) = host_veth_name(&c.name, &args.container_id, &args.ifname);
+    let host = host_veth_name(&c.name, &args.container_id, &args.ifname);
     let nl = Netlink::open()?;
     let br = nl
         .link(&c.bridge)?

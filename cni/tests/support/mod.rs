@@ -234,6 +234,21 @@ pub fn run_in_ns(ns: &Path, args: &[&str]) {
     );
 }
 
+/// Names of the links in the netns at `ns`.
+pub fn links_in(ns: &Path) -> Vec<String> {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", ns.display()))
+        .args(["ip", "-o", "link", "show"])
+        .output()
+        .expect("run nsenter");
+    assert!(out.status.success(), "ip link in {}", ns.display());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+        .collect()
+}
+
 /// Runs a host command; panics on failure.
 pub fn run_host(args: &[&str]) {
     let out = Command::new(args[0])
