@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod pause;
+pub mod sealed_runtime;
 pub mod server;
 pub mod service;
 pub mod shim_client;

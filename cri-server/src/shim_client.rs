@@ -5,9 +5,12 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use berth_runtime::shim_protocol::{ExitRecord, Ready, Reply, ShimRequest, ShimState, SOCKET};
+
+use crate::sealed_runtime::SealedRuntime;
 
 /// Control requests get an answer within this bound.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,6 +46,9 @@ pub struct ShimArgs {
     /// The OCI runtime of the RuntimeClass handler, and its `--root`.
     pub runtime: PathBuf,
     pub runtime_root: PathBuf,
+    /// berthd's sealed copy of `runtime`, which the shim then runs for `create` (inherited as
+    /// `--runtime-fd`); None: the shim runs `runtime` and the runtime seals itself.
+    pub sealed_runtime: Option<Arc<SealedRuntime>>,
     /// The shim's directory (sockets, pid files, exit record).
     pub state_dir: PathBuf,
     /// The CRI log file (none for the pause container).
@@ -74,6 +80,11 @@ impl Shim {
             .arg(&args.runtime_root)
             .arg("--state-dir")
             .arg(&args.state_dir);
+        // `args` (and with it the copy) lives until the shim has been spawned below.
+        if let Some(copy) = &args.sealed_runtime {
+            let fd = copy.inherit_into(&mut cmd);
+            cmd.arg("--runtime-fd").arg(fd.to_string());
+        }
         if let Some(log) = &args.log_path {
             cmd.arg("--log-path").arg(log);
         }

@@ -1,6 +1,7 @@
 //! Containers through berthd's CRI (root): create/start/stop/remove, the CRI log, ExecSync,
 //! exit codes and reasons (Completed, Error, OOMKilled), list filters, stats, resource
-//! updates, events, and a berthd restart that re-adopts running containers.
+//! updates, events, a berthd restart that re-adopts running containers, and the runtime run
+//! from berthd's sealed copy of its binary.
 
 #[path = "support/calls.rs"]
 mod calls;
@@ -561,6 +562,103 @@ async fn berthd_restart_readopts_containers() {
     assert!(list(&mut rt, cri::ContainerFilter::default())
         .await
         .is_empty());
+    assert!(node::mounts_under(dir.path()).is_empty());
+    node.stop().await;
+    drop(guard);
+}
+
+/// The descriptors `ls -l /proc/PID/fd` printed (`… N -> target` lines), in order.
+fn fd_numbers(lines: &[String]) -> Vec<u32> {
+    let mut fds: Vec<u32> = lines
+        .iter()
+        .filter_map(|l| l.split_once(" -> ")?.0.rsplit(' ').next()?.parse().ok())
+        .collect();
+    fds.sort_unstable();
+    fds
+}
+
+/// berthd hands the shim its sealed memfd copy of berth-runtime (`--runtime-fd`), and the
+/// runtime's `create` runs from it: the container's init, a fork of that runtime process,
+/// runs from the copy (sealed exactly as runc checks) until it execs the container's process.
+/// Neither the container nor its shim keeps the descriptor, and ExecSync (berthd running the
+/// runtime from the copy itself) works too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn create_runs_the_runtime_from_berthds_sealed_copy() {
+    if !can_run("create_runs_the_runtime_from_berthds_sealed_copy") {
+        return;
+    }
+    let fx = Busybox::push();
+    let dir = node::short_tempdir();
+    let guard = Leftovers::new(dir.path());
+    let node = Node::start(dir.path(), &[fx.host()]).await;
+    let mut rt = Rt::new(node.channel.clone());
+    pull(&node.channel, &fx.image).await;
+    let logs = dir.path().join("logs");
+    let pod_cfg = pod_config("sealed", &logs);
+    let pod = run_pod(&mut rt, &pod_cfg, &guard).await;
+    let id = create(
+        &mut rt,
+        &pod,
+        &pod_cfg,
+        container_config("fds", &fx.image, "ls -l /proc/$$/fd; exec sleep 300"),
+    )
+    .await;
+    let shim_dir = dir.path().join(format!("s/containers/{id}/shim"));
+
+    // Created, not started: the init is still the runtime's code, waiting for `start`.
+    let init_pid = read_pid(shim_dir.join("init.pid"));
+    let exe = std::fs::read_link(format!("/proc/{init_pid}/exe")).expect("init's exe");
+    assert!(
+        exe.to_string_lossy()
+            .starts_with("/memfd:berthd:berth-runtime"),
+        "the runtime ran from {exe:?}, not berthd's copy"
+    );
+    let exe = std::fs::File::open(format!("/proc/{init_pid}/exe")).unwrap();
+    let seals = nix::fcntl::fcntl(&exe, nix::fcntl::FcntlArg::F_GET_SEALS).expect("a memfd");
+    assert_eq!(
+        nix::fcntl::SealFlag::from_bits_truncate(seals),
+        berth_runtime::process::sealed_exe::REQUIRED_SEALS
+    );
+    drop(exe);
+    // The shim closed its copy once `create` returned.
+    let shim_pid = read_pid(shim_dir.join("shim.pid"));
+    let shim_fds: Vec<PathBuf> = std::fs::read_dir(format!("/proc/{shim_pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .collect();
+    assert!(
+        !shim_fds
+            .iter()
+            .any(|l| l.to_string_lossy().starts_with("/memfd:")),
+        "the shim still holds the copy: {shim_fds:?}"
+    );
+
+    // The container's process has stdio and nothing else.
+    start(&mut rt, &id).await;
+    let log = logs.join("fds/0.log");
+    let ok = node::wait_until(Duration::from_secs(10), || {
+        let log = log.clone();
+        async move { log_records(&log).len() >= 4 }
+    })
+    .await;
+    let records = log_records(&log);
+    assert!(ok, "log {records:?}");
+    let lines: Vec<String> = records.into_iter().map(|(_, _, l)| l).collect();
+    assert_eq!(fd_numbers(&lines), [0, 1, 2], "{lines:?}");
+
+    // ExecSync runs the runtime from berthd's copy; the exec'd process has only its stdio.
+    // (`; true`: a lone command would be exec'd by sh, listing the ls's own directory fd.)
+    let r = exec(&mut rt, &id, &["sh", "-c", "ls -l /proc/$$/fd; true"], 10)
+        .await
+        .expect("exec ls");
+    assert_eq!(r.exit_code, 0, "{r:?}");
+    let lines: Vec<String> = String::from_utf8_lossy(&r.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(fd_numbers(&lines), [0, 1, 2], "{lines:?}");
+
+    remove_pod(&mut rt, &pod).await;
     assert!(node::mounts_under(dir.path()).is_empty());
     node.stop().await;
     drop(guard);

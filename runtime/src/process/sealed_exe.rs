@@ -2,7 +2,9 @@
 //! through `/proc/PID/exe` of a runtime process that joined it. Before `create`, `run` and
 //! `exec` fork anything that enters a container, the runtime re-executes itself from a sealed
 //! memfd copy of its own binary, so `/proc/self/exe` of every such process is that sealed,
-//! unwritable copy and not the file on the host.
+//! unwritable copy and not the file on the host. berthd usually spares it that copy: it hands
+//! the shim a sealed copy it keeps per runtime binary (cri-server's `sealed_runtime`), which
+//! the shim executes, so [`is_sealed`] is already true here.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -15,7 +17,9 @@ use nix::unistd::fexecve;
 
 use crate::error::{Result, RuntimeError};
 
-const REQUIRED_SEALS: SealFlag = SealFlag::F_SEAL_SEAL
+/// The seals that make a memfd immutable: exactly the set runc 1.1's `cloned_binary.c` compares
+/// `F_GET_SEALS` of `/proc/self/exe` against, so a copy made by berth also satisfies runc.
+pub const REQUIRED_SEALS: SealFlag = SealFlag::F_SEAL_SEAL
     .union(SealFlag::F_SEAL_SHRINK)
     .union(SealFlag::F_SEAL_GROW)
     .union(SealFlag::F_SEAL_WRITE);
@@ -25,7 +29,12 @@ pub fn is_sealed() -> bool {
     let Ok(exe) = File::open("/proc/self/exe") else {
         return false;
     };
-    match fcntl(exe.as_fd(), FcntlArg::F_GET_SEALS) {
+    is_sealed_file(&exe)
+}
+
+/// True when `file` is a memfd carrying every seal of [`REQUIRED_SEALS`].
+pub fn is_sealed_file(file: &File) -> bool {
+    match fcntl(file.as_fd(), FcntlArg::F_GET_SEALS) {
         Ok(bits) => SealFlag::from_bits_truncate(bits).contains(REQUIRED_SEALS),
         Err(_) => false,
     }
@@ -37,7 +46,9 @@ pub fn ensure_sealed() -> Result<()> {
     if is_sealed() {
         return Ok(());
     }
-    let memfd = sealed_copy()?;
+    let exe =
+        File::open("/proc/self/exe").map_err(|e| RuntimeError::io("open", "/proc/self/exe", e))?;
+    let memfd = sealed_copy_of(&exe, "berth-runtime")?;
     let args: Vec<CString> = std::env::args_os()
         .map(|a| CString::new(a.into_encoded_bytes()).expect("argv has no NUL"))
         .collect();
@@ -56,43 +67,59 @@ pub fn ensure_sealed() -> Result<()> {
     ))
 }
 
-/// Copies /proc/self/exe into a new memfd and seals it against any change.
-fn sealed_copy() -> Result<File> {
-    let fd = memfd_create(
-        "berth-runtime",
-        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
-    )
-    .map_err(|e| RuntimeError::sys("memfd_create for the sealed binary copy", e))?;
-    let mut memfd = File::from(fd);
-    let mut exe =
-        File::open("/proc/self/exe").map_err(|e| RuntimeError::io("open", "/proc/self/exe", e))?;
-    let len = exe
+/// Copies the whole of `binary` (an open file; its file offset is not used) into a new
+/// close-on-exec memfd called `name` and seals it against any change ([`REQUIRED_SEALS`]).
+/// berth-runtime seals itself with it; berthd keeps one such copy per runtime handler binary.
+pub fn sealed_copy_of(binary: &File, name: &str) -> Result<File> {
+    let memfd_name = format!("memfd:{name}");
+    let fd = memfd_create(name, MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)
+        .map_err(|e| RuntimeError::sys("memfd_create for the sealed binary copy", e))?;
+    let memfd = File::from(fd);
+    let len = binary
         .metadata()
-        .map_err(|e| RuntimeError::io("stat", "/proc/self/exe", e))?
+        .map_err(|e| RuntimeError::io("stat", &memfd_name, e))?
         .len();
-    copy_all(&mut exe, &mut memfd, len)
-        .map_err(|e| RuntimeError::io("copy the runtime binary into", "memfd:berth-runtime", e))?;
+    copy_all(binary, &memfd, len)
+        .map_err(|e| RuntimeError::io("copy the binary into", &memfd_name, e))?;
     fcntl(memfd.as_fd(), FcntlArg::F_ADD_SEALS(REQUIRED_SEALS))
         .map_err(|e| RuntimeError::sys("seal the binary copy", e))?;
     debug_assert!(memfd.as_raw_fd() >= 0);
     Ok(memfd)
 }
 
-/// sendfile the whole file (fast, in-kernel), falling back to a userspace copy.
-fn copy_all(src: &mut File, dst: &mut File, len: u64) -> io::Result<()> {
-    let mut done: u64 = 0;
-    while done < len {
-        match nix::sys::sendfile::sendfile64(dst.as_fd(), src.as_fd(), None, (len - done) as usize)
-        {
-            Ok(0) => break,
-            Ok(n) => done += n as u64,
+/// Copies `len` bytes from offset 0 of `src` to `dst`: sendfile (fast, in-kernel), falling back
+/// to a userspace copy. Fails if `src` is shorter than `len` (it shrank while being copied).
+fn copy_all(src: &File, dst: &File, len: u64) -> io::Result<()> {
+    let mut offset: i64 = 0;
+    let total = i64::try_from(len).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    while offset < total {
+        let left = usize::try_from(total - offset).unwrap_or(usize::MAX);
+        match nix::sys::sendfile::sendfile64(dst.as_fd(), src.as_fd(), Some(&mut offset), left) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) if done == 0 => {
-                io::copy(src, dst)?;
-                return Ok(());
-            }
+            Err(_) if offset == 0 => return copy_by_reads(src, dst, len),
             Err(e) => return Err(e.into()),
         }
+    }
+    Ok(())
+}
+
+fn copy_by_reads(src: &File, mut dst: &File, len: u64) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut offset = 0u64;
+    while offset < len {
+        let want = usize::try_from(len - offset)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let n = src.read_at(&mut buf[..want], offset)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        dst.write_all(&buf[..n])?;
+        offset += n as u64;
     }
     Ok(())
 }
@@ -104,7 +131,10 @@ mod tests {
     #[test]
     fn test_binary_is_not_sealed_but_a_copy_is() {
         assert!(!is_sealed());
-        let copy = sealed_copy().unwrap();
+        let exe = File::open("/proc/self/exe").unwrap();
+        assert!(!is_sealed_file(&exe));
+        let copy = sealed_copy_of(&exe, "berth-runtime-test").unwrap();
+        assert!(is_sealed_file(&copy));
         let seals = fcntl(copy.as_fd(), FcntlArg::F_GET_SEALS).unwrap();
         assert!(SealFlag::from_bits_truncate(seals).contains(REQUIRED_SEALS));
         // Writing to a sealed copy fails.
@@ -114,5 +144,9 @@ mod tests {
         assert!(f.write_all(b"x").is_err());
         let exe_len = std::fs::metadata("/proc/self/exe").unwrap().len();
         assert_eq!(copy.metadata().unwrap().len(), exe_len);
+        assert_eq!(
+            std::fs::read(format!("/proc/self/fd/{}", copy.as_raw_fd())).unwrap(),
+            std::fs::read("/proc/self/exe").unwrap()
+        );
     }
 }

@@ -290,6 +290,7 @@ fn build(
         bundle: bundle.clone(),
         runtime: runtime.path.clone(),
         runtime_root: runtime.root.clone(),
+        sealed_runtime: crate::sealed_runtime::sealed_copy(&runtime.path),
         state_dir: shim_dir.clone(),
         log_path: log_path.clone(),
         stdin: config.stdin,

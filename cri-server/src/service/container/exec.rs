@@ -47,7 +47,7 @@ pub(super) async fn exec_sync(
     }
     let runtime = inner.runtime(&c)?;
     blocking("exec in container", move || {
-        run(&c, &runtime, &req.cmd, req.timeout)
+        run(&c, &runtime.with_sealed_copy(), &req.cmd, req.timeout)
     })
     .await
 }

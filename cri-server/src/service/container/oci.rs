@@ -4,15 +4,19 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
 
 use super::error::ContainerError;
 use crate::config::Config;
+use crate::sealed_runtime::{self, SealedRuntime};
 
 /// One handler's runtime binary and its `--root`.
 #[derive(Debug, Clone)]
 pub(crate) struct OciRuntime {
     pub path: PathBuf,
     pub root: PathBuf,
+    /// berthd's sealed copy of `path`, run instead of it when set ([`Self::with_sealed_copy`]).
+    sealed: Option<Arc<SealedRuntime>>,
 }
 
 impl OciRuntime {
@@ -20,11 +24,23 @@ impl OciRuntime {
         config.runtimes.get(handler).map(|h| OciRuntime {
             path: h.path.clone(),
             root: h.root.clone(),
+            sealed: None,
         })
     }
 
+    /// The same runtime, run from berthd's sealed copy of its binary (if it gets one): for the
+    /// commands that enter a container (`exec`), which then need not copy the runtime
+    /// themselves. Commands from [`Self::command`] must be spawned while `self` lives.
+    pub fn with_sealed_copy(mut self) -> Self {
+        self.sealed = sealed_runtime::sealed_copy(&self.path);
+        self
+    }
+
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(&self.path);
+        let mut cmd = match &self.sealed {
+            Some(copy) => copy.command(),
+            None => Command::new(&self.path),
+        };
         cmd.arg("--root").arg(&self.root);
         cmd
     }

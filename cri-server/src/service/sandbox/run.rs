@@ -430,6 +430,7 @@ fn create_pause(
         bundle,
         runtime: runtime.path.clone(),
         runtime_root: runtime.root.clone(),
+        sealed_runtime: crate::sealed_runtime::sealed_copy(&runtime.path),
         state_dir: state_dir.join("shim"),
         log_path: None,
         stdin: false,

@@ -93,6 +93,17 @@ pub(super) async fn exec(
         return Err(BackendError::Runtime("exec: empty command".into()));
     }
     let id = c.id();
+    // From berthd's sealed copy of the runtime, which then need not copy itself — except for
+    // a detached exec: its helper closes every descriptor it did not open before it runs the
+    // runtime (runc or crun, which seal themselves).
+    let runtime = &if tty && detaches_with_console(runtime) {
+        runtime.clone()
+    } else {
+        let runtime = runtime.clone();
+        tokio::task::spawn_blocking(move || runtime.with_sealed_copy())
+            .await
+            .map_err(|e| BackendError::Runtime(format!("exec in {id}: {e}").into()))?
+    };
     let dir = ExecDir::create()?;
     let dir_path = dir.path().to_owned();
     let process_path = dir.path().join("process.json");

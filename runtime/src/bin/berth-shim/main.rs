@@ -10,6 +10,7 @@
 
 mod control;
 mod output;
+mod runtime_fd;
 mod trim;
 
 use std::fs::{self, File};
@@ -33,6 +34,7 @@ use nix::unistd::{ForkResult, Pid};
 
 use control::Shared;
 use output::{Output, Stdin};
+use runtime_fd::RuntimeCopy;
 
 /// How long the output of an exited container may still drain (from processes that inherited
 /// its stdio) before the exit is recorded.
@@ -48,6 +50,10 @@ struct Args {
     /// The OCI runtime binary (runc's command line).
     #[arg(long)]
     runtime: PathBuf,
+    /// The runtime binary as a sealed memfd inherited on fd N, run for `create` and closed
+    /// right after it; `--runtime` stays its name for messages.
+    #[arg(long = "runtime-fd", value_name = "N")]
+    runtime_fd: Option<i32>,
     /// The runtime's `--root`.
     #[arg(long = "runtime-root")]
     runtime_root: PathBuf,
@@ -201,6 +207,7 @@ fn pipe() -> Result<(File, File)> {
 }
 
 fn supervise(args: &Args, ready: &mut Option<File>) -> Result<()> {
+    let runtime_copy = args.runtime_fd.map(RuntimeCopy::adopt).transpose()?;
     detach_stdio()?;
     nix::unistd::setsid().context("setsid")?;
     fs::create_dir_all(&args.state_dir)
@@ -218,7 +225,10 @@ fn supervise(args: &Args, ready: &mut Option<File>) -> Result<()> {
     nix::sys::prctl::set_child_subreaper(true).context("become a child subreaper")?;
 
     let runtime_log = dir.join("runtime.log");
-    let mut cmd = Command::new(&args.runtime);
+    let mut cmd = match &runtime_copy {
+        Some(copy) => copy.command(&args.runtime),
+        None => Command::new(&args.runtime),
+    };
     cmd.arg("--root")
         .arg(&args.runtime_root)
         .arg("--log")
@@ -271,9 +281,11 @@ fn supervise(args: &Args, ready: &mut Option<File>) -> Result<()> {
         err_read = Some(er);
     }
     cmd.arg(&args.id);
-    let status = cmd
-        .status()
-        .with_context(|| format!("run {}", args.runtime.display()))?;
+    let status = cmd.status();
+    // The runtime is not run again: a shim that lives as long as its container must not pin
+    // this copy of it (berthd makes a new one when the binary is upgraded).
+    drop(runtime_copy);
+    let status = status.with_context(|| format!("run {}", args.runtime.display()))?;
     // The Command (and with it our copies of the container's pipe ends) is gone now.
     drop(cmd);
     if !status.success() {
