@@ -55,6 +55,8 @@ pub struct ShimArgs {
     pub log_path: Option<PathBuf>,
     pub stdin: bool,
     pub stdin_once: bool,
+    /// Start the container as the runtime creates it (`run --detach`), for a pause.
+    pub start: bool,
 }
 
 /// A running (or exited) shim, found by its state directory.
@@ -66,7 +68,8 @@ pub struct Shim {
 }
 
 impl Shim {
-    /// Starts a shim, which creates the container (not started: call the runtime's `start`).
+    /// Starts a shim, which creates the container (not started unless `args.start`: call the
+    /// runtime's `start`).
     /// Blocking: run it on a blocking thread.
     pub fn create(args: &ShimArgs) -> Result<Shim, ShimError> {
         let mut cmd = Command::new(&args.shim_binary);
@@ -93,6 +96,9 @@ impl Shim {
         }
         if args.stdin_once {
             cmd.arg("--stdin-once");
+        }
+        if args.start {
+            cmd.arg("--start");
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -8,7 +8,8 @@ use std::sync::OnceLock;
 /// The environment variable naming the point.
 pub const ENV: &str = "BERTHD_CRASH_AT";
 
-/// RunPodSandbox: the pod is attached to its network (netns pinned, CNI ADD done).
+/// RunPodSandbox: the pod is attached to its network (netns pinned, CNI ADD done); its pause
+/// already runs (its shim starts it beside the ADD).
 pub const SANDBOX_NETWORK_ATTACHED: &str = "sandbox-network-attached";
 /// RunPodSandbox: the pause runs; its record is not written yet.
 pub const SANDBOX_PAUSE_STARTED: &str = "sandbox-pause-started";

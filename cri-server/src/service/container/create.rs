@@ -295,6 +295,7 @@ fn build(
         log_path: log_path.clone(),
         stdin: config.stdin,
         stdin_once: config.stdin_once,
+        start: false,
     };
     // From here the runtime may hold a container, even if the shim reports a failure.
     undo.shim = Some((runtime.clone(), shim_dir.clone()));

@@ -1,5 +1,6 @@
-//! The pause container through its OCI runtime (runc's command line) and its shim: `start`,
-//! `kill`, `delete --force`, and waiting for the shim's exit record. Blocking.
+//! The pause container through its OCI runtime (runc's command line) and its shim: `kill`,
+//! `delete --force`, and waiting for the shim's exit record (its shim creates and starts it).
+//! Blocking.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -32,10 +33,6 @@ fn run(rt: &RuntimeRef, op: &'static str, args: &[&str], id: &str, tail: &[&str]
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
     Err(err(format!("{}: {}", out.status, stderr.trim())))
-}
-
-pub fn start(rt: &RuntimeRef, id: &str) -> Result<()> {
-    run(rt, "start", &["start"], id, &[])
 }
 
 /// Sends SIGKILL to the pause. An error from the runtime only counts if the process is still

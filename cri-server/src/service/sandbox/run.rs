@@ -256,10 +256,10 @@ fn create_steps(
         Some(netns.path().to_owned())
     };
 
-    // CNI ADD (a chain of plugin processes) and the pause's creation (a shim, the runtime's
-    // create) need nothing of each other but the pinned netns: they run side by side. The
-    // pause only waits in its netns; it starts once both are done. Whatever fails, both
-    // have finished when the scope ends, and `undo` knows all either made.
+    // CNI ADD (a chain of plugin processes) and the pause's start (a shim, the runtime's
+    // `run --detach`) need nothing of each other but the pinned netns: they run side by side.
+    // The pause only waits in its netns, whether or not its interfaces are there yet. Whatever
+    // fails, both have finished when the scope ends, and `undo` knows all either made.
     let (attached, pause) = std::thread::scope(|s| {
         let cni = netns.as_deref().map(|netns| {
             s.spawn(move || {
@@ -300,9 +300,6 @@ fn create_steps(
         files::write_hosts(&state_dir, &inputs)?;
     }
     crate::service::crash_point::reached(crate::service::crash_point::SANDBOX_NETWORK_ATTACHED);
-
-    oci::start(&runtime, id)?;
-    let started = began.elapsed();
     crate::service::crash_point::reached(crate::service::crash_point::SANDBOX_PAUSE_STARTED);
 
     let meta = SandboxMeta {
@@ -329,14 +326,14 @@ fn create_steps(
         },
     )?;
     // Where a pod's start goes (ms since the RPC's blocking part began): CNI ADD and the
-    // pause's creation ran side by side; then the pause's start and the durable record.
+    // pause's creation and start ran side by side; then the durable record.
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    tracing::debug!(sandbox = %id, cni_add_done_ms = ms(cni_done), pause_created_ms = ms(pause_done),
-        pause_started_ms = ms(started), recorded_ms = ms(began.elapsed()), "RunPodSandbox steps");
+    tracing::debug!(sandbox = %id, cni_add_done_ms = ms(cni_done), pause_started_ms = ms(pause_done),
+        recorded_ms = ms(began.elapsed()), "RunPodSandbox steps");
     Ok(ips.first().copied())
 }
 
-/// The created (not started) pause container.
+/// The running pause container.
 struct Pause {
     init_pid: i32,
     cgroup_parent: String,
@@ -345,7 +342,7 @@ struct Pause {
 }
 
 /// The pod's files, its cgroup path, the pause's rootfs and spec, and its shim, which
-/// creates it through the runtime (in the pinned netns, if any; not started).
+/// creates and starts it through the runtime (in the pinned netns, if any).
 #[allow(clippy::too_many_arguments)]
 fn create_pause(
     ctx: &Sandboxes,
@@ -435,6 +432,8 @@ fn create_pause(
         log_path: None,
         stdin: false,
         stdin_once: false,
+        // The pause needs nothing done between create and start.
+        start: true,
     });
     let shim = match shim {
         Ok(shim) => shim,
