@@ -5,6 +5,7 @@
 //! - [`service`]: RuntimeService and ImageService, one file per RPC family.
 
 pub mod config;
+pub mod file_version;
 pub mod pause;
 pub mod sealed_runtime;
 pub mod server;

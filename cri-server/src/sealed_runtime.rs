@@ -19,10 +19,10 @@
 //! the runtime runs from its path as before (and seals itself).
 
 use std::collections::HashMap;
-use std::fs::{File, Metadata};
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,6 +31,8 @@ use std::time::Instant;
 
 use berth_runtime::process::sealed_exe;
 use berth_runtime::RuntimeError;
+
+use crate::file_version::FileVersion;
 
 const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
 
@@ -58,36 +60,13 @@ pub enum SealError {
     Changed { path: PathBuf },
 }
 
-/// What identifies one version of a binary on disk, from a `stat`. ctime besides mtime: a
-/// rewrite that restores the old mtime (`cp -p`, `touch -r`) still moves ctime.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileKey {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-impl FileKey {
-    fn of(m: &Metadata) -> FileKey {
-        FileKey {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-            ctime: (m.ctime(), m.ctime_nsec()),
-        }
-    }
-}
-
 /// A sealed, close-on-exec memfd copy of one runtime binary, open as long as this lives: hold
 /// it (the `Arc`) until the command that runs it has been spawned.
 #[derive(Debug)]
 pub struct SealedRuntime {
     binary: PathBuf,
     memfd: File,
-    key: FileKey,
+    key: FileVersion,
 }
 
 impl SealedRuntime {
@@ -141,7 +120,7 @@ impl SealedRuntime {
 enum Slot {
     Sealed(Arc<SealedRuntime>),
     /// Not an ELF file (in this version): no copy.
-    NotElf(FileKey),
+    NotElf(FileVersion),
 }
 
 /// The sealed copies by binary path.
@@ -162,7 +141,7 @@ impl SealedRuntimes {
             path: binary.to_owned(),
             source,
         })?;
-        let now = FileKey::of(&meta);
+        let now = FileVersion::of(&meta);
         let previous = {
             let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
             match slots.get(binary) {
@@ -179,7 +158,7 @@ impl SealedRuntimes {
             Some(copy) => {
                 tracing::info!(
                     runtime = %binary.display(),
-                    bytes = copy.key.size,
+                    bytes = copy.key.size(),
                     fd = copy.fd(),
                     replaced = previous,
                     micros = started.elapsed().as_micros() as u64,
@@ -211,7 +190,7 @@ fn seal(binary: &Path) -> Result<Option<SealedRuntime>, SealError> {
         source,
     };
     let file = File::open(binary).map_err(read_err)?;
-    let key = FileKey::of(&file.metadata().map_err(read_err)?);
+    let key = FileVersion::of(&file.metadata().map_err(read_err)?);
     let mut magic = [0u8; 4];
     match file.read_exact_at(&mut magic, 0) {
         Ok(()) if &magic == ELF_MAGIC => {}
@@ -231,7 +210,7 @@ fn seal(binary: &Path) -> Result<Option<SealedRuntime>, SealError> {
     })?;
     // A binary rewritten in place while it was copied (not how upgrades should be done, but
     // possible) may have given a torn copy: refuse it rather than run it.
-    if FileKey::of(&file.metadata().map_err(read_err)?) != key {
+    if FileVersion::of(&file.metadata().map_err(read_err)?) != key {
         return Err(SealError::Changed {
             path: binary.to_owned(),
         });
