@@ -4,11 +4,12 @@
 //! of its own that shows only its interfaces; the container's root is uid 0 mapped to the
 //! pod's host range; the image's files keep their owners (berthd mounts the rootfs on idmapped
 //! layers) and the container's root writes its rootfs, stored with the pod's host ids; a
-//! host-path volume with the kubelet's mappings (where the runtime idmaps mounts, as
-//! RuntimeStatus says: not runc 1.1) and an image volume show their owners and the volume's new
-//! file is owned by host uid 0; after RemovePodSandbox nothing stays mounted or pinned. Invalid
-//! mappings are refused naming the field. berthd killed during RunPodSandbox or
-//! CreateContainer of such a pod leaves nothing once restarted.
+//! host-path volume with the kubelet's mappings (idmapped by the runtime where it can, by berthd
+//! for runc 1.1) and an image volume show their owners, the volume's new file is owned by host
+//! uid 0 and a read-only volume stays read-only; after RemovePodSandbox nothing stays mounted
+//! or pinned and the volume's files are all there. Invalid mappings are refused naming the
+//! field. berthd killed during RunPodSandbox or CreateContainer of such a pod (also with the
+//! volumes it bound idmapped for runc) leaves nothing once restarted.
 
 #[path = "support/berthd_process.rs"]
 mod berthd_process;
@@ -175,9 +176,10 @@ fn handlers(test: &str) -> Vec<&'static str> {
     out
 }
 
-/// Whether the handler idmaps bind mounts (`mounts[].uidMappings`), as berthd reports it in
-/// RuntimeStatus (`user_namespaces`): runc 1.1 cannot (runc 1.2 can), and ignores the mappings.
-async fn idmaps_mounts(rt: &mut Rt, handler: &str) -> bool {
+/// Whether berthd reports the handler as running user-namespaced pods (RuntimeStatus's
+/// `user_namespaces`): every handler that joins user namespaces, runc 1.1 too (berthd idmaps
+/// the mounts it cannot).
+async fn runs_userns_pods(rt: &mut Rt, handler: &str) -> bool {
     let name = if handler.is_empty() { "berth" } else { handler };
     let status = rt
         .status(cri::StatusRequest { verbose: false })
@@ -224,15 +226,10 @@ async fn userns_pod_sees_its_files_owned_by_its_root() {
 
     for (i, handler) in handlers(test).into_iter().enumerate() {
         let what = if handler.is_empty() { "berth" } else { handler };
-        let idmaps = idmaps_mounts(&mut rt, handler).await;
-        if handler != "runc" {
-            assert!(
-                idmaps,
-                "{what}: RuntimeStatus says it cannot run userns pods"
-            );
-        } else if !idmaps {
-            eprintln!("NOTE {test}: runc reports no idmapped mounts (runc 1.1): its host-path volume keeps host ids");
-        }
+        assert!(
+            runs_userns_pods(&mut rt, handler).await,
+            "{what}: RuntimeStatus says it cannot run userns pods"
+        );
         let host_id = HOST_BASE + i as u32 * RANGE;
         let maps = vec![idmap(0, host_id, RANGE)];
         let ns = userns_options(maps.clone(), maps.clone());
@@ -242,16 +239,27 @@ async fn userns_pod_sees_its_files_owned_by_its_root() {
             .unwrap_or_else(|e| panic!("{what}: RunPodSandbox: {e}"));
         guard.sandbox(&pod);
 
-        // A host-path volume owned by host root, with the mappings the kubelet gives volumes
-        // of a user-namespaced pod; and the image itself as an image volume.
+        // A host-path volume owned by host root (holding a file of host uid 1000), with the
+        // mappings the kubelet gives volumes of a user-namespaced pod, also read-only; and the
+        // image itself as an image volume.
         let vol = pods.dir.path().join(format!("vol-{what}"));
         std::fs::create_dir(&vol).unwrap();
+        std::fs::write(vol.join("owned"), b"x").unwrap();
+        std::os::unix::fs::chown(vol.join("owned"), Some(1000), Some(1000)).unwrap();
         let mounts = vec![
             cri::Mount {
                 container_path: "/vol".into(),
                 host_path: vol.display().to_string(),
                 uid_mappings: maps.clone(),
                 gid_mappings: maps.clone(),
+                ..Default::default()
+            },
+            cri::Mount {
+                container_path: "/volro".into(),
+                host_path: vol.display().to_string(),
+                uid_mappings: maps.clone(),
+                gid_mappings: maps.clone(),
+                readonly: true,
                 ..Default::default()
             },
             cri::Mount {
@@ -323,34 +331,41 @@ async fn userns_pod_sees_its_files_owned_by_its_root() {
         assert_eq!(stored.len(), 1, "{what}: {stored:?}");
         let meta = std::fs::metadata(&stored[0]).unwrap();
         assert_eq!((meta.uid(), meta.gid()), (host_id, host_id), "{what}");
-        // The host-path volume: host root's dir is the container root's, and writable.
-        if idmaps {
-            assert_eq!(sh(&mut rt, &id, &stat("/vol"), what).await, "0:0", "{what}");
-            assert_eq!(
-                sh(
-                    &mut rt,
-                    &id,
-                    "echo hi > /vol/f && busybox stat -c %u:%g /vol/f",
-                    what
-                )
-                .await,
-                "0:0",
-                "{what}"
-            );
-            let written = std::fs::metadata(vol.join("f")).unwrap();
-            assert_eq!(
-                (written.uid(), written.gid()),
-                (0, 0),
-                "{what}: the volume's new file on the host"
-            );
-        } else {
-            // Not idmapped: host root is unmapped in the pod (the overflow id).
-            assert_eq!(
-                sh(&mut rt, &id, &stat("/vol"), what).await,
-                "65534:65534",
-                "{what}"
-            );
-        }
+        // The host-path volume: host root's dir is the container root's (not 65534's, as it
+        // would be unmapped), host uid 1000's file is 1000's, and the volume is writable.
+        assert_eq!(
+            sh(&mut rt, &id, &stat("/vol /vol/owned /volro/owned"), what).await,
+            "0:0\n1000:1000\n1000:1000",
+            "{what}: the host-path volume's owners"
+        );
+        assert_eq!(
+            sh(
+                &mut rt,
+                &id,
+                "echo hi > /vol/f && busybox stat -c %u:%g /vol/f",
+                what
+            )
+            .await,
+            "0:0",
+            "{what}"
+        );
+        let written = std::fs::metadata(vol.join("f")).unwrap();
+        assert_eq!(
+            (written.uid(), written.gid()),
+            (0, 0),
+            "{what}: the volume's new file on the host"
+        );
+        assert!(
+            sh(
+                &mut rt,
+                &id,
+                "busybox touch /volro/x 2>&1 || echo refused",
+                what
+            )
+            .await
+            .contains("refused"),
+            "{what}: a read-only volume"
+        );
         // A non-root owner of the image keeps its id too, in the rootfs and image volumes.
         assert_eq!(
             sh(&mut rt, &id, &stat("/data/owned"), what).await,
@@ -429,10 +444,13 @@ async fn userns_pod_sees_its_files_owned_by_its_root() {
         .unwrap_or_else(|e| panic!("{what}: RemovePodSandbox: {e}"));
         let left = node::mounts_under(&pods.state());
         assert!(left.is_empty(), "{what}: still mounted: {left:?}");
-        // The volume's file stays, owned by host root; the pod's namespaces are unpinned.
-        if idmaps {
-            assert_eq!(std::fs::metadata(vol.join("f")).unwrap().uid(), 0, "{what}");
-        }
+        // The volume's files stay, with their host owners; the pod's namespaces are unpinned.
+        assert_eq!(std::fs::metadata(vol.join("f")).unwrap().uid(), 0, "{what}");
+        assert_eq!(
+            std::fs::metadata(vol.join("owned")).unwrap().uid(),
+            1000,
+            "{what}"
+        );
         let netns = std::fs::read_dir(pods.state().join("netns"))
             .into_iter()
             .flatten()
@@ -638,6 +656,100 @@ async fn crash_in_a_userns_create_container_leaves_no_mount() {
     remove_pod(&mut rt, &pod).await;
     let left = node::mounts_under(&pods.state());
     assert!(left.is_empty(), "still mounted: {left:?}");
+    drop(rt);
+    berthd.stop();
+    drop(guard);
+}
+
+/// Under runc 1.1 (which cannot idmap mounts) berthd binds a user-namespaced pod's volume
+/// idmapped itself: killed right after, the next berthd unmounts it and leaves the host
+/// path's files alone; a container made then is removed without leaving a mount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn crash_with_volumes_idmapped_by_berthd_keeps_the_host_files() {
+    let test = "crash_with_volumes_idmapped_by_berthd_keeps_the_host_files";
+    if !can_run(test) {
+        return;
+    }
+    if !Path::new("/usr/sbin/runc").exists() {
+        eprintln!("SKIP {test}: /usr/sbin/runc is not installed (scripts/install-deps)");
+        return;
+    }
+    let fx = fixture();
+    let host = fx.registry.host.clone();
+    let pods = pods::Pods::configure(26, |c| c.registry.insecure = vec![host]);
+    let guard = Leftovers::new(pods.dir.path());
+    let maps = vec![idmap(0, HOST_BASE, RANGE)];
+    let ns = userns_options(maps.clone(), maps.clone());
+    let pod_config = userns_pod("crash-vol", &ns);
+    let vol = pods.dir.path().join("vol");
+    std::fs::create_dir(&vol).unwrap();
+    std::fs::write(vol.join("keep"), b"x").unwrap();
+    let config = || {
+        sleeper(
+            &fx.image,
+            &ns,
+            vec![cri::Mount {
+                container_path: "/vol".into(),
+                host_path: vol.display().to_string(),
+                uid_mappings: maps.clone(),
+                gid_mappings: maps.clone(),
+                ..Default::default()
+            }],
+        )
+    };
+    let berthd = Berthd::start(&pods, Some(crash_point::CONTAINER_VOLUMES_IDMAPPED));
+    pull(&pods.channel().await, &fx.image).await;
+    let mut rt = pods.client().await;
+    let pod = try_run_pod(&mut rt, &pod_config, "runc")
+        .await
+        .expect("RunPodSandbox");
+    guard.sandbox(&pod);
+    create_container(&mut rt, &pod, &pod_config, config())
+        .await
+        .expect_err("berthd crashed");
+    drop(rt);
+    berthd.wait_killed();
+    let containers = pods.state().join("containers");
+    let left = node::mounts_under(&containers);
+    assert!(
+        left.iter()
+            .any(|m| m.to_string_lossy().ends_with("/idmapped/0")),
+        "the volume berthd bound: {left:?}"
+    );
+
+    let berthd = Berthd::start(&pods, None);
+    let mut rt = pods.client().await;
+    // Answered once berthd serves, i.e. has swept.
+    let listed = rt
+        .list_containers(cri::ListContainersRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert!(listed.is_empty(), "{listed:?}");
+    let left = node::mounts_under(&containers);
+    assert!(left.is_empty(), "still mounted after the sweep: {left:?}");
+    assert_eq!(
+        std::fs::read(vol.join("keep")).unwrap(),
+        b"x",
+        "the host's file"
+    );
+    let id = create_container(&mut rt, &pod, &pod_config, config())
+        .await
+        .expect("CreateContainer after the sweep");
+    start_container(&mut rt, &id).await.expect("StartContainer");
+    assert_eq!(
+        sh(&mut rt, &id, "busybox stat -c %u:%g /vol/keep", "runc").await,
+        "0:0"
+    );
+    remove_pod(&mut rt, &pod).await;
+    let left = node::mounts_under(&pods.state());
+    assert!(left.is_empty(), "still mounted: {left:?}");
+    assert_eq!(
+        std::fs::read(vol.join("keep")).unwrap(),
+        b"x",
+        "the host's file"
+    );
     drop(rt);
     berthd.stop();
     drop(guard);

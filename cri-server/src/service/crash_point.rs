@@ -18,6 +18,9 @@ pub const CONTAINER_ROOTFS_MOUNTED: &str = "container-rootfs-mounted";
 /// CreateContainer, in a pod with a user namespace: the image's layers are bound idmapped on the
 /// container's scratch dir; the overlay is not mounted yet.
 pub const CONTAINER_LAYERS_IDMAPPED: &str = "container-layers-idmapped";
+/// CreateContainer, in a pod with a user namespace under a runtime that cannot idmap mounts:
+/// berthd bound the volumes idmapped; the spec is not written yet.
+pub const CONTAINER_VOLUMES_IDMAPPED: &str = "container-volumes-idmapped";
 /// CreateContainer: the shim created the container; its record is not written yet.
 pub const CONTAINER_SHIM_CREATED: &str = "container-shim-created";
 

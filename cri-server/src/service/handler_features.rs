@@ -1,34 +1,117 @@
-//! What each runtime handler can do, for RuntimeStatus's per-handler features: user namespaces
-//! need the OCI runtime to join a pod's user namespace and to idmap bind mounts (the kubelet
-//! gives every volume of a `hostUsers: false` pod the pod's mappings). Asked of the runtime's
-//! `features` command (runtime-spec's `features.md`): the `user` namespace and
-//! `mountExtensions.idmap.enabled`, as containerd does. A runtime too old to have `features`
-//! (crun before 1.9) is judged by its version: crun 1.8 idmaps mounts. Anything else: false.
+//! What each runtime handler can do, for RuntimeStatus's per-handler features and for
+//! CreateContainer. Asked of the runtime's `features` command (runtime-spec's `features.md`):
+//! the `user` namespace and `mountExtensions.idmap.enabled`, as containerd does. A runtime too
+//! old to have `features` (crun before 1.9) is judged by its version: crun 1.8 joins user
+//! namespaces and idmaps mounts. Anything else: neither.
+//!
+//! A user-namespaced pod (`hostUsers: false`) needs its runtime to join the pod's user
+//! namespace; the idmapped mounts it needs (the rootfs, image volumes, and the kubelet's
+//! volumes with uid/gid mappings) berthd makes itself when the runtime cannot (runc 1.1), so
+//! RuntimeStatus says `user_namespaces` for every handler that joins user namespaces.
+//!
+//! The answers are cached per binary path and checked at each lookup against a `stat` of the
+//! binary ([`FileVersion`]): an upgraded runtime is probed again, without restarting berthd.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use crate::file_version::FileVersion;
 
 /// Time limit of one probe (`features` or `--version`).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Whether the OCI runtime at `path` runs user-namespaced pods. Blocking; runs the runtime.
-pub fn user_namespaces(path: &Path) -> bool {
+/// What one runtime binary can do for user-namespaced pods.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Features {
+    /// It joins (or makes) a user namespace (`features`: `linux.namespaces` has `user`).
+    pub user_namespace: bool,
+    /// It idmaps bind mounts itself (`mounts[].uidMappings`; `mountExtensions.idmap`).
+    pub idmap_mounts: bool,
+}
+
+impl Features {
+    /// Whether it runs user-namespaced pods with berthd's help (RuntimeStatus's
+    /// `user_namespaces`): berthd idmaps whatever the runtime cannot.
+    pub fn user_namespaces(&self) -> bool {
+        self.user_namespace
+    }
+}
+
+/// The features of each runtime binary berthd has asked, with the version of the binary it
+/// asked.
+#[derive(Default)]
+pub struct HandlerFeatures {
+    probed: Mutex<HashMap<PathBuf, (FileVersion, Features)>>,
+}
+
+impl HandlerFeatures {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// What the runtime binary at `path` can do, as it is on disk now: probed on first use
+    /// and again whenever the binary changed (a missing binary can do nothing). Blocking: may
+    /// run the runtime.
+    pub fn of(&self, path: &Path) -> Features {
+        let Ok(now) = FileVersion::stat(path) else {
+            return Features::default();
+        };
+        let previous = {
+            let probed = self.probed.lock().unwrap_or_else(PoisonError::into_inner);
+            match probed.get(path) {
+                Some((version, features)) if *version == now => return *features,
+                Some((_, features)) => Some(*features),
+                None => None,
+            }
+        };
+        // Probed without the lock: a probe may take seconds; two racing callers both probe.
+        let features = probe(path);
+        // Changed while it was probed: the answer is for one of the two versions, so it is
+        // not cached (the next lookup probes again).
+        if FileVersion::stat(path).is_ok_and(|v| v == now) {
+            self.probed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(path.to_owned(), (now, features));
+        }
+        tracing::info!(
+            runtime = %path.display(),
+            user_namespace = features.user_namespace,
+            idmap_mounts = features.idmap_mounts,
+            reprobed = previous.is_some(),
+            changed = previous.is_some_and(|p| p != features),
+            "runtime handler probed"
+        );
+        features
+    }
+}
+
+/// Asks the OCI runtime at `path`. Blocking; runs the runtime.
+fn probe(path: &Path) -> Features {
     if let Some(features) = output(path, "features") {
         if let Ok(json) = serde_json::from_str::<serde_json::Value>(&features) {
             return from_features(&json);
         }
     }
-    output(path, "--version").is_some_and(|v| from_version(&v))
+    let idmaps = output(path, "--version").is_some_and(|v| from_version(&v));
+    Features {
+        user_namespace: idmaps,
+        idmap_mounts: idmaps,
+    }
 }
 
 /// From `features` output: the user namespace and idmapped mounts.
-fn from_features(json: &serde_json::Value) -> bool {
+fn from_features(json: &serde_json::Value) -> Features {
     let linux = &json["linux"];
-    let user = linux["namespaces"]
-        .as_array()
-        .is_some_and(|ns| ns.iter().any(|n| n == "user"));
-    user && linux["mountExtensions"]["idmap"]["enabled"] == true
+    Features {
+        user_namespace: linux["namespaces"]
+            .as_array()
+            .is_some_and(|ns| ns.iter().any(|n| n == "user")),
+        idmap_mounts: linux["mountExtensions"]["idmap"]["enabled"] == true,
+    }
 }
 
 /// From `--version` of a runtime without `features`: crun 1.8 or later.
@@ -78,18 +161,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn features_need_user_namespace_and_idmap() {
+    fn features_tell_user_namespaces_and_idmap() {
         let json = |v: &str| serde_json::from_str::<serde_json::Value>(v).unwrap();
-        assert!(from_features(&json(
-            r#"{"linux":{"namespaces":["net","user"],"mountExtensions":{"idmap":{"enabled":true}}}}"#
-        )));
-        // runc 1.1: no mountExtensions.
-        assert!(!from_features(&json(
-            r#"{"linux":{"namespaces":["net","user"]}}"#
-        )));
-        assert!(!from_features(&json(
-            r#"{"linux":{"namespaces":["net"],"mountExtensions":{"idmap":{"enabled":true}}}}"#
-        )));
+        let both = Features {
+            user_namespace: true,
+            idmap_mounts: true,
+        };
+        assert_eq!(
+            from_features(&json(
+                r#"{"linux":{"namespaces":["net","user"],"mountExtensions":{"idmap":{"enabled":true}}}}"#
+            )),
+            both
+        );
+        // runc 1.1: no mountExtensions; berthd idmaps for it.
+        let runc_1_1 = from_features(&json(r#"{"linux":{"namespaces":["net","user"]}}"#));
+        assert_eq!(
+            runc_1_1,
+            Features {
+                user_namespace: true,
+                idmap_mounts: false
+            }
+        );
+        assert!(runc_1_1.user_namespaces());
+        let no_user = from_features(&json(
+            r#"{"linux":{"namespaces":["net"],"mountExtensions":{"idmap":{"enabled":true}}}}"#,
+        ));
+        assert!(!no_user.user_namespaces());
     }
 
     #[test]
@@ -103,6 +200,70 @@ mod tests {
 
     #[test]
     fn a_missing_binary_supports_nothing() {
-        assert!(!user_namespaces(Path::new("/nonexistent/runtime")));
+        let cache = HandlerFeatures::new();
+        assert_eq!(
+            cache.of(Path::new("/nonexistent/runtime")),
+            Features::default()
+        );
+    }
+
+    /// A fake runtime: a script whose `features` prints `namespaces` and counts its runs in
+    /// `<dir>/runs`; installed as an upgrade is (a new file renamed over the old).
+    fn install(dir: &Path, namespaces: &str, idmap: bool) -> PathBuf {
+        let bin = dir.join("runtime");
+        let tmp = dir.join("runtime.new");
+        let runs = dir.join("runs");
+        std::fs::write(
+            &tmp,
+            format!(
+                "#!/bin/sh\necho run >> {runs}\n[ \"$1\" = features ] || exit 1\n\
+                 echo '{{\"linux\":{{\"namespaces\":[{namespaces}],\
+                 \"mountExtensions\":{{\"idmap\":{{\"enabled\":{idmap}}}}}}}}}'\n",
+                runs = runs.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        std::fs::rename(&tmp, &bin).unwrap();
+        bin
+    }
+
+    fn runs(dir: &Path) -> usize {
+        std::fs::read_to_string(dir.join("runs"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    }
+
+    #[test]
+    fn an_upgraded_runtime_is_probed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = install(dir.path(), r#""user""#, false);
+        let cache = HandlerFeatures::new();
+        let old = Features {
+            user_namespace: true,
+            idmap_mounts: false,
+        };
+        assert_eq!(cache.of(&bin), old);
+        assert_eq!(cache.of(&bin), old);
+        assert_eq!(runs(dir.path()), 1, "probed once while unchanged");
+
+        // Upgraded (runc 1.1 -> 1.2): idmapped mounts now.
+        install(dir.path(), r#""user""#, true);
+        let new = Features {
+            user_namespace: true,
+            idmap_mounts: true,
+        };
+        assert_eq!(cache.of(&bin), new);
+        assert_eq!(cache.of(&bin), new);
+        assert_eq!(runs(dir.path()), 2, "probed again once after the upgrade");
+
+        // Removed: nothing; put back: probed again.
+        std::fs::remove_file(&bin).unwrap();
+        assert_eq!(cache.of(&bin), Features::default());
+        install(dir.path(), r#""net""#, false);
+        assert_eq!(cache.of(&bin), Features::default());
+        assert_eq!(runs(dir.path()), 3);
     }
 }

@@ -4,7 +4,7 @@
 pub mod admin;
 pub mod container;
 pub mod crash_point;
-mod handler_features;
+pub mod handler_features;
 pub mod image;
 pub mod metrics;
 pub mod runtime;

@@ -2,13 +2,14 @@
 //! the sandbox/container stores (issue 5); until then their RPCs answer UNIMPLEMENTED.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
 use super::container::{ContainerService, EventStream as ContainerEvents};
+use super::handler_features::HandlerFeatures;
 use super::sandbox::SandboxService;
 use super::streaming::{StreamingBackend, StreamingError};
 use crate::config::{CgroupDriver, Config};
@@ -36,14 +37,16 @@ pub struct Runtime {
     sandboxes: SandboxService,
     containers: ContainerService,
     streaming: Option<berth_streaming::StreamingServer>,
-    /// Per handler: whether it runs user-namespaced pods (probed once, at the first Status).
-    userns_handlers: OnceLock<BTreeMap<String, bool>>,
+    /// What each handler's runtime can do (probed at the first lookup and again when its
+    /// binary changed); shared with the container service.
+    features: Arc<HandlerFeatures>,
 }
 
 impl Runtime {
     pub fn new(config: Arc<Config>, images: Arc<ImageStore>) -> Self {
         let sandboxes = SandboxService::new(config.clone(), images.clone());
-        let containers = ContainerService::new(config.clone(), images);
+        let features = Arc::new(HandlerFeatures::new());
+        let containers = ContainerService::new(config.clone(), images, features.clone());
         containers.set_sandboxes(sandboxes.clone());
         sandboxes.on_pause_exit(containers.sandbox_stopped_publisher());
         Self {
@@ -52,7 +55,7 @@ impl Runtime {
             config,
             pod_cidr: Mutex::new(String::new()),
             streaming: None,
-            userns_handlers: OnceLock::new(),
+            features,
         }
     }
 
@@ -69,30 +72,24 @@ impl Runtime {
             .ok_or_else(|| Status::unavailable("berth: the streaming server is not running"))
     }
 
-    /// Which handlers run user-namespaced pods: their runtimes are asked once.
-    async fn userns_handlers(&self) -> &BTreeMap<String, bool> {
-        if let Some(known) = self.userns_handlers.get() {
-            return known;
-        }
+    /// Which handlers run user-namespaced pods: their runtimes are asked at the first Status
+    /// and again whenever their binary changed.
+    async fn userns_handlers(&self) -> BTreeMap<String, bool> {
         let paths: Vec<_> = self
             .config
             .runtimes
             .iter()
             .map(|(name, h)| (name.clone(), h.path.clone()))
             .collect();
-        let probed = tokio::task::spawn_blocking(move || {
+        let features = self.features.clone();
+        tokio::task::spawn_blocking(move || {
             paths
                 .into_iter()
-                .map(|(name, path)| {
-                    let ok = super::handler_features::user_namespaces(&path);
-                    tracing::info!(handler = %name, runtime = %path.display(), user_namespaces = ok, "runtime handler probed");
-                    (name, ok)
-                })
+                .map(|(name, path)| (name, features.of(&path).user_namespaces()))
                 .collect()
         })
         .await
-        .unwrap_or_default();
-        self.userns_handlers.get_or_init(|| probed)
+        .unwrap_or_default()
     }
 
     /// The pod CIDR the kubelet last gave with UpdateRuntimeConfig.

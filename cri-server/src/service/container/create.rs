@@ -7,6 +7,8 @@
 //! which also says what the host stores for the container's files): inside the pod the image's
 //! files keep their owners (root's are root's, not 65534's) and the container's root can write
 //! them; the rootfs is still one mount, released as any other; runc and crun see a plain dir.
+//! The kubelet's volumes with uid/gid mappings are idmapped by the runtime where it can, by
+//! berthd otherwise (`idmapped_volumes.rs`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,7 +21,7 @@ use super::error::{blocking, ContainerError};
 use super::image::{self, ResolveError, ResolvedImage};
 use super::oci::OciRuntime;
 use super::sandbox_view::SandboxView;
-use super::{idmapped_snapshot, image_volumes, remove, Containers};
+use super::{idmapped_snapshot, idmapped_volumes, image_volumes, remove, Containers};
 use crate::shim_client::{Shim, ShimArgs};
 use crate::spec::{self, ContainerSpecInput, PodUserns};
 use crate::store::container::{ContainerMeta, ImageVolume, State, Status};
@@ -93,6 +95,8 @@ struct Undo<'a> {
     mounted: Option<PathBuf>,
     shim: Option<(OciRuntime, PathBuf)>,
     image_volumes: Vec<ImageVolume>,
+    /// berthd bound the volumes idmapped (`idmapped_volumes.rs`).
+    idmapped_volumes: bool,
     done: bool,
 }
 
@@ -108,6 +112,12 @@ impl Drop for Undo<'_> {
             remove::wait_shim_gone(shim_dir);
         }
         let mut keep_dir = false;
+        if self.idmapped_volumes {
+            if let Err(e) = idmapped_volumes::release(self.id, &self.dir) {
+                tracing::warn!(container = %self.id, error = %e, "undo create: release idmapped volumes");
+                keep_dir = true;
+            }
+        }
         if let Err(e) = image_volumes::try_release(self.inner, self.id, &self.image_volumes) {
             tracing::warn!(container = %self.id, error = %e, "undo create: release image volumes");
             keep_dir = true;
@@ -190,6 +200,7 @@ fn build(
         mounted: None,
         shim: None,
         image_volumes: Vec::new(),
+        idmapped_volumes: false,
         done: false,
     };
     for d in [&rootfs, &bundle, &shim_dir] {
@@ -252,8 +263,19 @@ fn build(
     let mut spec_config = config.clone();
     let (mounts, volumes) =
         image_volumes::mount_all(inner, id, name, &dir, &config.mounts, userns.as_ref())?;
-    spec_config.mounts = mounts;
     undo.image_volumes = volumes;
+    // Volumes with mappings in a user-namespaced pod: idmapped by berthd when the handler's
+    // runtime cannot (runc 1.1), by the runtime otherwise.
+    spec_config.mounts = if userns.is_some() && !inner.features.of(&runtime.path).idmap_mounts {
+        undo.idmapped_volumes = true;
+        let mounts = idmapped_volumes::mount_all(id, name, &dir, &mounts)?;
+        crate::service::crash_point::reached(
+            crate::service::crash_point::CONTAINER_VOLUMES_IDMAPPED,
+        );
+        mounts
+    } else {
+        mounts
+    };
     let read_etc = |file: &str| std::fs::read_to_string(rootfs.join("etc").join(file)).ok();
     let input = ContainerSpecInput {
         id: id.to_owned(),

@@ -67,6 +67,16 @@ pub enum ContainerError {
         #[source]
         source: Box<berth_runtime::RuntimeError>,
     },
+    #[error(
+        "container {id}: bind the volume {host_path} (at {container_path}) idmapped for the pod's user namespace: {source}"
+    )]
+    IdmapVolume {
+        id: String,
+        host_path: String,
+        container_path: String,
+        #[source]
+        source: Box<berth_runtime::RuntimeError>,
+    },
     #[error("container {id}: {source}")]
     Shim {
         id: String,
@@ -127,6 +137,7 @@ impl ContainerError {
             | E::Snapshot { .. }
             | E::Mount { .. }
             | E::Idmap { .. }
+            | E::IdmapVolume { .. }
             | E::Shim { .. }
             | E::Runtime { .. }
             | E::Cgroup { .. }

@@ -10,6 +10,7 @@ mod error;
 mod events;
 mod exec;
 mod idmapped_snapshot;
+mod idmapped_volumes;
 pub(crate) mod image;
 mod image_volumes;
 mod monitor;
@@ -33,6 +34,7 @@ use tokio::sync::broadcast;
 use tokio_stream::Stream;
 use tonic::Status;
 
+use super::handler_features::HandlerFeatures;
 use super::sandbox::SandboxService;
 use crate::config::Config;
 use crate::shim_client::{default_shim_binary, Shim};
@@ -63,13 +65,19 @@ pub(crate) struct Containers {
     shim_binary: PathBuf,
     /// Facts about the node the spec builder needs, probed once.
     host: crate::spec::HostInfo,
+    /// What each handler's runtime can do (whether berthd idmaps volumes for it).
+    features: Arc<HandlerFeatures>,
 }
 
 impl ContainerService {
     /// Loads every container record (`<root>/cri/containers`), re-adopts the shims (a
     /// container that exited while berthd was down gets its recorded exit), and starts the
     /// exit monitor. Blocking file reads: called once, at startup.
-    pub fn new(config: Arc<Config>, images: Arc<ImageStore>) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        images: Arc<ImageStore>,
+        features: Arc<HandlerFeatures>,
+    ) -> Self {
         let dir = config.root.join("cri").join("containers");
         let (store, errors) = ContainerStore::open(dir);
         for e in errors {
@@ -87,6 +95,7 @@ impl ContainerService {
                 monitor::ExitEvents::new().expect("a pipe to wake the exit watcher"),
             ),
             sandboxes: std::sync::OnceLock::new(),
+            features,
         });
         monitor::recover(&inner);
         sweep::orphans(&inner);

@@ -70,6 +70,7 @@ fn teardown(inner: &Containers, c: &Container) -> Result<(), ContainerError> {
         }
     }
     super::image_volumes::try_release(inner, id, &c.meta.image_volumes)?;
+    super::idmapped_volumes::release(id, &c.meta.dir)?;
     match inner.images.snapshots().remove(&c.meta.snapshot_key) {
         Ok(()) | Err(image_store::SnapshotError::NotFound(_)) => {}
         Err(source) => {

@@ -1,8 +1,9 @@
 //! At startup: what a CreateContainer cut short by a crash (`kill -9` of berthd) left behind —
 //! a container directory without a record — is torn down: the container (every handler's
 //! `delete --force`), its shim, every mount under its directory (the rootfs and image volumes,
-//! idmapped or not, and in a user-namespaced pod the idmapped layers' scratch mount `m` if the
-//! crash came between it and the overlay), their snapshots, and the directory. Nothing that has
+//! idmapped or not, the volumes berthd bound idmapped, and in a user-namespaced pod the
+//! idmapped layers' scratch mount `m` if the crash came between it and the overlay), their
+//! snapshots, and the directory (kept if anything stays mounted under it). Nothing that has
 //! a record is touched.
 
 use std::path::Path;
@@ -41,6 +42,13 @@ fn sweep(inner: &Containers, id: &str, dir: &Path) {
         if let Err(e) = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH) {
             warn("unmount", &e);
         }
+    }
+    // A mount still there (an idmapped host-path volume among them) must not be descended
+    // into by the removal below.
+    let left = crate::service::sandbox::mounts_under(dir);
+    if !left.is_empty() {
+        tracing::error!(container = id, mounts = ?left, "sweep: still mounted, the container dir stays");
+        return;
     }
     let snapshots = inner.images.snapshots();
     let volume_prefix = format!("{id}-image-volume-");
