@@ -7,6 +7,7 @@
 pub mod config;
 pub mod file_version;
 pub mod pause;
+pub mod process_watch;
 pub mod sealed_runtime;
 pub mod server;
 pub mod service;

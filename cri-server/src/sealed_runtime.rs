@@ -94,25 +94,12 @@ impl SealedRuntime {
         cmd
     }
 
-    /// Makes `cmd`'s child inherit the copy across its execve, on the same descriptor number,
-    /// which is returned. Close-on-exec is cleared in the child only: berthd forks other
-    /// children concurrently (CNI plugins, other shims), which must not get it. Spawn `cmd`
-    /// while `self` lives (else the number may name another file by then).
-    pub fn inherit_into(&self, cmd: &mut Command) -> RawFd {
-        let fd = self.fd();
-        // SAFETY: the closure runs in the forked child between fork and execve; it makes one
-        // fcntl(2) call (async-signal-safe), allocates nothing and takes no lock. `fd` is open
-        // in the child: it is open in berthd for as long as `self` lives, which the caller
-        // keeps alive across the spawn.
-        unsafe {
-            cmd.pre_exec(move || {
-                if nix::libc::fcntl(fd, nix::libc::F_SETFD, 0) == -1 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        fd
+    /// The copy as another process (the shim) can open it: `/proc/<berthd>/fd/N`. Nothing is
+    /// inherited, so berthd spawns that process as any other (no code between fork and exec,
+    /// no window in which a child holds berthd's descriptors); it must open the path while
+    /// `self` lives (else the number may name another file by then).
+    pub fn path_for_others(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), self.fd()))
     }
 }
 
@@ -334,7 +321,7 @@ mod tests {
     }
 
     #[test]
-    fn a_child_runs_the_copy_and_inherits_it_only_when_asked() {
+    fn a_child_runs_the_copy_and_another_process_can_open_it() {
         let cache = SealedRuntimes::new();
         let sh = Path::new("/bin/busybox");
         if !sh.exists() {
@@ -348,12 +335,13 @@ mod tests {
         let out = copy.command().args(["sh", "-c", &probe]).output().unwrap();
         assert!(out.status.success(), "{out:?}");
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "closed");
-        // Inherited on request.
-        let mut cmd = Command::new(sh);
-        let n = copy.inherit_into(&mut cmd);
-        assert_eq!(n, fd);
-        let out = cmd.args(["sh", "-c", &probe]).output().unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "inherited");
+        // Another process opens it through berthd's /proc entry, sealed as it is.
+        let other = std::fs::File::open(copy.path_for_others()).unwrap();
+        let seals = nix::fcntl::fcntl(&other, nix::fcntl::FcntlArg::F_GET_SEALS).unwrap();
+        assert_eq!(
+            nix::fcntl::SealFlag::from_bits_truncate(seals),
+            sealed_exe::REQUIRED_SEALS
+        );
         // The descriptor stayed close-on-exec in this process.
         let flags = nix::fcntl::fcntl(&copy.memfd, nix::fcntl::FcntlArg::F_GETFD).unwrap();
         assert_ne!(flags & nix::libc::FD_CLOEXEC, 0);

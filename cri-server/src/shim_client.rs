@@ -46,8 +46,9 @@ pub struct ShimArgs {
     /// The OCI runtime of the RuntimeClass handler, and its `--root`.
     pub runtime: PathBuf,
     pub runtime_root: PathBuf,
-    /// berthd's sealed copy of `runtime`, which the shim then runs for `create` (inherited as
-    /// `--runtime-fd`); None: the shim runs `runtime` and the runtime seals itself.
+    /// berthd's sealed copy of `runtime`, which the shim then runs for `create` (it opens it
+    /// as `--runtime-copy /proc/<berthd>/fd/N`); None: the shim runs `runtime` and the runtime
+    /// seals itself.
     pub sealed_runtime: Option<Arc<SealedRuntime>>,
     /// The shim's directory (sockets, pid files, exit record).
     pub state_dir: PathBuf,
@@ -83,10 +84,9 @@ impl Shim {
             .arg(&args.runtime_root)
             .arg("--state-dir")
             .arg(&args.state_dir);
-        // `args` (and with it the copy) lives until the shim has been spawned below.
+        // `args` (and with it the copy) lives until the shim has reported, after `create`.
         if let Some(copy) = &args.sealed_runtime {
-            let fd = copy.inherit_into(&mut cmd);
-            cmd.arg("--runtime-fd").arg(fd.to_string());
+            cmd.arg("--runtime-copy").arg(copy.path_for_others());
         }
         if let Some(log) = &args.log_path {
             cmd.arg("--log-path").arg(log);

@@ -577,7 +577,7 @@ fn fd_numbers(lines: &[String]) -> Vec<u32> {
     fds
 }
 
-/// berthd hands the shim its sealed memfd copy of berth-runtime (`--runtime-fd`), and the
+/// berthd hands the shim its sealed memfd copy of berth-runtime (`--runtime-copy`), and the
 /// runtime's `create` runs from it: the container's init, a fork of that runtime process,
 /// runs from the copy (sealed exactly as runc checks) until it execs the container's process.
 /// Neither the container nor its shim keeps the descriptor, and ExecSync (berthd running the

@@ -189,6 +189,17 @@ pub fn mount_setattr(
     Errno::result(rc).map(drop)
 }
 
+/// pidfd_open(2): a descriptor for any process (not only a child); it polls readable once the
+/// process has exited.
+pub fn pidfd_open(pid: i32) -> nix::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; no memory is
+    // passed.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = Errno::result(fd)? as i32;
+    // SAFETY: pidfd_open returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// open_tree(2): a descriptor for (a detached clone of) the mount at `path`.
 pub fn open_tree(dirfd: &impl AsRawFd, path: &str, flags: u32) -> nix::Result<OwnedFd> {
     let path = path_cstring(path);

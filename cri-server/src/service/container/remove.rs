@@ -6,7 +6,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use berth_runtime::shim_protocol::SHIM_PID_FILE;
 use k8s_cri::v1 as cri;
@@ -123,23 +123,7 @@ pub(super) fn wait_shim_gone(shim_dir: &Path) {
     else {
         return;
     };
-    let deadline = Instant::now() + SHIM_EXIT_WAIT;
-    while alive(pid) {
-        if Instant::now() >= deadline {
-            tracing::warn!(shim_pid = pid, dir = %shim_dir.display(), "berth-shim did not exit");
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Whether `pid` is a live process (a zombie is not).
-fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .map(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
-            .unwrap_or(false),
-        Err(_) => false,
+    if !crate::process_watch::wait_gone(pid, SHIM_EXIT_WAIT) {
+        tracing::warn!(shim_pid = pid, dir = %shim_dir.display(), "berth-shim did not exit");
     }
 }

@@ -9,7 +9,11 @@ use std::time::{Duration, Instant};
 use berth_runtime::shim_protocol::{ExitRecord, SHIM_PID_FILE};
 
 use super::error::{Result, SandboxError};
+use crate::process_watch::{alive, wait_gone};
 use crate::store::sandbox::RuntimeRef;
+
+/// How often [`wait_exit`] looks for the exit record while the shim still runs.
+const RECHECK: Duration = Duration::from_millis(20);
 
 /// Runs `<runtime> --root <root> <args…> <id> <tail…>`; its stderr is the error message.
 fn run(rt: &RuntimeRef, op: &'static str, args: &[&str], id: &str, tail: &[&str]) -> Result<()> {
@@ -76,16 +80,19 @@ pub fn wait_exit(shim_dir: &Path, pid: i32, limit: Duration) -> Result<Option<Ex
         if let Ok(Some(record)) = ExitRecord::load(shim_dir) {
             return Ok(Some(record));
         }
-        let shim_alive = shim_pid(shim_dir).is_some_and(alive);
-        if !alive(pid) && !shim_alive {
+        let shim = shim_pid(shim_dir).filter(|&p| alive(p));
+        if !alive(pid) && shim.is_none() {
             return Ok(None);
         }
-        if Instant::now() >= deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
             return Err(SandboxError::StopTimeout {
                 secs: limit.as_secs(),
             });
         }
-        std::thread::sleep(Duration::from_millis(20));
+        // The shim records the exit and then ends: wake when it does (or the pause, when it
+        // has no shim), and look again at least every RECHECK.
+        wait_gone(shim.unwrap_or(pid), RECHECK.min(left));
     }
 }
 
@@ -95,11 +102,7 @@ pub fn reap_shim(shim_dir: &Path, limit: Duration) {
     let Some(pid) = shim_pid(shim_dir) else {
         return;
     };
-    let deadline = Instant::now() + limit;
-    while alive(pid) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    if alive(pid) && is_shim(pid) {
+    if !wait_gone(pid, limit) && is_shim(pid) {
         tracing::warn!(
             pid,
             "berth-shim still running after its container exited; killing it"
@@ -115,20 +118,6 @@ fn shim_pid(shim_dir: &Path) -> Option<i32> {
     std::fs::read_to_string(shim_dir.join(SHIM_PID_FILE))
         .ok()
         .and_then(|s| s.trim().parse().ok())
-}
-
-/// Whether `pid` is a live process (a zombie counts as gone).
-pub fn alive(pid: i32) -> bool {
-    if pid <= 0 {
-        return false;
-    }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
 }
 
 fn is_shim(pid: i32) -> bool {

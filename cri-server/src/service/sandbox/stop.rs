@@ -1,6 +1,6 @@
-//! StopPodSandbox: the pod's containers, then the pause (SIGKILL; its exit awaited, bounded),
-//! then the network (CNI DEL, even when the netns is already gone), the netns, the pod's user
-//! namespace pin and /dev/shm.
+//! StopPodSandbox: the pod's containers, then, side by side, the pause (SIGKILL; its exit
+//! awaited, bounded) and the network (CNI DEL, even when the netns is already gone), the netns,
+//! the pod's user namespace pin and /dev/shm.
 //! The sandbox stays listed, NotReady, until RemovePodSandbox. Idempotent: each step is.
 
 use std::sync::Arc;
@@ -72,16 +72,25 @@ pub(super) async fn stop_locked(
     let (ctx, sb) = (ctx.clone(), sandbox.clone());
     blocking(move || {
         let sandbox = sb;
-        kill_pause(&ctx, &sandbox)?;
-        if !sandbox.state().is_released() {
-            release(&ctx, &sandbox)?;
-            sandbox.update(|s| {
-                if let SandboxState::NotReady { released, .. } = s {
-                    *released = true;
-                }
-            })?;
-            tracing::info!(pod = %sandbox.meta.pod(), sandbox = %sandbox.meta.id, "sandbox stopped");
+        if sandbox.state().is_released() {
+            return kill_pause(&ctx, &sandbox);
         }
+        // The pause's end and the network's teardown need nothing of each other (the netns
+        // is pinned): side by side. Each is idempotent; a failure of either leaves the sandbox
+        // unreleased for the next Stop to finish.
+        let (killed, released) = std::thread::scope(|s| {
+            let killed = s.spawn(|| kill_pause(&ctx, &sandbox));
+            let released = release(&ctx, &sandbox);
+            (killed.join().expect("kill_pause does not panic"), released)
+        });
+        killed?;
+        released?;
+        sandbox.update(|s| {
+            if let SandboxState::NotReady { released, .. } = s {
+                *released = true;
+            }
+        })?;
+        tracing::info!(pod = %sandbox.meta.pod(), sandbox = %sandbox.meta.id, "sandbox stopped");
         Ok(())
     })
     .await

@@ -26,6 +26,7 @@ use tokio::net::UnixListener;
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::detached::{self, Report};
+use crate::process_watch::alive;
 use crate::service::container::OciRuntime;
 use crate::store::container::Container;
 
@@ -469,14 +470,6 @@ impl Drop for KillGuard {
             drop(dir);
         });
     }
-}
-
-/// Whether `pid` runs (exists and is no zombie).
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
-    })
 }
 
 /// A private directory (short path: it holds the console socket) for one exec, removed on drop.

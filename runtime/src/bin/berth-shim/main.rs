@@ -10,7 +10,7 @@
 
 mod control;
 mod output;
-mod runtime_fd;
+mod runtime_copy;
 mod trim;
 
 use std::fs::{self, File};
@@ -34,7 +34,7 @@ use nix::unistd::{ForkResult, Pid};
 
 use control::Shared;
 use output::{Output, Stdin};
-use runtime_fd::RuntimeCopy;
+use runtime_copy::RuntimeCopy;
 
 /// How long the output of an exited container may still drain (from processes that inherited
 /// its stdio) before the exit is recorded.
@@ -50,10 +50,11 @@ struct Args {
     /// The OCI runtime binary (runc's command line).
     #[arg(long)]
     runtime: PathBuf,
-    /// The runtime binary as a sealed memfd inherited on fd N, run for `create` and closed
-    /// right after it; `--runtime` stays its name for messages.
-    #[arg(long = "runtime-fd", value_name = "N")]
-    runtime_fd: Option<i32>,
+    /// berthd's sealed memfd copy of the runtime binary, as a path into berthd's
+    /// `/proc/PID/fd`: opened at start, run for `create` and closed right after it;
+    /// `--runtime` stays its name for messages.
+    #[arg(long = "runtime-copy", value_name = "PATH")]
+    runtime_copy: Option<PathBuf>,
     /// The runtime's `--root`.
     #[arg(long = "runtime-root")]
     runtime_root: PathBuf,
@@ -211,7 +212,11 @@ fn pipe() -> Result<(File, File)> {
 }
 
 fn supervise(args: &Args, ready: &mut Option<File>) -> Result<()> {
-    let runtime_copy = args.runtime_fd.map(RuntimeCopy::adopt).transpose()?;
+    let runtime_copy = args
+        .runtime_copy
+        .as_deref()
+        .map(RuntimeCopy::open)
+        .transpose()?;
     detach_stdio()?;
     nix::unistd::setsid().context("setsid")?;
     fs::create_dir_all(&args.state_dir)
