@@ -8,6 +8,7 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 /// The binary's name next to berthd.
 pub const PAUSE_BINARY: &str = "berth-pause";
@@ -69,9 +70,15 @@ pub fn ensure(root: &Path, dirs: &[PathBuf]) -> Result<PauseRootfs, PauseError> 
     }
     let target = rootfs.join(PAUSE_IN_ROOTFS);
     let wanted = fs::read(&source).map_err(io_err("read", &source))?;
+    // One installer at a time, the others then find it installed: a binary written while
+    // another thread forks stays open for writing in that child until it execs, and a pause
+    // exec'd from it meanwhile fails with ETXTBSY (seen as pauses exiting 127 when 50 pods
+    // started at once and each installed its own copy). berthd installs it once at start.
+    static INSTALL: Mutex<()> = Mutex::new(());
+    let _one = INSTALL.lock().unwrap_or_else(PoisonError::into_inner);
     if fs::read(&target).ok().as_deref() != Some(&wanted[..]) {
-        // One temporary name per call: sandboxes started at once may all find the binary
-        // missing and install it together; each renames its own whole copy into place.
+        // One temporary name per call (berthds sharing a root, tests running several in one
+        // process): each renames its own whole copy into place.
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let tmp = rootfs.join(format!(".{PAUSE_IN_ROOTFS}.tmp-{}-{n}", std::process::id()));

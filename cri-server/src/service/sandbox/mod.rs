@@ -77,6 +77,13 @@ impl SandboxService {
             tracing::error!(error = %e, "cannot load a sandbox record");
         }
         let helper_dirs = helper_dirs(&config);
+        // The built-in pause image is installed now, before any request can race with it
+        // (see `pause::ensure`); a failure here is logged and met again by RunPodSandbox.
+        if config.sandbox.image.is_empty() {
+            if let Err(e) = crate::pause::ensure(&config.root, &helper_dirs) {
+                tracing::warn!(error = %e, "cannot install the built-in pause image yet");
+            }
+        }
         let mut bin_dirs = config.cni.bin_dirs.clone();
         bin_dirs.extend(helper_dirs.iter().cloned());
         let network = PodNetwork::new(
