@@ -5,65 +5,30 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 
 use support::*;
-
-/// A fresh CA and a server certificate for `IP:127.0.0.1` in `dir`: (ca, cert, key).
-fn make_certs(dir: &Path) -> (String, String, String) {
-    let p = |n: &str| dir.join(n).display().to_string();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    run_ok(
-        Command::new("openssl")
-            .args(["req", "-x509", "-days", "2", "-subj", "/CN=berth test CA"])
-            .args(ec)
-            .args(["-addext", "basicConstraints=critical,CA:TRUE"])
-            .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
-            .args(["-keyout", &p("ca.key"), "-out", &p("ca.pem")]),
-    );
-    run_ok(
-        Command::new("openssl")
-            .args(["req", "-subj", "/CN=127.0.0.1"])
-            .args(ec)
-            .args(["-keyout", &p("server.key"), "-out", &p("server.csr")]),
-    );
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n\
-         extendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run_ok(
-        Command::new("openssl")
-            .args(["x509", "-req", "-days", "2", "-set_serial", "2"])
-            .args(["-in", &p("server.csr"), "-CA", &p("ca.pem")])
-            .args(["-CAkey", &p("ca.key"), "-extfile", &p("ext.cnf")])
-            .args(["-out", &p("server.pem")]),
-    );
-    (p("ca.pem"), p("server.pem"), p("server.key"))
-}
+use test_registry::tls::{TestCa, OPENSSL};
 
 #[test]
 fn exec_over_tls_streaming_with_the_operators_ca() {
     if !can_run("exec_over_tls_streaming") {
         return;
     }
-    if !Path::new("/usr/bin/openssl").exists() {
-        eprintln!("SKIP exec_over_tls_streaming: /usr/bin/openssl is not installed");
+    if !Path::new(OPENSSL).exists() {
+        eprintln!("SKIP exec_over_tls_streaming: {OPENSSL} is not installed");
         return;
     }
     let mut ca = String::new();
     let env = start_config(false, false, |dir| {
         let certs = dir.join("certs");
         std::fs::create_dir_all(&certs).unwrap();
-        let (c, cert, key) = make_certs(&certs);
-        ca = c;
+        // A fresh CA and a server certificate for `IP:127.0.0.1`.
+        let test_ca = TestCa::new(&certs).expect("make a test CA");
+        let server = test_ca
+            .server_cert("server", &["IP:127.0.0.1"])
+            .expect("make a server certificate");
+        ca = test_ca.cert.display().to_string();
+        let (cert, key) = (server.cert.display(), server.key.display());
         format!(
             "[streaming]\naddress = \"127.0.0.1:0\"\ntls_cert_file = \"{cert}\"\n\
              tls_key_file = \"{key}\"\n"

@@ -12,6 +12,7 @@ use std::path::Path;
 
 use image_store::{Credentials, ImageStore, PullOptions, Reference, StoreConfig};
 use support::*;
+use test_registry::tls::{CertKey, TestCa};
 
 const TOOLS: &[&str] = &[
     "/usr/bin/docker-registry",
@@ -148,9 +149,9 @@ fn tls_registry_with_test_ca_and_htpasswd() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
-    let certs = make_test_certs(work.path());
+    let (ca, server) = make_test_certs(work.path());
     let (user, password) = ("berth", "s3cret:x");
-    let reg = Registry::start_tls(&certs, Some((user, password)));
+    let reg = Registry::start_tls(&server, Some((user, password)));
     let layout = build_fixture(work.path());
     push(
         &layout,
@@ -190,7 +191,7 @@ fn tls_registry_with_test_ca_and_htpasswd() {
     // `ca` in hosts.toml (relative to the host's folder) makes it work.
     let host_dir = certs_d.join(&reg.host);
     fs::create_dir_all(&host_dir).unwrap();
-    fs::copy(&certs.ca, host_dir.join("test-ca.pem")).unwrap();
+    fs::copy(&ca.cert, host_dir.join("test-ca.pem")).unwrap();
     fs::write(
         host_dir.join("hosts.toml"),
         format!("server = \"https://{}\"\nca = \"test-ca.pem\"\n", reg.host),
@@ -294,13 +295,16 @@ fn mutual_tls_with_client_certificates() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
-    let certs = make_test_certs(work.path());
-    let (client_cert, client_key) = make_client_cert(work.path(), &certs);
-    let reg = Registry::start_mutual_tls(&certs);
+    let (ca, server_cert) = make_test_certs(work.path());
+    let CertKey {
+        cert: client_cert,
+        key: client_key,
+    } = ca.client_cert("client").expect("make a client certificate");
+    let reg = Registry::start_mutual_tls(&server_cert, &ca);
     // skopeo reads docker's layout: ca.crt, client.cert, client.key.
     let skopeo_certs = work.path().join("skopeo-certs");
     fs::create_dir_all(&skopeo_certs).unwrap();
-    fs::copy(&certs.ca, skopeo_certs.join("ca.crt")).unwrap();
+    fs::copy(&ca.cert, skopeo_certs.join("ca.crt")).unwrap();
     fs::copy(&client_cert, skopeo_certs.join("client.cert")).unwrap();
     fs::copy(&client_key, skopeo_certs.join("client.key")).unwrap();
     let layout = build_fixture(work.path());
@@ -314,7 +318,7 @@ fn mutual_tls_with_client_certificates() {
     let certs_d = work.path().join("certs.d");
     let host_dir = certs_d.join(&reg.host);
     fs::create_dir_all(&host_dir).unwrap();
-    fs::copy(&certs.ca, host_dir.join("test-ca.pem")).unwrap();
+    fs::copy(&ca.cert, host_dir.join("test-ca.pem")).unwrap();
     fs::copy(&client_cert, host_dir.join("client.pem")).unwrap();
     fs::copy(&client_key, host_dir.join("client.key")).unwrap();
     let combined = [
@@ -378,8 +382,12 @@ fn mutual_tls_with_client_certificates() {
     // A client certificate the registry's CA did not sign: refused.
     let other = work.path().join("other");
     fs::create_dir_all(&other).unwrap();
-    let other_certs = make_test_certs(&other);
-    let (other_cert, other_key) = make_client_cert(&other, &other_certs);
+    let CertKey {
+        cert: other_cert,
+        key: other_key,
+    } = TestCa::new(&other)
+        .and_then(|other_ca| other_ca.client_cert("client"))
+        .expect("make another CA's client certificate");
     fs::copy(&other_cert, host_dir.join("other.pem")).unwrap();
     fs::copy(&other_key, host_dir.join("other.key")).unwrap();
     fs::write(
@@ -409,7 +417,7 @@ fn mutual_tls_with_client_certificates() {
     }
     fs::remove_file(host_dir.join("other.pem")).unwrap();
     fs::remove_file(host_dir.join("other.key")).unwrap();
-    fs::copy(&certs.ca, host_dir.join("ca.crt")).unwrap();
+    fs::copy(&ca.cert, host_dir.join("ca.crt")).unwrap();
     fs::copy(&client_cert, host_dir.join("client.cert")).unwrap();
     fs::copy(&client_key, host_dir.join("client.key")).unwrap();
     let root = tempfile::tempdir().unwrap();

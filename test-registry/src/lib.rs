@@ -1,7 +1,8 @@
 //! A private `docker-registry` (Debian's package of the CNCF distribution registry) for
 //! berth's tests and benchmarks: it listens on a free 127.0.0.1 port, stores in a directory
 //! of the caller's (or a temp dir it owns), optionally demands htpasswd basic auth, serves
-//! TLS and checks client certificates; it is stopped, by PID, when dropped.
+//! TLS and checks client certificates; it is stopped, by PID, when dropped. [`tls`] makes a
+//! test CA and the certificates it signs.
 //!
 //! ```no_run
 //! let registry = test_registry::RegistryConfig::temp().basic_auth("alice", "s3cret").start()?;
@@ -15,6 +16,8 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+pub mod tls;
 
 /// Where Debian's `docker-registry` package installs the binary.
 pub const DEFAULT_BINARY: &str = "/usr/bin/docker-registry";

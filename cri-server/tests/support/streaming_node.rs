@@ -1,11 +1,10 @@
 //! berthd in-process for the streaming tests, with a hook to change its config (TLS for the
 //! streaming server), and the helpers they share: exec URLs, process lookups by command line, a
-//! test CA made with openssl.
+//! test CA.
 
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +13,7 @@ use berth_cri::server;
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use test_registry::tls::TestCa;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -175,74 +175,12 @@ pub fn zombie_children() -> Vec<i32> {
         .collect()
 }
 
-/// A test CA and a server certificate for 127.0.0.1 signed by it (openssl). Returns
-/// (ca.pem, cert.pem, key.pem).
+/// A test CA and a server certificate for 127.0.0.1 signed by it (test-registry's, made with
+/// openssl). Returns (ca.pem, server.pem, server.key).
 pub fn test_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let p = |n: &str| dir.join(n);
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=berth streaming test CA",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    std::fs::write(
-        p("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
-    (p("ca.pem"), p("server.pem"), p("server.key"))
+    let ca = TestCa::new(dir).expect("make a test CA");
+    let server = ca
+        .server_cert("server", &["IP:127.0.0.1"])
+        .expect("make a server certificate");
+    (ca.cert, server.cert, server.key)
 }

@@ -10,6 +10,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use test_registry::tls::{CertKey, TestCa};
 use test_registry::RegistryConfig;
 
 pub fn is_root() -> bool {
@@ -45,22 +46,22 @@ impl Registry {
         Self::run(RegistryConfig::temp().basic_auth(user, password))
     }
 
-    /// A registry serving HTTPS with `certs`' server certificate, optionally with auth.
-    pub fn start_tls(certs: &TestCerts, auth: Option<(&str, &str)>) -> test_registry::Registry {
-        let config = RegistryConfig::temp().tls(&certs.server_cert, &certs.server_key);
+    /// A registry serving HTTPS with `server`'s certificate, optionally with auth.
+    pub fn start_tls(server: &CertKey, auth: Option<(&str, &str)>) -> test_registry::Registry {
+        let config = RegistryConfig::temp().tls(&server.cert, &server.key);
         Self::run(match auth {
             Some((user, password)) => config.basic_auth(user, password),
             None => config,
         })
     }
 
-    /// A registry serving HTTPS that demands a client certificate signed by `certs.ca`
+    /// A registry serving HTTPS that demands a client certificate signed by `ca`
     /// (docker-registry's `http.tls.clientcas`: mutual TLS).
-    pub fn start_mutual_tls(certs: &TestCerts) -> test_registry::Registry {
+    pub fn start_mutual_tls(server: &CertKey, ca: &TestCa) -> test_registry::Registry {
         Self::run(
             RegistryConfig::temp()
-                .tls(&certs.server_cert, &certs.server_key)
-                .client_ca(&certs.ca),
+                .tls(&server.cert, &server.key)
+                .client_ca(&ca.cert),
         )
     }
 
@@ -72,97 +73,14 @@ impl Registry {
     }
 }
 
-/// A test CA and a server certificate it signed for 127.0.0.1 (made with openssl).
-pub struct TestCerts {
-    pub ca: PathBuf,
-    pub server_cert: PathBuf,
-    pub server_key: PathBuf,
-}
-
-/// Writes a fresh CA and a server certificate for `IP:127.0.0.1` into `dir`.
-pub fn make_test_certs(dir: &Path) -> TestCerts {
-    let p = |n: &str| dir.join(n);
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    run(Command::new("openssl")
-        .args(["req", "-x509", "-days", "2", "-subj", "/CN=berth test CA"])
-        .args(ec)
-        .args(["-addext", "basicConstraints=critical,CA:TRUE"])
-        .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
-        .arg("-keyout")
-        .arg(p("ca.key"))
-        .arg("-out")
-        .arg(p("ca.pem")));
-    run(Command::new("openssl")
-        .args(["req", "-subj", "/CN=127.0.0.1"])
-        .args(ec)
-        .arg("-keyout")
-        .arg(p("server.key"))
-        .arg("-out")
-        .arg(p("server.csr")));
-    fs::write(
-        p("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run(Command::new("openssl")
-        .args(["x509", "-req", "-days", "2", "-set_serial", "2"])
-        .arg("-in")
-        .arg(p("server.csr"))
-        .arg("-CA")
-        .arg(p("ca.pem"))
-        .arg("-CAkey")
-        .arg(p("ca.key"))
-        .arg("-extfile")
-        .arg(p("ext.cnf"))
-        .arg("-out")
-        .arg(p("server.pem")));
-    TestCerts {
-        ca: p("ca.pem"),
-        server_cert: p("server.pem"),
-        server_key: p("server.key"),
-    }
-}
-
-/// A client certificate (`extendedKeyUsage=clientAuth`) signed by `certs`' CA: (cert, key).
-pub fn make_client_cert(dir: &Path, certs: &TestCerts) -> (PathBuf, PathBuf) {
-    let p = |n: &str| dir.join(n);
-    run(Command::new("openssl")
-        .args(["req", "-subj", "/CN=berth test client"])
-        .args([
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ])
-        .arg("-keyout")
-        .arg(p("client.key"))
-        .arg("-out")
-        .arg(p("client.csr")));
-    fs::write(
-        p("client-ext.cnf"),
-        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
-    )
-    .unwrap();
-    run(Command::new("openssl")
-        .args(["x509", "-req", "-days", "2", "-set_serial", "3"])
-        .arg("-in")
-        .arg(p("client.csr"))
-        .arg("-CA")
-        .arg(&certs.ca)
-        .arg("-CAkey")
-        .arg(certs.ca.with_file_name("ca.key"))
-        .arg("-extfile")
-        .arg(p("client-ext.cnf"))
-        .arg("-out")
-        .arg(p("client.pem")));
-    (p("client.pem"), p("client.key"))
+/// A fresh test CA in `dir` (test-registry's, made with openssl) and a server certificate it
+/// signed for `IP:127.0.0.1` (`server.pem`, `server.key`).
+pub fn make_test_certs(dir: &Path) -> (TestCa, CertKey) {
+    let ca = TestCa::new(dir).expect("make a test CA");
+    let server = ca
+        .server_cert("server", &["IP:127.0.0.1"])
+        .expect("make a server certificate");
+    (ca, server)
 }
 
 pub fn run(cmd: &mut Command) {
