@@ -7,13 +7,15 @@
 mod calls;
 #[path = "support/node.rs"]
 mod node;
+#[path = "support/pods.rs"]
+mod pods;
 mod support;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use calls::{pod_config, pull, remove_pod, Busybox, Rt};
+use calls::{pod_config, remove_pod, Rt};
 use k8s_cri::v1 as cri;
 use node::{Leftovers, Node};
 
@@ -160,12 +162,7 @@ async fn container_lifecycle_logs_exec_stop_oom_remove() {
     if !can_run("container_lifecycle_logs_exec_stop_oom_remove") {
         return;
     }
-    let fx = Busybox::push();
-    let dir = node::short_tempdir();
-    let guard = Leftovers::new(dir.path());
-    let node = Node::start(dir.path(), &[fx.host()]).await;
-    let mut rt = Rt::new(node.channel.clone());
-    let image_id = pull(&node.channel, &fx.image).await;
+    let (fx, dir, guard, node, mut rt, image_id) = calls::busybox_node().await;
     let logs = dir.path().join("logs");
     let pod_cfg = pod_config("lifecycle", &logs);
     let pod = run_pod(&mut rt, &pod_cfg, &guard).await;
@@ -500,12 +497,7 @@ async fn berthd_restart_readopts_containers() {
     if !can_run("berthd_restart_readopts_containers") {
         return;
     }
-    let fx = Busybox::push();
-    let dir = node::short_tempdir();
-    let guard = Leftovers::new(dir.path());
-    let node = Node::start(dir.path(), &[fx.host()]).await;
-    let mut rt = Rt::new(node.channel.clone());
-    pull(&node.channel, &fx.image).await;
+    let (fx, dir, guard, node, mut rt, _) = calls::busybox_node().await;
     let logs = dir.path().join("logs");
     let pod_cfg = pod_config("restart", &logs);
     let pod = run_pod(&mut rt, &pod_cfg, &guard).await;
@@ -587,12 +579,7 @@ async fn create_runs_the_runtime_from_berthds_sealed_copy() {
     if !can_run("create_runs_the_runtime_from_berthds_sealed_copy") {
         return;
     }
-    let fx = Busybox::push();
-    let dir = node::short_tempdir();
-    let guard = Leftovers::new(dir.path());
-    let node = Node::start(dir.path(), &[fx.host()]).await;
-    let mut rt = Rt::new(node.channel.clone());
-    pull(&node.channel, &fx.image).await;
+    let (fx, dir, guard, node, mut rt, _) = calls::busybox_node().await;
     let logs = dir.path().join("logs");
     let pod_cfg = pod_config("sealed", &logs);
     let pod = run_pod(&mut rt, &pod_cfg, &guard).await;

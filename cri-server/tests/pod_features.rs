@@ -13,7 +13,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use calls::{pull, run_container, run_pod, shell_container as container, Busybox};
+use calls::{run_container, run_pod, shell_container as container, Busybox};
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use node::Leftovers;
@@ -75,11 +75,7 @@ async fn metrics_statuses_and_events_of_a_networked_pod() {
         return;
     }
     let fx = Busybox::push();
-    let host = fx.host();
-    let pods = pods::Pods::start_with(11, |c| c.registry.insecure = vec![host]).await;
-    let guard = Leftovers::new(pods.dir.path());
-    let mut rt = pods.client().await;
-    pull(&pods.channel().await, &fx.image).await;
+    let (pods, guard, mut rt) = calls::pods_pulling(11, fx.host(), &[&fx.image]).await;
     let mut events = calls::events(&mut rt).await;
 
     let pod_config = pods::pod("metrics");
@@ -435,11 +431,7 @@ async fn image_volume_is_a_read_only_view_released_on_remove() {
         return;
     }
     let fx = Busybox::push();
-    let host = fx.host();
-    let pods = pods::Pods::start_with(13, |c| c.registry.insecure = vec![host]).await;
-    let guard = Leftovers::new(pods.dir.path());
-    let mut rt = pods.client().await;
-    pull(&pods.channel().await, &fx.image).await;
+    let (pods, guard, mut rt) = calls::pods_pulling(13, fx.host(), &[&fx.image]).await;
     let snapshots = || {
         std::fs::read_dir(pods.config.root.join("snapshots"))
             .map(|d| d.count())
@@ -549,11 +541,7 @@ async fn exits_are_seen_when_the_shim_records_them() {
     }
     let _alone = BURST.lock().await;
     let fx = Busybox::push();
-    let host = fx.host();
-    let pods = pods::Pods::start_with(16, |c| c.registry.insecure = vec![host]).await;
-    let guard = Leftovers::new(pods.dir.path());
-    let mut rt = pods.client().await;
-    pull(&pods.channel().await, &fx.image).await;
+    let (pods, guard, mut rt) = calls::pods_pulling(16, fx.host(), &[&fx.image]).await;
     let pod_config = pods::pod("exits");
     let pod = run_pod(&mut rt, &pod_config, "").await;
     guard.sandbox(&pod);
@@ -665,11 +653,8 @@ async fn fifty_pods_at_once() {
     let _burst = BURST.lock().await;
     const PODS: usize = 50;
     let fx = Busybox::push();
-    let host = fx.host();
-    let pods = pods::Pods::start_with(17, |c| c.registry.insecure = vec![host]).await;
-    let guard = std::sync::Arc::new(Leftovers::new(pods.dir.path()));
-    let rt = pods.client().await;
-    pull(&pods.channel().await, &fx.image).await;
+    let (pods, guard, rt) = calls::pods_pulling(17, fx.host(), &[&fx.image]).await;
+    let guard = std::sync::Arc::new(guard);
 
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..PODS {

@@ -18,7 +18,7 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use calls::{container_config, pod_config, pull, remove_pod, run_container, run_pod, Busybox};
+use calls::{container_config, pod_config, remove_pod, run_container, run_pod, Busybox};
 use futures_util::{SinkExt, StreamExt};
 use k8s_cri::v1 as cri;
 use node::{Leftovers, Node};
@@ -112,12 +112,7 @@ struct StreamPod {
 
 impl StreamPod {
     async fn start(name: &str, handler: &str) -> StreamPod {
-        let busybox = Busybox::push();
-        let dir = node::short_tempdir();
-        let guard = Leftovers::new(dir.path());
-        let node = Node::start(dir.path(), &[busybox.host()]).await;
-        let mut rt = calls::Rt::new(node.channel.clone());
-        pull(&node.channel, &busybox.image).await;
+        let (busybox, dir, guard, node, mut rt, _) = calls::busybox_node().await;
         let pod_cfg = pod_config(name, &dir.path().join("logs"));
         let pod = run_pod(&mut rt, &pod_cfg, handler).await;
         guard.sandbox(&pod);

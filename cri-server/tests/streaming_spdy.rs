@@ -16,6 +16,8 @@
 mod calls;
 #[path = "support/node.rs"]
 mod node;
+#[path = "support/pods.rs"]
+mod pods;
 #[allow(dead_code)]
 #[path = "../../streaming/tests/support/spdy_client.rs"]
 mod spdy_client;

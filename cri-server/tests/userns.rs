@@ -218,11 +218,7 @@ async fn userns_pod_sees_its_files_owned_by_its_root() {
     }
     let fx = fixture();
     let host = fx.registry.host.clone();
-    let pods = pods::Pods::start_with(21, |c| c.registry.insecure = vec![host]).await;
-    let guard = Leftovers::new(pods.dir.path());
-    let mut rt = pods.client().await;
-    pull(&pods.channel().await, &fx.image).await;
-    pull(&pods.channel().await, &fx.layered).await;
+    let (pods, guard, mut rt) = calls::pods_pulling(21, host, &[&fx.image, &fx.layered]).await;
 
     for (i, handler) in handlers(test).into_iter().enumerate() {
         let what = if handler.is_empty() { "berth" } else { handler };
@@ -468,10 +464,7 @@ async fn invalid_userns_mappings_are_refused_naming_the_field() {
     }
     let fx = fixture();
     let host = fx.registry.host.clone();
-    let pods = pods::Pods::start_with(22, |c| c.registry.insecure = vec![host]).await;
-    let guard = Leftovers::new(pods.dir.path());
-    let mut rt = pods.client().await;
-    pull(&pods.channel().await, &fx.image).await;
+    let (pods, guard, mut rt) = calls::pods_pulling(22, host, &[&fx.image]).await;
 
     let ok = vec![idmap(0, HOST_BASE, RANGE)];
     let cases: Vec<(&str, Vec<cri::IdMapping>, Vec<cri::IdMapping>, &str)> = vec![
@@ -844,10 +837,7 @@ async fn host_network_userns_pod_sees_the_hosts_sys() {
     }
     let fx = fixture();
     let host = fx.registry.host.clone();
-    let pods = pods::Pods::start_with(25, |c| c.registry.insecure = vec![host]).await;
-    let guard = Leftovers::new(pods.dir.path());
-    let mut rt = pods.client().await;
-    pull(&pods.channel().await, &fx.image).await;
+    let (pods, guard, mut rt) = calls::pods_pulling(25, host, &[&fx.image]).await;
     let host_iface = std::fs::read_to_string("/proc/net/route")
         .unwrap_or_default()
         .lines()

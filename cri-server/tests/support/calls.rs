@@ -1,7 +1,8 @@
 //! CRI calls the root tests share: pulling, running a pod and a container in it, reading a
 //! sandbox's verbose info, waiting for an event, tearing a pod down. Each panics naming the
 //! call that failed, so a test's failure says which step broke. Also the busybox image the
-//! tests run, pushed to a registry of the test's own.
+//! tests run, pushed to a registry of the test's own, and the starts the tests share (a
+//! registry, berthd, the image pulled).
 
 #![allow(dead_code)]
 
@@ -14,7 +15,8 @@ use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::Channel;
 
-use super::node;
+use super::node::{self, Leftovers, Node};
+use super::pods::Pods;
 use super::support::{push, Registry};
 
 pub type Rt = RuntimeServiceClient<Channel>;
@@ -46,6 +48,34 @@ impl Busybox {
     pub fn host(&self) -> String {
         self.registry.host.clone()
     }
+}
+
+/// The start most container tests share: the busybox image in a registry of the test's own,
+/// berthd (a [`Node`]) on a short temp dir allowed to pull from it over plain HTTP, a guard
+/// for what a failed test leaves, a client, and the image pulled. Bind as
+/// `(fx, dir, guard, node, rt, image_ref)`: bindings drop in reverse, so the guard cleans up
+/// before the temp dir goes.
+pub async fn busybox_node() -> (Busybox, tempfile::TempDir, Leftovers, Node, Rt, String) {
+    let fx = Busybox::push();
+    let dir = node::short_tempdir();
+    let guard = Leftovers::new(dir.path());
+    let node = Node::start(dir.path(), &[fx.host()]).await;
+    let rt = Rt::new(node.channel.clone());
+    let image_ref = pull(&node.channel, &fx.image).await;
+    (fx, dir, guard, node, rt, image_ref)
+}
+
+/// The start the pod tests share: [`Pods`] on test network `n` (its `TestNet`) that
+/// may pull from `registry` (`host:port`) over plain HTTP, a guard for what a failed test
+/// leaves, a client, and `images` pulled through the CRI. Bind as `(pods, guard, rt)`.
+pub async fn pods_pulling(n: u32, registry: String, images: &[&str]) -> (Pods, Leftovers, Rt) {
+    let pods = Pods::start_with(n, |c| c.registry.insecure = vec![registry]).await;
+    let guard = Leftovers::new(pods.dir.path());
+    let rt = pods.client().await;
+    for image in images {
+        pull(&pods.channel().await, image).await;
+    }
+    (pods, guard, rt)
 }
 
 /// Pulls `image` through the CRI; returns its image_ref.
