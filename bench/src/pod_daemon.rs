@@ -19,6 +19,8 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+use test_registry::containerd::CriConfig;
+
 use crate::pod_fixture::{Fixture, Proc};
 
 pub const RUNC: &str = "/usr/sbin/runc";
@@ -113,48 +115,19 @@ impl Daemon {
         let certs = dir.join("certs.d");
         fx.write_hosts_dir(&certs)?;
         let config = dir.join("config.toml");
-        fs::write(
-            &config,
-            format!(
-                r#"version = 2
-root = "{d}/root"
-state = "{d}/state"
-disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
-
-[grpc]
-  address = "{sock}"
-
-[ttrpc]
-  address = "{sock}.ttrpc"
-
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{pause}"
-  # CAP_SYS_RESOURCE is missing on these machines: oom_score_adj cannot go below ours.
-  restrict_oom_score_adj = true
-  disable_apparmor = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        BinaryName = "{runc}"
-        Root = "{d}/runc"
-        SystemdCgroup = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "{d}/net.d"
-    max_conf_num = 1
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "{certs}"
-"#,
-                d = dir.display(),
-                sock = d.sock.display(),
-                pause = fx.pause,
-                runc = RUNC,
-                certs = certs.display(),
-            ),
-        )?;
+        let toml = CriConfig {
+            dir,
+            socket: &d.sock,
+            sandbox_image: &fx.pause,
+            runc: Path::new(RUNC),
+            cni_bin: Path::new("/usr/lib/cni"),
+            certs_d: &certs,
+            // containerd's default, unlike the containerd_compare test's 1 s (which reads
+            // fresh stats): the benchmark measures containerd as a node runs it.
+            stats_collect_period: 10,
+        }
+        .toml();
+        fs::write(&config, toml)?;
         let child = Command::new(bin)
             .arg("--config")
             .arg(&config)

@@ -74,16 +74,9 @@ impl Fixture {
 
     /// Writes `<dir>/<host>/hosts.toml` marking the registry as plain HTTP.
     pub fn write_hosts_dir(&self, dir: &Path) -> Result<()> {
-        let h = dir.join(&self.host);
-        fs::create_dir_all(&h)?;
-        fs::write(
-            h.join("hosts.toml"),
-            format!(
-                "server = \"http://{0}\"\n\n[host.\"http://{0}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
-                self.host
-            ),
-        )?;
-        Ok(())
+        Ok(test_registry::containerd::write_plain_http_hosts(
+            dir, &self.host,
+        )?)
     }
 }
 

@@ -2,7 +2,7 @@
 //! berth's tests and benchmarks: it listens on a free 127.0.0.1 port, stores in a directory
 //! of the caller's (or a temp dir it owns), optionally demands htpasswd basic auth, serves
 //! TLS and checks client certificates; it is stopped, by PID, when dropped. [`tls`] makes a
-//! test CA and the certificates it signs.
+//! test CA and the certificates it signs; [`containerd`] configures a containerd beside berthd.
 //!
 //! ```no_run
 //! let registry = test_registry::RegistryConfig::temp().basic_auth("alice", "s3cret").start()?;
@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod containerd;
 pub mod tls;
 
 /// Where Debian's `docker-registry` package installs the binary.

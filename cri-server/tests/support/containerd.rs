@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use test_registry::containerd::{write_plain_http_hosts, CriConfig};
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -79,15 +80,7 @@ pub fn build_pause(work: &Path, berth_pause: &Path) -> PathBuf {
 
 /// A certs.d directory (containerd's hosts.toml layout) that marks `host` as plain HTTP.
 pub fn write_hosts_dir(dir: &Path, host: &str) {
-    let h = dir.join(host);
-    fs::create_dir_all(&h).unwrap();
-    fs::write(
-        h.join("hosts.toml"),
-        format!(
-            "server = \"http://{host}\"\n\n[host.\"http://{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
-        ),
-    )
-    .unwrap();
+    write_plain_http_hosts(dir, host).expect("write hosts.toml");
 }
 
 /// A bridge network for the CNI plugins in `bin` (`bridge`, `host-local`, `loopback`, or
@@ -186,53 +179,18 @@ impl Daemon {
         d.write_net("");
         let certs = dir.join("certs.d");
         write_hosts_dir(&certs, registry_host);
-        let config = format!(
-            r#"version = 2
-root = "{root}"
-state = "{state}"
-disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
-
-[grpc]
-  address = "{sock}"
-
-[ttrpc]
-  address = "{sock}.ttrpc"
-
-[debug]
-  level = "info"
-
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{sandbox_image}"
-  stats_collect_period = 1
-  # CAP_SYS_RESOURCE is missing on these machines: oom_score_adj cannot go below ours.
-  restrict_oom_score_adj = true
-  disable_apparmor = true
-  max_container_log_line_size = 16384
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        BinaryName = "{runc}"
-        Root = "{runc_root}"
-        SystemdCgroup = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{cni_bin}"
-    conf_dir = "{net_d}"
-    max_conf_num = 1
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "{certs}"
-"#,
-            root = dir.join("root").display(),
-            state = dir.join("state").display(),
-            sock = d.sock.display(),
-            runc = RUNC,
-            runc_root = dir.join("runc").display(),
-            cni_bin = CNI_BIN,
-            net_d = dir.join("net.d").display(),
-            certs = certs.display(),
-        );
+        let config = CriConfig {
+            dir,
+            socket: &d.sock,
+            sandbox_image,
+            runc: Path::new(RUNC),
+            cni_bin: Path::new(CNI_BIN),
+            certs_d: &certs,
+            // Fresh stats for the metrics the comparison reads (berth-bench keeps containerd's
+            // default 10 s: it measures containerd as a node runs it).
+            stats_collect_period: 1,
+        }
+        .toml();
         let config_path = dir.join("config.toml");
         fs::write(&config_path, config).unwrap();
         let child = Command::new(CONTAINERD)
