@@ -122,12 +122,24 @@ impl ContentStore {
         Ok(buf)
     }
 
-    /// Writes a whole blob, verified against `digest`.
+    /// Writes a whole blob, verified against `digest`. Another writer of the same blob (two
+    /// pulls of one image at once write the same manifest) is waited for, briefly: the blob is
+    /// small and the other writer's bytes are the same, verified the same way.
     pub fn write_blob(&self, digest: &Digest, data: &[u8]) -> Result<(), ContentError> {
-        if self.contains(digest) {
-            return Ok(());
-        }
-        let mut w = self.writer(digest, Some(data.len() as u64))?;
+        const BUSY_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+        const BUSY_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+        let began = std::time::Instant::now();
+        let mut w = loop {
+            if self.contains(digest) {
+                return Ok(());
+            }
+            match self.writer(digest, Some(data.len() as u64)) {
+                Err(ContentError::Busy(_)) if began.elapsed() < BUSY_LIMIT => {
+                    std::thread::sleep(BUSY_POLL)
+                }
+                other => break other?,
+            }
+        };
         w.restart()?;
         w.write_all(data).map_err(|e| w.unwrap_io(e))?;
         w.commit()
@@ -531,5 +543,21 @@ mod tests {
         assert_eq!(s.read_blob(&dg).unwrap(), b"cfg");
         let bad = s.write_blob(&Digest::sha256_of(b"a"), b"b").unwrap_err();
         assert!(bad.to_string().starts_with("blob sha256:ca978112"), "{bad}");
+    }
+
+    #[test]
+    fn write_blob_waits_for_another_writer_of_the_same_blob() {
+        let (_d, s) = store();
+        let data = b"manifest";
+        let dg = Digest::sha256_of(data);
+        let mut held = s.writer(&dg, Some(data.len() as u64)).unwrap();
+        std::thread::scope(|t| {
+            let waiter = t.spawn(|| s.write_blob(&dg, data));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            held.write_all(data).unwrap();
+            held.commit().unwrap();
+            waiter.join().unwrap().unwrap();
+        });
+        assert_eq!(s.read_blob(&dg).unwrap(), data);
     }
 }
