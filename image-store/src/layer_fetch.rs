@@ -301,9 +301,8 @@ pub(crate) async fn fetch_small_blob(
         }
         buf.extend_from_slice(&chunk);
     }
-    let mut w = content.writer(digest, Some(desc.size))?;
-    w.restart()?;
-    w.write_all(&buf).map_err(|e| w.unwrap_io(e))?;
-    w.commit()?;
+    // Verified against the digest; a concurrent pull of the same image writing it too is
+    // waited for (its bytes are the same).
+    content.write_blob(digest, &buf)?;
     Ok(buf)
 }

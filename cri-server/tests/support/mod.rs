@@ -206,7 +206,17 @@ pub async fn connect(path: &Path) -> Channel {
             .connect_with_connector(tower::service_fn(move |_: Uri| {
                 let path = path.clone();
                 async move {
-                    Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?))
+                    // The socket file appears at bind(2), a moment before listen(2): a
+                    // connect in between is refused (seen under load). Bounded by the
+                    // timeout around it.
+                    loop {
+                        match UnixStream::connect(&path).await {
+                            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                                tokio::time::sleep(Duration::from_millis(20)).await
+                            }
+                            other => return Ok::<_, std::io::Error>(TokioIo::new(other?)),
+                        }
+                    }
                 }
             })),
     )
