@@ -143,7 +143,7 @@ impl Drop for Undo<'_> {
     }
 }
 
-fn io_err(
+pub(super) fn io_err(
     id: &str,
     op: &'static str,
     path: &Path,

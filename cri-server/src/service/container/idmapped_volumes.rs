@@ -80,15 +80,7 @@ fn mount_one(
         uids: spec::id_mappings(&m.uid_mappings, "mounts.uidMappings").map_err(spec_err)?,
         gids: spec::id_mappings(&m.gid_mappings, "mounts.gidMappings").map_err(spec_err)?,
     };
-    let io = |op: &'static str, path: &Path| {
-        let (id, path) = (id.to_owned(), path.to_owned());
-        move |source| ContainerError::Io {
-            id,
-            op,
-            path,
-            source,
-        }
-    };
+    let io = |op: &'static str, path: &Path| super::create::io_err(id, op, path);
     let host = Path::new(&m.host_path);
     // As the spec does for any host path (containerd's rule): a missing one becomes a dir.
     if std::fs::symlink_metadata(host).is_err() {
