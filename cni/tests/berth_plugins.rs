@@ -189,6 +189,17 @@ fn bridge_net(t: &TestNet, bridge: &str, ipam: &str, lo: &str, gateway: bool) ->
     .unwrap()
 }
 
+/// [`bridge_net`] of berth's own bridge, host-local and loopback.
+fn berth_bridge_net(t: &TestNet, gateway: bool) -> NetworkConfigList {
+    bridge_net(
+        t,
+        "berth-cni-bridge",
+        "berth-cni-host-local",
+        "berth-cni-loopback",
+        gateway,
+    )
+}
+
 /// What must agree between berth's bridge result and the reference one (names and MACs differ).
 fn shape(r: &CniResult) -> serde_json::Value {
     serde_json::json!({
@@ -237,13 +248,7 @@ fn berth_bridge_connects_two_pods_like_the_reference_bridge() {
         return;
     }
     let mut ours_t = TestNet::new(22);
-    let ours_net = bridge_net(
-        &ours_t,
-        "berth-cni-bridge",
-        "berth-cni-host-local",
-        "berth-cni-loopback",
-        false,
-    );
+    let ours_net = berth_bridge_net(&ours_t, false);
     let ours = two_pods_scenario(&mut ours_t, &ours_net, berth_bin_dir());
     assert_eq!(ours.interfaces[0].name, ours_t.bridge);
     assert_eq!(ours.interfaces[2].name, "eth0");
@@ -263,13 +268,7 @@ fn berth_bridge_gateway_is_reachable_from_the_pod() {
         return;
     }
     let mut t = TestNet::new(23);
-    let net = bridge_net(
-        &t,
-        "berth-cni-bridge",
-        "berth-cni-host-local",
-        "berth-cni-loopback",
-        true,
-    );
+    let net = berth_bridge_net(&t, true);
     let c = CniClient::new(vec![berth_bin_dir()], t.cache_dir());
     let ns = t.make_netns("gw");
     let att = Attachment::new("pod-gw", ns.path(), "eth0").unwrap();
@@ -296,13 +295,7 @@ fn berth_bridge_runs_its_host_local_in_process_and_a_retried_add_replaces_the_ve
         return;
     }
     let mut t = TestNet::new(25);
-    let net = bridge_net(
-        &t,
-        "berth-cni-bridge",
-        "berth-cni-host-local",
-        "berth-cni-loopback",
-        true,
-    );
+    let net = berth_bridge_net(&t, true);
     let bins = tempfile::tempdir().unwrap();
     for plugin in ["berth-cni-bridge", "berth-cni-loopback"] {
         std::os::unix::fs::symlink(berth_bin_dir().join(plugin), bins.path().join(plugin)).unwrap();

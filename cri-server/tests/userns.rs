@@ -428,16 +428,7 @@ async fn userns_pod_sees_its_files_owned_by_its_root() {
             );
         }
 
-        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: pod.clone(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{what}: StopPodSandbox: {e}"));
-        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: pod.clone(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{what}: RemovePodSandbox: {e}"));
+        calls::remove_pod_for(&mut rt, &pod, what).await;
         let left = node::mounts_under(&pods.state());
         assert!(left.is_empty(), "{what}: still mounted: {left:?}");
         // The volume's files stay, with their host owners; the pod's namespaces are unpinned.
@@ -616,17 +607,7 @@ async fn crash_in_a_userns_create_container_leaves_no_mount() {
             "{point}: {left:?}"
         );
 
-        let berthd = Berthd::start(&pods, None);
-        let mut rt = pods.client().await;
-        let listed = rt
-            .list_containers(cri::ListContainersRequest { filter: None })
-            .await
-            .unwrap()
-            .into_inner()
-            .containers;
-        assert!(listed.is_empty(), "{point}: {listed:?}");
-        let left = node::mounts_under(&containers);
-        assert!(left.is_empty(), "{point}: still mounted {left:?}");
+        let (berthd, rt) = restart_swept(&pods, &containers, point).await;
         drop(rt);
         berthd.stop();
     }
@@ -710,18 +691,7 @@ async fn crash_with_volumes_idmapped_by_berthd_keeps_the_host_files() {
         "the volume berthd bound: {left:?}"
     );
 
-    let berthd = Berthd::start(&pods, None);
-    let mut rt = pods.client().await;
-    // Answered once berthd serves, i.e. has swept.
-    let listed = rt
-        .list_containers(cri::ListContainersRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
-    assert!(listed.is_empty(), "{listed:?}");
-    let left = node::mounts_under(&containers);
-    assert!(left.is_empty(), "still mounted after the sweep: {left:?}");
+    let (berthd, mut rt) = restart_swept(&pods, &containers, "idmapped volume").await;
     assert_eq!(
         std::fs::read(vol.join("keep")).unwrap(),
         b"x",
@@ -887,18 +857,29 @@ async fn host_network_userns_pod_sees_the_hosts_sys() {
             .contains("refused"),
             "{what}: /sys is read-only"
         );
-        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: pod.clone(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{what}: StopPodSandbox: {e}"));
-        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: pod.clone(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{what}: RemovePodSandbox: {e}"));
+        calls::remove_pod_for(&mut rt, &pod, what).await;
         let left = node::mounts_under(&pods.state());
         assert!(left.is_empty(), "{what}: still mounted: {left:?}");
     }
     drop(guard);
+}
+
+/// Starts berthd again after a crash in CreateContainer: once it answers (it has swept by
+/// then) it lists no container and nothing is left mounted under `containers`.
+async fn restart_swept(pods: &pods::Pods, containers: &Path, what: &str) -> (Berthd, Rt) {
+    let berthd = Berthd::start(pods, None);
+    let mut rt = pods.client().await;
+    let listed = rt
+        .list_containers(cri::ListContainersRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert!(listed.is_empty(), "{what}: {listed:?}");
+    let left = node::mounts_under(containers);
+    assert!(
+        left.is_empty(),
+        "{what}: still mounted after the sweep: {left:?}"
+    );
+    (berthd, rt)
 }

@@ -229,16 +229,21 @@ pub async fn run_container(
 
 /// StopPodSandbox + RemovePodSandbox.
 pub async fn remove_pod(rt: &mut Rt, pod: &str) {
+    remove_pod_for(rt, pod, pod).await
+}
+
+/// StopPodSandbox + RemovePodSandbox; a failure names `what` (the case: a handler, a pod).
+pub async fn remove_pod_for(rt: &mut Rt, pod: &str, what: &str) {
     rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
         pod_sandbox_id: pod.into(),
     })
     .await
-    .expect("StopPodSandbox");
+    .unwrap_or_else(|e| panic!("{what}: StopPodSandbox: {e}"));
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
         pod_sandbox_id: pod.into(),
     })
     .await
-    .expect("RemovePodSandbox");
+    .unwrap_or_else(|e| panic!("{what}: RemovePodSandbox: {e}"));
 }
 
 /// PodSandboxStatus (verbose): the status and berthd's verbose `info` (pid, image, spec…).
