@@ -1,9 +1,11 @@
 //! Which version of a file is on disk, from a `stat`: what tells berthd that a runtime
 //! handler's binary was upgraded (its sealed copy, its `features`) without re-reading it.
 
+use std::collections::HashMap;
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 /// What identifies one version of a file on disk: device, inode, size, mtime and ctime. ctime
 /// besides mtime: a rewrite that restores the old mtime (`cp -p`, `touch -r`) still moves
@@ -37,6 +39,44 @@ impl FileVersion {
     /// The file's size in bytes.
     pub fn size(&self) -> u64 {
         self.size
+    }
+}
+
+/// Values worked out from files (a runtime binary's sealed copy, its features), one per path,
+/// each kept with the version of the file it was worked out from: found again while the file
+/// stays at that version, to be worked out anew once it changed. The working out is the
+/// caller's, without the lock (it may take long); two callers racing on a new version both do
+/// it, and the last one stored stays.
+pub struct PerVersion<V> {
+    slots: Mutex<HashMap<PathBuf, (FileVersion, V)>>,
+}
+
+impl<V> Default for PerVersion<V> {
+    fn default() -> Self {
+        Self {
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<V: Clone> PerVersion<V> {
+    /// The value stored for `path` at version `now`; else `Err` with the value of an older
+    /// version, if there was one.
+    pub fn get(&self, path: &Path, now: FileVersion) -> Result<V, Option<V>> {
+        let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        match slots.get(path) {
+            Some((version, value)) if *version == now => Ok(value.clone()),
+            Some((_, value)) => Err(Some(value.clone())),
+            None => Err(None),
+        }
+    }
+
+    /// Stores `value` as worked out from version `version` of `path`.
+    pub fn put(&self, path: &Path, version: FileVersion, value: V) {
+        self.slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(path.to_owned(), (version, value));
     }
 }
 

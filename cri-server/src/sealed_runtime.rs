@@ -18,7 +18,6 @@
 //! inode, size, mtime and ctime): an upgraded binary gets a new copy. If a copy cannot be made,
 //! the runtime runs from its path as before (and seals itself).
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -26,13 +25,13 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use berth_runtime::process::sealed_exe;
 use berth_runtime::RuntimeError;
 
-use crate::file_version::FileVersion;
+use crate::file_version::{FileVersion, PerVersion};
 
 const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
 
@@ -103,17 +102,10 @@ impl SealedRuntime {
     }
 }
 
-/// What the cache knows of one binary path.
-enum Slot {
-    Sealed(Arc<SealedRuntime>),
-    /// Not an ELF file (in this version): no copy.
-    NotElf(FileVersion),
-}
-
-/// The sealed copies by binary path.
+/// The sealed copies by binary path (None: not an ELF file, in that version: no copy).
 #[derive(Default)]
 pub struct SealedRuntimes {
-    slots: Mutex<HashMap<PathBuf, Slot>>,
+    slots: PerVersion<Option<Arc<SealedRuntime>>>,
 }
 
 impl SealedRuntimes {
@@ -129,19 +121,14 @@ impl SealedRuntimes {
             source,
         })?;
         let now = FileVersion::of(&meta);
-        let previous = {
-            let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-            match slots.get(binary) {
-                Some(Slot::Sealed(copy)) if copy.key == now => return Ok(Some(copy.clone())),
-                Some(Slot::NotElf(key)) if *key == now => return Ok(None),
-                Some(_) => true,
-                None => false,
-            }
+        let previous = match self.slots.get(binary, now) {
+            Ok(copy) => return Ok(copy),
+            Err(previous) => previous.is_some(),
         };
         // Copied without the lock: two callers racing on a new binary make two copies, and
         // the second one stays.
         let started = Instant::now();
-        let slot = match seal(binary)? {
+        let (version, answer) = match seal(binary)? {
             Some(copy) => {
                 tracing::info!(
                     runtime = %binary.display(),
@@ -151,21 +138,14 @@ impl SealedRuntimes {
                     micros = started.elapsed().as_micros() as u64,
                     "sealed a copy of the runtime binary"
                 );
-                Slot::Sealed(Arc::new(copy))
+                (copy.key, Some(Arc::new(copy)))
             }
             None => {
                 tracing::debug!(runtime = %binary.display(), "not an ELF binary: no sealed copy");
-                Slot::NotElf(now)
+                (now, None)
             }
         };
-        let answer = match &slot {
-            Slot::Sealed(copy) => Some(copy.clone()),
-            Slot::NotElf(_) => None,
-        };
-        self.slots
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(binary.to_owned(), slot);
+        self.slots.put(binary, version, answer.clone());
         Ok(answer)
     }
 }

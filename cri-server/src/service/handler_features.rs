@@ -12,13 +12,11 @@
 //! The answers are cached per binary path and checked at each lookup against a `stat` of the
 //! binary ([`FileVersion`]): an upgraded runtime is probed again, without restarting berthd.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::file_version::FileVersion;
+use crate::file_version::{FileVersion, PerVersion};
 
 /// Time limit of one probe (`features` or `--version`).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,7 +42,7 @@ impl Features {
 /// asked.
 #[derive(Default)]
 pub struct HandlerFeatures {
-    probed: Mutex<HashMap<PathBuf, (FileVersion, Features)>>,
+    probed: PerVersion<Features>,
 }
 
 impl HandlerFeatures {
@@ -59,23 +57,16 @@ impl HandlerFeatures {
         let Ok(now) = FileVersion::stat(path) else {
             return Features::default();
         };
-        let previous = {
-            let probed = self.probed.lock().unwrap_or_else(PoisonError::into_inner);
-            match probed.get(path) {
-                Some((version, features)) if *version == now => return *features,
-                Some((_, features)) => Some(*features),
-                None => None,
-            }
+        let previous = match self.probed.get(path, now) {
+            Ok(features) => return features,
+            Err(previous) => previous,
         };
         // Probed without the lock: a probe may take seconds; two racing callers both probe.
         let features = probe(path);
         // Changed while it was probed: the answer is for one of the two versions, so it is
         // not cached (the next lookup probes again).
         if FileVersion::stat(path).is_ok_and(|v| v == now) {
-            self.probed
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(path.to_owned(), (now, features));
+            self.probed.put(path, now, features);
         }
         tracing::info!(
             runtime = %path.display(),
@@ -159,6 +150,7 @@ fn output(path: &Path, arg: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     #[test]
     fn features_tell_user_namespaces_and_idmap() {
