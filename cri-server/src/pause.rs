@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
+use crate::file_version::FileVersion;
+
 /// The binary's name next to berthd.
 pub const PAUSE_BINARY: &str = "berth-pause";
 /// How the built-in pause image is named (statuses, metrics).
@@ -69,13 +71,25 @@ pub fn ensure(root: &Path, dirs: &[PathBuf]) -> Result<PauseRootfs, PauseError> 
         }
     }
     let target = rootfs.join(PAUSE_IN_ROOTFS);
-    let wanted = fs::read(&source).map_err(io_err("read", &source))?;
     // One installer at a time, the others then find it installed: a binary written while
     // another thread forks stays open for writing in that child until it execs, and a pause
     // exec'd from it meanwhile fails with ETXTBSY (seen as pauses exiting 127 when 50 pods
     // started at once and each installed its own copy). berthd installs it once at start.
-    static INSTALL: Mutex<()> = Mutex::new(());
-    let _one = INSTALL.lock().unwrap_or_else(PoisonError::into_inner);
+    // Held with the lock: the versions of the source and the installed binary last found
+    // equal, so that while neither changed a RunPodSandbox does not read both (about 1 MB
+    // each) and compare them again.
+    static INSTALLED: Mutex<Option<(FileVersion, FileVersion)>> = Mutex::new(None);
+    let mut installed = INSTALLED.lock().unwrap_or_else(PoisonError::into_inner);
+    let versions = || {
+        Some((
+            FileVersion::stat(&source).ok()?,
+            FileVersion::stat(&target).ok()?,
+        ))
+    };
+    if installed.is_some() && *installed == versions() {
+        return Ok(pause_rootfs(rootfs));
+    }
+    let wanted = fs::read(&source).map_err(io_err("read", &source))?;
     if fs::read(&target).ok().as_deref() != Some(&wanted[..]) {
         // One temporary name per call (berthds sharing a root, tests running several in one
         // process): each renames its own whole copy into place.
@@ -94,10 +108,15 @@ pub fn ensure(root: &Path, dirs: &[PathBuf]) -> Result<PauseRootfs, PauseError> 
         }
         tracing::info!(from = %source.display(), rootfs = %rootfs.display(), "built-in pause image installed");
     }
-    Ok(PauseRootfs {
+    *installed = versions();
+    Ok(pause_rootfs(rootfs))
+}
+
+fn pause_rootfs(rootfs: PathBuf) -> PauseRootfs {
+    PauseRootfs {
         rootfs,
         args: vec![format!("/{PAUSE_IN_ROOTFS}")],
-    })
+    }
 }
 
 #[cfg(test)]
