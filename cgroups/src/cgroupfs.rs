@@ -119,6 +119,33 @@ impl FlatKeyed {
     }
 }
 
+/// The pids in `dir`'s own cgroup.procs (not its children's), sorted; none if the file is
+/// absent.
+pub(crate) fn procs(dir: &Path) -> Result<Vec<i32>, CgroupError> {
+    let path = dir.join("cgroup.procs");
+    let mut out = match fs::read_to_string(&path) {
+        Ok(content) => parse_procs(&path, &content)?,
+        Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
+        Err(source) => return Err(CgroupError::Read { path, source }),
+    };
+    out.sort_unstable();
+    Ok(out)
+}
+
+fn parse_procs(path: &Path, content: &str) -> Result<Vec<i32>, CgroupError> {
+    content
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            line.trim().parse::<i32>().map_err(|_| CgroupError::Parse {
+                path: path.to_owned(),
+                content: line.to_owned(),
+                reason: "expected a pid",
+            })
+        })
+        .collect()
+}
+
 /// Lists the pids in `dir/cgroup.procs` of `dir` and of every cgroup below it.
 pub(crate) fn procs_recursive(dir: &Path) -> Result<Vec<i32>, CgroupError> {
     let mut out = Vec::new();
@@ -131,14 +158,7 @@ pub(crate) fn procs_recursive(dir: &Path) -> Result<Vec<i32>, CgroupError> {
             Err(e) if e.kind() == ErrorKind::NotFound && d != dir => continue,
             Err(source) => return Err(CgroupError::Read { path, source }),
         };
-        for line in content.lines().filter(|l| !l.is_empty()) {
-            let pid = line.trim().parse::<i32>().map_err(|_| CgroupError::Parse {
-                path: path.clone(),
-                content: line.to_owned(),
-                reason: "expected a pid",
-            })?;
-            out.push(pid);
-        }
+        out.extend(parse_procs(&path, &content)?);
         if let Ok(rd) = fs::read_dir(&d) {
             for entry in rd.flatten() {
                 if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {

@@ -16,6 +16,9 @@ pub struct Stats {
     pub hugetlb: Vec<HugetlbStats>,
     /// Block I/O, one entry per device with traffic.
     pub blkio: Vec<BlkioDeviceStats>,
+    /// The processes (thread-group leaders) in this cgroup itself, not in its children: its
+    /// `cgroup.procs` (v1: of the cpu hierarchy, as cAdvisor reads it). Sorted.
+    pub procs: Vec<i32>,
 }
 
 /// CPU usage.
@@ -62,6 +65,16 @@ pub struct MemoryStats {
     pub swap_limit: Option<u64>,
     /// Processes killed by the OOM killer in this cgroup.
     pub oom_kill_count: u64,
+    /// Times usage hit the limit (v1 memory.failcnt, v2 the "max" count of memory.events).
+    pub failcnt: u64,
+    /// Kernel memory in bytes (v1 memory.kmem.usage_in_bytes; v2 memory.stat "kernel", or on
+    /// kernels before 5.18 the sum of its parts).
+    pub kernel_usage: u64,
+    /// File-backed memory mapped into processes (v1 total_mapped_file, v2 file_mapped).
+    pub mapped_file: u64,
+    /// The reservation (v1 memory.soft_limit_in_bytes, v2 memory.min, as cAdvisor reads it);
+    /// `None` means unlimited or not supported.
+    pub reservation: Option<u64>,
 }
 
 /// Number of processes.

@@ -418,8 +418,16 @@ fn stats_from_files() {
     w(
         "memory",
         "memory.stat",
-        "cache 1\nrss 2\ntotal_cache 4096\ntotal_rss 8192\ntotal_inactive_file 1048576\ntotal_pgfault 9\ntotal_pgmajfault 3\n",
+        "cache 1\nrss 2\nmapped_file 5\ntotal_cache 4096\ntotal_rss 8192\ntotal_mapped_file 2048\ntotal_inactive_file 1048576\ntotal_pgfault 9\ntotal_pgmajfault 3\n",
     );
+    w("memory", "memory.failcnt", "6\n");
+    w("memory", "memory.kmem.usage_in_bytes", "65536\n");
+    w(
+        "memory",
+        "memory.soft_limit_in_bytes",
+        "9223372036854771712\n",
+    );
+    w("cpu", "cgroup.procs", "42\n7\n");
     w(
         "memory",
         "memory.oom_control",
@@ -463,6 +471,12 @@ fn stats_from_files() {
     assert_eq!(s.memory.swap_usage, 8400000 - 8388608);
     assert_eq!(s.memory.oom_kill_count, 2);
     assert_eq!(m.oom_kill_count().unwrap(), 2);
+    assert_eq!(s.memory.failcnt, 6);
+    assert_eq!(s.memory.kernel_usage, 65536);
+    assert_eq!(s.memory.mapped_file, 2048);
+    assert_eq!(s.memory.reservation, None);
+    assert_eq!(s.memory.swap_limit, None);
+    assert_eq!(s.procs, vec![7, 42]);
     assert_eq!((s.pids.current, s.pids.limit), (4, None));
     assert_eq!((s.blkio_read_bytes(), s.blkio_write_bytes()), (512, 1024));
     assert_eq!((s.blkio[0].read_ios, s.blkio[0].write_ios), (1, 2));

@@ -145,6 +145,11 @@ pub(super) fn stats(dir: &Path) -> Result<MemoryStats, CgroupError> {
         swap_usage: memsw_usage.map_or(0, |sw| sw.saturating_sub(usage)),
         swap_limit: cgroupfs::read_u64_opt(dir, MEMSW_LIMIT)?.and_then(limit_or_none),
         oom_kill_count: oom_kill_count(dir)?,
+        failcnt: cgroupfs::read_u64_opt(dir, "memory.failcnt")?.unwrap_or(0),
+        kernel_usage: cgroupfs::read_u64_opt(dir, "memory.kmem.usage_in_bytes")?.unwrap_or(0),
+        mapped_file: get("mapped_file"),
+        reservation: cgroupfs::read_u64_opt(dir, "memory.soft_limit_in_bytes")?
+            .and_then(limit_or_none),
     })
 }
 

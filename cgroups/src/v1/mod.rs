@@ -283,6 +283,12 @@ impl CgroupManager for V1Manager {
         if let Some(dir) = self.controller_dir("blkio") {
             s.blkio = blkio::stats(dir)?;
         }
+        if let Some(dir) = ["cpu", "cpuacct", "pids", "memory"]
+            .iter()
+            .find_map(|c| self.controller_dir(c))
+        {
+            s.procs = cgroupfs::procs(dir)?;
+        }
         match (self.controller_dir("hugetlb"), &self.unified) {
             (Some(dir), _) => s.hugetlb = hugetlb::stats(dir)?,
             (None, Some(u)) => s.hugetlb = crate::v2::resources::hugetlb_stats(&u.dir)?,

@@ -90,8 +90,10 @@ fn stats_and_oom_from_files() {
     w("memory.max", "max\n");
     w(
         "memory.stat",
-        "anon 4096\nfile 8192\ninactive_file 1048576\npgfault 7\npgmajfault 1\n",
+        "anon 4096\nfile 8192\nkernel_stack 16384\npagetables 4096\nslab 8192\nfile_mapped 1024\ninactive_file 1048576\npgfault 7\npgmajfault 1\n",
     );
+    w("memory.min", "65536\n");
+    w("cgroup.procs", "9\n3\n");
     w("memory.swap.current", "0\n");
     w("memory.swap.max", "1048576\n");
     w("memory.events", "low 0\nhigh 0\nmax 4\noom 2\noom_kill 1\n");
@@ -116,6 +118,12 @@ fn stats_and_oom_from_files() {
     assert_eq!((s.memory.pgfault, s.memory.pgmajfault), (7, 1));
     assert_eq!(s.memory.swap_limit, Some(1048576));
     assert_eq!(s.memory.oom_kill_count, 1);
+    assert_eq!(s.memory.failcnt, 4);
+    // No "kernel" line (kernels before 5.18): the sum of its parts.
+    assert_eq!(s.memory.kernel_usage, 16384 + 4096 + 8192);
+    assert_eq!(s.memory.mapped_file, 1024);
+    assert_eq!(s.memory.reservation, Some(65536));
+    assert_eq!(s.procs, vec![3, 9]);
     assert_eq!(s.pids.current, 3);
     assert_eq!(s.pids.limit, Some(100));
     let huge: Vec<_> = s
@@ -128,6 +136,8 @@ fn stats_and_oom_from_files() {
     assert_eq!(s.blkio_write_bytes(), 200);
     assert_eq!((s.blkio[0].read_ios, s.blkio[0].write_ios), (1, 2));
     assert_eq!(m.oom_kill_count().unwrap(), 1);
+    w("memory.stat", "kernel 123456\nkernel_stack 16384\n");
+    assert_eq!(m.stats().unwrap().memory.kernel_usage, 123456);
     fs::remove_file(dir.join("memory.events")).unwrap();
     assert!(matches!(
         m.oom_kill_count(),

@@ -7,6 +7,9 @@ use crate::cgroupfs::{self, FlatKeyed};
 use crate::stats::{blkio_device, limit_or_none, parse_dev, BlkioDeviceStats, PidsStats, Stats};
 use crate::CgroupError;
 
+/// What memory.stat's "kernel" (kernel 5.18+) sums, for older kernels.
+const KERNEL_PARTS: [&str; 5] = ["kernel_stack", "pagetables", "percpu", "vmalloc", "slab"];
+
 /// All statistics of the cgroup in `dir`.
 pub(super) fn read(dir: &Path) -> Result<Stats, CgroupError> {
     let mut s = Stats::default();
@@ -33,7 +36,14 @@ pub(super) fn read(dir: &Path) -> Result<Stats, CgroupError> {
         m.pgmajfault = stat.get_or_zero("pgmajfault");
         m.swap_usage = cgroupfs::read_u64_opt(dir, "memory.swap.current")?.unwrap_or(0);
         m.swap_limit = cgroupfs::read_u64_opt(dir, "memory.swap.max")?.and_then(limit_or_none);
-        m.oom_kill_count = FlatKeyed::read(dir, "memory.events")?.get_or_zero("oom_kill");
+        let events = FlatKeyed::read(dir, "memory.events")?;
+        m.oom_kill_count = events.get_or_zero("oom_kill");
+        m.failcnt = events.get_or_zero("max");
+        m.kernel_usage = stat
+            .get("kernel")
+            .unwrap_or_else(|| KERNEL_PARTS.iter().map(|k| stat.get_or_zero(k)).sum());
+        m.mapped_file = stat.get_or_zero("file_mapped");
+        m.reservation = cgroupfs::read_u64_opt(dir, "memory.min")?.and_then(limit_or_none);
     }
 
     if let Some(current) = cgroupfs::read_u64_opt(dir, "pids.current")? {
@@ -44,6 +54,7 @@ pub(super) fn read(dir: &Path) -> Result<Stats, CgroupError> {
     }
 
     s.hugetlb = super::resources::hugetlb_stats(dir)?;
+    s.procs = cgroupfs::procs(dir)?;
     if let Some(io) = cgroupfs::read_opt(dir, "io.stat")? {
         s.blkio = parse_io_stat(&io);
     }
