@@ -86,9 +86,13 @@ impl ImageStore {
         if rec.pinned && !force {
             return Err(RemoveError::Pinned(name_or_id.to_owned()));
         }
+        // Another removal may have deleted it since it was read: that is not found either.
         self.metadata()
             .delete_image(&rec.manifest_digest)
-            .map_err(meta)
+            .map_err(|e| match e {
+                MetadataError::ImageNotFound(_) => RemoveError::NotFound(name_or_id.to_owned()),
+                e => meta(e),
+            })
     }
 
     /// Pins or unpins an image.

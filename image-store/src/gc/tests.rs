@@ -166,3 +166,30 @@ fn one_failed_removal_does_not_block_the_rest() {
     let store = ImageStore::open(StoreConfig::new(dir.path())).unwrap();
     assert_eq!(fs::read_dir(store.snapshots().root()).unwrap().count(), 0);
 }
+
+#[test]
+fn removals_racing_each_other_both_find_it_gone_or_remove_it() {
+    // Two RemoveImage calls for one image at once (critest -benchmark): whichever loses the
+    // race finds it not found (which the CRI treats as success), never a metadata error.
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(ImageStore::open(StoreConfig::new(dir.path())).unwrap());
+    for round in 0..20 {
+        let name = format!("r/race:{round}");
+        fake_image(&store, &name, &[b"base"]);
+        let racers: Vec<_> = (0..4)
+            .map(|_| {
+                let (store, name) = (store.clone(), name.clone());
+                std::thread::spawn(move || store.remove_image(&name, false))
+            })
+            .collect();
+        let mut removed = 0;
+        for r in racers {
+            match r.join().unwrap() {
+                Ok(_) => removed += 1,
+                Err(RemoveError::NotFound(_)) => {}
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        assert_eq!(removed, 1, "round {round}");
+    }
+}
