@@ -499,12 +499,24 @@ fn join_lowers(lowers: &[PathBuf]) -> String {
 }
 
 /// Allocated bytes and inodes under `dir`, hardlinks counted once, symlinks not followed.
+/// What disappears during the walk (a snapshot the GC removes meanwhile) is not counted, and
+/// a `dir` that does not exist (yet) uses nothing.
 pub fn disk_usage(dir: &Path) -> io::Result<Usage> {
+    /// Gone since it was listed: not counted, not an error.
+    fn gone<T>(r: io::Result<T>) -> io::Result<Option<T>> {
+        match r {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
     let mut seen = HashSet::new();
     let mut usage = Usage::default();
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
-        let m = fs::symlink_metadata(&d)?;
+        let Some(m) = gone(fs::symlink_metadata(&d))? else {
+            continue;
+        };
         if seen.insert((m.dev(), m.ino())) {
             usage.bytes += m.blocks() * 512;
             usage.inodes += 1;
@@ -512,9 +524,16 @@ pub fn disk_usage(dir: &Path) -> io::Result<Usage> {
         if !m.is_dir() {
             continue;
         }
-        for entry in fs::read_dir(&d)? {
-            let entry = entry?;
-            let m = entry.metadata()?;
+        let Some(entries) = gone(fs::read_dir(&d))? else {
+            continue;
+        };
+        for entry in entries {
+            let Some(entry) = gone(entry)? else {
+                continue;
+            };
+            let Some(m) = gone(entry.metadata())? else {
+                continue;
+            };
             if m.is_dir() {
                 stack.push(entry.path());
             } else if seen.insert((m.dev(), m.ino())) {

@@ -126,6 +126,40 @@ fn usage_counts_bytes_and_inodes() {
     assert!(total.inodes >= u.inodes + 3);
 }
 
+#[test]
+fn usage_of_a_missing_dir_is_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let u = disk_usage(&dir.path().join("snapshots")).unwrap();
+    assert_eq!((u.bytes, u.inodes), (0, 0));
+}
+
+#[test]
+fn usage_tolerates_snapshots_removed_while_it_walks() {
+    // The image GC removes snapshots while ImageFsInfo walks them ("measure …: No such file or
+    // directory" answered Internal): what vanishes mid-walk is simply not counted.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_owned();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let (root, stop) = (root.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 200_000 {
+                let d = root.join(format!("s{}", n % 16)).join("fs/a/b");
+                let _ = fs::create_dir_all(&d);
+                let _ = fs::write(d.join("f"), b"x");
+                let _ = fs::remove_dir_all(root.join(format!("s{}", (n + 8) % 16)));
+                n += 1;
+            }
+        })
+    };
+    for _ in 0..300 {
+        disk_usage(&root).unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    churn.join().unwrap();
+}
+
 /// Unmounts on drop, so a failing assertion does not leave the mount behind.
 struct MountGuard(PathBuf);
 
