@@ -142,6 +142,48 @@ impl RegistryHost {
     }
 }
 
+/// The servers to try for `registry` when nothing configures it: its default server, except
+/// for a registry on this machine (`localhost`, a loopback address) on a port other than 443
+/// (or 80): HTTPS without certificate checks first, then plain HTTP, as containerd and docker
+/// do for loopback registries (a local registry seldom has a certificate).
+fn default_servers(registry: &str, plain_http: bool) -> Vec<RegistryHost> {
+    let server = RegistryHost::default_server(registry, plain_http);
+    if plain_http || !is_loopback(registry) {
+        return vec![server];
+    }
+    match registry_port(registry) {
+        None | Some("443") => vec![server],
+        Some("80") => vec![RegistryHost::default_server(registry, true)],
+        Some(_) => vec![
+            RegistryHost {
+                skip_verify: true,
+                ..server
+            },
+            RegistryHost::default_server(registry, true),
+        ],
+    }
+}
+
+/// The port of `host[:port]` (`[v6]:port` too).
+fn registry_port(registry: &str) -> Option<&str> {
+    match registry.strip_prefix('[') {
+        Some(v6) => v6.split_once("]:").map(|(_, port)| port),
+        None => registry.rsplit_once(':').map(|(_, port)| port),
+    }
+}
+
+/// Whether `host[:port]` names this machine: `localhost` or a loopback address.
+fn is_loopback(registry: &str) -> bool {
+    let host = match registry.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => registry.rsplit_once(':').map_or(registry, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The folder names containerd looks up for `registry`, in order.
 fn host_dirs(root: &Path, registry: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -162,7 +204,7 @@ pub fn resolve_hosts(
     plain_http: bool,
 ) -> Result<Vec<RegistryHost>, HostsError> {
     let Some(root) = config_path else {
-        return Ok(vec![RegistryHost::default_server(registry, plain_http)]);
+        return Ok(default_servers(registry, plain_http));
     };
     for dir in host_dirs(root, registry) {
         if !dir.is_dir() {
@@ -182,7 +224,7 @@ pub fn resolve_hosts(
         debug!(registry, dir = %dir.display(), hosts = hosts.len(), "registry hosts configured");
         return Ok(hosts);
     }
-    Ok(vec![RegistryHost::default_server(registry, plain_http)])
+    Ok(default_servers(registry, plain_http))
 }
 
 /// The server with the `*.crt` and `*.cert`/`*.key` files of `dir`.

@@ -166,10 +166,20 @@ fn tls_registry_with_test_ca_and_htpasswd() {
     };
     let certs_d = work.path().join("certs.d");
 
-    // No CA configured: the system roots do not know the test CA.
+    // The server named in hosts.toml with no CA: the system roots do not know the test CA.
+    // (With no hosts.toml at all, a registry on a loopback address is tried over HTTPS
+    // without verification, then plain HTTP, as containerd does: checked below.)
+    let no_ca_d = work.path().join("no-ca.d");
+    hosts_toml(
+        &no_ca_d,
+        &reg.host,
+        &format!("server = \"https://{}\"\n", reg.host),
+    );
     let root = tempfile::tempdir().unwrap();
-    let err =
-        pull(root.path(), &reference, basic.clone(), |_| {}).expect_err("an unknown CA must fail");
+    let err = pull(root.path(), &reference, basic.clone(), |c| {
+        c.registry.config_path = Some(no_ca_d.clone())
+    })
+    .expect_err("an unknown CA must fail");
     eprintln!("unknown CA: {err}");
     assert!(
         err.starts_with(&format!("pull {reference}: manifest")),
@@ -187,6 +197,12 @@ fn tls_registry_with_test_ca_and_htpasswd() {
             || fs::read_dir(root.path().join("content/blobs/sha256")).map_or(0, |d| d.count()) == 0,
         "nothing stored"
     );
+
+    // Nothing configured: a loopback registry's certificate is not checked (containerd's
+    // localhost rule).
+    let root = tempfile::tempdir().unwrap();
+    pull(root.path(), &reference, basic.clone(), |_| {})
+        .expect("a loopback registry over HTTPS, unverified, with no hosts.toml");
 
     // `ca` in hosts.toml (relative to the host's folder) makes it work.
     let host_dir = certs_d.join(&reg.host);
@@ -446,4 +462,29 @@ fn base64_encode(b: &[u8]) -> String {
         }
     }
     out
+}
+
+#[test]
+fn loopback_registry_without_hosts_toml_falls_back_to_plain_http() {
+    // critest's fixture registry on 127.0.0.1:5000, `docker run registry:2`: no hosts.toml, not
+    // listed insecure. containerd and docker try HTTPS, then plain HTTP for loopback
+    // registries; berth tried HTTPS only and every pull failed.
+    if !runnable("loopback_registry_without_hosts_toml_falls_back_to_plain_http") {
+        return;
+    }
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let layout = build_fixture(work.path());
+    push(&layout, "app", &format!("{}/app:1", reg.host), &[]);
+    for host in [reg.host.clone(), reg.host.replace("127.0.0.1", "localhost")] {
+        let root = tempfile::tempdir().unwrap();
+        let image = pull(
+            root.path(),
+            &format!("{host}/app:1"),
+            Credentials::Anonymous,
+            |_| {},
+        )
+        .unwrap_or_else(|e| panic!("pull from {host} with no configuration: {e}"));
+        assert_eq!(image.layers.len(), 3);
+    }
 }

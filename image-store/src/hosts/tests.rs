@@ -147,3 +147,65 @@ fn folders_are_looked_up_like_containerd() {
     let h = resolve_hosts(Some(root.path()), "r.example:5000", false).unwrap();
     assert_eq!(h[0].url(), "https://elsewhere");
 }
+
+#[test]
+fn loopback_registries_try_https_then_plain_http() {
+    // A registry on this machine with no hosts.toml (critest's fixtures, `docker run registry`):
+    // containerd and docker fall back to plain HTTP; HTTPS alone failed every pull.
+    for registry in [
+        "127.0.0.1:5000",
+        "localhost:5000",
+        "[::1]:5000",
+        "127.0.0.2:8080",
+    ] {
+        let h = resolve_hosts(None, registry, false).unwrap();
+        let urls: Vec<_> = h.iter().map(|h| (h.url(), h.skip_verify)).collect();
+        assert_eq!(
+            urls,
+            [
+                (format!("https://{registry}"), true),
+                (format!("http://{registry}"), false)
+            ],
+            "{registry}"
+        );
+        assert!(h.iter().all(|h| !h.mirror));
+    }
+    // Port 443 (or none) is HTTPS only, port 80 plain HTTP; other hosts HTTPS, verified.
+    let one = |r: &str| {
+        resolve_hosts(None, r, false)
+            .unwrap()
+            .iter()
+            .map(|h| (h.url(), h.skip_verify))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(one("localhost"), [("https://localhost".to_owned(), false)]);
+    assert_eq!(
+        one("127.0.0.1:443"),
+        [("https://127.0.0.1:443".to_owned(), false)]
+    );
+    assert_eq!(
+        one("127.0.0.1:80"),
+        [("http://127.0.0.1:80".to_owned(), false)]
+    );
+    assert_eq!(
+        one("10.0.0.1:5000"),
+        [("https://10.0.0.1:5000".to_owned(), false)]
+    );
+    assert_eq!(
+        one("localhost.example.com:5000"),
+        [("https://localhost.example.com:5000".to_owned(), false)]
+    );
+    // Listed insecure: plain HTTP only.
+    assert_eq!(
+        resolve_hosts(None, "127.0.0.1:5000", true).unwrap()[0].url(),
+        "http://127.0.0.1:5000"
+    );
+    // A folder with no hosts.toml for it: the same fallback.
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(
+        resolve_hosts(Some(dir.path()), "127.0.0.1:5000", false)
+            .unwrap()
+            .len(),
+        2
+    );
+}
