@@ -11,6 +11,7 @@ use crate::hosts::HostsError;
 
 mod client;
 mod direct;
+mod trust_store;
 
 pub(crate) use client::ClientCache;
 pub use client::{BlobStream, RegistryClient};

@@ -227,8 +227,8 @@ impl RegistryClient {
                 credentials.clone()
             };
             debug!(registry, host = %url, mirror = h.mirror, credentials = ?creds, "registry host");
-            let transport = if needs_direct(h) {
-                debug!(registry, host = %url, "host settings need berth's own HTTP client");
+            let transport = if needs_direct(h) || !super::trust_store::system_roots() {
+                debug!(registry, host = %url, "host settings (or a host without CA certificates) need berth's own HTTP client");
                 Transport::Direct(DirectClient::new(config, h, registry, creds)?)
             } else {
                 // Hosts with the same settings share one client, also across pulls: building

@@ -16,7 +16,7 @@ use tracing::debug;
 
 use super::client::BlobStream;
 use super::{tls_cause, Credentials, RegistryConfig, RegistryError};
-use crate::hosts::{HostsError, RegistryHost};
+use crate::hosts::{HostsError, RegistryHost, Scheme};
 
 /// Longest body read from an error answer or a token endpoint.
 const MAX_SMALL_BODY: usize = 1 << 20;
@@ -74,13 +74,26 @@ impl DirectClient {
             .read_timeout(config.read_timeout.unwrap_or(Duration::from_secs(60)))
             .tls_danger_accept_invalid_certs(h.skip_verify)
             .no_proxy();
+        let mut cas = Vec::new();
         for ca in &h.ca {
             let pem = read_file(ca)?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| setup(format!("ca {}: {e}", ca.display())))?;
-            for c in certs {
-                b = b.add_root_certificate(c);
+            cas.extend(certs);
+        }
+        // Plain HTTP needs no roots; without system roots, only the configured ones (reqwest
+        // would otherwise fail to build the client, for plain HTTP too).
+        if h.scheme == Scheme::Http || !super::trust_store::system_roots() {
+            if h.scheme == Scheme::Https && cas.is_empty() && !h.skip_verify {
+                return Err(setup(
+                    "this host has no CA certificates (install ca-certificates) and hosts.toml \
+                     gives this registry no `ca`: cannot verify it over HTTPS"
+                        .into(),
+                ));
             }
+            b = b.tls_certs_only(cas);
+        } else {
+            b = b.tls_certs_merge(cas);
         }
         // One identity per connection: the first pair (containerd offers all of them and Go
         // picks the first the server's CA list accepts; one pair is the common case).
