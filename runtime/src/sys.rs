@@ -227,12 +227,34 @@ pub fn move_mount(from: &impl AsRawFd, to: &impl AsRawFd) -> nix::Result<()> {
     Errno::result(rc).map(drop)
 }
 
-/// Marks every descriptor from `first` upwards close-on-exec (close_range(2), Linux 5.11+).
-pub fn cloexec_from(first: u32) -> nix::Result<()> {
+/// close_range(first, ~0, CLOSE_RANGE_CLOEXEC): marks every descriptor from `first` upwards
+/// close-on-exec in one call (Linux 5.11+). A seccomp filter may deny it; see
+/// `process::fds::cloexec_from` for the fallback.
+pub fn close_range_cloexec(first: u32) -> nix::Result<()> {
     const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
     // SAFETY: close_range only changes descriptor flags; no memory is passed.
     let rc = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
     Errno::result(rc).map(drop)
+}
+
+/// Sets FD_CLOEXEC on the descriptor numbered `fd`, if it is open (a number that is not open
+/// is no error: there is nothing to leak).
+pub fn set_cloexec_raw(fd: std::os::fd::RawFd) -> nix::Result<()> {
+    // SAFETY: F_GETFD takes no argument and only reads the descriptor's flags; a number that
+    // is not open answers EBADF.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    match Errno::result(flags) {
+        Err(Errno::EBADF) => return Ok(()),
+        Err(e) => return Err(e),
+        Ok(f) if f & libc::FD_CLOEXEC != 0 => return Ok(()),
+        Ok(_) => {}
+    }
+    // SAFETY: F_SETFD takes an integer argument and only changes the descriptor's flags.
+    let rc = unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) };
+    match Errno::result(rc) {
+        Ok(_) | Err(Errno::EBADF) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Makes the terminal `fd` the controlling terminal of the calling session leader.

@@ -197,3 +197,57 @@ fn preserve_fds() {
     assert_eq!(seen[0], "0 1 2 3 4\nfrom-fd-3\nfrom-fd-4");
     same("--preserve-fds 2", &seen[0], &seen[1]);
 }
+
+/// A seccomp profile that denies close_range (runtime-tools' default profile, Docker-era
+/// profiles, user Localhost profiles do not list it) neither fails the container (it failed
+/// with `init: close_range: EPERM`) nor lets a host descriptor through: the caller's fd 5,
+/// open without close-on-exec, reaches neither init nor an exec'd process. Without
+/// no_new_privileges the filter is loaded before the user switch, as runc does.
+#[test]
+fn cve_2024_21626_no_fd_leak_when_seccomp_denies_close_range() {
+    require_root!();
+    let mut seen = Vec::new();
+    for rt in [Runtime::berth(), Runtime::runc()] {
+        let mut b = Bundle::new();
+        b.set("/process/noNewPrivileges", json!(false));
+        b.set(
+            "/linux/seccomp",
+            json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+                "syscalls": [{"names": ["close_range"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+            }),
+        );
+        b.sh("ls /proc/$$/fd; echo END; sleep 300");
+        b.write();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("host"), "host file\n").unwrap();
+        let id = rt.new_id("fdleak-seccomp");
+        let script = format!(
+            "exec 5<{d}/host; exec {bin} --root {root} run --detach --bundle {bundle} {id} >{d}/out 2>&1",
+            d = dir.path().display(),
+            bin = rt.bin().display(),
+            root = rt.root().display(),
+            bundle = b.path().display(),
+        );
+        run_bounded(Command::new("sh").arg("-c").arg(&script), DEFAULT_TIMEOUT).ok();
+        let out = dir.path().join("out");
+        berth_tests::wait::until("init output", std::time::Duration::from_secs(10), || {
+            std::fs::read_to_string(&out).is_ok_and(|s| s.contains("END"))
+        });
+        let text = std::fs::read_to_string(&out).unwrap();
+        let init_fds = words(text.split("END").next().unwrap());
+        let script = format!(
+            "exec 5<{d}/host; exec {bin} --root {root} exec {id} sh -c 'ls /proc/$$/fd; true'",
+            d = dir.path().display(),
+            bin = rt.bin().display(),
+            root = rt.root().display(),
+        );
+        let exec_fds = run_bounded(Command::new("sh").arg("-c").arg(&script), DEFAULT_TIMEOUT)
+            .ok()
+            .out();
+        seen.push((init_fds, words(&exec_fds)));
+    }
+    assert_eq!(seen[0], ("0 1 2".to_string(), "0 1 2".to_string()), "berth");
+    same("fds in the container", &seen[0], &seen[1]);
+}

@@ -13,7 +13,7 @@ use oci_spec::runtime::{LinuxSeccomp, Process, Spec};
 
 use super::stage1::fail;
 use super::sync::{SyncSocket, ToChild, ToParent};
-use super::{capabilities, console, rlimits, seccomp, user};
+use super::{capabilities, console, fds, rlimits, seccomp, user};
 use crate::error::{Result, RuntimeError};
 use crate::hooks::{self, HookKind};
 use crate::rootfs::{self, paths, MountEnv, RootDir};
@@ -263,14 +263,18 @@ pub fn set_oom_score_adj(process: &Process) -> Result<()> {
 
 /// The process attributes, in runc's order: oom_score_adj and rlimits, no_new_privileges,
 /// seccomp (now if it needs privileges, else last), bounding set, user switch keeping
-/// capabilities, the capability sets, umask, cwd (checked), environment, executable lookup,
-/// and close-on-exec on every inherited descriptor.
+/// capabilities, the capability sets, umask, cwd (checked), environment, executable lookup.
+/// First of all, every inherited descriptor beyond stdio and the preserved ones is marked
+/// close-on-exec, before a seccomp filter that might deny the calls it takes is loaded
+/// (everything opened afterwards is opened close-on-exec).
 fn prepare_process(
     process: &Process,
     seccomp: Option<LinuxSeccomp>,
     preserve_fds: u32,
     sync: &SyncSocket,
 ) -> Result<Prepared> {
+    fds::cloexec_from(3 + preserve_fds)
+        .map_err(|e| RuntimeError::sys("mark inherited descriptors close-on-exec", e))?;
     set_oom_score_adj(process)?;
     rlimits::apply(process.rlimits().as_deref().unwrap_or_default())?;
     let nnp = process.no_new_privileges().unwrap_or(false);
@@ -329,7 +333,6 @@ fn prepare_process(
         reason: "empty".into(),
     })?;
     let exe = user::find_executable(arg0, &env)?;
-    sys::cloexec_from(3 + preserve_fds).map_err(|e| RuntimeError::sys("close_range", e))?;
     let cstr = |s: String| {
         CString::new(s).map_err(|_| RuntimeError::InvalidSpec {
             field: "process",

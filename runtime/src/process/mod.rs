@@ -8,6 +8,7 @@
 
 pub mod capabilities;
 pub mod console;
+pub mod fds;
 pub mod init;
 pub mod namespaces;
 pub mod procfs;
