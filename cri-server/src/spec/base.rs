@@ -23,7 +23,9 @@ pub fn spec(rootfs: &Path) -> Spec {
         p.set_rlimits(None);
         p.set_no_new_privileges(None);
         p.set_apparmor_profile(None);
-        p.set_capabilities(security::capabilities(None, false).ok());
+        p.set_capabilities(
+            security::capabilities(None, false, &security::DEFAULT_CAPS.into_iter().collect()).ok(),
+        );
     }
     if let Some(linux) = spec.linux_mut() {
         linux.set_masked_paths(Some(

@@ -72,7 +72,7 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
         passwd: input.passwd.as_deref(),
         group: input.group.as_deref(),
     })?;
-    let caps = security::capabilities(sc.capabilities.as_ref(), privileged)?;
+    let caps = security::capabilities(sc.capabilities.as_ref(), privileged, &input.host.held_caps)?;
     let bounding = caps.bounding().clone().unwrap_or_default();
     // The deprecated path is still how old kubelets and crictl files ask.
     #[allow(deprecated)]

@@ -79,6 +79,11 @@ pub struct HostInfo {
     /// containerd's `restrict_oom_score_adj`: never ask for an oom_score_adj below this (the
     /// daemon's own), since lowering it needs CAP_SYS_RESOURCE.
     pub min_oom_score_adj: Option<i32>,
+    /// The capabilities berthd holds (effective and in its bounding set): what privileged
+    /// containers and "ALL" get, as containerd grants its own (`cap.Current()`). A host
+    /// without one (these VMs lack CAP_SYS_RESOURCE; so do nested and kind nodes) would
+    /// otherwise fail every such create with "capset: Operation not permitted".
+    pub held_caps: oci_spec::runtime::Capabilities,
 }
 
 impl Default for HostInfo {
@@ -89,6 +94,7 @@ impl Default for HostInfo {
             hugetlb_controller: true,
             cgroup2_unified: false,
             min_oom_score_adj: None,
+            held_caps: security::ALL_CAPS.into_iter().collect(),
         }
     }
 }
@@ -118,28 +124,33 @@ impl HostInfo {
         let own_adj = std::fs::read_to_string("/proc/self/oom_score_adj")
             .ok()
             .and_then(|s| s.trim().parse::<i32>().ok());
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let held = cap_mask(&status, "CapEff:") & cap_mask(&status, "CapBnd:");
         Self {
             hostname,
             swap_controller,
             hugetlb_controller,
             cgroup2_unified,
-            min_oom_score_adj: if has_sys_resource() { None } else { own_adj },
+            min_oom_score_adj: if held & (1 << CAP_SYS_RESOURCE) != 0 {
+                None
+            } else {
+                own_adj
+            },
+            held_caps: security::caps_in_mask(held),
         }
     }
 }
 
-/// Whether CAP_SYS_RESOURCE is in our effective set (bit 24 of CapEff in /proc/self/status).
-fn has_sys_resource() -> bool {
-    const CAP_SYS_RESOURCE: u32 = 24;
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        })
-        .is_some_and(|eff| eff & (1 << CAP_SYS_RESOURCE) != 0)
+/// CAP_SYS_RESOURCE's bit: lowering oom_score_adj needs it.
+const CAP_SYS_RESOURCE: u32 = 24;
+
+/// A capability mask line of /proc/self/status (`CapEff:`, `CapBnd:`); 0 when absent.
+fn cap_mask(status: &str, key: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0)
 }
 
 /// What the pause container's spec is built from.

@@ -27,8 +27,15 @@ pub fn sandbox_spec(input: &SandboxSpecInput) -> Result<Spec, SpecError> {
     }
 
     let mut spec = base::spec(&input.rootfs);
-    // The host's hostname on the host network: no UTS namespace, nothing to set.
-    spec.set_hostname(input.netns.as_ref().map(|_| input.config.hostname.clone()));
+    // The host's hostname on the host network: no UTS namespace, nothing to set. A pod config
+    // without a hostname gets none either: its new UTS namespace starts with the node's.
+    spec.set_hostname(
+        input
+            .netns
+            .as_ref()
+            .filter(|_| !input.config.hostname.is_empty())
+            .map(|_| input.config.hostname.clone()),
+    );
     let mut pause_mounts = mounts::sandbox(&input.files, host_ipc);
     // A fresh sysfs needs the pod's user namespace to own its network namespace: on the
     // host network it does not.
@@ -55,7 +62,7 @@ pub fn sandbox_spec(input: &SandboxSpecInput) -> Result<Spec, SpecError> {
         strict_groups: true,
         ..Default::default()
     })?;
-    let caps = security::capabilities(None, privileged)?;
+    let caps = security::capabilities(None, privileged, &input.host.held_caps)?;
     let bounding = caps.bounding().clone().unwrap_or_default();
     // The deprecated path is still how old kubelets and crictl files ask.
     #[allow(deprecated)]
@@ -172,6 +179,16 @@ mod tests {
             .iter()
             .any(|m| m.destination() == std::path::Path::new("/dev/shm")
                 && m.typ().as_deref() == Some("bind")));
+    }
+
+    #[test]
+    fn no_hostname_keeps_the_nodes() {
+        // critest and a minimal pod.json send no hostname: the pod's own UTS namespace starts
+        // with the node's, so the spec sets none (never an empty one).
+        let mut input = sandbox_input();
+        input.config.hostname.clear();
+        let spec = sandbox_spec(&input).unwrap();
+        assert_eq!(spec.hostname(), &None);
     }
 
     #[test]

@@ -24,7 +24,8 @@ pub const DEFAULT_CAPS: [Capability; 14] = [
     Capability::AuditWrite,
 ];
 
-/// Every capability Linux 6.x knows (0 … 40): what "ALL" and privileged mean.
+/// Every capability Linux 6.x knows (0 … 40), in number order; "ALL" and privileged mean those
+/// of them berthd holds ([`super::HostInfo::held_caps`]).
 pub const ALL_CAPS: [Capability; 41] = [
     Capability::Chown,
     Capability::DacOverride,
@@ -69,6 +70,16 @@ pub const ALL_CAPS: [Capability; 41] = [
     Capability::CheckpointRestore,
 ];
 
+/// The capabilities whose bits are set in `mask` (a CapEff-style mask).
+pub fn caps_in_mask(mask: u64) -> Capabilities {
+    ALL_CAPS
+        .into_iter()
+        .enumerate()
+        .filter(|(bit, _)| mask & (1u64 << bit) != 0)
+        .map(|(_, cap)| cap)
+        .collect()
+}
+
 /// containerd's default masked paths.
 pub const DEFAULT_MASKED_PATHS: [&str; 11] = [
     "/proc/acpi",
@@ -107,16 +118,18 @@ fn is_all(name: &str) -> bool {
     name.eq_ignore_ascii_case("ALL")
 }
 
-/// The process capabilities: privileged → every capability in every set but ambient
-/// (containerd's `WithPrivileged`); otherwise the default set, "ALL" added or dropped first, then
-/// the individual adds and drops on bounding/effective/permitted. add_ambient_capabilities go
-/// into every set, ambient and inheritable included (the kernel needs both).
+/// The process capabilities: privileged → every capability berthd holds (`held`) in every set
+/// but ambient (containerd's `WithPrivileged`); otherwise the default set, "ALL" (again what
+/// berthd holds) added or dropped first, then the individual adds and drops on
+/// bounding/effective/permitted. add_ambient_capabilities go into every set, ambient and
+/// inheritable included (the kernel needs both).
 pub fn capabilities(
     caps: Option<&cri::Capability>,
     privileged: bool,
+    held: &Capabilities,
 ) -> Result<LinuxCapabilities, SpecError> {
     let mut set: Capabilities = if privileged {
-        ALL_CAPS.into_iter().collect()
+        held.clone()
     } else {
         DEFAULT_CAPS.into_iter().collect()
     };
@@ -124,7 +137,7 @@ pub fn capabilities(
     if let Some(caps) = caps {
         if !privileged {
             if caps.add_capabilities.iter().any(|c| is_all(c)) {
-                set = ALL_CAPS.into_iter().collect();
+                set = held.clone();
             }
             if caps.drop_capabilities.iter().any(|c| is_all(c)) {
                 set.clear();
@@ -194,13 +207,17 @@ mod tests {
         }
     }
 
+    fn all() -> Capabilities {
+        ALL_CAPS.into_iter().collect()
+    }
+
     fn bounding(c: &LinuxCapabilities) -> Capabilities {
         c.bounding().clone().unwrap()
     }
 
     #[test]
     fn default_set() {
-        let c = capabilities(None, false).unwrap();
+        let c = capabilities(None, false, &all()).unwrap();
         assert_eq!(bounding(&c), DEFAULT_CAPS.into_iter().collect());
         assert_eq!(c.effective(), c.bounding());
         assert_eq!(c.permitted(), c.bounding());
@@ -216,13 +233,14 @@ mod tests {
                 &[],
             )),
             false,
+            &all(),
         )
         .unwrap();
         let b = bounding(&c);
         assert!(b.contains(&Capability::NetAdmin) && b.contains(&Capability::SysTime));
         assert!(!b.contains(&Capability::Chown) && !b.contains(&Capability::Kill));
         assert_eq!(b.len(), DEFAULT_CAPS.len());
-        let err = capabilities(Some(&caps(&["NOPE"], &[], &[])), false)
+        let err = capabilities(Some(&caps(&["NOPE"], &[], &[])), false, &all())
             .unwrap_err()
             .to_string();
         assert_eq!(
@@ -233,21 +251,26 @@ mod tests {
 
     #[test]
     fn all_keyword() {
-        let c = capabilities(Some(&caps(&["ALL"], &["CHOWN"], &[])), false).unwrap();
+        let c = capabilities(Some(&caps(&["ALL"], &["CHOWN"], &[])), false, &all()).unwrap();
         assert_eq!(bounding(&c).len(), ALL_CAPS.len() - 1);
         assert!(!bounding(&c).contains(&Capability::Chown));
-        let c = capabilities(Some(&caps(&["NET_BIND_SERVICE"], &["all"], &[])), false).unwrap();
+        let c = capabilities(
+            Some(&caps(&["NET_BIND_SERVICE"], &["all"], &[])),
+            false,
+            &all(),
+        )
+        .unwrap();
         assert_eq!(
             bounding(&c),
             [Capability::NetBindService].into_iter().collect()
         );
-        let c = capabilities(Some(&caps(&[], &["ALL"], &[])), false).unwrap();
+        let c = capabilities(Some(&caps(&[], &["ALL"], &[])), false, &all()).unwrap();
         assert!(bounding(&c).is_empty());
     }
 
     #[test]
     fn ambient() {
-        let c = capabilities(Some(&caps(&[], &["ALL"], &["NET_ADMIN"])), false).unwrap();
+        let c = capabilities(Some(&caps(&[], &["ALL"], &["NET_ADMIN"])), false, &all()).unwrap();
         let one: Capabilities = [Capability::NetAdmin].into_iter().collect();
         assert_eq!(c.ambient().as_ref(), Some(&one));
         assert_eq!(c.inheritable().as_ref(), Some(&one));
@@ -256,9 +279,34 @@ mod tests {
 
     #[test]
     fn privileged_gets_everything() {
-        let c = capabilities(Some(&caps(&[], &["ALL"], &[])), true).unwrap();
+        let c = capabilities(Some(&caps(&[], &["ALL"], &[])), true, &all()).unwrap();
         assert_eq!(bounding(&c).len(), ALL_CAPS.len());
         assert_eq!(paths(None, true), (vec![], vec![]));
+    }
+
+    #[test]
+    fn privileged_and_all_get_what_berthd_holds() {
+        // A host without CAP_SYS_RESOURCE (these VMs, nested and kind nodes): asking for it
+        // would fail the create with "capset: Operation not permitted".
+        let mut held = all();
+        held.remove(&Capability::SysResource);
+        for c in [
+            capabilities(None, true, &held).unwrap(),
+            capabilities(Some(&caps(&["ALL"], &[], &[])), false, &held).unwrap(),
+        ] {
+            assert_eq!(bounding(&c), held);
+            assert_eq!(c.effective().as_ref(), Some(&held));
+            assert_eq!(c.permitted().as_ref(), Some(&held));
+        }
+    }
+
+    #[test]
+    fn caps_from_a_mask() {
+        assert_eq!(caps_in_mask(0), Capabilities::new());
+        let held = caps_in_mask(0x1ff_ffff_ffff & !(1 << 24));
+        assert_eq!(held.len(), ALL_CAPS.len() - 1);
+        assert!(!held.contains(&Capability::SysResource));
+        assert!(held.contains(&Capability::CheckpointRestore));
     }
 
     #[test]

@@ -24,29 +24,25 @@ pub struct FileInputs<'a> {
     pub ips: &'a [IpAddr],
 }
 
-/// The hostname of the pod: the kubelet's, or the node's with host network.
-pub fn hostname(config: &cri::PodSandboxConfig, host_network: bool) -> Result<String> {
+/// The hostname of the pod: the kubelet's, or the node's when the config leaves it empty (the
+/// CRI allows that for every pod, and containerd gives such a pod the node's hostname).
+pub fn hostname(config: &cri::PodSandboxConfig) -> Result<String> {
     if !config.hostname.is_empty() {
         return Ok(config.hostname.clone());
     }
-    if host_network {
-        return nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().into_owned())
-            .map_err(|source| SandboxError::Sys {
-                op: "gethostname",
-                path: "/proc/sys/kernel/hostname".into(),
-                source,
-            });
-    }
-    Err(SandboxError::InvalidConfig(
-        "hostname is empty (only pods with host network may leave it empty)".into(),
-    ))
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .map_err(|source| SandboxError::Sys {
+            op: "gethostname",
+            path: "/proc/sys/kernel/hostname".into(),
+            source,
+        })
 }
 
 /// Writes hostname, hosts and resolv.conf into `dir` (which must exist), and mounts the shm
 /// tmpfs unless `host_ipc`. On error, what was made stays for [`remove`] to clean up.
 pub fn make(dir: &Path, input: &FileInputs<'_>, files: &mut PodFiles) -> Result<()> {
-    let name = hostname(input.config, input.host_network)?;
+    let name = hostname(input.config)?;
     let path = dir.join("hostname");
     fs::write(&path, format!("{name}\n")).map_err(io("write", &path))?;
     files.hostname = Some(path);
@@ -98,7 +94,7 @@ pub fn write_hosts(dir: &Path, input: &FileInputs<'_>) -> Result<()> {
     if input.host_network {
         return Ok(());
     }
-    let name = hostname(input.config, input.host_network)?;
+    let name = hostname(input.config)?;
     let path = dir.join("hosts");
     fs::write(&path, hosts_file(&name, input.ips)).map_err(io("write", &path))
 }
@@ -187,9 +183,11 @@ mod tests {
     #[test]
     fn hostname_rules() {
         let mut c = cri::PodSandboxConfig::default();
-        assert!(hostname(&c, false).is_err());
-        assert!(!hostname(&c, true).unwrap().is_empty());
+        // No hostname (critest's pods, a minimal pod.json): the node's, with or without host
+        // network, as containerd does.
+        let node = nix::unistd::gethostname().unwrap().into_string().unwrap();
+        assert_eq!(hostname(&c).unwrap(), node);
         c.hostname = "pod-a".into();
-        assert_eq!(hostname(&c, false).unwrap(), "pod-a");
+        assert_eq!(hostname(&c).unwrap(), "pod-a");
     }
 }
