@@ -37,6 +37,9 @@ pub struct Config {
     pub state: PathBuf,
     /// The CRI socket.
     pub listen: PathBuf,
+    /// The shims' control sockets: short, so that every socket path (a fixed-length name in
+    /// it) fits a unix socket address whatever `state` is.
+    pub shim_socket_dir: PathBuf,
     /// The RuntimeClass handler used when a pod names none.
     pub default_runtime: String,
     pub cgroup: CgroupConfig,
@@ -115,6 +118,7 @@ impl Default for Config {
             root: "/var/lib/berth".into(),
             state: "/run/berth".into(),
             listen: "/run/berth/berth.sock".into(),
+            shim_socket_dir: "/run/berth/s".into(),
             default_runtime: "berth".into(),
             cgroup: CgroupConfig::default(),
             registry: RegistryConfig::default(),

@@ -29,6 +29,8 @@ pub enum ServeError {
         #[source]
         source: image_store::StoreError,
     },
+    #[error(transparent)]
+    ShimSocketDir(#[from] crate::shim_client::SocketDirError),
     #[error("start the streaming server: {0}")]
     Streaming(#[from] crate::service::streaming::StreamingError),
     #[error("serve the CRI: {0}")]
@@ -64,6 +66,7 @@ pub async fn serve(
     listener: UnixListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    crate::shim_client::prepare_socket_dir(&config.shim_socket_dir)?;
     let store = image::open_store(&config).map_err(|source| ServeError::ImageStore {
         path: config.root.clone(),
         source,

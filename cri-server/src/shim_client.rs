@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_runtime::shim_protocol::{ExitRecord, Ready, Reply, ShimRequest, ShimState, SOCKET};
+use sha2::{Digest, Sha256};
 
 use crate::sealed_runtime::SealedRuntime;
 
@@ -37,6 +38,61 @@ pub enum ShimError {
     Refused { id: String, message: String },
 }
 
+/// The hex digits of a shim's socket name: 128 bits of a hash of its state directory.
+const SOCKET_NAME_LEN: usize = 32;
+
+/// The longest socket path a unix socket address holds (sun_path's 108 bytes, less the NUL).
+const SUN_PATH_MAX: usize = 107;
+
+/// The control socket of the shim whose state directory is `shim_state_dir`: a fixed-length
+/// name under `socket_dir` (as containerd puts its shims' sockets under `/run/containerd/s`),
+/// so that the path fits sun_path whatever the state directory. The same directory always
+/// gives the same path, so a restarted berthd finds its shims again.
+pub fn socket_path(socket_dir: &Path, shim_state_dir: &Path) -> PathBuf {
+    let digest = Sha256::digest(shim_state_dir.as_os_str().as_encoded_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    socket_dir.join(&hex[..SOCKET_NAME_LEN])
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SocketDirError {
+    #[error(
+        "shim_socket_dir {dir}: too long for a unix socket path ({len} bytes with a socket \
+         name; the limit is {SUN_PATH_MAX}); choose a shorter directory"
+    )]
+    TooLong { dir: PathBuf, len: usize },
+    #[error("shim_socket_dir {dir}: {source}")]
+    Io {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Makes `socket_dir` (0700: the sockets control containers) and checks that the shims'
+/// socket paths under it fit a unix socket address, so that a bad setting fails berthd's
+/// start-up rather than every RunPodSandbox.
+pub fn prepare_socket_dir(socket_dir: &Path) -> Result<(), SocketDirError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let len = socket_path(socket_dir, Path::new("")).as_os_str().len();
+    if len > SUN_PATH_MAX {
+        return Err(SocketDirError::TooLong {
+            dir: socket_dir.to_owned(),
+            len,
+        });
+    }
+    let err = |source| SocketDirError::Io {
+        dir: socket_dir.to_owned(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(socket_dir)
+        .map_err(err)?;
+    std::fs::set_permissions(socket_dir, std::fs::Permissions::from_mode(0o700)).map_err(err)
+}
+
 /// What a shim needs to create one container.
 #[derive(Debug, Clone)]
 pub struct ShimArgs {
@@ -50,8 +106,10 @@ pub struct ShimArgs {
     /// as `--runtime-copy /proc/<berthd>/fd/N`); None: the shim runs `runtime` and the runtime
     /// seals itself.
     pub sealed_runtime: Option<Arc<SealedRuntime>>,
-    /// The shim's directory (sockets, pid files, exit record).
+    /// The shim's directory (pid files, exit record).
     pub state_dir: PathBuf,
+    /// Its control socket ([`socket_path`]).
+    pub socket: PathBuf,
     /// The CRI log file (none for the pause container).
     pub log_path: Option<PathBuf>,
     pub stdin: bool,
@@ -65,6 +123,8 @@ pub struct ShimArgs {
 pub struct Shim {
     pub id: String,
     pub state_dir: PathBuf,
+    /// Its control socket ([`socket_path`]).
+    pub socket: PathBuf,
     pub init_pid: i32,
 }
 
@@ -83,7 +143,9 @@ impl Shim {
             .arg("--runtime-root")
             .arg(&args.runtime_root)
             .arg("--state-dir")
-            .arg(&args.state_dir);
+            .arg(&args.state_dir)
+            .arg("--socket")
+            .arg(&args.socket);
         // `args` (and with it the copy) lives until the shim has reported, after `create`.
         if let Some(copy) = &args.sealed_runtime {
             cmd.arg("--runtime-copy").arg(copy.path_for_others());
@@ -115,6 +177,7 @@ impl Shim {
             Ok(Ready::Created { init_pid, .. }) => Ok(Shim {
                 id: args.id.clone(),
                 state_dir: args.state_dir.clone(),
+                socket: args.socket.clone(),
                 init_pid,
             }),
             Ok(Ready::Failed { error }) => Err(ShimError::Create {
@@ -137,8 +200,14 @@ impl Shim {
         ExitRecord::load(&self.state_dir)
     }
 
+    /// The control socket; a shim started by a berth before the sockets moved out of the
+    /// state directory still has its socket there.
     pub fn socket(&self) -> PathBuf {
-        self.state_dir.join(SOCKET)
+        let legacy = self.state_dir.join(SOCKET);
+        if !self.socket.exists() && legacy.exists() {
+            return legacy;
+        }
+        self.socket.clone()
     }
 
     fn connect(&self) -> Result<UnixStream, ShimError> {
@@ -243,4 +312,32 @@ pub fn default_shim_binary() -> PathBuf {
         .and_then(|p| p.parent().map(|d| d.join("berth-shim")))
         .filter(|p| p.exists())
         .unwrap_or_else(|| Path::new("/usr/local/bin/berth-shim").to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_paths_are_short_and_fixed_whatever_the_state_dir() {
+        let long = Path::new("/tmp").join("a-state-directory-name-".repeat(8));
+        let a = socket_path(Path::new("/run/berth/s"), &long.join("containers/c1/shim"));
+        let b = socket_path(Path::new("/run/berth/s"), &long.join("containers/c2/shim"));
+        assert_ne!(a, b);
+        assert_eq!(a.as_os_str().len(), "/run/berth/s/".len() + SOCKET_NAME_LEN);
+        // The same state dir gives the same socket: a restarted berthd finds its shims.
+        assert_eq!(
+            a,
+            socket_path(Path::new("/run/berth/s"), &long.join("containers/c1/shim"))
+        );
+    }
+
+    #[test]
+    fn a_socket_dir_too_long_is_refused_up_front() {
+        let dir = Path::new("/tmp").join("d".repeat(80));
+        let e = prepare_socket_dir(&dir).unwrap_err();
+        assert!(matches!(e, SocketDirError::TooLong { .. }), "{e}");
+        assert!(e.to_string().contains("shim_socket_dir"), "{e}");
+        assert!(!dir.exists());
+    }
 }

@@ -423,7 +423,11 @@ async fn container_lifecycle_logs_exec_stop_oom_remove() {
     );
 
     // Remove: nothing of it is left.
-    let c_dir = dir.path().join("s/containers").join(&main);
+    let c_dir = dir
+        .path()
+        .join(pods::STATE_DIR)
+        .join("containers")
+        .join(&main);
     let shim_pid = read_pid(c_dir.join("shim/shim.pid"));
     rt.remove_container(cri::RemoveContainerRequest {
         container_id: main.clone(),
@@ -520,7 +524,8 @@ async fn berthd_restart_readopts_containers() {
     start(&mut rt, &short).await;
     let long_pid = read_pid(
         dir.path()
-            .join(format!("s/containers/{long}/shim/init.pid")),
+            .join(pods::STATE_DIR)
+            .join(format!("containers/{long}/shim/init.pid")),
     );
     node.stop().await;
     drop(rt);
@@ -590,7 +595,10 @@ async fn create_runs_the_runtime_from_berthds_sealed_copy() {
         container_config("fds", &fx.image, "ls -l /proc/$$/fd; exec sleep 300"),
     )
     .await;
-    let shim_dir = dir.path().join(format!("s/containers/{id}/shim"));
+    let shim_dir = dir
+        .path()
+        .join(pods::STATE_DIR)
+        .join(format!("containers/{id}/shim"));
 
     // Created, not started: the init is still the runtime's code, waiting for `start`.
     let init_pid = read_pid(shim_dir.join("init.pid"));

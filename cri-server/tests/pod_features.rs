@@ -448,8 +448,22 @@ async fn image_volume_is_a_read_only_view_released_on_remove() {
             image: fx.image.clone(),
             ..Default::default()
         }),
+        readonly: true,
         ..Default::default()
     };
+    // Asked read-write, an image volume is refused (critest: the CRI says image volumes are
+    // read-only), and nothing is left of the attempt.
+    let mut rw = container("rw", &fx.image, "true");
+    rw.mounts = vec![cri::Mount {
+        readonly: false,
+        ..volume.clone()
+    }];
+    let err = calls::create_container(&mut rt, &pod, &pod_config, rw)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("must be read-only"), "{err:?}");
+    assert_eq!(snapshots(), before);
     let mut config = container("reader", &fx.image, "sleep 300");
     config.mounts = vec![volume.clone()];
     let c = run_container(&mut rt, &pod, &pod_config, config).await;
@@ -503,6 +517,7 @@ async fn image_volume_is_a_read_only_view_released_on_remove() {
             image: format!("{}/berth/absent:1", fx.registry.host),
             ..Default::default()
         }),
+        readonly: true,
         ..Default::default()
     }];
     let err = rt

@@ -176,7 +176,7 @@ struct Setup {
 async fn setup(tweak: impl FnOnce(&mut berth_cri::config::Config)) -> Setup {
     let busybox = Busybox::push();
     let image = busybox.image.clone();
-    let dir = node::short_tempdir();
+    let dir = tempfile::tempdir().expect("temp dir");
     let guard = Leftovers::new(dir.path());
     let node =
         StreamingNode::start(dir.path(), &node::target_dir(), &[busybox.host()], tweak).await;

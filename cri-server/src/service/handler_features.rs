@@ -28,6 +28,10 @@ pub struct Features {
     pub user_namespace: bool,
     /// It idmaps bind mounts itself (`mounts[].uidMappings`; `mountExtensions.idmap`).
     pub idmap_mounts: bool,
+    /// It makes recursively read-only mounts (`features`' `mountOptions` has `rro`, as
+    /// containerd asks): RuntimeStatus's `recursive_read_only_mounts`, and CreateContainer
+    /// refuses a `recursive_read_only` mount for a handler without it.
+    pub rro_mounts: bool,
 }
 
 impl Features {
@@ -72,6 +76,7 @@ impl HandlerFeatures {
             runtime = %path.display(),
             user_namespace = features.user_namespace,
             idmap_mounts = features.idmap_mounts,
+            rro_mounts = features.rro_mounts,
             reprobed = previous.is_some(),
             changed = previous.is_some_and(|p| p != features),
             "runtime handler probed"
@@ -91,6 +96,8 @@ fn probe(path: &Path) -> Features {
     Features {
         user_namespace: idmaps,
         idmap_mounts: idmaps,
+        // Without `features` a runtime cannot say; containerd then assumes no.
+        rro_mounts: false,
     }
 }
 
@@ -102,6 +109,9 @@ fn from_features(json: &serde_json::Value) -> Features {
             .as_array()
             .is_some_and(|ns| ns.iter().any(|n| n == "user")),
         idmap_mounts: linux["mountExtensions"]["idmap"]["enabled"] == true,
+        rro_mounts: json["mountOptions"]
+            .as_array()
+            .is_some_and(|o| o.iter().any(|o| o == "rro")),
     }
 }
 
@@ -155,23 +165,27 @@ mod tests {
     #[test]
     fn features_tell_user_namespaces_and_idmap() {
         let json = |v: &str| serde_json::from_str::<serde_json::Value>(v).unwrap();
-        let both = Features {
+        let all = Features {
             user_namespace: true,
             idmap_mounts: true,
+            rro_mounts: true,
         };
         assert_eq!(
             from_features(&json(
-                r#"{"linux":{"namespaces":["net","user"],"mountExtensions":{"idmap":{"enabled":true}}}}"#
+                r#"{"mountOptions":["ro","rro"],"linux":{"namespaces":["net","user"],"mountExtensions":{"idmap":{"enabled":true}}}}"#
             )),
-            both
+            all
         );
-        // runc 1.1: no mountExtensions; berthd idmaps for it.
-        let runc_1_1 = from_features(&json(r#"{"linux":{"namespaces":["net","user"]}}"#));
+        // runc 1.1: no mountExtensions (berthd idmaps for it), no rro.
+        let runc_1_1 = from_features(&json(
+            r#"{"mountOptions":["ro","rbind"],"linux":{"namespaces":["net","user"]}}"#,
+        ));
         assert_eq!(
             runc_1_1,
             Features {
                 user_namespace: true,
-                idmap_mounts: false
+                idmap_mounts: false,
+                rro_mounts: false,
             }
         );
         assert!(runc_1_1.user_namespaces());
@@ -236,6 +250,7 @@ mod tests {
         let old = Features {
             user_namespace: true,
             idmap_mounts: false,
+            rro_mounts: false,
         };
         assert_eq!(cache.of(&bin), old);
         assert_eq!(cache.of(&bin), old);
@@ -246,6 +261,7 @@ mod tests {
         let new = Features {
             user_namespace: true,
             idmap_mounts: true,
+            rro_mounts: false,
         };
         assert_eq!(cache.of(&bin), new);
         assert_eq!(cache.of(&bin), new);

@@ -1,7 +1,6 @@
 //! RuntimeService: version, status, runtime config. Pod sandboxes and containers come with
 //! the sandbox/container stores (issue 5); until then their RPCs answer UNIMPLEMENTED.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use k8s_cri::v1 as cri;
@@ -72,9 +71,11 @@ impl Runtime {
             .ok_or_else(|| Status::unavailable("berth: the streaming server is not running"))
     }
 
-    /// Which handlers run user-namespaced pods: their runtimes are asked at the first Status
-    /// and again whenever their binary changed.
-    async fn userns_handlers(&self) -> BTreeMap<String, bool> {
+    /// RuntimeStatus's handlers: each configured one, and the default again under the name
+    /// "" (as containerd lists it: a pod with no RuntimeClass asks for ""), with what its
+    /// runtime can do — asked at the first Status and again whenever its binary changed.
+    async fn runtime_handlers(&self) -> Vec<cri::RuntimeHandler> {
+        let default = self.config.default_runtime.clone();
         let paths: Vec<_> = self
             .config
             .runtimes
@@ -83,9 +84,24 @@ impl Runtime {
             .collect();
         let features = self.features.clone();
         tokio::task::spawn_blocking(move || {
-            paths
+            let probed: Vec<_> = paths
                 .into_iter()
-                .map(|(name, path)| (name, features.of(&path).user_namespaces()))
+                .map(|(name, path)| (name, features.of(&path)))
+                .collect();
+            let default = probed
+                .iter()
+                .find(|(name, _)| *name == default)
+                .map(|(_, f)| (String::new(), *f));
+            default
+                .into_iter()
+                .chain(probed)
+                .map(|(name, f)| cri::RuntimeHandler {
+                    name,
+                    features: Some(cri::RuntimeHandlerFeatures {
+                        recursive_read_only_mounts: f.rro_mounts,
+                        user_namespaces: f.user_namespaces(),
+                    }),
+                })
                 .collect()
         })
         .await
@@ -156,19 +172,7 @@ impl RuntimeService for Runtime {
             info.insert("config".to_owned(), self.config.to_toml());
             info.insert("podCIDR".to_owned(), self.pod_cidr());
         }
-        let userns = self.userns_handlers().await;
-        let handlers = self
-            .config
-            .runtimes
-            .keys()
-            .map(|name| cri::RuntimeHandler {
-                name: name.clone(),
-                features: Some(cri::RuntimeHandlerFeatures {
-                    recursive_read_only_mounts: true,
-                    user_namespaces: userns.get(name).copied().unwrap_or(false),
-                }),
-            })
-            .collect();
+        let handlers = self.runtime_handlers().await;
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus {
                 conditions: self.conditions(),
@@ -176,7 +180,9 @@ impl RuntimeService for Runtime {
             info,
             runtime_handlers: handlers,
             features: Some(cri::RuntimeFeatures {
-                supplemental_groups_policy: false,
+                // SupplementalGroupsPolicy Strict is honoured (spec::process), and
+                // ContainerStatus.user reports the groups the container runs with.
+                supplemental_groups_policy: true,
             }),
         }))
     }

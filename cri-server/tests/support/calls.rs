@@ -51,13 +51,13 @@ impl Busybox {
 }
 
 /// The start most container tests share: the busybox image in a registry of the test's own,
-/// berthd (a [`Node`]) on a short temp dir allowed to pull from it over plain HTTP, a guard
+/// berthd (a [`Node`]) on a temp dir allowed to pull from it over plain HTTP, a guard
 /// for what a failed test leaves, a client, and the image pulled. Bind as
 /// `(fx, dir, guard, node, rt, image_ref)`: bindings drop in reverse, so the guard cleans up
 /// before the temp dir goes.
 pub async fn busybox_node() -> (Busybox, tempfile::TempDir, Leftovers, Node, Rt, String) {
     let fx = Busybox::push();
-    let dir = node::short_tempdir();
+    let dir = tempfile::tempdir().expect("temp dir");
     let guard = Leftovers::new(dir.path());
     let node = Node::start(dir.path(), &[fx.host()]).await;
     let rt = Rt::new(node.channel.clone());

@@ -51,8 +51,7 @@ impl Node {
     pub async fn start(dir: &Path, insecure: &[String]) -> Node {
         let mut config = Config {
             root: dir.join("root"),
-            // Short: the shims' socket paths must fit in sun_path (108 bytes).
-            state: dir.join("s"),
+            state: dir.join(super::pods::STATE_DIR),
             listen: dir.join("berth.sock"),
             ..Config::default()
         };
@@ -110,15 +109,6 @@ pub fn build_busybox(work: &Path) -> PathBuf {
     layout
 }
 
-/// A test directory short enough for shim socket paths under `<dir>/s/containers/<id>/shim`.
-pub fn short_tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("b")
-        .rand_bytes(4)
-        .tempdir_in("/tmp")
-        .expect("temp dir")
-}
-
 /// Removes, on drop, what the test's berthd may have left: shim and container processes (by
 /// the PIDs in their state dirs), the runtimes' containers, mounts under `dir`, and the pod
 /// cgroups of the sandboxes the test registered.
@@ -142,7 +132,7 @@ impl Leftovers {
 
 impl Drop for Leftovers {
     fn drop(&mut self) {
-        let state = self.dir.join("s");
+        let state = self.dir.join(super::pods::STATE_DIR);
         // Processes: the container inits, then their shims.
         for kind in ["containers", "sandboxes"] {
             for entry in fs::read_dir(state.join(kind))

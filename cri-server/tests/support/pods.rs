@@ -18,6 +18,13 @@ use tonic::transport::Channel;
 
 use super::support::{connect, Server};
 
+/// The state directory (`--state`) of the tests' berthds, under their temp dir: long on
+/// purpose. Shim sockets once lived under it and overflowed sun_path (108 bytes) for any
+/// state dir longer than ~15 characters (critest's first finding); every root test now runs
+/// with a state dir no socket path could fit under.
+pub const STATE_DIR: &str =
+    "state-long-enough-that-no-unix-socket-path-under-it-would-fit-in-sun-path";
+
 /// Binaries the server needs next to the test's target dir.
 const BINARIES: &[&str] = &[
     "berth-shim",
@@ -144,7 +151,7 @@ impl Pods {
         .unwrap();
         let mut config = Config {
             root: dir.path().join("r"),
-            state: dir.path().join("s"),
+            state: dir.path().join(STATE_DIR),
             listen: dir.path().join("berth.sock"),
             ..Config::default()
         };

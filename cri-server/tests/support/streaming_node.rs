@@ -35,7 +35,7 @@ impl StreamingNode {
     ) -> StreamingNode {
         let mut config = Config {
             root: dir.join("root"),
-            state: dir.join("s"),
+            state: dir.join(super::pods::STATE_DIR),
             listen: dir.join("berth.sock"),
             ..Config::default()
         };

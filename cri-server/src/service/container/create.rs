@@ -22,6 +22,7 @@ use super::image::{self, ResolveError, ResolvedImage};
 use super::oci::OciRuntime;
 use super::sandbox_view::SandboxView;
 use super::{idmapped_snapshot, idmapped_volumes, image_volumes, remove, Containers};
+use crate::service::handler_features::Features;
 use crate::shim_client::{Shim, ShimArgs};
 use crate::spec::{self, ContainerSpecInput, PodUserns};
 use crate::store::container::{ContainerMeta, ImageVolume, State, Status};
@@ -175,6 +176,10 @@ fn build(
             name: name.to_owned(),
             handler: handler.clone(),
         })?;
+    if config.mounts.iter().any(|m| m.recursive_read_only) {
+        let features = inner.features.of(&runtime.path);
+        refuse_unsupported_rro(name, &handler, &config.mounts, &features)?;
+    }
     let image: ResolvedImage = image::resolve(&inner.images, image_name).map_err(|e| match e {
         ResolveError::NotFound => ContainerError::ImageNotFound {
             name: name.to_owned(),
@@ -314,6 +319,7 @@ fn build(
         runtime_root: runtime.root.clone(),
         sealed_runtime: crate::sealed_runtime::sealed_copy(&runtime.path),
         state_dir: shim_dir.clone(),
+        socket: crate::shim_client::socket_path(&inner.config.shim_socket_dir, &shim_dir),
         log_path: log_path.clone(),
         stdin: config.stdin,
         stdin_once: config.stdin_once,
@@ -424,5 +430,60 @@ fn target_pid(
             state: other.name(),
             op: "share its pid namespace",
         }),
+    }
+}
+
+/// As containerd: a recursive read-only mount needs a runtime that says it makes one
+/// (RuntimeStatus tells the kubelet which do); a plain read-only bind would leave its
+/// submounts writable.
+fn refuse_unsupported_rro(
+    name: &str,
+    handler: &str,
+    mounts: &[cri::Mount],
+    features: &Features,
+) -> Result<(), ContainerError> {
+    match mounts.iter().find(|m| m.recursive_read_only) {
+        Some(m) if !features.rro_mounts => Err(ContainerError::Invalid {
+            rpc: "CreateContainer",
+            reason: format!(
+                "container {name}: mount at {:?}: runtime handler {handler:?} does not support \
+                 recursive read-only mounts",
+                m.container_path
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rro_mounts_need_a_runtime_that_makes_them() {
+        let mounts = [
+            cri::Mount {
+                container_path: "/data".into(),
+                readonly: true,
+                ..Default::default()
+            },
+            cri::Mount {
+                container_path: "/mnt".into(),
+                readonly: true,
+                recursive_read_only: true,
+                ..Default::default()
+            },
+        ];
+        let without = Features::default();
+        let with = Features {
+            rro_mounts: true,
+            ..Features::default()
+        };
+        let err = refuse_unsupported_rro("c", "crun", &mounts, &without).unwrap_err();
+        assert!(matches!(err, ContainerError::Invalid { .. }), "{err}");
+        assert!(err.to_string().contains("\"/mnt\""), "{err}");
+        assert!(err.to_string().contains("\"crun\""), "{err}");
+        refuse_unsupported_rro("c", "berth", &mounts, &with).unwrap();
+        refuse_unsupported_rro("c", "crun", &mounts[..1], &without).unwrap();
     }
 }

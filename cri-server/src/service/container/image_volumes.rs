@@ -53,6 +53,18 @@ pub(super) fn mount_all(
                 ),
             });
         }
+        // The CRI: image volumes are read-only, and a runtime should refuse one asked
+        // read-write rather than quietly mount it read-only.
+        if !m.readonly {
+            release(inner, id, &volumes);
+            return Err(ContainerError::Invalid {
+                rpc: "CreateContainer",
+                reason: format!(
+                    "mount {}: image volume {asked:?} must be read-only (readonly: true)",
+                    m.container_path
+                ),
+            });
+        }
         let idmap = match volume_idmap(m, userns) {
             Ok(idmap) => idmap,
             Err(source) => {

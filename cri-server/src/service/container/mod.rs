@@ -121,7 +121,16 @@ impl ContainerService {
         &self,
         req: cri::StopContainerRequest,
     ) -> Result<cri::StopContainerResponse, Status> {
-        let c = self.inner.get(&req.container_id)?;
+        // StopContainer is idempotent: a container that is gone (removed, or never known) is
+        // stopped, as containerd answers.
+        let c = match self.inner.get(&req.container_id) {
+            Ok(c) => c,
+            Err(ContainerError::Store(crate::store::StoreError::NotFound { .. })) => {
+                tracing::debug!(container = %req.container_id, "stop: no such container");
+                return Ok(cri::StopContainerResponse {});
+            }
+            Err(e) => return Err(e.into()),
+        };
         stop::stop(&self.inner, c, req.timeout).await?;
         Ok(cri::StopContainerResponse {})
     }
@@ -324,6 +333,7 @@ impl Containers {
         Shim {
             id: c.meta.id.clone(),
             state_dir: c.meta.shim_dir.clone(),
+            socket: crate::shim_client::socket_path(&self.config.shim_socket_dir, &c.meta.shim_dir),
             init_pid: pid,
         }
     }

@@ -429,6 +429,10 @@ fn create_pause(
         runtime_root: runtime.root.clone(),
         sealed_runtime: crate::sealed_runtime::sealed_copy(&runtime.path),
         state_dir: state_dir.join("shim"),
+        socket: crate::shim_client::socket_path(
+            &ctx.config.shim_socket_dir,
+            &state_dir.join("shim"),
+        ),
         log_path: None,
         stdin: false,
         stdin_once: false,

@@ -61,6 +61,10 @@ struct Args {
     /// The shim's own directory: sockets, pid files, exit record, logs.
     #[arg(long = "state-dir")]
     state_dir: PathBuf,
+    /// The control socket (berthd gives a short path, so that it fits sun_path whatever the
+    /// state directory); default `<state-dir>/shim.sock`.
+    #[arg(long)]
+    socket: Option<PathBuf>,
     /// The CRI log file of the container.
     #[arg(long = "log-path")]
     log_path: Option<PathBuf>,
@@ -337,9 +341,10 @@ fn supervise(args: &Args, ready: &mut Option<File>) -> Result<()> {
     }
 
     let exited = Arc::new(Mutex::new(None));
-    let socket = dir.join(SOCKET);
+    let socket = args.socket.clone().unwrap_or_else(|| dir.join(SOCKET));
     let _ = fs::remove_file(&socket);
-    let listener = UnixListener::bind(&socket).context("bind the shim socket")?;
+    let listener = UnixListener::bind(&socket)
+        .with_context(|| format!("bind the shim socket {}", socket.display()))?;
     control::serve(
         listener,
         Shared {
