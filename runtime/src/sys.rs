@@ -257,6 +257,16 @@ pub fn set_cloexec_raw(fd: std::os::fd::RawFd) -> nix::Result<()> {
     }
 }
 
+/// ioctl(NS_GET_NSTYPE): the CLONE_NEW* flag of the namespace open as `fd` (ENOTTY or EINVAL
+/// when `fd` is not a namespace file).
+pub fn ns_type(fd: &impl AsRawFd) -> nix::Result<i32> {
+    // NS_GET_NSTYPE = _IO(0xb7, 0x3) in <linux/nsfs.h>.
+    const NS_GET_NSTYPE: libc::c_ulong = (0xb7 << 8) | 0x3;
+    // SAFETY: NS_GET_NSTYPE takes no argument and returns an integer; no memory is passed.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE as _) };
+    Errno::result(rc)
+}
+
 /// Makes the terminal `fd` the controlling terminal of the calling session leader.
 pub fn set_controlling_tty(fd: &impl AsRawFd) -> nix::Result<()> {
     // SAFETY: TIOCSCTTY takes an integer argument, no pointer.

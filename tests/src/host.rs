@@ -127,9 +127,12 @@ pub struct HeldNamespace {
 
 impl HeldNamespace {
     /// `unshare --net sleep 300` and similar; `kind` is the /proc/<pid>/ns name ("net", "uts",
-    /// "ipc").
+    /// "ipc", "mnt").
     pub fn new(kind: &'static str) -> Self {
-        let flag = format!("--{kind}");
+        let flag = match kind {
+            "mnt" => "--mount".to_string(),
+            k => format!("--{k}"),
+        };
         let proc_ = HostProcess::spawn("unshare", &[&flag, "sleep", "300"]);
         let pid = proc_.pid().to_string();
         let host = ns_link("self", kind);

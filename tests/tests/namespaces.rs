@@ -71,6 +71,63 @@ fn join_netns_by_path() {
     assert_eq!(o.out(), held.link());
 }
 
+/// Joining a mount and a UTS namespace by path (runtime-tools' linux_ns_path): the rootfs is
+/// set up inside the joined mount namespace, and the config's hostname is set in the joined
+/// UTS namespace, as runc does. berth refused both ('needs a new mount namespace', 'needs a
+/// new UTS namespace').
+#[test]
+fn join_mount_and_uts_namespaces_by_path() {
+    require_root!();
+    let mut seen = Vec::new();
+    for rt in [Runtime::berth(), Runtime::runc()] {
+        let mnt = HeldNamespace::new("mnt");
+        let uts = HeldNamespace::new("uts");
+        let mut b = Bundle::new();
+        b.set("/hostname", json!("joined-uts"));
+        b.namespace("mount", Some(&mnt.path()));
+        b.namespace("uts", Some(&uts.path()));
+        b.sh("hostname; readlink /proc/self/ns/mnt; readlink /proc/self/ns/uts");
+        let o = rt.run_new("ns-join-mnt", &b).ok();
+        assert_eq!(
+            o.out(),
+            format!("joined-uts\n{}\n{}", mnt.link(), uts.link()),
+            "{}",
+            rt.name()
+        );
+        seen.push(o.out().lines().next().unwrap().to_string());
+    }
+    same("hostname in the joined namespace", &seen[0], &seen[1]);
+    assert_ne!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap()
+            .trim(),
+        "joined-uts",
+        "the host's hostname changed"
+    );
+}
+
+/// A namespace path of the wrong kind (a uts namespace given as the network namespace) fails
+/// create, naming the path and both kinds, and leaves nothing behind.
+#[test]
+fn join_namespace_of_the_wrong_kind_fails_clearly() {
+    require_root!();
+    let uts = HeldNamespace::new("uts");
+    let mut b = Bundle::new();
+    b.namespace("network", Some(&uts.path()));
+    let mut errors = Vec::new();
+    for rt in [Runtime::berth(), Runtime::runc()] {
+        let id = rt.new_id("wrongns");
+        let o = rt.create(&id, &b, &[]);
+        assert!(!o.success(), "{}: {o:?}", rt.name());
+        berth_tests::wait::until("no state", Duration::from_secs(5), || {
+            rt.try_state(&id).is_none()
+        });
+        errors.push(o.stderr);
+    }
+    let want = format!("{} is a uts namespace, not a net namespace", uts.path());
+    assert!(errors[0].contains(&want), "berth: {}", errors[0]);
+}
+
 /// Joining the uts and net namespaces of another (running) container, as pod containers do.
 #[test]
 fn join_namespaces_of_another_container() {

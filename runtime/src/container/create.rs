@@ -150,10 +150,11 @@ pub fn create(root: &Root, id: &ContainerId, opts: &CreateOptions) -> Result<Cre
         cgroupns: ns.creates(CloneFlags::CLONE_NEWCGROUP),
         idmapped: rootfs::idmap::create(&rootfs::idmap::plan(&spec, &bundle)?)?,
     };
-    if !ns.creates(CloneFlags::CLONE_NEWNS) {
+    if !ns.owns(CloneFlags::CLONE_NEWNS) {
         return Err(RuntimeError::InvalidSpec {
             field: "linux.namespaces",
-            reason: "the container needs a new mount namespace".into(),
+            reason: "the container needs a mount namespace of its own (new, or joined by path)"
+                .into(),
         });
     }
 
@@ -167,7 +168,7 @@ pub fn create(root: &Root, id: &ContainerId, opts: &CreateOptions) -> Result<Cre
         console_socket,
         fifo,
         preserve_fds: opts.preserve_fds,
-        new_uts: ns.creates(CloneFlags::CLONE_NEWUTS),
+        own_uts: ns.owns(CloneFlags::CLONE_NEWUTS),
         in_new_userns: ns.new_user || ns.joins(CloneFlags::CLONE_NEWUSER),
     };
     let (parent, child) = sync::pair()?;

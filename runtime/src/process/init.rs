@@ -33,7 +33,8 @@ pub struct InitConfig {
     /// O_PATH descriptor of the exec FIFO (reopened for writing through /proc/self/fd).
     pub fifo: OwnedFd,
     pub preserve_fds: u32,
-    pub new_uts: bool,
+    /// The container has a UTS namespace of its own (new or joined), so it may set a hostname.
+    pub own_uts: bool,
     pub in_new_userns: bool,
 }
 
@@ -157,7 +158,7 @@ fn setup(cfg: &mut InitConfig, sync: &SyncSocket) -> Result<Prepared> {
             .map(|b| (b.height() as u16, b.width() as u16));
         console::setup(&socket, size, true)?;
     }
-    set_hostname(&spec, cfg.new_uts)?;
+    set_hostname(&spec, cfg.own_uts)?;
     write_sysctls(&spec)?;
     let root = RootDir::open(Path::new("/"))?;
     if let Some(linux) = spec.linux() {
@@ -169,13 +170,14 @@ fn setup(cfg: &mut InitConfig, sync: &SyncSocket) -> Result<Prepared> {
     prepare_process(&process, seccomp, cfg.preserve_fds, sync)
 }
 
-fn set_hostname(spec: &Spec, new_uts: bool) -> Result<()> {
+fn set_hostname(spec: &Spec, own_uts: bool) -> Result<()> {
     let hostname = spec.hostname().clone().filter(|h| !h.is_empty());
     let domainname = spec.domainname().clone().filter(|h| !h.is_empty());
-    if (hostname.is_some() || domainname.is_some()) && !new_uts {
+    if (hostname.is_some() || domainname.is_some()) && !own_uts {
         return Err(RuntimeError::InvalidSpec {
             field: "hostname",
-            reason: "setting a hostname or domainname needs a new UTS namespace".into(),
+            reason: "setting a hostname or domainname needs a UTS namespace of the container's own"
+                .into(),
         });
     }
     if let Some(h) = hostname {

@@ -4,13 +4,14 @@
 use std::fs::{self, File};
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
 
 use crate::error::{Result, RuntimeError};
+use crate::sys;
 
 /// `CLONE_NEWTIME`, which nix does not name.
 pub const CLONE_NEWTIME: CloneFlags = CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
@@ -22,6 +23,57 @@ pub struct JoinNamespace {
     pub kind: CloneFlags,
     pub path: PathBuf,
     pub file: File,
+    /// The path names the runtime's own namespace of that kind (e.g. /proc/1/ns/uts): joining
+    /// it is inheriting the host's, not a namespace of the container's own.
+    pub own: bool,
+}
+
+impl JoinNamespace {
+    /// Opens the namespace at `path` and checks that it is one, of kind `kind`.
+    pub fn open(kind: CloneFlags, path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| RuntimeError::io("open namespace", path, e))?;
+        check_type(&file, kind, path)?;
+        let own = match (
+            file.metadata(),
+            fs::metadata(format!("/proc/self/ns/{}", proc_name(kind))),
+        ) {
+            (Ok(theirs), Ok(ours)) => theirs.ino() == ours.ino() && theirs.dev() == ours.dev(),
+            _ => false,
+        };
+        Ok(Self {
+            kind,
+            path: path.to_owned(),
+            file,
+            own,
+        })
+    }
+}
+
+/// Fails clearly unless `file` is a namespace of kind `kind` (ioctl NS_GET_NSTYPE): joining a
+/// path of the wrong kind would otherwise fail later in setns with a bare EINVAL.
+fn check_type(file: &File, kind: CloneFlags, path: &Path) -> Result<()> {
+    let wrong = |what: String| RuntimeError::InvalidSpec {
+        field: "linux.namespaces",
+        reason: format!(
+            "{} is {what}, not a {} namespace",
+            path.display(),
+            proc_name(kind)
+        ),
+    };
+    match sys::ns_type(file) {
+        Ok(t) if t == kind.bits() => Ok(()),
+        Ok(t) => Err(wrong(format!(
+            "a {} namespace",
+            proc_name(CloneFlags::from_bits_retain(t))
+        ))),
+        Err(nix::errno::Errno::ENOTTY | nix::errno::Errno::EINVAL) => {
+            Err(wrong("not a namespace file".into()))
+        }
+        Err(e) => Err(RuntimeError::sys(
+            format!("read the namespace type of {}", path.display()),
+            e,
+        )),
+    }
 }
 
 /// What to do about namespaces for one process.
@@ -124,13 +176,7 @@ impl NamespacePlan {
             seen |= kind;
             match ns.path() {
                 Some(path) if !path.as_os_str().is_empty() => {
-                    let file = File::open(path)
-                        .map_err(|e| RuntimeError::io("open namespace", path, e))?;
-                    plan.join.push(JoinNamespace {
-                        kind,
-                        path: path.clone(),
-                        file,
-                    });
+                    plan.join.push(JoinNamespace::open(kind, path)?);
                 }
                 _ if kind == CloneFlags::CLONE_NEWUSER => plan.new_user = true,
                 _ => plan.create |= kind,
@@ -188,6 +234,7 @@ impl NamespacePlan {
                 kind,
                 path: theirs,
                 file,
+                own: false,
             });
         }
         Ok(plan)
@@ -206,6 +253,13 @@ impl NamespacePlan {
 
     pub fn joins(&self, kind: CloneFlags) -> bool {
         self.join.iter().any(|j| j.kind == kind)
+    }
+
+    /// Whether the process will have a namespace of `kind` other than the runtime's: a new
+    /// one, or one joined by a path that is not the runtime's own (runc likewise sets the
+    /// hostname in a joined UTS namespace, and sets the rootfs up in a joined mount namespace).
+    pub fn owns(&self, kind: CloneFlags) -> bool {
+        self.creates(kind) || self.join.iter().any(|j| j.kind == kind && !j.own)
     }
 
     pub fn creates(&self, kind: CloneFlags) -> bool {
@@ -353,6 +407,39 @@ mod tests {
         )]);
         let err = NamespacePlan::from_spec(&missing).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/netns"), "{err}");
+    }
+
+    #[test]
+    fn refuses_a_path_of_the_wrong_kind_or_not_a_namespace() {
+        let wrong = spec_with(vec![(
+            LinuxNamespaceType::Network,
+            Some("/proc/self/ns/uts"),
+        )]);
+        let err = NamespacePlan::from_spec(&wrong).unwrap_err().to_string();
+        assert!(
+            err.contains("/proc/self/ns/uts is a uts namespace, not a net namespace"),
+            "{err}"
+        );
+        let not_ns = spec_with(vec![(LinuxNamespaceType::Uts, Some("/dev/null"))]);
+        let err = NamespacePlan::from_spec(&not_ns).unwrap_err().to_string();
+        assert!(
+            err.contains("/dev/null is not a namespace file, not a uts namespace"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_joined_namespace_of_the_runtime_itself_is_not_the_containers_own() {
+        let spec = spec_with(vec![
+            (LinuxNamespaceType::Uts, Some("/proc/self/ns/uts")),
+            (LinuxNamespaceType::Mount, Some("/proc/self/ns/mnt")),
+            (LinuxNamespaceType::Ipc, None),
+        ]);
+        let plan = NamespacePlan::from_spec(&spec).unwrap();
+        assert!(plan.joins(CloneFlags::CLONE_NEWUTS));
+        assert!(!plan.owns(CloneFlags::CLONE_NEWUTS));
+        assert!(!plan.owns(CloneFlags::CLONE_NEWNS));
+        assert!(plan.owns(CloneFlags::CLONE_NEWIPC));
     }
 
     #[test]
