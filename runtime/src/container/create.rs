@@ -295,7 +295,20 @@ fn drive_children(
                 let mut state = base_state.clone();
                 state.pid = pid.as_raw();
                 let json = serde_json::to_string(&state).expect("state serializes");
-                hooks::run(HookKind::Prestart, &HookKind::Prestart.of(spec), &json)?;
+                // prestart (deprecated, run where createRuntime runs) hands its hooks the state
+                // with status "created", as crun does and runtime-tools' hooks_stdin checks;
+                // createRuntime and createContainer get "creating", as with runc.
+                let prestart_state = OciState {
+                    status: ContainerStatus::Created,
+                    ..state.clone()
+                };
+                let prestart_json =
+                    serde_json::to_string(&prestart_state).expect("state serializes");
+                hooks::run(
+                    HookKind::Prestart,
+                    &HookKind::Prestart.of(spec),
+                    &prestart_json,
+                )?;
                 hooks::run(
                     HookKind::CreateRuntime,
                     &HookKind::CreateRuntime.of(spec),
