@@ -1,6 +1,8 @@
 //! Resource usage of a cgroup, the same numbers on v1 and v2 (what the CRI's ContainerStats and
 //! cAdvisor-style consumers want). Values the host's cgroups do not expose are 0 / `None`.
 
+use std::path::Path;
+
 use serde::Serialize;
 
 /// Everything `CgroupManager::stats` reports.
@@ -16,6 +18,9 @@ pub struct Stats {
     pub hugetlb: Vec<HugetlbStats>,
     /// Block I/O, one entry per device with traffic.
     pub blkio: Vec<BlkioDeviceStats>,
+    /// Pressure stall information (cgroup v2's `*.pressure`; on a hybrid host, of the
+    /// cgroup's unified-hierarchy side, which tracks stalls whatever controllers it has).
+    pub pressure: PressureStats,
     /// The processes (thread-group leaders) in this cgroup itself, not in its children: its
     /// `cgroup.procs` (v1: of the cpu hierarchy, as cAdvisor reads it). Sorted.
     pub procs: Vec<i32>,
@@ -84,6 +89,62 @@ pub struct PidsStats {
     pub current: u64,
     /// pids.max; `None` means "max".
     pub limit: Option<u64>,
+}
+
+/// Cumulative stall times of the cgroup's tasks, per resource; `None` where the kernel has no
+/// pressure file (cgroup v1 alone, a kernel without PSI).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PressureStats {
+    pub cpu: Option<Psi>,
+    pub memory: Option<Psi>,
+    pub io: Option<Psi>,
+}
+
+/// The totals of one `<resource>.pressure` file, microseconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Psi {
+    /// Time some tasks were stalled waiting for the resource ("some ... total=").
+    pub some_total_us: u64,
+    /// Time all non-idle tasks were stalled at once ("full ... total="; 0 where the kernel has
+    /// no full line, as cpu.pressure before 5.13).
+    pub full_total_us: u64,
+}
+
+/// Reads `cpu.pressure`, `memory.pressure` and `io.pressure` in a cgroup v2 directory. A file
+/// that is absent or cannot be read (PSI disabled: EOPNOTSUPP) gives `None`.
+pub(crate) fn read_pressure(dir: &Path) -> PressureStats {
+    let read = |file: &str| {
+        std::fs::read_to_string(dir.join(file))
+            .ok()
+            .and_then(|text| parse_psi(&text))
+    };
+    PressureStats {
+        cpu: read("cpu.pressure"),
+        memory: read("memory.pressure"),
+        io: read("io.pressure"),
+    }
+}
+
+/// Parses "some avg10=0.00 avg60=0.00 avg300=0.00 total=N\nfull ... total=M".
+pub(crate) fn parse_psi(text: &str) -> Option<Psi> {
+    let mut psi = Psi::default();
+    let mut seen = false;
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let kind = fields.next();
+        let total = fields
+            .find_map(|f| f.strip_prefix("total="))
+            .and_then(|v| v.parse::<u64>().ok());
+        match (kind, total) {
+            (Some("some"), Some(t)) => {
+                psi.some_total_us = t;
+                seen = true;
+            }
+            (Some("full"), Some(t)) => psi.full_total_us = t,
+            _ => {}
+        }
+    }
+    seen.then_some(psi)
 }
 
 /// Usage of one huge page size.
@@ -173,6 +234,29 @@ mod tests {
         assert_eq!(limit_or_none(u64::MAX), None);
         assert_eq!(limit_or_none(9223372036854771712), None);
         assert_eq!(limit_or_none(8 << 20), Some(8 << 20));
+    }
+
+    #[test]
+    fn pressure_files() {
+        let cpu = "some avg10=0.00 avg60=0.00 avg300=0.00 total=1500\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=700\n";
+        assert_eq!(
+            parse_psi(cpu),
+            Some(Psi {
+                some_total_us: 1500,
+                full_total_us: 700
+            })
+        );
+        let old_cpu = "some avg10=0.00 avg60=0.00 avg300=0.00 total=9\n";
+        assert_eq!(
+            parse_psi(old_cpu).map(|p| (p.some_total_us, p.full_total_us)),
+            Some((9, 0))
+        );
+        assert_eq!(parse_psi(""), None);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("io.pressure"), cpu).unwrap();
+        let p = read_pressure(dir.path());
+        assert_eq!((p.cpu, p.memory), (None, None));
+        assert_eq!(p.io.map(|p| p.full_total_us), Some(700));
     }
 
     #[test]

@@ -391,6 +391,48 @@ fn hugetlb_falls_back_to_cgroup2_on_hybrid_hosts() {
 }
 
 #[test]
+fn pressure_from_the_unified_side_on_hybrid_hosts() {
+    let fx = Fixture::new(&["memory"], true);
+    let m = fx.manager("/berth/c1");
+    fx.layout(&m);
+    w_stat(&m);
+    let udir = m.unified_dir().unwrap().to_owned();
+    fs::create_dir_all(&udir).unwrap();
+    // No pressure file (yet): none.
+    assert_eq!(m.stats().unwrap().pressure.cpu, None);
+    fs::write(
+        udir.join("cpu.pressure"),
+        "some avg10=0.00 avg60=0.00 avg300=0.00 total=2500000\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=1000000\n",
+    )
+    .unwrap();
+    let p = m.stats().unwrap().pressure;
+    let cpu = p.cpu.unwrap();
+    assert_eq!((cpu.some_total_us, cpu.full_total_us), (2500000, 1000000));
+    assert_eq!((p.memory, p.io), (None, None));
+}
+
+/// The memory files stats() needs to read.
+fn w_stat(m: &V1Manager) {
+    let dir = m.controller_dir("memory").unwrap();
+    for f in [
+        "memory.usage_in_bytes",
+        "memory.max_usage_in_bytes",
+        "memory.memsw.usage_in_bytes",
+    ] {
+        fs::write(dir.join(f), "0\n").unwrap();
+    }
+    for f in [
+        "memory.limit_in_bytes",
+        "memory.soft_limit_in_bytes",
+        "memory.memsw.limit_in_bytes",
+    ] {
+        fs::write(dir.join(f), "9223372036854771712\n").unwrap();
+    }
+    fs::write(dir.join("memory.stat"), "").unwrap();
+    fs::write(dir.join("memory.oom_control"), "oom_kill 0\n").unwrap();
+}
+
+#[test]
 fn stats_from_files() {
     let fx = Fixture::new(ALL, false);
     let m = fx.manager("/berth/c1");

@@ -289,6 +289,9 @@ impl CgroupManager for V1Manager {
         {
             s.procs = cgroupfs::procs(dir)?;
         }
+        if let Some(u) = &self.unified {
+            s.pressure = crate::stats::read_pressure(&u.dir);
+        }
         match (self.controller_dir("hugetlb"), &self.unified) {
             (Some(dir), _) => s.hugetlb = hugetlb::stats(dir)?,
             (None, Some(u)) => s.hugetlb = crate::v2::resources::hugetlb_stats(&u.dir)?,

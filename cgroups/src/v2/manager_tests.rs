@@ -93,6 +93,10 @@ fn stats_and_oom_from_files() {
         "anon 4096\nfile 8192\nkernel_stack 16384\npagetables 4096\nslab 8192\nfile_mapped 1024\ninactive_file 1048576\npgfault 7\npgmajfault 1\n",
     );
     w("memory.min", "65536\n");
+    w(
+        "memory.pressure",
+        "some avg10=0.00 avg60=0.00 avg300=0.00 total=3000000\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=2000000\n",
+    );
     w("cgroup.procs", "9\n3\n");
     w("memory.swap.current", "0\n");
     w("memory.swap.max", "1048576\n");
@@ -124,6 +128,12 @@ fn stats_and_oom_from_files() {
     assert_eq!(s.memory.mapped_file, 1024);
     assert_eq!(s.memory.reservation, Some(65536));
     assert_eq!(s.procs, vec![3, 9]);
+    let memory = s.pressure.memory.as_ref().unwrap();
+    assert_eq!(
+        (memory.some_total_us, memory.full_total_us),
+        (3000000, 2000000)
+    );
+    assert_eq!((&s.pressure.cpu, &s.pressure.io), (&None, &None));
     assert_eq!(s.pids.current, 3);
     assert_eq!(s.pids.limit, Some(100));
     let huge: Vec<_> = s

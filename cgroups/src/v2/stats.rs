@@ -55,6 +55,7 @@ pub(super) fn read(dir: &Path) -> Result<Stats, CgroupError> {
 
     s.hugetlb = super::resources::hugetlb_stats(dir)?;
     s.procs = cgroupfs::procs(dir)?;
+    s.pressure = crate::stats::read_pressure(dir);
     if let Some(io) = cgroupfs::read_opt(dir, "io.stat")? {
         s.blkio = parse_io_stat(&io);
     }
