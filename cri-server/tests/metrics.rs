@@ -57,6 +57,12 @@ const EXPECTED: &[&str] = &[
     "container_network_transmit_packets_dropped_total",
     "container_network_transmit_packets_total",
     "container_oom_events_total",
+    "container_pressure_cpu_stalled_seconds_total",
+    "container_pressure_cpu_waiting_seconds_total",
+    "container_pressure_io_stalled_seconds_total",
+    "container_pressure_io_waiting_seconds_total",
+    "container_pressure_memory_stalled_seconds_total",
+    "container_pressure_memory_waiting_seconds_total",
     "container_processes",
     "container_sockets",
     "container_spec_cpu_period",
@@ -72,8 +78,15 @@ const EXPECTED: &[&str] = &[
 ];
 
 /// Described, but with values only where the host has them: block I/O accounting (a virtual
-/// disk may report none, as critest allows) and huge pages.
+/// disk may report none, as critest allows), huge pages, and pressure stall information
+/// (a kernel with PSI, the cgroup on cgroup2; checked below where the kernel has it).
 const HOST_DEPENDENT: &[&str] = &[
+    "container_pressure_cpu_stalled_seconds_total",
+    "container_pressure_cpu_waiting_seconds_total",
+    "container_pressure_io_stalled_seconds_total",
+    "container_pressure_io_waiting_seconds_total",
+    "container_pressure_memory_stalled_seconds_total",
+    "container_pressure_memory_waiting_seconds_total",
     "container_blkio_device_usage_total",
     "container_fs_reads_bytes_total",
     "container_fs_reads_total",
@@ -246,6 +259,13 @@ async fn a_running_pod_reports_every_metric_critest_expects() {
     assert!(usage > 0 && usage < limit, "{usage} of {limit}");
     assert!(free > 0 && free < inodes, "{free} of {inodes}");
     assert!(get("container_memory_kernel_usage").is_some());
+    // PSI: this kernel tracks stalls and the container has a cgroup2 side (v2, or hybrid).
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    if Path::new("/proc/pressure/cpu").exists() && own.lines().any(|l| l.starts_with("0::")) {
+        for name in HOST_DEPENDENT.iter().filter(|n| n.contains("pressure")) {
+            assert!(get(name).is_some(), "{name}: no value");
+        }
+    }
     assert!(get("container_memory_usage_bytes").unwrap() > 0);
 
     calls::remove_pod(&mut rt, &pod).await;

@@ -135,6 +135,42 @@ pub(super) const DESCRIPTORS: &[Descriptor] = &[
         PAGESIZE,
     ),
     d(
+        PSI_CPU_STALLED,
+        "Total time duration no tasks in the container could make progress due to CPU congestion.",
+        Counter,
+        &[],
+    ),
+    d(
+        PSI_CPU_WAITING,
+        "Total time duration tasks in the container have waited due to CPU congestion.",
+        Counter,
+        &[],
+    ),
+    d(
+        PSI_MEMORY_STALLED,
+        "Total time duration no tasks in the container could make progress due to memory congestion.",
+        Counter,
+        &[],
+    ),
+    d(
+        PSI_MEMORY_WAITING,
+        "Total time duration tasks in the container have waited due to memory congestion.",
+        Counter,
+        &[],
+    ),
+    d(
+        PSI_IO_STALLED,
+        "Total time duration no tasks in the container could make progress due to IO congestion.",
+        Counter,
+        &[],
+    ),
+    d(
+        PSI_IO_WAITING,
+        "Total time duration tasks in the container have waited due to IO congestion.",
+        Counter,
+        &[],
+    ),
+    d(
         SPEC_MEM_LIMIT,
         "Memory limit for the container.",
         Gauge,
@@ -316,6 +352,12 @@ pub(super) const MEM_FAILURES: &str = "container_memory_failures_total";
 pub(super) const OOM_EVENTS: &str = "container_oom_events_total";
 pub(super) const HUGETLB_USAGE: &str = "container_hugetlb_usage_bytes";
 pub(super) const HUGETLB_MAX_USAGE: &str = "container_hugetlb_max_usage_bytes";
+pub(super) const PSI_CPU_STALLED: &str = "container_pressure_cpu_stalled_seconds_total";
+pub(super) const PSI_CPU_WAITING: &str = "container_pressure_cpu_waiting_seconds_total";
+pub(super) const PSI_MEMORY_STALLED: &str = "container_pressure_memory_stalled_seconds_total";
+pub(super) const PSI_MEMORY_WAITING: &str = "container_pressure_memory_waiting_seconds_total";
+pub(super) const PSI_IO_STALLED: &str = "container_pressure_io_stalled_seconds_total";
+pub(super) const PSI_IO_WAITING: &str = "container_pressure_io_waiting_seconds_total";
 pub(super) const SPEC_MEM_LIMIT: &str = "container_spec_memory_limit_bytes";
 pub(super) const SPEC_MEM_RESERVATION: &str = "container_spec_memory_reservation_limit_bytes";
 pub(super) const SPEC_MEM_SWAP_LIMIT: &str = "container_spec_memory_swap_limit_bytes";

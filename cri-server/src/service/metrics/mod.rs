@@ -16,7 +16,8 @@
 //! Pod-level metrics (the pod cgroup, the pod's network) carry `container=""`, as cAdvisor's
 //! pod cgroup series do; container metrics carry the container's name.
 //!
-//! Not reported: the `container_pressure_*` series (PSI, which cgroup v1 has not), and
+//! Where the kernel has no per-cgroup pressure file (cgroup v1 without a unified side, a
+//! kernel without PSI) the `container_pressure_*` series are left out; so is
 //! `container_spec_cpu_quota` of a container without a quota (as cAdvisor).
 
 mod descriptors;
@@ -132,6 +133,7 @@ fn metrics_on(host: &Host, who: &Identity, usage: &Usage) -> Vec<cri::Metric> {
     if let Some(s) = &usage.cgroup {
         cpu(&mut b, s);
         memory(&mut b, s);
+        pressure(&mut b, s);
         tasks(&mut b, host, s);
         block_io(&mut b, host, s);
     }
@@ -211,6 +213,22 @@ fn memory(b: &mut Builder, s: &Stats) {
         b.push(HUGETLB_USAGE, h.usage, &size);
         if let Some(max) = h.max_usage {
             b.push(HUGETLB_MAX_USAGE, max, &size);
+        }
+    }
+}
+
+/// Stall times: "full" (no task could make progress) is cAdvisor's stalled, "some" its waiting.
+fn pressure(b: &mut Builder, s: &Stats) {
+    const US_PER_SEC: u64 = 1_000_000;
+    let p = &s.pressure;
+    for (psi, stalled, waiting) in [
+        (&p.cpu, PSI_CPU_STALLED, PSI_CPU_WAITING),
+        (&p.memory, PSI_MEMORY_STALLED, PSI_MEMORY_WAITING),
+        (&p.io, PSI_IO_STALLED, PSI_IO_WAITING),
+    ] {
+        if let Some(psi) = psi {
+            b.push(stalled, psi.full_total_us / US_PER_SEC, &[]);
+            b.push(waiting, psi.some_total_us / US_PER_SEC, &[]);
         }
     }
 }

@@ -47,6 +47,12 @@ const EXPECTED: &[&str] = &[
     "container_network_transmit_packets_dropped_total",
     "container_network_transmit_packets_total",
     "container_oom_events_total",
+    "container_pressure_cpu_stalled_seconds_total",
+    "container_pressure_cpu_waiting_seconds_total",
+    "container_pressure_io_stalled_seconds_total",
+    "container_pressure_io_waiting_seconds_total",
+    "container_pressure_memory_stalled_seconds_total",
+    "container_pressure_memory_waiting_seconds_total",
     "container_processes",
     "container_sockets",
     "container_spec_cpu_period",
@@ -242,6 +248,14 @@ fn fixture() -> Fixture {
     w("memory.swap.current", "0\n");
     w("memory.swap.max", "max\n");
     w("memory.events", "low 0\nhigh 0\nmax 5\noom 1\noom_kill 1\n");
+    let psi = |some: u64, full: u64| {
+        format!(
+            "some avg10=0.00 avg60=0.00 avg300=0.00 total={some}\nfull avg10=0.00 avg60=0.00 avg300=0.00 total={full}\n"
+        )
+    };
+    w("cpu.pressure", &psi(7_000_000, 3_000_000));
+    w("memory.pressure", &psi(2_000_000, 1_000_000));
+    w("io.pressure", &psi(9_000_000, 4_500_000));
     w("pids.current", "4\n");
     w("pids.max", "1024\n");
     w("hugetlb.2MB.max", "max\n");
@@ -360,6 +374,12 @@ fn values_from_a_fake_cgroup_v2_and_proc_tree() {
         get(&out, HUGETLB_USAGE, Some(("pagesize", "2MB"))),
         Some(2 << 20)
     );
+    assert_eq!((v(PSI_CPU_STALLED), v(PSI_CPU_WAITING)), (Some(3), Some(7)));
+    assert_eq!(
+        (v(PSI_MEMORY_STALLED), v(PSI_MEMORY_WAITING)),
+        (Some(1), Some(2))
+    );
+    assert_eq!((v(PSI_IO_STALLED), v(PSI_IO_WAITING)), (Some(4), Some(9)));
     // Processes of the cgroup itself; threads from the pids controller.
     assert_eq!(v(PROCESSES), Some(2));
     assert_eq!(v(THREADS), Some(4));
