@@ -251,3 +251,39 @@ fn cve_2024_21626_no_fd_leak_when_seccomp_denies_close_range() {
     assert_eq!(seen[0], ("0 1 2".to_string(), "0 1 2".to_string()), "berth");
     same("fds in the container", &seen[0], &seen[1]);
 }
+
+/// A seccomp filter that denies getcwd (runtime-tools' linux_seccomp), loaded before the user
+/// switch (no noNewPrivileges): the working directory check no longer fails every container
+/// ('process.cwd: / is outside the container's root'), and a /proc/self/fd/N cwd is still
+/// refused or lands inside the rootfs, never outside.
+#[test]
+fn cwd_check_when_seccomp_denies_getcwd() {
+    require_root!();
+    let rt = Runtime::berth();
+    let deny_getcwd = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [{"names": ["getcwd"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+    });
+    let mut b = Bundle::new();
+    b.set("/process/noNewPrivileges", json!(false));
+    b.set("/linux/seccomp", deny_getcwd.clone());
+    b.set("/process/cwd", json!("/etc"));
+    b.sh("ls passwd");
+    let o = rt.run_new("getcwd-denied", &b).ok();
+    assert_eq!(o.out(), "passwd");
+    for n in 3..=9 {
+        let mut b = Bundle::new();
+        b.set("/process/noNewPrivileges", json!(false));
+        b.set("/linux/seccomp", deny_getcwd.clone());
+        b.set("/process/cwd", json!(format!("/proc/self/fd/{n}")));
+        b.sh("ls ../../../../ 2>/dev/null | head -20");
+        let o = rt.run_new("getcwd-denied-fd", &b);
+        if o.success() {
+            assert!(
+                !o.out().contains("berth-bundle-"),
+                "cwd /proc/self/fd/{n}: sees the host: {o:?}"
+            );
+        }
+    }
+}

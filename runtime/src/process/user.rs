@@ -6,7 +6,9 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use nix::sys::stat::{umask, Mode};
+use nix::errno::Errno;
+use nix::fcntl::{open, openat, OFlag};
+use nix::sys::stat::{fstat, umask, Mode};
 use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
 use oci_spec::runtime::User;
 
@@ -51,17 +53,48 @@ pub fn set_umask(user: &User) {
 
 /// Changes to `cwd` and checks that the result is inside the container's root: a working
 /// directory reached through a leaked host descriptor (CVE-2024-21626) has no path from the
-/// root, so getcwd fails or does not start with `/`.
+/// root, so getcwd fails or does not start with `/`. A seccomp filter loaded before (it must
+/// load while the process is still root) may deny getcwd; then the check walks up from the
+/// working directory instead.
 pub fn enter_cwd(cwd: &Path) -> Result<()> {
     nix::unistd::chdir(cwd)
         .map_err(|e| RuntimeError::sys(format!("chdir to cwd {}", cwd.display()), e))?;
-    match nix::unistd::getcwd() {
-        Ok(p) if p.is_absolute() && !p.to_string_lossy().starts_with("(unreachable)") => Ok(()),
-        _ => Err(RuntimeError::InvalidSpec {
+    let inside = match nix::unistd::getcwd() {
+        Ok(p) => p.is_absolute() && !p.to_string_lossy().starts_with("(unreachable)"),
+        Err(Errno::EPERM | Errno::EACCES | Errno::ENOSYS) => cwd_reaches_root()
+            .map_err(|e| RuntimeError::sys(format!("check cwd {}", cwd.display()), e))?,
+        Err(_) => false,
+    };
+    if inside {
+        Ok(())
+    } else {
+        Err(RuntimeError::InvalidSpec {
             field: "process.cwd",
             reason: format!("{} is outside the container's root", cwd.display()),
-        }),
+        })
     }
+}
+
+/// Whether walking `..` up from the working directory reaches the process's root directory
+/// (same device and inode as `/`). From a directory outside the root, `..` climbs to the top of
+/// some other tree, whose `..` is itself, without passing the root. Bounded in depth.
+pub fn cwd_reaches_root() -> nix::Result<bool> {
+    let dir_flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let id = |st: nix::sys::stat::FileStat| (st.st_dev, st.st_ino);
+    let root = id(nix::sys::stat::stat("/")?);
+    let mut dir = open(".", dir_flags, Mode::empty())?;
+    for _ in 0..4096 {
+        let here = id(fstat(&dir)?);
+        if here == root {
+            return Ok(true);
+        }
+        let parent = openat(&dir, "..", dir_flags, Mode::empty())?;
+        if id(fstat(&parent)?) == here {
+            return Ok(false);
+        }
+        dir = parent;
+    }
+    Ok(false)
 }
 
 /// The home directory of `uid` from the container's /etc/passwd.
@@ -110,6 +143,51 @@ pub fn find_executable(arg0: &str, env: &[String]) -> Result<CString> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cwd_walk_reaches_the_root_from_inside() {
+        // The test process's cwd (the crate directory) is inside its root.
+        assert!(cwd_reaches_root().unwrap());
+    }
+
+    /// After chroot into a directory while the working directory stays outside it (what a
+    /// leaked host descriptor as cwd amounts to), the walk does not reach the root. Needs root
+    /// (chroot); runs in a forked child so that the test process keeps its root.
+    #[test]
+    fn cwd_walk_does_not_reach_the_root_from_outside() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: chroot needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let new_root = CString::new(dir.path().as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: the child makes raw system calls only (chroot, open, openat, fstat, stat on
+        // a short path, which nix copies to a stack buffer) and ends with _exit; it touches no
+        // lock or allocator state another thread of the test harness might hold.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                // SAFETY: chroot takes a live NUL-terminated path.
+                let code = if unsafe { libc::chroot(new_root.as_ptr()) } != 0 {
+                    2
+                } else {
+                    match cwd_reaches_root() {
+                        Ok(false) => 0,
+                        Ok(true) => 1,
+                        Err(_) => 3,
+                    }
+                };
+                crate::sys::exit_child(code)
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                let status = nix::sys::wait::waitpid(child, None).unwrap();
+                assert_eq!(
+                    status,
+                    nix::sys::wait::WaitStatus::Exited(child, 0),
+                    "1: reached the root from outside, 2: chroot failed, 3: walk failed"
+                );
+            }
+        }
+    }
 
     #[test]
     fn finds_executables_on_path() {
