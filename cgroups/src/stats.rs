@@ -64,6 +64,11 @@ pub struct MemoryStats {
     pub pgfault: u64,
     /// Major page faults.
     pub pgmajfault: u64,
+    /// Page faults of the cgroup's own tasks, not its children's (v1 memory.stat "pgfault"
+    /// beside "total_pgfault"; v2 has only the hierarchical count, so the same as `pgfault`).
+    pub own_pgfault: u64,
+    /// Major page faults of the cgroup's own tasks (as `own_pgfault`).
+    pub own_pgmajfault: u64,
     /// Swap in use, bytes.
     pub swap_usage: u64,
     /// Swap limit (v1: memory+swap, v2: swap only); `None` means unlimited or not supported.

@@ -460,7 +460,7 @@ fn stats_from_files() {
     w(
         "memory",
         "memory.stat",
-        "cache 1\nrss 2\nmapped_file 5\ntotal_cache 4096\ntotal_rss 8192\ntotal_mapped_file 2048\ntotal_inactive_file 1048576\ntotal_pgfault 9\ntotal_pgmajfault 3\n",
+        "cache 1\nrss 2\nmapped_file 5\npgfault 4\npgmajfault 1\ntotal_cache 4096\ntotal_rss 8192\ntotal_mapped_file 2048\ntotal_inactive_file 1048576\ntotal_pgfault 9\ntotal_pgmajfault 3\n",
     );
     w("memory", "memory.failcnt", "6\n");
     w("memory", "memory.kmem.usage_in_bytes", "65536\n");
@@ -510,6 +510,7 @@ fn stats_from_files() {
     assert_eq!(s.memory.working_set, 8388608 - 1048576);
     assert_eq!((s.memory.rss, s.memory.cache), (8192, 4096));
     assert_eq!((s.memory.pgfault, s.memory.pgmajfault), (9, 3));
+    assert_eq!((s.memory.own_pgfault, s.memory.own_pgmajfault), (4, 1));
     assert_eq!(s.memory.swap_usage, 8400000 - 8388608);
     assert_eq!(s.memory.oom_kill_count, 2);
     assert_eq!(m.oom_kill_count().unwrap(), 2);

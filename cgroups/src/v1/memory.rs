@@ -142,6 +142,8 @@ pub(super) fn stats(dir: &Path) -> Result<MemoryStats, CgroupError> {
         inactive_file,
         pgfault: get("pgfault"),
         pgmajfault: get("pgmajfault"),
+        own_pgfault: stat.get_or_zero("pgfault"),
+        own_pgmajfault: stat.get_or_zero("pgmajfault"),
         swap_usage: memsw_usage.map_or(0, |sw| sw.saturating_sub(usage)),
         swap_limit: cgroupfs::read_u64_opt(dir, MEMSW_LIMIT)?.and_then(limit_or_none),
         oom_kill_count: oom_kill_count(dir)?,

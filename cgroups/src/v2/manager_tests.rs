@@ -120,6 +120,7 @@ fn stats_and_oom_from_files() {
     assert_eq!(s.memory.working_set, 10485760 - 1048576);
     assert_eq!((s.memory.rss, s.memory.cache), (4096, 8192));
     assert_eq!((s.memory.pgfault, s.memory.pgmajfault), (7, 1));
+    assert_eq!((s.memory.own_pgfault, s.memory.own_pgmajfault), (7, 1));
     assert_eq!(s.memory.swap_limit, Some(1048576));
     assert_eq!(s.memory.oom_kill_count, 1);
     assert_eq!(s.memory.failcnt, 4);

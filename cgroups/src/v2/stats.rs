@@ -34,6 +34,8 @@ pub(super) fn read(dir: &Path) -> Result<Stats, CgroupError> {
         m.cache = stat.get_or_zero("file");
         m.pgfault = stat.get_or_zero("pgfault");
         m.pgmajfault = stat.get_or_zero("pgmajfault");
+        m.own_pgfault = m.pgfault;
+        m.own_pgmajfault = m.pgmajfault;
         m.swap_usage = cgroupfs::read_u64_opt(dir, "memory.swap.current")?.unwrap_or(0);
         m.swap_limit = cgroupfs::read_u64_opt(dir, "memory.swap.max")?.and_then(limit_or_none);
         let events = FlatKeyed::read(dir, "memory.events")?;

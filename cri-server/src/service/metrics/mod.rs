@@ -197,12 +197,13 @@ fn memory(b: &mut Builder, s: &Stats) {
     b.push(MEM_MAPPED_FILE, m.mapped_file, &[]);
     b.push(MEM_SWAP, m.swap_usage, &[]);
     b.push(MEM_FAILCNT, m.failcnt, &[]);
-    for (kind, n) in [("pgfault", m.pgfault), ("pgmajfault", m.pgmajfault)] {
-        b.push(
-            MEM_FAILURES,
-            n,
-            &[("failure_type", kind), ("scope", "hierarchy")],
-        );
+    for (kind, scope, n) in [
+        ("pgfault", "container", m.own_pgfault),
+        ("pgmajfault", "container", m.own_pgmajfault),
+        ("pgfault", "hierarchy", m.pgfault),
+        ("pgmajfault", "hierarchy", m.pgmajfault),
+    ] {
+        b.push(MEM_FAILURES, n, &[("failure_type", kind), ("scope", scope)]);
     }
     // cAdvisor reports an unlimited limit as 0.
     b.push(SPEC_MEM_LIMIT, m.limit.unwrap_or(0), &[]);

@@ -357,9 +357,26 @@ fn values_from_a_fake_cgroup_v2_and_proc_tree() {
     assert_eq!(v(MEM_MAPPED_FILE), Some(1024));
     assert_eq!(v(MEM_SWAP), Some(0));
     assert_eq!(v(MEM_FAILCNT), Some(5));
+    let failures: Vec<_> = out
+        .iter()
+        .filter(|m| m.name == MEM_FAILURES)
+        .map(|m| {
+            // failure_type and scope, after container.
+            (
+                m.label_values[1].as_str(),
+                m.label_values[7].as_str(),
+                m.value.as_ref().unwrap().value,
+            )
+        })
+        .collect();
     assert_eq!(
-        get(&out, MEM_FAILURES, Some(("failure_type", "pgmajfault"))),
-        Some(1)
+        failures,
+        [
+            ("pgfault", "container", 7),
+            ("pgmajfault", "container", 1),
+            ("pgfault", "hierarchy", 7),
+            ("pgmajfault", "hierarchy", 1)
+        ]
     );
     assert_eq!(v(OOM_EVENTS), Some(1));
     assert_eq!(v(SPEC_MEM_LIMIT), Some(64 << 20));
