@@ -132,6 +132,33 @@ fn no_pivot() {
     same("--no-pivot view", &outs[0], &outs[1]);
 }
 
+/// rootfsPropagation "unbindable" (runtime-tools' linux_rootfs_propagation): the container's
+/// root ends up unbindable, and the rootfs and the spec's bind mounts are still set up (berth
+/// made / unbindable first, so binding the rootfs onto itself failed with EINVAL, as runc 1.1
+/// still does).
+#[test]
+fn rootfs_propagation_unbindable() {
+    require_root!();
+    for prop in ["unbindable", "runbindable"] {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("f"), "bound\n").unwrap();
+        let mut b = Bundle::new();
+        b.set("/linux/rootfsPropagation", json!(prop));
+        b.mount(
+            json!({"destination": "/mnt/src", "type": "bind", "source": src.path(),
+                       "options": ["rbind", "ro"]}),
+        );
+        b.sh("cat /mnt/src/f; awk '$5 == \"/\"' /proc/self/mountinfo");
+        let o = Runtime::berth().run_new("unbindable", &b).ok();
+        let out = o.out();
+        assert!(out.starts_with("bound\n"), "{prop}: {out}");
+        assert!(
+            out.contains(" unbindable "),
+            "{prop}: / not unbindable: {out}"
+        );
+    }
+}
+
 /// Mounts made for the container do not propagate to the host (rootfs propagation private).
 #[test]
 fn mounts_do_not_leak_to_host() {

@@ -54,8 +54,16 @@ pub fn root_propagation(spec: &Spec) -> Result<Option<MsFlags>> {
 
 /// Sets up the rootfs before pivot_root: mounts and devices.
 pub fn prepare(spec: &Spec, rootfs: &Path, env: &mut MountEnv, in_userns: bool) -> Result<()> {
-    // Nothing mounted in the container may propagate back to the host.
-    let prop = root_propagation(spec)?.unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
+    // Nothing mounted in the container may propagate back to the host. An unbindable root is
+    // made private for now (the rootfs could not be bound onto itself, nor volumes bound from
+    // under it) and unbindable by [`finalize`], after the mounts.
+    let prop = match root_propagation(spec)? {
+        Some(p) if p.contains(MsFlags::MS_UNBINDABLE) => {
+            p.difference(MsFlags::MS_UNBINDABLE) | MsFlags::MS_PRIVATE
+        }
+        Some(p) => p,
+        None => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+    };
     mount(None::<&str>, "/", None::<&str>, prop, None::<&str>)
         .map_err(|e| RuntimeError::sys("set propagation of /", e))?;
     make_parent_mount_private(rootfs)?;
