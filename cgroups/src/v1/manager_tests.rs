@@ -310,6 +310,15 @@ fn absent_controllers_are_errors_only_when_requested() {
     let m = fx.manager("/berth/c1");
     fx.layout(&m);
     m.apply(&resources(r#"{"cpu": {"shares": 2}}"#)).unwrap();
+    // Nothing asked of the absent net_cls/net_prio: no error (as runc).
+    for json in [
+        r#"{"network": {}}"#,
+        r#"{"network": {"classID": 0}}"#,
+        r#"{"network": {"classID": 0, "priorities": []}}"#,
+    ] {
+        m.apply(&resources(json))
+            .unwrap_or_else(|e| panic!("{json}: {e}"));
+    }
     for (json, controller) in [
         (r#"{"network": {"classID": 1}}"#, "net_cls"),
         (r#"{"pids": {"limit": 5}}"#, "pids"),

@@ -211,7 +211,9 @@ impl CgroupManager for V1Manager {
                     prios,
                 )?;
             }
-            if let Some(class_id) = net.class_id() {
+            // Class id 0 is "no class" (a new cgroup's value): nothing is asked, so a host
+            // without net_cls runs the container, as with runc.
+            if let Some(class_id) = net.class_id().filter(|id| *id != 0) {
                 network::apply_classid(self.required_dir("net_cls", "class id")?, class_id)?;
             }
         }

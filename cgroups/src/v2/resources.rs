@@ -219,7 +219,10 @@ pub fn plan(
     }
 
     if let Some(net) = r.network() {
-        if net.class_id().is_some() || net.priorities().as_ref().is_some_and(|p| !p.is_empty()) {
+        // Class id 0 is "no class": nothing asked.
+        if net.class_id().is_some_and(|id| id != 0)
+            || net.priorities().as_ref().is_some_and(|p| !p.is_empty())
+        {
             return Err(CgroupError::UnsupportedResource {
                 controller: "net_cls/net_prio",
                 what: "network class id / interface priorities: cgroup v2 has no such controllers"

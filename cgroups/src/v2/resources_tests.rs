@@ -214,6 +214,9 @@ fn missing_controller_files_name_the_controller() {
     ));
     let r = resources(r#"{"network": {"classID": 5}}"#);
     assert!(plan(&r, |_| true).is_err());
+    // Class id 0 asks for nothing.
+    let r = resources(r#"{"network": {"classID": 0}}"#);
+    assert!(plan(&r, |_| true).is_ok());
     let r = resources(r#"{"unified": {"../escape": "1"}}"#);
     assert!(matches!(
         plan(&r, |_| true).unwrap_err(),
