@@ -1,6 +1,7 @@
 //! berth-runtime: an OCI runtime with runc's command line.
 
 mod cli;
+mod error_text;
 mod foreground;
 mod logging;
 
@@ -29,7 +30,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
-            let msg = format!("{e:#}");
+            let msg = error_text::error_text(&e);
             tracing::error!("{msg}");
             if has_log_file {
                 // Errors also reach stderr, for a person at a terminal (as with runc).
