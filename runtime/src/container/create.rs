@@ -18,7 +18,7 @@ use oci_spec::runtime::{
     LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxResources, Spec,
 };
 
-use super::state::{self, ContainerRecord, OciState, Root, CONFIG_FILE, EXEC_FIFO};
+use super::state::{self, ContainerRecord, HostMountNs, OciState, Root, CONFIG_FILE, EXEC_FIFO};
 use super::{ContainerId, ContainerStatus};
 use crate::atomic_file;
 use crate::error::{Result, RuntimeError};
@@ -27,7 +27,7 @@ use crate::process::init::{self, InitConfig};
 use crate::process::namespaces::{write_id_maps, NamespacePlan};
 use crate::process::sync::{self, SyncSocket, ToChild, ToParent};
 use crate::process::{procfs, seccomp, stage1};
-use crate::rootfs::{self, MountEnv};
+use crate::rootfs::{self, host_mount_ns, MountEnv};
 use crate::sys;
 
 #[derive(Debug, Clone, Default)]
@@ -84,6 +84,7 @@ pub fn create(root: &Root, id: &ContainerId, opts: &CreateOptions) -> Result<Cre
         dir: dir.clone(),
         cgroup: None,
         pids: Vec::new(),
+        host_mount_ns: None,
         armed: true,
     };
     let json = serde_json::to_vec(&spec).expect("spec serializes");
@@ -150,13 +151,18 @@ pub fn create(root: &Root, id: &ContainerId, opts: &CreateOptions) -> Result<Cre
         cgroupns: ns.creates(CloneFlags::CLONE_NEWCGROUP),
         idmapped: rootfs::idmap::create(&rootfs::idmap::plan(&spec, &bundle)?)?,
     };
-    if !ns.owns(CloneFlags::CLONE_NEWNS) {
-        return Err(RuntimeError::InvalidSpec {
-            field: "linux.namespaces",
-            reason: "the container needs a mount namespace of its own (new, or joined by path)"
-                .into(),
-        });
-    }
+    // No mount namespace of its own: the container inherits the host's (the runtime spec's
+    // rule for an unlisted namespace), and its mounts there are undone by `delete` (or below,
+    // if create fails).
+    let host_mount_ns = if ns.owns(CloneFlags::CLONE_NEWNS) {
+        None
+    } else {
+        let before = HostMountNs {
+            rootfs_mounts_before: host_mount_ns::mounts_at(&rootfs)?,
+        };
+        cleanup.host_mount_ns = Some((rootfs.clone(), before));
+        Some(before)
+    };
 
     let init_cfg = InitConfig {
         id: id.to_string(),
@@ -169,6 +175,7 @@ pub fn create(root: &Root, id: &ContainerId, opts: &CreateOptions) -> Result<Cre
         fifo,
         preserve_fds: opts.preserve_fds,
         own_uts: ns.owns(CloneFlags::CLONE_NEWUTS),
+        own_mount_ns: host_mount_ns.is_none(),
         in_new_userns: ns.new_user || ns.joins(CloneFlags::CLONE_NEWUSER),
     };
     let (parent, child) = sync::pair()?;
@@ -225,6 +232,7 @@ pub fn create(root: &Root, id: &ContainerId, opts: &CreateOptions) -> Result<Cre
         annotations: base_state.annotations,
         cgroup_path: cg_path,
         own_pid_ns: ns.creates(CloneFlags::CLONE_NEWPID),
+        host_mount_ns,
     };
     state::write_record(&dir, &record)?;
     if let Some(pid_file) = &opts.pid_file {
@@ -477,6 +485,8 @@ struct Cleanup {
     dir: PathBuf,
     cgroup: Option<Box<dyn CgroupManager>>,
     pids: Vec<Pid>,
+    /// The rootfs of a container in the host's mount namespace, and what was mounted there.
+    host_mount_ns: Option<(PathBuf, HostMountNs)>,
     armed: bool,
 }
 
@@ -493,6 +503,9 @@ impl Drop for Cleanup {
         if let Some(cg) = &self.cgroup {
             let _ = cg.kill_all(Signal::SIGKILL);
             let _ = cg.remove();
+        }
+        if let Some((rootfs, before)) = &self.host_mount_ns {
+            let _ = host_mount_ns::unmount_rootfs(rootfs, before.rootfs_mounts_before);
         }
         let _ = fs::remove_dir_all(&self.dir);
     }

@@ -10,6 +10,7 @@ use super::state::{Container, Root};
 use super::{ContainerId, ContainerStatus};
 use crate::error::{Result, RuntimeError};
 use crate::hooks::{self, HookKind};
+use crate::rootfs::host_mount_ns;
 
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -76,6 +77,11 @@ fn destroy(container: &Container) -> Result<()> {
         let _ = cgroup.kill_all(Signal::SIGKILL);
     }
     cgroup.remove()?;
+    if let Some(before) = container.state.host_mount_ns {
+        // The container's mounts in the host's mount namespace (no namespace of its own took
+        // them away with it).
+        host_mount_ns::unmount_rootfs(&container.state.rootfs, before.rootfs_mounts_before)?;
+    }
     let state = serde_json::to_string(&container.oci_state()).expect("state serializes");
     if let Err(e) = hooks::run(
         HookKind::Poststop,

@@ -120,6 +120,17 @@ pub struct ContainerRecord {
     /// Whether the container has its own PID namespace (else `kill --all` / `delete --force`
     /// must signal every process of its cgroup).
     pub own_pid_ns: bool,
+    /// Set when the container has no mount namespace of its own: how many mounts sat at the
+    /// rootfs path before `create` (those above them are the container's, for `delete` to
+    /// detach).
+    #[serde(default)]
+    pub host_mount_ns: Option<HostMountNs>,
+}
+
+/// What `delete` needs to undo the mounts of a container in the host's mount namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostMountNs {
+    pub rootfs_mounts_before: usize,
 }
 
 /// A loaded container: its directory, record and spec.

@@ -35,6 +35,9 @@ pub struct InitConfig {
     pub preserve_fds: u32,
     /// The container has a UTS namespace of its own (new or joined), so it may set a hostname.
     pub own_uts: bool,
+    /// The container has a mount namespace of its own (new or joined); without one, its
+    /// mounts are made in the host's and it is entered with chroot.
+    pub own_mount_ns: bool,
     pub in_new_userns: bool,
 }
 
@@ -126,7 +129,13 @@ fn setup(cfg: &mut InitConfig, sync: &SyncSocket) -> Result<Prepared> {
     }
     nix::unistd::setsid().map_err(|e| RuntimeError::sys("setsid", e))?;
 
-    rootfs::prepare(&spec, &cfg.rootfs, &mut cfg.mount_env, cfg.in_new_userns)?;
+    rootfs::prepare(
+        &spec,
+        &cfg.rootfs,
+        &mut cfg.mount_env,
+        cfg.in_new_userns,
+        cfg.own_mount_ns,
+    )?;
 
     sync.send(&ToParent::ReadyForHooks)?;
     let state = match wait_for(sync)? {
@@ -145,7 +154,7 @@ fn setup(cfg: &mut InitConfig, sync: &SyncSocket) -> Result<Prepared> {
         &state,
     )?;
 
-    rootfs::switch_root(&cfg.rootfs, cfg.no_pivot)?;
+    rootfs::switch_root(&cfg.rootfs, cfg.no_pivot, cfg.own_mount_ns)?;
 
     if process.terminal().unwrap_or(false) {
         let socket = cfg.console_socket.take().ok_or(RuntimeError::InvalidSpec {

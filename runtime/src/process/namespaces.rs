@@ -87,6 +87,9 @@ pub struct NamespacePlan {
     pub create: CloneFlags,
     /// `linux.timeOffsets` as /proc/self/timens_offsets lines, for a new time namespace.
     pub time_offsets: String,
+    /// For `exec` into a container that shares the runtime's mount namespace (and so is not
+    /// entered by joining one): its init's root directory (/proc/PID/root), to chroot into.
+    pub chroot: Option<File>,
 }
 
 fn flag(kind: LinuxNamespaceType) -> CloneFlags {
@@ -151,6 +154,7 @@ impl Default for NamespacePlan {
             new_user: false,
             create: CloneFlags::empty(),
             time_offsets: String::new(),
+            chroot: None,
         }
     }
 }
@@ -237,7 +241,35 @@ impl NamespacePlan {
                 own: false,
             });
         }
+        if !plan.joins(CloneFlags::CLONE_NEWNS) {
+            let root = PathBuf::from(format!("/proc/{init}/root"));
+            let (Ok(theirs), Ok(ours)) = (fs::metadata(&root), fs::metadata("/")) else {
+                return Err(RuntimeError::io(
+                    "stat the container's root",
+                    &root,
+                    std::io::Error::from(std::io::ErrorKind::NotFound),
+                ));
+            };
+            if (theirs.dev(), theirs.ino()) != (ours.dev(), ours.ino()) {
+                let dir = File::open(&root)
+                    .map_err(|e| RuntimeError::io("open the container's root", &root, e))?;
+                plan.chroot = Some(dir);
+            }
+        }
         Ok(plan)
+    }
+
+    /// Enters the container's root by chroot when it shares the runtime's mount namespace
+    /// (stage 1, after joining the other namespaces).
+    pub fn enter_root(&self) -> Result<()> {
+        let Some(dir) = &self.chroot else {
+            return Ok(());
+        };
+        nix::unistd::fchdir(dir)
+            .map_err(|e| RuntimeError::sys("chdir to the container's root", e))?;
+        nix::unistd::chroot(".")
+            .map_err(|e| RuntimeError::sys("chroot into the container's root", e))?;
+        nix::unistd::chdir("/").map_err(|e| RuntimeError::sys("chdir /", e))
     }
 
     fn sort(&mut self) {

@@ -38,6 +38,7 @@ pub fn run(
     let result = (|| -> Result<ForkResult> {
         expect(&sync, "wait for the cgroup", |m| matches!(m, ToChild::Go))?;
         ns.join_all()?;
+        ns.enter_root()?;
         if ns.joins(nix::sched::CloneFlags::CLONE_NEWUSER) {
             // The host's root is not mapped in a joined user namespace (a pod's): as it, init
             // could not create files on the filesystems mounted there (EOVERFLOW). Become the

@@ -6,6 +6,7 @@
 //! root propagation).
 
 pub mod devices;
+pub mod host_mount_ns;
 pub mod idmap;
 pub mod mount_options;
 pub mod mounts;
@@ -53,29 +54,18 @@ pub fn root_propagation(spec: &Spec) -> Result<Option<MsFlags>> {
 }
 
 /// Sets up the rootfs before pivot_root: mounts and devices.
-pub fn prepare(spec: &Spec, rootfs: &Path, env: &mut MountEnv, in_userns: bool) -> Result<()> {
-    // Nothing mounted in the container may propagate back to the host. An unbindable root is
-    // made private for now (the rootfs could not be bound onto itself, nor volumes bound from
-    // under it) and unbindable by [`finalize`], after the mounts.
-    let prop = match root_propagation(spec)? {
-        Some(p) if p.contains(MsFlags::MS_UNBINDABLE) => {
-            p.difference(MsFlags::MS_UNBINDABLE) | MsFlags::MS_PRIVATE
-        }
-        Some(p) => p,
-        None => MsFlags::MS_SLAVE | MsFlags::MS_REC,
-    };
-    mount(None::<&str>, "/", None::<&str>, prop, None::<&str>)
-        .map_err(|e| RuntimeError::sys("set propagation of /", e))?;
-    make_parent_mount_private(rootfs)?;
-    mount(
-        Some(rootfs),
-        rootfs,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(|e| RuntimeError::sys(format!("bind rootfs {} onto itself", rootfs.display()), e))?;
-
+pub fn prepare(
+    spec: &Spec,
+    rootfs: &Path,
+    env: &mut MountEnv,
+    in_userns: bool,
+    own_mount_ns: bool,
+) -> Result<()> {
+    if own_mount_ns {
+        bind_rootfs_in_own_ns(spec, rootfs)?;
+    } else {
+        host_mount_ns::bind_rootfs(rootfs)?;
+    }
     let root = RootDir::open(rootfs)?;
     let spec_mounts = spec.mounts().clone().unwrap_or_default();
     mounts::mount_all(&root, &spec_mounts, env)?;
@@ -102,6 +92,33 @@ pub fn prepare(spec: &Spec, rootfs: &Path, env: &mut MountEnv, in_userns: bool) 
         root.resolve_or_create(process.cwd(), secure_path::Create::Dir)?;
     }
     Ok(())
+}
+
+/// In the container's own mount namespace: the propagation of everything (slave by default,
+/// so that nothing mounted for the container reaches the host), then the rootfs bound onto
+/// itself.
+fn bind_rootfs_in_own_ns(spec: &Spec, rootfs: &Path) -> Result<()> {
+    // Nothing mounted in the container may propagate back to the host. An unbindable root is
+    // made private for now (the rootfs could not be bound onto itself, nor volumes bound from
+    // under it) and unbindable by [`finalize`], after the mounts.
+    let prop = match root_propagation(spec)? {
+        Some(p) if p.contains(MsFlags::MS_UNBINDABLE) => {
+            p.difference(MsFlags::MS_UNBINDABLE) | MsFlags::MS_PRIVATE
+        }
+        Some(p) => p,
+        None => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+    };
+    mount(None::<&str>, "/", None::<&str>, prop, None::<&str>)
+        .map_err(|e| RuntimeError::sys("set propagation of /", e))?;
+    make_parent_mount_private(rootfs)?;
+    mount(
+        Some(rootfs),
+        rootfs,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| RuntimeError::sys(format!("bind rootfs {} onto itself", rootfs.display()), e))
 }
 
 /// pivot_root needs the parent mount of the new root not to be shared.
@@ -147,7 +164,7 @@ fn parent_mount(mountinfo: &str, path: &Path) -> Option<(PathBuf, bool)> {
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape(s: &str) -> String {
+pub(crate) fn unescape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let b = s.as_bytes();
     let mut i = 0;
@@ -165,9 +182,12 @@ fn unescape(s: &str) -> String {
     out
 }
 
-/// pivot_root (or MS_MOVE + chroot with `no_pivot`).
-pub fn switch_root(rootfs: &Path, no_pivot: bool) -> Result<()> {
-    if no_pivot {
+/// pivot_root (or MS_MOVE + chroot with `no_pivot`); chroot alone in the host's mount
+/// namespace.
+pub fn switch_root(rootfs: &Path, no_pivot: bool, own_mount_ns: bool) -> Result<()> {
+    if !own_mount_ns {
+        host_mount_ns::enter(rootfs)
+    } else if no_pivot {
         pivot::move_root(rootfs)
     } else {
         pivot::pivot(rootfs)
