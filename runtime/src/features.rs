@@ -19,6 +19,9 @@ use crate::process::{capabilities, seccomp};
 
 /// The oldest runtime-spec version berth accepts in `config.json`.
 pub const OCI_VERSION_MIN: &str = "1.0.0";
+/// The newest runtime spec whose configs berth-runtime takes (the properties it does not
+/// implement fail `create` by name, see `container::spec_support`).
+pub const OCI_VERSION_MAX: &str = "1.3.0";
 
 /// The hooks berth runs.
 pub const HOOKS: [&str; 6] = [
@@ -206,7 +209,7 @@ pub fn features() -> Features {
 
     FeaturesBuilder::default()
         .oci_version_min(OCI_VERSION_MIN)
-        .oci_version_max(oci_spec::runtime::VERSION)
+        .oci_version_max(OCI_VERSION_MAX)
         .hooks(HOOKS.map(String::from).to_vec())
         .mount_options(mount_options)
         .linux(linux)
@@ -252,6 +255,7 @@ mod tests {
         let text = serde_json::to_string_pretty(&v).unwrap();
         let parsed: Features = serde_json::from_str(&text).expect("features parse");
         assert_eq!(parsed.oci_version_min(), OCI_VERSION_MIN);
+        assert_eq!(parsed.oci_version_max(), "1.3.0");
         assert!(!has_null(&v), "{text}");
 
         assert_eq!(v["hooks"].as_array().unwrap().len(), 6);

@@ -383,3 +383,39 @@ fn features_and_spec() {
     let again = rt.cmd(&["spec", "--bundle", b.path().to_str().unwrap()]);
     assert!(!again.success(), "spec overwrote config.json: {again:?}");
 }
+
+/// ociVersion: configs of runtime spec 1.x run, 1.3.0 (runtime-tools' own) included, and the
+/// state reports the config's version; a config of another major version or a version that is
+/// not SemVer fails create naming ociVersion (runtime-tools' misc_props: a runtime MUST error
+/// on invalid values; berth ran any), as do newer properties berth does not implement.
+#[test]
+fn oci_version_1x_accepted_others_refused() {
+    require_root!();
+    let rt = Runtime::berth();
+    for v in ["1.0.0", "1.0.2-dev", "1.2.1", "1.3.0"] {
+        let mut b = Bundle::new();
+        b.set("/ociVersion", json!(v));
+        b.args(&["sleep", "300"]);
+        let id = rt.new_id("ociversion");
+        rt.create(&id, &b, &[]).ok();
+        assert_eq!(rt.state(&id)["ociVersion"], json!(v));
+    }
+    let refused = |pointer: &str, value: Value, want: &str| {
+        let mut b = Bundle::new();
+        b.set(pointer, value);
+        let id = rt.new_id("ociversion-bad");
+        let o = rt.create(&id, &b, &[]).failed();
+        assert!(o.stderr.contains(want), "{pointer}: {o:?}");
+        assert!(
+            rt.try_state(&id).is_none(),
+            "{pointer}: a container was left"
+        );
+    };
+    refused("/ociVersion", json!("2.0.0"), "ociVersion");
+    refused("/ociVersion", json!("invalid"), "ociVersion");
+    refused(
+        "/linux/netDevices",
+        json!({"eth9": {"name": "eth9"}}),
+        "linux.netDevices: not supported",
+    );
+}

@@ -19,7 +19,7 @@ use oci_spec::runtime::{
 };
 
 use super::state::{self, ContainerRecord, HostMountNs, OciState, Root, CONFIG_FILE, EXEC_FIFO};
-use super::{ContainerId, ContainerStatus};
+use super::{spec_support, ContainerId, ContainerStatus};
 use crate::atomic_file;
 use crate::error::{Result, RuntimeError};
 use crate::hooks::{self, HookKind};
@@ -398,6 +398,8 @@ fn protocol(id: &ContainerId, what: &str) -> RuntimeError {
 
 /// Checks what must hold before anything is set up.
 fn validate(spec: &Spec) -> Result<()> {
+    spec_support::check_version(spec.version())?;
+    spec_support::check_unsupported(spec)?;
     let process = spec.process().as_ref().ok_or(RuntimeError::InvalidSpec {
         field: "process",
         reason: "missing".into(),

@@ -6,6 +6,7 @@ pub mod exec;
 mod id;
 pub mod kill;
 pub mod lifecycle;
+mod spec_support;
 pub mod start;
 pub mod state;
 mod status;
