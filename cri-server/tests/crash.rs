@@ -139,6 +139,7 @@ async fn crash_in_create_container_is_swept_at_restart() {
                 image: image.clone(),
                 ..Default::default()
             }),
+            readonly: true,
             ..Default::default()
         }],
         ..calls::shell_container(name, &image, "sleep 300")

@@ -139,7 +139,7 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts berthd (`bin`; berth-shim, berth-runtime, berth-pause and berth's CNI plugins
-    /// beside it) on `dir` (short: the shims' sockets live under it); waits (at most 30 s)
+    /// beside it) on `dir` (the shims' sockets too, in `dir/sockets`); waits (at most 30 s)
     /// until its CRI answers Version.
     pub async fn berthd(dir: &Path, bin: &Path, registry_host: &str, n: u32) -> Daemon {
         let mut d = Daemon::new(Kind::Berthd, dir, n);
@@ -147,7 +147,7 @@ impl Daemon {
         d.write_net("berth-cni-");
         write_hosts_dir(&dir.join("certs.d"), registry_host);
         let config = format!(
-            "root = \"{dir}/r\"\nstate = \"{dir}/s\"\nlisten = \"{sock}\"\n\n[registry]\nconfig_path = \"{dir}/certs.d\"\n\n[cni]\nconf_dir = \"{dir}/net.d\"\nbin_dirs = [\"{bins}\"]\n",
+            "root = \"{dir}/r\"\nstate = \"{dir}/s\"\nlisten = \"{sock}\"\nshim_socket_dir = \"{dir}/sockets\"\n\n[registry]\nconfig_path = \"{dir}/certs.d\"\n\n[cni]\nconf_dir = \"{dir}/net.d\"\nbin_dirs = [\"{bins}\"]\n",
             dir = dir.display(),
             sock = d.sock.display(),
             bins = bin_dir.display(),

@@ -239,6 +239,8 @@ impl Berthd {
             root: dir.path().join("root"),
             state: dir.path().join("state"),
             listen: dir.path().join("berth.sock"),
+            // The shims' sockets in the test's own dir, removed with it.
+            shim_socket_dir: dir.path().join("sockets"),
             ..Config::default()
         };
         config.registry.insecure = insecure.iter().map(|h| h.to_string()).collect();

@@ -153,6 +153,8 @@ impl Pods {
             root: dir.path().join("r"),
             state: dir.path().join(STATE_DIR),
             listen: dir.path().join("berth.sock"),
+            // The shims' sockets in the test's own dir, removed with it.
+            shim_socket_dir: dir.path().join("sockets"),
             ..Config::default()
         };
         config.cni.conf_dir = conf_dir;

@@ -37,6 +37,8 @@ impl StreamingNode {
             root: dir.join("root"),
             state: dir.join(super::pods::STATE_DIR),
             listen: dir.join("berth.sock"),
+            // The shims' sockets in the test's own dir, removed with it.
+            shim_socket_dir: dir.join("sockets"),
             ..Config::default()
         };
         config.registry.insecure = insecure.to_vec();
