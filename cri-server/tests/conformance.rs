@@ -98,7 +98,16 @@ async fn a_minimal_pod_runs_with_the_nodes_hostname() {
         exec(&mut rt, &c, "busybox hostname").await,
         (0, format!("{node}\n"))
     );
+    // The shims' sockets (one per container and pause) live under shim_socket_dir, not the
+    // (long) state dir, and go with their pod.
+    let sockets = || {
+        std::fs::read_dir(&pods.config.shim_socket_dir)
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    assert_eq!(sockets(), 2);
     calls::remove_pod(&mut rt, &pod).await;
+    assert_eq!(sockets(), 0);
     drop(guard);
     drop(pods);
 }

@@ -56,6 +56,9 @@ fn teardown(inner: &Containers, c: &Container) -> Result<(), ContainerError> {
     let id = c.id();
     inner.runtime(c)?.delete(id)?;
     wait_shim_gone(&c.meta.shim_dir);
+    // A shim that ended cleanly removed its socket; one that was killed left it.
+    let socket = crate::shim_client::socket_path(&inner.config.shim_socket_dir, &c.meta.shim_dir);
+    let _ = std::fs::remove_file(socket);
     match image_store::unmount(&c.meta.rootfs) {
         Ok(()) => {}
         Err(image_store::MountError::Sys { source, .. })
