@@ -24,6 +24,11 @@ pub enum RuntimeError {
         status: ContainerStatus,
     },
 
+    /// runc's words ("container not running"), which containerd's shim looks for to take a
+    /// kill of a container that already exited as done (ErrNotFound) rather than a failure.
+    #[error("cannot {op} container {id}: container not running")]
+    NotRunning { id: String, op: &'static str },
+
     #[error("bundle {path}: {reason}")]
     Bundle { path: PathBuf, reason: String },
 

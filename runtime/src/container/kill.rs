@@ -31,7 +31,16 @@ pub fn parse_signal(s: &str) -> Result<Option<Signal>> {
 /// Sends `signal` (None: no signal, an existence check) to the init or, with `all`, to every
 /// process of the container.
 pub fn kill(container: &Container, signal: Option<Signal>, all: bool) -> Result<()> {
-    container.require("kill", ContainerStatus::can_kill)?;
+    container
+        .require("kill", ContainerStatus::can_kill)
+        .map_err(|e| match e {
+            RuntimeError::WrongStatus {
+                id,
+                status: ContainerStatus::Stopped,
+                ..
+            } => RuntimeError::NotRunning { id, op: "kill" },
+            e => e,
+        })?;
     if let (Some(signal), true) = (signal, all) {
         container.cgroup()?.kill_all(signal)?;
         return Ok(());
