@@ -50,14 +50,33 @@ fn podman_run(dir: &Path, runtime: &Path, args: &[&str]) -> Outcome {
     podman(dir, &all)
 }
 
-/// Removes the test's podman storage (images, containers) before the dir goes.
-struct PodmanStorage(tempfile::TempDir);
+/// Removes the test's podman storage (images, containers) before the dir goes, and the
+/// cgroups podman made for conmon (`libpod_parent/conmon` in every hierarchy, which podman
+/// leaves behind) when there were none before the test.
+struct PodmanStorage(tempfile::TempDir, Vec<std::path::PathBuf>);
+
+/// `libpod_parent` in each cgroup hierarchy that has none yet: podman will make them.
+fn libpod_parents_to_remove() -> Vec<std::path::PathBuf> {
+    std::fs::read_dir("/sys/fs/cgroup")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok())
+                .map(|e| e.path().join("libpod_parent"))
+                .filter(|p| !p.exists())
+                .collect()
+        })
+        .unwrap_or_default()
+}
 
 impl Drop for PodmanStorage {
     fn drop(&mut self) {
         let _ = podman(self.0.path(), &["rm", "--all", "--force"]);
         let _ = podman(self.0.path(), &["rmi", "--all", "--force"]);
         let _ = podman(self.0.path(), &["system", "reset", "--force"]);
+        // Empty cgroups only: rmdir fails on one that still has processes or children.
+        for parent in &self.1 {
+            let _ = std::fs::remove_dir(parent.join("conmon"));
+            let _ = std::fs::remove_dir(parent);
+        }
     }
 }
 
@@ -69,6 +88,7 @@ fn podman_runs_with_berth_runtime() {
             .prefix("berth-podman-")
             .tempdir()
             .unwrap(),
+        libpod_parents_to_remove(),
     );
     let dir = storage.0.path();
     std::fs::create_dir_all(dir.join("tmp")).unwrap();
