@@ -472,3 +472,34 @@ fn no_namespaces_inherit_the_runtimes() {
     rt.delete(&id).ok();
     assert_eq!(mounted_below(), 0, "delete left mounts under the rootfs");
 }
+
+/// A create that fails half-way through the rootfs setup of a container without a mount
+/// namespace of its own (a bind mount whose source is missing, after /proc and /dev are
+/// mounted) leaves no mount behind in the host's mount namespace, nor a container.
+#[test]
+fn no_mount_namespace_failed_create_leaves_no_mount() {
+    require_root!();
+    let mut b = Bundle::new();
+    b.set("/linux/namespaces", json!([]));
+    b.set("/hostname", json!(null));
+    b.mount(json!({"destination": "/mnt/missing", "type": "bind",
+                   "source": "/nonexistent/berth-test-source", "options": ["rbind"]}));
+    let rt = Runtime::berth();
+    let _unmount = UnmountOnDrop(b.rootfs());
+    let id = rt.new_id("no-ns-fail");
+    let o = rt.create(&id, &b, &[]);
+    assert!(!o.success(), "{o:?}");
+    assert!(rt.try_state(&id).is_none(), "a container was left");
+    let rootfs = b.rootfs();
+    let left: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            l.split(' ')
+                .nth(4)
+                .is_some_and(|mp| mp.starts_with(rootfs.to_str().unwrap()))
+        })
+        .map(str::to_string)
+        .collect();
+    assert!(left.is_empty(), "mounts left on the host: {left:?}");
+}
