@@ -177,7 +177,7 @@ pub fn features() -> Features {
         )
         .apparmor(
             ApparmorBuilder::default()
-                .enabled(false)
+                .enabled(true)
                 .build()
                 .expect("apparmor"),
         )
@@ -291,7 +291,7 @@ mod tests {
             .as_array()
             .unwrap()
             .contains(&"SECCOMP_FILTER_FLAG_LOG".into()));
-        assert_eq!(linux["apparmor"]["enabled"], false);
+        assert_eq!(linux["apparmor"]["enabled"], true);
         assert_eq!(linux["selinux"]["enabled"], false);
         assert_eq!(linux["intelRdt"]["enabled"], false);
         assert_eq!(linux["mountExtensions"]["idmap"]["enabled"], true);

@@ -195,3 +195,30 @@ fn seccomp_enosys_rule_applied_last() {
     assert!(o.out().starts_with("/etc\n"), "{o:?}");
     assert!(o.out().contains("Function not implemented"), "{o:?}");
 }
+
+/// process.apparmorProfile is applied (from the process's execve on) where AppArmor is
+/// enabled, never silently dropped: on a host without AppArmor, as this machine, create fails
+/// naming the field, as runc's does (berth ran the process unconfined). Where AppArmor is
+/// enabled, the process runs confined by the profile ("unconfined" is always loaded).
+#[test]
+fn apparmor_profile_applied_or_refused() {
+    require_root!();
+    let enabled = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|s| s.starts_with('Y'));
+    let mut b = Bundle::new();
+    b.set("/process/apparmorProfile", json!("unconfined"));
+    b.sh("cat /proc/self/attr/current");
+    let (ob, or) = berth_tests::compare::run_both("apparmor", &b);
+    if enabled {
+        assert_eq!(ob.ok().out(), "unconfined");
+        return;
+    }
+    assert!(
+        !ob.success() && !or.success(),
+        "berth: {ob:?}\nrunc: {or:?}"
+    );
+    assert!(
+        ob.stderr.contains("process.apparmorProfile") && ob.stderr.contains("not enabled"),
+        "{ob:?}"
+    );
+}

@@ -26,7 +26,7 @@ use crate::hooks::{self, HookKind};
 use crate::process::init::{self, InitConfig};
 use crate::process::namespaces::{write_id_maps, NamespacePlan};
 use crate::process::sync::{self, SyncSocket, ToChild, ToParent};
-use crate::process::{procfs, seccomp, stage1};
+use crate::process::{apparmor, procfs, seccomp, stage1};
 use crate::rootfs::{self, host_mount_ns, MountEnv};
 use crate::sys;
 
@@ -400,6 +400,11 @@ fn protocol(id: &ContainerId, what: &str) -> RuntimeError {
 fn validate(spec: &Spec) -> Result<()> {
     spec_support::check_version(spec.version())?;
     spec_support::check_unsupported(spec)?;
+    apparmor::check(
+        spec.process()
+            .as_ref()
+            .and_then(|p| p.apparmor_profile().as_deref()),
+    )?;
     let process = spec.process().as_ref().ok_or(RuntimeError::InvalidSpec {
         field: "process",
         reason: "missing".into(),

@@ -13,7 +13,7 @@ use oci_spec::runtime::{LinuxSeccomp, Process, Spec};
 
 use super::stage1::fail;
 use super::sync::{SyncSocket, ToChild, ToParent};
-use super::{capabilities, console, fds, rlimits, seccomp, user};
+use super::{apparmor, capabilities, console, fds, rlimits, seccomp, user};
 use crate::error::{Result, RuntimeError};
 use crate::hooks::{self, HookKind};
 use crate::rootfs::{self, paths, MountEnv, RootDir};
@@ -272,7 +272,8 @@ pub fn set_oom_score_adj(process: &Process) -> Result<()> {
     fs::write(path, adj.to_string()).map_err(|e| RuntimeError::io("set oom_score_adj", path, e))
 }
 
-/// The process attributes, in runc's order: oom_score_adj and rlimits, no_new_privileges,
+/// The process attributes, in runc's order: AppArmor (from execve on), oom_score_adj and
+/// rlimits, no_new_privileges,
 /// seccomp (now if it needs privileges, else last), bounding set, user switch keeping
 /// capabilities, the capability sets, umask, cwd (checked), environment, executable lookup.
 /// First of all, every inherited descriptor beyond stdio and the preserved ones is marked
@@ -286,6 +287,7 @@ fn prepare_process(
 ) -> Result<Prepared> {
     fds::cloexec_from(3 + preserve_fds)
         .map_err(|e| RuntimeError::sys("mark inherited descriptors close-on-exec", e))?;
+    apparmor::apply_on_exec(process.apparmor_profile().as_deref())?;
     set_oom_score_adj(process)?;
     rlimits::apply(process.rlimits().as_deref().unwrap_or_default())?;
     let nnp = process.no_new_privileges().unwrap_or(false);

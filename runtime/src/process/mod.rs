@@ -6,6 +6,7 @@
 //! reports `Created`, waits on the exec FIFO for `start`, and execs the user process. `exec`
 //! follows the same two stages, joining the container's namespaces instead.
 
+pub mod apparmor;
 pub mod capabilities;
 pub mod console;
 pub mod fds;

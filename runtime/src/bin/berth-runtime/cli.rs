@@ -182,9 +182,10 @@ pub struct ExecArgs {
     pub no_new_privs: bool,
     #[arg(long = "preserve-fds", default_value_t = 0)]
     pub preserve_fds: u32,
-    /// Accepted for compatibility (no AppArmor/SELinux here).
+    /// Accepted for compatibility (no SELinux here).
     #[arg(long = "process-label")]
     pub process_label: Option<String>,
+    /// The AppArmor profile of the process (it fails on a host without AppArmor).
     #[arg(long)]
     pub apparmor: Option<String>,
 }

@@ -274,6 +274,9 @@ fn exec_process_spec(args: &ExecArgs, container: &berth_runtime::Container) -> R
     if args.no_new_privs {
         p.set_no_new_privileges(Some(true));
     }
+    if let Some(profile) = &args.apparmor {
+        p.set_apparmor_profile(Some(profile.clone()));
+    }
     if !args.cap.is_empty() {
         let mut caps = p.capabilities().clone().unwrap_or_default();
         for name in &args.cap {
