@@ -222,3 +222,35 @@ fn apparmor_profile_applied_or_refused() {
         "{ob:?}"
     );
 }
+
+/// SELinux labels on a host without SELinux (this machine): create fails naming the field, as
+/// runc's does (berth ran the container unlabelled). Skipped where SELinux is enabled.
+#[test]
+fn selinux_labels_refused_without_selinux() {
+    require_root!();
+    if std::path::Path::new("/sys/fs/selinux/enforce").exists() {
+        eprintln!("skipped: SELinux is enabled on this host");
+        return;
+    }
+    for (pointer, field, label) in [
+        (
+            "/process/selinuxLabel",
+            "process.selinuxLabel",
+            "system_u:system_r:svirt_lxc_net_t:s0:c1,c2",
+        ),
+        (
+            "/linux/mountLabel",
+            "linux.mountLabel",
+            "system_u:object_r:svirt_sandbox_file_t:s0:c1,c2",
+        ),
+    ] {
+        let mut b = Bundle::new();
+        b.set(pointer, json!(label));
+        let (ob, or) = berth_tests::compare::run_both("selinux", &b);
+        assert!(
+            !ob.success() && !or.success(),
+            "{field}: berth: {ob:?}\nrunc: {or:?}"
+        );
+        assert!(ob.stderr.contains(field), "{ob:?}");
+    }
+}

@@ -26,7 +26,7 @@ use crate::hooks::{self, HookKind};
 use crate::process::init::{self, InitConfig};
 use crate::process::namespaces::{write_id_maps, NamespacePlan};
 use crate::process::sync::{self, SyncSocket, ToChild, ToParent};
-use crate::process::{apparmor, procfs, seccomp, stage1};
+use crate::process::{apparmor, procfs, seccomp, selinux, stage1};
 use crate::rootfs::{self, host_mount_ns, MountEnv};
 use crate::sys;
 
@@ -405,6 +405,7 @@ fn validate(spec: &Spec) -> Result<()> {
             .as_ref()
             .and_then(|p| p.apparmor_profile().as_deref()),
     )?;
+    selinux::check(spec)?;
     let process = spec.process().as_ref().ok_or(RuntimeError::InvalidSpec {
         field: "process",
         reason: "missing".into(),

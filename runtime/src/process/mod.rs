@@ -16,6 +16,7 @@ pub mod procfs;
 pub mod rlimits;
 pub mod sealed_exe;
 pub mod seccomp;
+pub mod selinux;
 pub mod stage1;
 pub mod sync;
 pub mod user;
