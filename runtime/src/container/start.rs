@@ -28,6 +28,13 @@ pub fn start(container: &Container) -> Result<()> {
         Mode::empty(),
     )
     .map_err(|e| RuntimeError::sys(format!("open {}", path.display()), e))?;
+    // The init runs from a sealed copy of the runtime (CVE-2019-5736) that `create` has let go
+    // of: unless someone else holds it, the init's execve of the user process drops the last
+    // reference, and the kernel frees the copy's pages in the container's process before the
+    // user process runs its first instruction. `start` holds it until it returns, so that the
+    // cost usually lands here instead (the init's references go in the exec's own last steps,
+    // right after it closed the FIFO; which drop is the last is not guaranteed).
+    let _init_exe = hold_exe(container.pid());
     let deadline = Instant::now() + FIFO_TIMEOUT;
     let mut got_byte = false;
     loop {
@@ -69,4 +76,31 @@ pub fn start(container: &Container) -> Result<()> {
         tracing::warn!(container = %container.state.id, error = %e, "poststart hook failed");
     }
     Ok(())
+}
+
+/// A reference to the executable of the process `pid` (/proc/PID/exe), if it can be opened.
+fn hold_exe(pid: nix::unistd::Pid) -> Option<fs::File> {
+    fs::File::open(format!("/proc/{pid}/exe")).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    #[test]
+    fn holds_the_executable_of_a_process() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let held = hold_exe(pid).expect("/proc/PID/exe of a child opens");
+        let exe = fs::metadata(format!("/proc/{pid}/exe")).unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        let held = held.metadata().unwrap();
+        assert_eq!((held.dev(), held.ino()), (exe.dev(), exe.ino()));
+    }
 }
