@@ -31,10 +31,10 @@ pub fn start(container: &Container) -> Result<()> {
     // The init runs from a sealed copy of the runtime (CVE-2019-5736) that `create` has let go
     // of: unless someone else holds it, the init's execve of the user process drops the last
     // reference, and the kernel frees the copy's pages in the container's process before the
-    // user process runs its first instruction. `start` holds it until it returns, so that the
-    // cost usually lands here instead (the init's references go in the exec's own last steps,
-    // right after it closed the FIFO; which drop is the last is not guaranteed).
-    let _init_exe = hold_exe(container.pid());
+    // user process runs its first instruction. `start` holds it until the init is out of that
+    // execve (its references go in the exec's last steps, after it closed the FIFO), so that
+    // the cost lands here instead.
+    let init_exe = hold_exe(container.pid());
     let deadline = Instant::now() + FIFO_TIMEOUT;
     let mut got_byte = false;
     loop {
@@ -65,6 +65,10 @@ pub fn start(container: &Container) -> Result<()> {
             });
         }
     }
+    if init_exe.is_some() {
+        wait_out_of_execve(container.pid());
+    }
+    drop(init_exe);
     fs::remove_file(&path).map_err(|e| RuntimeError::io("remove", &path, e))?;
     let state = serde_json::to_string(&container.oci_state()).expect("state serializes");
     if let Err(e) = hooks::run(
@@ -83,11 +87,67 @@ fn hold_exe(pid: nix::unistd::Pid) -> Option<fs::File> {
     fs::File::open(format!("/proc/{pid}/exe")).ok()
 }
 
+/// How long `start` waits at most for the init to leave its execve.
+const EXECVE_WAIT: Duration = Duration::from_millis(50);
+
+/// Waits (bounded) while the process `pid` is inside execve but not running: woken by the
+/// FIFO's close, `start` may have taken the CPU from it before it finished the exec. A
+/// running process, or one in user space or another system call, is past it.
+fn wait_out_of_execve(pid: nix::unistd::Pid) {
+    let deadline = Instant::now() + EXECVE_WAIT;
+    let path = format!("/proc/{pid}/syscall");
+    while Instant::now() < deadline {
+        match fs::read_to_string(&path) {
+            Ok(s) if in_execve(&s) => std::thread::sleep(Duration::from_micros(200)),
+            _ => return,
+        }
+    }
+}
+
+/// Whether /proc/PID/syscall says the (not running) task is inside execve.
+fn in_execve(syscall: &str) -> bool {
+    syscall
+        .split_whitespace()
+        .next()
+        .and_then(|nr| nr.parse::<i64>().ok())
+        .is_some_and(|nr| nr == libc::SYS_execve)
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::MetadataExt;
 
     use super::*;
+
+    #[test]
+    fn reads_execve_from_proc_syscall() {
+        let execve = format!(
+            "{} 0x7ffd 0x7ffe 0x7fff 0x0 0x0 0x0 0x7ffc 0x7f00",
+            libc::SYS_execve
+        );
+        assert!(in_execve(&execve));
+        assert!(!in_execve("running"));
+        assert!(!in_execve("-1 0x7ffc 0x7f00"));
+        assert!(!in_execve("0 0x3 0x7ffd 0x1000 0x0 0x0 0x0 0x7ffc 0x7f00"));
+    }
+
+    #[test]
+    fn does_not_wait_for_a_process_outside_execve() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let started = Instant::now();
+        wait_out_of_execve(pid);
+        let waited = started.elapsed();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(
+            waited < EXECVE_WAIT,
+            "waited {waited:?} for a sleeping process"
+        );
+    }
 
     #[test]
     fn holds_the_executable_of_a_process() {
