@@ -195,3 +195,33 @@ fn failing_prestart_hook_fails_create() {
     assert_eq!(res[0], (false, false), "berth");
     same("failing prestart", res[0], res[1]);
 }
+
+/// The poststart hooks get the state of the container start made: "running", with the init's
+/// pid, also when the user process (`true`) is already gone by the time they run (berth read
+/// the status back and handed them "stopped" and pid 0 now and then; runtime-tools'
+/// hooks_stdin). Five containers, as the race went either way.
+#[test]
+fn poststart_state_is_running_even_if_the_process_already_exited() {
+    require_root!();
+    let rt = Runtime::berth();
+    for _ in 0..5 {
+        let marker = tempfile::Builder::new()
+            .prefix("berth-hooks-")
+            .tempdir()
+            .unwrap();
+        let dir = marker.path();
+        let mut b = Bundle::new();
+        b.push("/hooks/poststart", hook("poststart", dir));
+        b.args(&["true"]);
+        let id = rt.new_id("poststart-state");
+        rt.create(&id, &b, &[]).ok();
+        let pid = rt.pid(&id);
+        rt.start(&id).ok();
+        let text = std::fs::read_to_string(dir.join("poststart.json")).unwrap();
+        let s: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(s["status"], json!("running"), "{text}");
+        assert_eq!(s["pid"], json!(pid), "{text}");
+        rt.wait_stopped(&id);
+        rt.delete(&id).ok();
+    }
+}

@@ -8,7 +8,7 @@ use nix::fcntl::{open, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::stat::Mode;
 
-use super::state::{Container, EXEC_FIFO};
+use super::state::{Container, OciState, EXEC_FIFO};
 use super::ContainerStatus;
 use crate::error::{Result, RuntimeError};
 use crate::hooks::{self, HookKind};
@@ -70,7 +70,15 @@ pub fn start(container: &Container) -> Result<()> {
     }
     drop(init_exe);
     fs::remove_file(&path).map_err(|e| RuntimeError::io("remove", &path, e))?;
-    let state = serde_json::to_string(&container.oci_state()).expect("state serializes");
+    // The state of the container the start operation made: running, with its init's pid. Read
+    // back from the process instead, a user process that already exited (`true`) gave the
+    // poststart hooks "stopped" and pid 0 (runtime-tools' hooks_stdin, now and then).
+    let state = OciState {
+        status: ContainerStatus::Running,
+        pid: container.pid().as_raw(),
+        ..container.oci_state()
+    };
+    let state = serde_json::to_string(&state).expect("state serializes");
     if let Err(e) = hooks::run(
         HookKind::Poststart,
         &HookKind::Poststart.of(&container.spec),
