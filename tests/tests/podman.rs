@@ -51,20 +51,53 @@ fn podman_run(dir: &Path, runtime: &Path, args: &[&str]) -> Outcome {
 }
 
 /// Removes the test's podman storage (images, containers) before the dir goes, and the
-/// cgroups podman made for conmon (`libpod_parent/conmon` in every hierarchy, which podman
-/// leaves behind) when there were none before the test.
-struct PodmanStorage(tempfile::TempDir, Vec<std::path::PathBuf>);
+/// cgroups podman made for conmon and leaves behind: `libpod_parent/conmon` in every
+/// hierarchy that had none before the test (empty ones only), and the plain directories conmon
+/// makes on /sys/fs/cgroup's tmpfs for controllers no hierarchy is mounted for (hugetlb, when
+/// it sits on cgroup2).
+struct PodmanStorage(tempfile::TempDir, CgroupsBefore);
 
-/// `libpod_parent` in each cgroup hierarchy that has none yet: podman will make them.
-fn libpod_parents_to_remove() -> Vec<std::path::PathBuf> {
-    std::fs::read_dir("/sys/fs/cgroup")
-        .map(|dir| {
-            dir.filter_map(|e| e.ok())
-                .map(|e| e.path().join("libpod_parent"))
-                .filter(|p| !p.exists())
-                .collect()
-        })
-        .unwrap_or_default()
+/// What /sys/fs/cgroup held before the test.
+struct CgroupsBefore {
+    entries: Vec<std::path::PathBuf>,
+    libpod_parents: Vec<std::path::PathBuf>,
+}
+
+impl CgroupsBefore {
+    fn now() -> Self {
+        let entries: Vec<std::path::PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+            .map(|dir| dir.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        let libpod_parents = entries
+            .iter()
+            .map(|e| e.join("libpod_parent"))
+            .filter(|p| !p.exists())
+            .collect();
+        Self {
+            entries,
+            libpod_parents,
+        }
+    }
+
+    fn remove_what_podman_left(&self) {
+        // Empty cgroups only: rmdir fails on one that still has processes or children.
+        for parent in &self.libpod_parents {
+            let _ = std::fs::remove_dir(parent.join("conmon"));
+            let _ = std::fs::remove_dir(parent);
+        }
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mounted =
+            |p: &std::path::Path| mountinfo.lines().any(|l| l.split(' ').nth(4) == p.to_str());
+        let Ok(dir) = std::fs::read_dir("/sys/fs/cgroup") else {
+            return;
+        };
+        for entry in dir.filter_map(|e| e.ok()).map(|e| e.path()) {
+            if !self.entries.contains(&entry) && entry.is_dir() && !mounted(&entry) {
+                eprintln!("removing {} (left by podman)", entry.display());
+                let _ = std::fs::remove_dir_all(&entry);
+            }
+        }
+    }
 }
 
 impl Drop for PodmanStorage {
@@ -72,11 +105,7 @@ impl Drop for PodmanStorage {
         let _ = podman(self.0.path(), &["rm", "--all", "--force"]);
         let _ = podman(self.0.path(), &["rmi", "--all", "--force"]);
         let _ = podman(self.0.path(), &["system", "reset", "--force"]);
-        // Empty cgroups only: rmdir fails on one that still has processes or children.
-        for parent in &self.1 {
-            let _ = std::fs::remove_dir(parent.join("conmon"));
-            let _ = std::fs::remove_dir(parent);
-        }
+        self.1.remove_what_podman_left();
     }
 }
 
@@ -88,7 +117,7 @@ fn podman_runs_with_berth_runtime() {
             .prefix("berth-podman-")
             .tempdir()
             .unwrap(),
-        libpod_parents_to_remove(),
+        CgroupsBefore::now(),
     );
     let dir = storage.0.path();
     std::fs::create_dir_all(dir.join("tmp")).unwrap();
