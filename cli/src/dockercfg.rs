@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use base64::Engine;
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use serde_json::{json, Value};
 
 /// docker's key for Docker Hub.

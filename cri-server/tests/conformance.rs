@@ -4,7 +4,8 @@
 //! containers and `ALL` get the capabilities berthd holds (not every capability Linux knows);
 //! StopContainer of an unknown container, ImageFsInfo on a fresh root and RemoveImage racing
 //! itself succeed; RuntimeStatus lists the default handler under "" with what it can do; a
-//! recursive read-only mount is refused for a handler that does not say it makes one. Every root test
+//! recursive read-only mount is refused for a handler that does not say it makes one; env
+//! values (bytes on the wire) reach the process when UTF-8 and are refused by name otherwise. Every root test
 //! of this crate runs with a state directory too long for any socket under it
 //! (`pods::STATE_DIR`), which once failed every RunPodSandbox.
 
@@ -17,8 +18,8 @@ mod pods;
 mod support;
 
 use calls::{run_container, run_pod, shell_container as container, Busybox, Rt};
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
+use cri_api::v1 as cri;
+use cri_api::v1::image_service_client::ImageServiceClient;
 use pods::can_run;
 
 /// `sh -c cmd` in `id`: exit code and stdout.
@@ -108,6 +109,48 @@ async fn a_minimal_pod_runs_with_the_nodes_hostname() {
     assert_eq!(sockets(), 2);
     calls::remove_pod(&mut rt, &pod).await;
     assert_eq!(sockets(), 0);
+    drop(guard);
+    drop(pods);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn env_values_are_bytes_and_non_utf8_ones_are_refused_by_name() {
+    let test = "env_values_are_bytes_and_non_utf8_ones_are_refused_by_name";
+    if !can_run(test) {
+        return;
+    }
+    let fx = Busybox::push();
+    let (pods, guard, mut rt) = calls::pods_pulling(34, fx.host(), &[&fx.image]).await;
+    let config = minimal_pod("envs");
+    let pod = run_pod(&mut rt, &config, "").await;
+    guard.sandbox(&pod);
+    // KeyValue.value is bytes on the wire (cri-api 0.34+); berth passes UTF-8 ones on.
+    let env = |key: &str, value: &[u8]| cri::KeyValue {
+        key: key.into(),
+        value: value.to_vec(),
+    };
+    let bad = cri::ContainerConfig {
+        envs: vec![env("FINE", b"1"), env("RAW", &[b'a', 0xff, 0xfe])],
+        ..container("bad", &fx.image, "sleep 300")
+    };
+    let err = calls::create_container(&mut rt, &pod, &config, bad)
+        .await
+        .expect_err("a non-UTF-8 env value is refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("\"RAW\"") && err.message().contains("UTF-8"),
+        "{err:?}"
+    );
+    let good = cri::ContainerConfig {
+        envs: vec![env("GREETING", "grüß dich".as_bytes())],
+        ..container("good", &fx.image, "sleep 300")
+    };
+    let c = run_container(&mut rt, &pod, &config, good).await;
+    assert_eq!(
+        exec(&mut rt, &c, "printf %s \"$GREETING\"").await,
+        (0, "grüß dich".to_owned())
+    );
+    calls::remove_pod(&mut rt, &pod).await;
     drop(guard);
     drop(pods);
 }

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use calls::{pod_config, remove_pod, Rt};
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use node::{Leftovers, Node};
 
 fn can_run(test: &str) -> bool {

@@ -1,5 +1,5 @@
 //! The same CRI scenario against berthd and against containerd (Debian's package, its CRI
-//! plugin configured by the test, runc through io.containerd.runc.v2), with one k8s-cri
+//! plugin configured by the test, runc through io.containerd.runc.v2), with one cri-api
 //! client, comparing what a kubelet observes: pod and container statuses, exit codes and
 //! reasons (Completed, Error, OOMKilled), timestamps, image references, the CRI log lines,
 //! ExecSync output and exit codes, what a container sees (capabilities, seccomp, user and
@@ -41,10 +41,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use containerd::Daemon;
+use cri_api::v1 as cri;
+use cri_api::v1::image_service_client::ImageServiceClient;
+use cri_api::v1::runtime_service_client::RuntimeServiceClient;
 use differences::compare;
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use side::Side;
 use tonic::transport::Channel;
 

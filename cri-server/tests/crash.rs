@@ -20,7 +20,7 @@ use std::path::Path;
 use berth_cri::service::crash_point;
 use berthd_process::Berthd;
 use calls::{pull, remove_pod, run_container, run_pod, Busybox};
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use node::Leftovers;
 use pods::Pods;
 

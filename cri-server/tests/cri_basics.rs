@@ -1,14 +1,14 @@
-//! berthd's CRI server over a real unix socket, driven by a k8s-cri client.
+//! berthd's CRI server over a real unix socket, driven by a cri-api client.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use berth_cri::config::Config;
 use berth_cri::server;
+use cri_api::v1 as cri;
+use cri_api::v1::image_service_client::ImageServiceClient;
+use cri_api::v1::runtime_service_client::RuntimeServiceClient;
 use hyper_util::rt::TokioIo;
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -78,6 +78,10 @@ async fn version_status_and_runtime_config() {
     assert!(conds.iter().any(|c| c.r#type == "RuntimeReady"));
     assert!(s.runtime_handlers.iter().any(|h| h.name == "berth"));
     assert!(s.info["config"].contains("listen"));
+    let features = s.features.unwrap();
+    assert!(features.supplemental_groups_policy);
+    // Not offered until berth honours them.
+    assert!(!features.user_namespaces_host_network && !features.mount_options);
 
     let c = rt
         .runtime_config(cri::RuntimeConfigRequest {})
@@ -156,6 +160,72 @@ async fn metric_descriptors_and_unserved_rpcs() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
     assert!(err.message().contains("CRIU"));
+    // The RPCs of the newer CRI berth does not serve yet answer UNIMPLEMENTED, naming the RPC.
+    let refused = [
+        (
+            "CheckpointPod",
+            rt.checkpoint_pod(cri::CheckpointPodRequest::default())
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "RestorePod",
+            rt.restore_pod(cri::RestorePodRequest::default())
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "UpdatePodSandboxResources",
+            rt.update_pod_sandbox_resources(cri::UpdatePodSandboxResourcesRequest::default())
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "StreamPodSandboxes",
+            rt.stream_pod_sandboxes(cri::StreamPodSandboxesRequest::default())
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "StreamContainers",
+            rt.stream_containers(cri::StreamContainersRequest::default())
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "StreamContainerStats",
+            rt.stream_container_stats(cri::StreamContainerStatsRequest::default())
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "StreamPodSandboxStats",
+            rt.stream_pod_sandbox_stats(cri::StreamPodSandboxStatsRequest::default())
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "StreamPodSandboxMetrics",
+            rt.stream_pod_sandbox_metrics(cri::StreamPodSandboxMetricsRequest::default())
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "StreamImages",
+            ImageServiceClient::new(channel.clone())
+                .stream_images(cri::StreamImagesRequest::default())
+                .await
+                .map(|_| ()),
+        ),
+    ];
+    for (rpc, answer) in refused {
+        let err = answer.expect_err(rpc);
+        assert_eq!(err.code(), tonic::Code::Unimplemented, "{rpc}: {err}");
+        assert!(
+            err.message().starts_with(&format!("berth: {rpc} ")),
+            "{rpc}: {err}"
+        );
+    }
     // ImageService is served (tests/image_service.rs): an empty store lists no image.
     let mut img = ImageServiceClient::new(channel);
     let list = img

@@ -1,12 +1,12 @@
 //! berthd's ImageService against a real `docker-registry` on 127.0.0.1, driven through the CRI
-//! socket by a k8s-cri client: pull, list, status, fs info, remove, and the error codes.
+//! socket by a cri-api client: pull, list, status, fs info, remove, and the error codes.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
+use cri_api::v1 as cri;
+use cri_api::v1::image_service_client::ImageServiceClient;
 use tonic::transport::Channel;
 use tonic::Code;
 

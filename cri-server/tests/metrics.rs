@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use calls::{run_container, run_pod, shell_container, Busybox};
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 
 /// cAdvisor's container metrics critest expects a runtime to describe.
 const EXPECTED: &[&str] = &[

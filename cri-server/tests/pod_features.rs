@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use calls::{run_container, run_pod, shell_container as container, Busybox};
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
+use cri_api::v1 as cri;
+use cri_api::v1::image_service_client::ImageServiceClient;
 use node::Leftovers;
 
 const RUNNING: i32 = cri::ContainerState::ContainerRunning as i32;

@@ -8,11 +8,11 @@ mod support;
 
 use std::path::PathBuf;
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use pods::{alive, can_run, cgroup_dirs, host_network_pod, is_mounted, pod, Pods};
 use tonic::Code;
 
-type Client = k8s_cri::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>;
+type Client = cri_api::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>;
 
 async fn run(
     rt: &mut Client,

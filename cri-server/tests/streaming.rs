@@ -19,8 +19,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use calls::{container_config, pod_config, remove_pod, run_container, run_pod, Busybox};
+use cri_api::v1 as cri;
 use futures_util::{SinkExt, StreamExt};
-use k8s_cri::v1 as cri;
 use node::{Leftovers, Node};
 use streaming_node::{exec_url, pids_running};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use calls::{container_config, pod_config, pull, remove_pod, run_container, run_pod, Busybox, Rt};
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use node::Leftovers;
 use spdy_client::{connect_tls, SpdyConn};
 use streaming_node::{

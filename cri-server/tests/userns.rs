@@ -29,7 +29,7 @@ use berth_cri::service::crash_point;
 
 use berthd_process::Berthd;
 use calls::{create_container, pull, remove_pod, start_container, try_run_pod, Rt};
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use node::Leftovers;
 
 /// Host ids of the test's pods: one 65536-wide range each from here, far above real users.

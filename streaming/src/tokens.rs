@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use k8s_cri::v1::{AttachRequest, ExecRequest, PortForwardRequest};
+use cri_api::v1::{AttachRequest, ExecRequest, PortForwardRequest};
 
 use crate::error::RequestError;
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_streaming::{Config, StreamingServer};
-use k8s_cri::v1::{ExecRequest, PortForwardRequest};
+use cri_api::v1::{ExecRequest, PortForwardRequest};
 use support::spdy_client::{connect, SpdyConn};
 use support::{echo_server, FakeBackend};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_streaming::{Config, StreamingServer};
-use k8s_cri::v1::{AttachRequest, ExecRequest, PortForwardRequest};
+use cri_api::v1::{AttachRequest, ExecRequest, PortForwardRequest};
 use support::spdy_client::{connect, SpdyConn};
 use support::{echo_server, pattern, FakeBackend};
 

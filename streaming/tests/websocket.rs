@@ -5,8 +5,8 @@ mod support;
 use std::sync::Arc;
 
 use berth_streaming::{Config, StreamingServer};
+use cri_api::v1::{ExecRequest, PortForwardRequest};
 use futures_util::{SinkExt, StreamExt};
-use k8s_cri::v1::{ExecRequest, PortForwardRequest};
 use support::{echo_server, FakeBackend};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;

@@ -7,7 +7,7 @@ use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 
 use crate::client::admin::{ExportRequest, ImportRequest, TagRequest};
 use crate::client::{answer, Cri};

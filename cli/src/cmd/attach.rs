@@ -2,7 +2,7 @@
 //! server; the session runs over it ([`crate::remotecommand`]).
 
 use anyhow::{bail, Context, Result};
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 
 use super::containers::{exit_byte, state_name};
 use crate::client::{answer, Cri};

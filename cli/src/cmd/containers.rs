@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 
 use super::{info_json, now_ns, print_json, RUN_LABEL};
 use crate::client::{answer, Cri};

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 
 use super::{info_json, print_json};
 use crate::client::{answer, Cri};

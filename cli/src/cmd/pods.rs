@@ -1,7 +1,7 @@
 //! `pods`, `pod inspect|stop|rm`.
 
 use anyhow::Result;
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 
 use super::{info_json, now_ns, print_json, LOG_DIR_ANNOTATION};
 use crate::client::{answer, Cri};

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use anyhow::{Context, Result};
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 

@@ -3,10 +3,11 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 
 use super::containers::{exit_byte, follow};
 use super::{attach, run_options, LOG_DIR_ANNOTATION, RUN_LABEL};
@@ -68,13 +69,14 @@ fn envs(env: &[String]) -> Result<Vec<cri::KeyValue>> {
         .map(|kv| match kv.split_once('=') {
             Some((k, v)) if !k.is_empty() => Ok(cri::KeyValue {
                 key: k.to_owned(),
-                value: v.to_owned(),
+                value: v.as_bytes().to_vec(),
             }),
-            _ => match std::env::var(kv) {
-                // `-e NAME` passes the caller's value, as docker does.
-                Ok(v) if !kv.is_empty() => Ok(cri::KeyValue {
+            _ => match std::env::var_os(kv) {
+                // `-e NAME` passes the caller's value, as docker does (its bytes: the CRI
+                // carries env values as bytes).
+                Some(v) if !kv.is_empty() => Ok(cri::KeyValue {
                     key: kv.clone(),
-                    value: v,
+                    value: v.into_vec(),
                 }),
                 _ => bail!("-e {kv:?}: expected K=V"),
             },
@@ -367,9 +369,12 @@ mod tests {
         let e = envs(&["A=1".into(), "B=x=y".into(), "C=".into()]).unwrap();
         let pairs: Vec<_> = e
             .iter()
-            .map(|kv| (kv.key.as_str(), kv.value.as_str()))
+            .map(|kv| (kv.key.as_str(), kv.value.as_slice()))
             .collect();
-        assert_eq!(pairs, [("A", "1"), ("B", "x=y"), ("C", "")]);
+        assert_eq!(
+            pairs,
+            [("A", &b"1"[..]), ("B", &b"x=y"[..]), ("C", &b""[..])]
+        );
         assert!(envs(&["=v".into()]).is_err());
     }
 

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 
 /// CFS period berth uses for `--cpus` (as docker).
 const CPU_PERIOD: i64 = 100_000;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Result;
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 
 use super::print_json;
 use crate::client::{answer, Cri};

@@ -1,7 +1,7 @@
 //! `version` and `info`.
 
 use anyhow::Result;
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 
 use crate::client::{self, answer, Cri};
 

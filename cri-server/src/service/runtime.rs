@@ -3,8 +3,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::runtime_service_server::RuntimeService;
+use cri_api::v1 as cri;
+use cri_api::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
 use super::container::{ContainerService, EventStream as ContainerEvents};
@@ -18,6 +18,16 @@ use image_store::ImageStore;
 pub const CRI_VERSION: &str = "v1";
 pub const RUNTIME_NAME: &str = "berth";
 pub const RUNTIME_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The stream type of a list-streaming RPC berth does not serve yet (it never yields).
+type NotStreamed<T> = tokio_stream::Empty<Result<T, Status>>;
+
+/// UNIMPLEMENTED for a list-streaming RPC (KEP-5825), naming the unary RPC that is served.
+fn not_streamed(rpc: &str, unary: &str) -> Status {
+    Status::unimplemented(format!(
+        "berth: {rpc} is not served yet; {unary} is (one reply, gRPC's message size limit)"
+    ))
+}
 
 /// A CRI streaming request the server refused.
 fn streaming_status(e: berth_streaming::RequestError) -> Status {
@@ -183,6 +193,10 @@ impl RuntimeService for Runtime {
                 // SupplementalGroupsPolicy Strict is honoured (spec::process), and
                 // ContainerStatus.user reports the groups the container runs with.
                 supplemental_groups_policy: true,
+                // Not probed or honoured yet: Mount.mount_options is ignored, and user
+                // namespaces with the host network are not offered.
+                user_namespaces_host_network: false,
+                mount_options: false,
             }),
         }))
     }
@@ -424,6 +438,71 @@ impl RuntimeService for Runtime {
     ) -> Result<Response<cri::CheckpointContainerResponse>, Status> {
         Err(Status::unimplemented(
             "berth: CheckpointContainer needs CRIU, which berth does not use",
+        ))
+    }
+
+    async fn checkpoint_pod(
+        &self,
+        _: Request<cri::CheckpointPodRequest>,
+    ) -> Result<Response<cri::CheckpointPodResponse>, Status> {
+        Err(Status::unimplemented(
+            "berth: CheckpointPod needs CRIU, which berth does not use",
+        ))
+    }
+    async fn restore_pod(
+        &self,
+        _: Request<cri::RestorePodRequest>,
+    ) -> Result<Response<cri::RestorePodResponse>, Status> {
+        Err(Status::unimplemented(
+            "berth: RestorePod needs CRIU, which berth does not use",
+        ))
+    }
+    async fn update_pod_sandbox_resources(
+        &self,
+        _: Request<cri::UpdatePodSandboxResourcesRequest>,
+    ) -> Result<Response<cri::UpdatePodSandboxResourcesResponse>, Status> {
+        Err(Status::unimplemented(
+            "berth: UpdatePodSandboxResources is not served yet: the pod cgroup keeps the \
+             limits it was created with (containers are resized by UpdateContainerResources)",
+        ))
+    }
+
+    type StreamPodSandboxesStream = NotStreamed<cri::StreamPodSandboxesResponse>;
+    async fn stream_pod_sandboxes(
+        &self,
+        _: Request<cri::StreamPodSandboxesRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxesStream>, Status> {
+        Err(not_streamed("StreamPodSandboxes", "ListPodSandbox"))
+    }
+    type StreamContainersStream = NotStreamed<cri::StreamContainersResponse>;
+    async fn stream_containers(
+        &self,
+        _: Request<cri::StreamContainersRequest>,
+    ) -> Result<Response<Self::StreamContainersStream>, Status> {
+        Err(not_streamed("StreamContainers", "ListContainers"))
+    }
+    type StreamContainerStatsStream = NotStreamed<cri::StreamContainerStatsResponse>;
+    async fn stream_container_stats(
+        &self,
+        _: Request<cri::StreamContainerStatsRequest>,
+    ) -> Result<Response<Self::StreamContainerStatsStream>, Status> {
+        Err(not_streamed("StreamContainerStats", "ListContainerStats"))
+    }
+    type StreamPodSandboxStatsStream = NotStreamed<cri::StreamPodSandboxStatsResponse>;
+    async fn stream_pod_sandbox_stats(
+        &self,
+        _: Request<cri::StreamPodSandboxStatsRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxStatsStream>, Status> {
+        Err(not_streamed("StreamPodSandboxStats", "ListPodSandboxStats"))
+    }
+    type StreamPodSandboxMetricsStream = NotStreamed<cri::StreamPodSandboxMetricsResponse>;
+    async fn stream_pod_sandbox_metrics(
+        &self,
+        _: Request<cri::StreamPodSandboxMetricsRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxMetricsStream>, Status> {
+        Err(not_streamed(
+            "StreamPodSandboxMetrics",
+            "ListPodSandboxMetrics",
         ))
     }
 

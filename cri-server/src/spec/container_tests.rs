@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use oci_spec::runtime::{Capability, LinuxDeviceType, LinuxNamespaceType, Spec};
 
 use super::container_spec;

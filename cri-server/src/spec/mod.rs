@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 
 mod annotations;
 mod base;
@@ -62,6 +62,12 @@ pub enum SpecError {
     },
     #[error("{what} is not supported yet")]
     NotYet { what: &'static str },
+    /// An env value that is not UTF-8 (KeyValue.value is bytes since cri-api 0.34); the
+    /// value itself is never shown, it may be a Secret's.
+    #[error(
+        "env {key:?}: the value is not valid UTF-8 (berth passes only UTF-8 env values for now)"
+    )]
+    EnvNotUtf8 { key: String },
 }
 
 /// Facts about the node that containerd looks up while building a spec.

@@ -4,7 +4,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use oci_spec::runtime::{LinuxIdMapping, Mount};
 
 use super::namespaces::PodUserns;

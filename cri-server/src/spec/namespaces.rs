@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use oci_spec::runtime::{
     LinuxIdMapping, LinuxIdMappingBuilder, LinuxNamespace, LinuxNamespaceType,
 };

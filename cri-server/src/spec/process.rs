@@ -3,7 +3,7 @@
 //! and /etc/group, as containerd's `WithProcessArgs`, `WithEnv`, `WithUser` and
 //! `WithAdditionalGIDs` do.
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 
 use super::SpecError;
 
@@ -61,10 +61,16 @@ pub fn merge_env(layers: &[&[String]]) -> Vec<String> {
     env
 }
 
-/// The config's envs as `KEY=VALUE`.
-pub fn config_env(envs: &[cri::KeyValue]) -> Vec<String> {
+/// The config's envs as `KEY=VALUE`. A value arrives as bytes; one that is not UTF-8 is
+/// refused by name, since the OCI spec (JSON) carries env entries as text.
+pub fn config_env(envs: &[cri::KeyValue]) -> Result<Vec<String>, SpecError> {
     envs.iter()
-        .map(|kv| format!("{}={}", kv.key, kv.value))
+        .map(|kv| match std::str::from_utf8(&kv.value) {
+            Ok(value) => Ok(format!("{}={value}", kv.key)),
+            Err(_) => Err(SpecError::EnvNotUtf8 {
+                key: kv.key.clone(),
+            }),
+        })
         .collect()
 }
 
@@ -305,8 +311,32 @@ mod tests {
             config_env(&[cri::KeyValue {
                 key: "K".into(),
                 value: "a=b".into()
-            }]),
+            }])
+            .expect("UTF-8"),
             ["K=a=b"]
+        );
+    }
+
+    #[test]
+    fn env_bytes_must_be_utf8() {
+        let kv = |key: &str, value: &[u8]| cri::KeyValue {
+            key: key.into(),
+            value: value.to_vec(),
+        };
+        assert_eq!(
+            config_env(&[kv("GREETING", "grüß".as_bytes()), kv("EMPTY", b"")]).expect("UTF-8"),
+            ["GREETING=grüß", "EMPTY="]
+        );
+        let err = config_env(&[kv("OK", b"1"), kv("SECRET", &[0x73, 0xff, 0xfe])])
+            .expect_err("not UTF-8");
+        assert!(
+            matches!(&err, SpecError::EnvNotUtf8 { key } if key == "SECRET"),
+            "{err:?}"
+        );
+        let shown = err.to_string();
+        assert!(
+            shown.contains("SECRET") && shown.contains("UTF-8"),
+            "{shown}"
         );
     }
 

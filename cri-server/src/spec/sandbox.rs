@@ -1,6 +1,6 @@
 //! The pause container's spec (containerd: `podsandbox/sandbox_run_linux.go`).
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use oci_spec::runtime::Spec;
 
 use super::{

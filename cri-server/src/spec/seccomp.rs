@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use oci_spec::runtime::{
     Arch, Capabilities, Capability, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg,
     LinuxSeccompFilterFlag, LinuxSyscall,

@@ -1,7 +1,7 @@
 //! Capabilities (containerd's default set, add/drop with "ALL", ambient), privileged
 //! containers, and masked / read-only paths.
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use oci_spec::runtime::{Capabilities, Capability, LinuxCapabilities};
 
 use super::SpecError;

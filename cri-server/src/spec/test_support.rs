@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use oci_spec::image::{ConfigBuilder, ImageConfiguration, ImageConfigurationBuilder};
 
 use super::{ContainerSpecInput, HostInfo, SandboxFiles, SandboxSpecInput};

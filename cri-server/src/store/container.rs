@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use serde::{Deserialize, Serialize};
 
 use super::objects::{Object, ObjectStore};

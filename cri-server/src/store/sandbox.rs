@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use berth_runtime::shim_protocol::ExitRecord;
 use chrono::{DateTime, Utc};
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use serde::{Deserialize, Serialize};
 
 use super::objects::{Object, ObjectStore};

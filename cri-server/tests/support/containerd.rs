@@ -21,9 +21,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use cri_api::v1 as cri;
+use cri_api::v1::runtime_service_client::RuntimeServiceClient;
 use hyper_util::rt::TokioIo;
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use test_registry::containerd::{write_plain_http_hosts, CriConfig};
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};

@@ -12,8 +12,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use berth_cri::config::Config;
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use cri_api::v1 as cri;
+use cri_api::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::Channel;
 
 use super::support::{connect, Server};

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use berth_cri::config::Config;
 use berth_cri::server;
+use cri_api::v1 as cri;
+use cri_api::v1::runtime_service_client::RuntimeServiceClient;
 use hyper_util::rt::TokioIo;
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use test_registry::tls::TestCa;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};

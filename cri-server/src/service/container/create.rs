@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::Utc;
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 
 use super::error::{blocking, ContainerError};
 use super::image::{self, ResolveError, ResolvedImage};

@@ -2,7 +2,7 @@
 //! (the kubelet's evented PLEG). A subscriber too slow to keep up misses events (and the
 //! kubelet relists), as with containerd.
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 

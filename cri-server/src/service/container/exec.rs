@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 

@@ -23,7 +23,7 @@
 use std::path::{Path, PathBuf};
 
 use berth_runtime::rootfs::idmap;
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 
 use super::error::ContainerError;
 use crate::spec::{self, PodUserns};

@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 
 use super::error::ContainerError;
 use super::image::{self, ResolveError};

@@ -28,8 +28,8 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use cri_api::v1 as cri;
 use image_store::ImageStore;
-use k8s_cri::v1 as cri;
 use tokio::sync::broadcast;
 use tokio_stream::Stream;
 use tonic::Status;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use berth_runtime::shim_protocol::{ExitRecord, EXIT_FILE};
 use chrono::Utc;
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 

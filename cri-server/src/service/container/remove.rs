@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_runtime::shim_protocol::SHIM_PID_FILE;
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 
 use super::error::{blocking, ContainerError};
 use super::{stop, Containers};

@@ -1,6 +1,6 @@
 //! What CreateContainer needs to know about the pod sandbox, read from the sandbox store.
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 
 use super::error::{blocking, ContainerError};
 use crate::service::sandbox::SandboxService;

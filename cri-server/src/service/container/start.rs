@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use berth_runtime::shim_protocol::INIT_PID_FILE;
 use chrono::Utc;
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 
 use super::error::{blocking, ContainerError};
 use super::{monitor, Containers};

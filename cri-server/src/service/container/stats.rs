@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 
 use super::error::{blocking, ContainerError};
 use super::Containers;
@@ -71,6 +71,7 @@ fn one(inner: &Containers, c: &Container) -> cri::ContainerStats {
                 timestamp: now,
                 usage_core_nano_seconds: value(s.cpu.usage_total_ns),
                 usage_nano_cores: None,
+                psi: None,
             });
             let m = &s.memory;
             out.memory = Some(cri::MemoryUsage {
@@ -84,6 +85,7 @@ fn one(inner: &Containers, c: &Container) -> cri::ContainerStats {
                 rss_bytes: value(m.rss),
                 page_faults: value(m.pgfault),
                 major_page_faults: value(m.pgmajfault),
+                psi: None,
             });
         }
         Err(e) => {

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 
 use super::error::{blocking, ContainerError};
 use super::{monitor, Containers};
@@ -25,6 +25,7 @@ fn image_spec(c: &Container) -> cri::ImageSpec {
         annotations: asked.annotations,
         user_specified_image: asked.user_specified_image,
         runtime_handler: asked.runtime_handler,
+        image_ref: asked.image_ref,
     }
 }
 
@@ -76,6 +77,9 @@ pub(super) fn cri_status(c: &Container, _verbose: bool) -> cri::ContainerStatus 
         }),
         image_id: c.meta.image_id.clone(),
         user: None,
+        // ContainerConfig.stop_signal is not honoured yet (StopContainer sends the image's
+        // STOPSIGNAL, else SIGTERM): report the runtime's default.
+        stop_signal: cri::Signal::RuntimeDefault as i32,
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use serde_json::{json, Map, Value};
 
 use super::error::{blocking, ContainerError};

@@ -4,8 +4,8 @@
 use std::collections::{BTreeSet, HashMap};
 
 use base64::Engine;
+use cri_api::v1 as cri;
 use image_store::{Credentials, Digest, ImageStore};
-use k8s_cri::v1 as cri;
 
 use super::lookup::CriImage;
 

@@ -5,7 +5,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 
 use super::{blocking, ImageServiceError, Images};
 

@@ -1,6 +1,6 @@
 //! ListImages (optionally filtered by an image spec) and ImageStatus.
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 
 use super::{blocking, convert, lookup, ImageServiceError, Images};
 

@@ -14,9 +14,9 @@ mod remove;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use cri_api::v1 as cri;
+use cri_api::v1::image_service_server::ImageService;
 use image_store::{ImageStore, StoreConfig, StoreError};
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_server::ImageService;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status};
@@ -106,6 +106,17 @@ impl ImageService for Images {
         req: Request<cri::ListImagesRequest>,
     ) -> Result<Response<cri::ListImagesResponse>, Status> {
         Ok(Response::new(list::list(self, req.into_inner()).await?))
+    }
+
+    type StreamImagesStream = tokio_stream::Empty<Result<cri::StreamImagesResponse, Status>>;
+
+    async fn stream_images(
+        &self,
+        _: Request<cri::StreamImagesRequest>,
+    ) -> Result<Response<Self::StreamImagesStream>, Status> {
+        Err(Status::unimplemented(
+            "berth: StreamImages is not served yet; ListImages is",
+        ))
     }
 
     async fn image_status(

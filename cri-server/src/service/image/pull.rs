@@ -1,8 +1,8 @@
 //! PullImage: normalise the reference, turn the AuthConfig into credentials, pull through the
 //! store, answer the image ID (config digest).
 
+use cri_api::v1 as cri;
 use image_store::{PullOptions, Reference};
-use k8s_cri::v1 as cri;
 
 use super::{convert, ImageServiceError, Images};
 

@@ -2,8 +2,8 @@
 //! it was asked by; pinned images too, since the CRI makes pinning only a recommendation);
 //! blobs and snapshots go at the GC run this triggers. A missing image is success.
 
+use cri_api::v1 as cri;
 use image_store::RemoveError;
-use k8s_cri::v1 as cri;
 
 use super::{blocking, lookup, ImageServiceError, Images};
 

@@ -1,6 +1,6 @@
 //! The metrics berth reports: cAdvisor's names, help texts, types and label keys.
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 
 /// cAdvisor's labels on every container series.
 pub(super) const BASE_LABELS: [&str; 6] = ["container", "id", "image", "name", "namespace", "pod"];

@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 
 use berth_cgroups::Stats;
 use chrono::{DateTime, Utc};
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 
 pub use descriptors::descriptors;
 use descriptors::*;

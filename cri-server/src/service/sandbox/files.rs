@@ -5,7 +5,7 @@ use std::fs;
 use std::net::IpAddr;
 use std::path::Path;
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use super::error::{io, Result, SandboxError};

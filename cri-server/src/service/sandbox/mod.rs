@@ -23,8 +23,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use cni::NetnsDir;
+use cri_api::v1 as cri;
 use image_store::ImageStore;
-use k8s_cri::v1 as cri;
 use tonic::Status;
 
 use super::container::ContainerService;

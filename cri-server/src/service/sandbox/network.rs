@@ -12,7 +12,7 @@ use cni::{
     Attachment, CapabilityArgs, CniClient, DnsCapability, NetworkConfigList, PodRef, PortMapping,
     Protocol,
 };
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 
 use super::error::{Result, SandboxError};
 use crate::spec::PodUserns;

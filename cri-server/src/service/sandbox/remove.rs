@@ -81,7 +81,7 @@ async fn remove_locked(
     .await?;
     containers.publish_sandbox_event(
         &sandbox.meta.id,
-        k8s_cri::v1::ContainerEventType::ContainerDeletedEvent,
+        cri_api::v1::ContainerEventType::ContainerDeletedEvent,
         Some(last_status),
     );
     Ok(())

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use tonic::Status;
 
 use super::error::{io, Result, SandboxError};

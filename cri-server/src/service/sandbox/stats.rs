@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use berth_cgroups::CgroupPath;
 use chrono::Utc;
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use tonic::Status;
 
 use super::error::{Result, SandboxError};
@@ -160,6 +160,7 @@ fn measure(ctx: &Sandboxes, sandbox: &Sandbox) -> Result<cri::LinuxPodSandboxSta
             .stats
             .rate(&meta.id, now, usage.cpu.usage_total_ns)
             .and_then(value),
+        psi: None,
     };
     let mem = &usage.memory;
     let memory = cri::MemoryUsage {
@@ -173,6 +174,7 @@ fn measure(ctx: &Sandboxes, sandbox: &Sandbox) -> Result<cri::LinuxPodSandboxSta
         rss_bytes: value(mem.rss),
         page_faults: value(mem.pgfault),
         major_page_faults: value(mem.pgmajfault),
+        psi: None,
     };
     let network = match sandbox.state() {
         SandboxState::Ready { pid } if !meta.host_network() => {
@@ -191,6 +193,8 @@ fn measure(ctx: &Sandboxes, sandbox: &Sandbox) -> Result<cri::LinuxPodSandboxSta
             process_count: value(usage.pids.current),
         }),
         containers: Vec::new(),
+        // PSI and I/O stats are not read yet: absent, not zero.
+        io: None,
     })
 }
 

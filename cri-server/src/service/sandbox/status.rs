@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 use tonic::Status;
 
 use super::error::SandboxError;

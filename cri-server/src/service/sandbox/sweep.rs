@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use k8s_cri::v1 as cri;
+use cri_api::v1 as cri;
 
 use super::{files, image, oci, stats, Sandboxes};
 use crate::store::sandbox::RuntimeRef;
