@@ -107,6 +107,50 @@ async fn a_minimal_pod_runs_with_the_nodes_hostname() {
             .unwrap_or(0)
     };
     assert_eq!(sockets(), 2);
+
+    // KEP-4960: ContainerConfig.stop_signal is what StopContainer sends and what
+    // ContainerStatus.stop_signal reports (SIGTERM when neither config nor image says).
+    let mut trap = container(
+        "trap",
+        &fx.image,
+        "trap 'exit 7' USR1; while true; do sleep 1; done",
+    );
+    trap.stop_signal = cri::Signal::Sigusr1 as i32;
+    let trap = run_container(&mut rt, &pod, &config, trap).await;
+    let status = |rt: &mut Rt, id: &str| {
+        let (mut rt, id) = (rt.clone(), id.to_owned());
+        async move {
+            rt.container_status(cri::ContainerStatusRequest {
+                container_id: id,
+                verbose: false,
+            })
+            .await
+            .expect("ContainerStatus")
+            .into_inner()
+            .status
+            .expect("a status")
+        }
+    };
+    assert_eq!(
+        status(&mut rt, &trap).await.stop_signal(),
+        cri::Signal::Sigusr1
+    );
+    assert_eq!(
+        status(&mut rt, &c).await.stop_signal(),
+        cri::Signal::Sigterm
+    );
+    // The shell handles the signal only between its sleeps: give it time.
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: trap.clone(),
+        timeout: 20,
+    })
+    .await
+    .expect("StopContainer");
+    assert_eq!(
+        status(&mut rt, &trap).await.exit_code,
+        7,
+        "SIGUSR1 reached the trap"
+    );
     calls::remove_pod(&mut rt, &pod).await;
     assert_eq!(sockets(), 0);
     drop(guard);

@@ -464,8 +464,29 @@ async fn image_volume_is_a_read_only_view_released_on_remove() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("must be read-only"), "{err:?}");
     assert_eq!(snapshots(), before);
+    // A sub path the image does not have is refused (critest), leaving nothing.
+    let mut missing = container("missing", &fx.image, "true");
+    missing.mounts = vec![cri::Mount {
+        image_sub_path: "no/such/dir".into(),
+        ..volume.clone()
+    }];
+    let err = calls::create_container(&mut rt, &pod, &pod_config, missing)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("does not exist in the image"),
+        "{err:?}"
+    );
+    assert_eq!(snapshots(), before);
+    // Only a path of the image (KEP-4639's subPath): its etc at /iv-etc.
+    let etc = cri::Mount {
+        container_path: "/iv-etc".into(),
+        image_sub_path: "etc".into(),
+        ..volume.clone()
+    };
     let mut config = container("reader", &fx.image, "sleep 300");
-    config.mounts = vec![volume.clone()];
+    config.mounts = vec![volume.clone(), etc.clone()];
     let c = run_container(&mut rt, &pod, &pod_config, config).await;
     let exec = |cmd: &'static str| {
         let mut rt = rt.clone();
@@ -493,10 +514,24 @@ async fn image_volume_is_a_read_only_view_released_on_remove() {
         String::from_utf8_lossy(&r.stderr).contains("Read-only"),
         "{r:?}"
     );
+    let r = exec("cat /iv-etc/passwd; ls /iv-etc/passwd /iv-etc/etc 2>&1").await;
+    let out = String::from_utf8_lossy(&r.stdout);
+    assert!(out.starts_with("root:x:0:0:root:/root:/bin/sh\n"), "{r:?}");
+    assert!(
+        out.contains("/iv-etc/etc: No such file"),
+        "the sub path is etc itself: {r:?}"
+    );
     // The container's own rootfs stays writable.
     assert_eq!(exec("echo x > /new").await.exit_code, 0);
-    assert_eq!(snapshots(), before + 2, "the rootfs and one view");
-    // The status reports the mount as asked.
+    assert_eq!(snapshots(), before + 3, "the rootfs and two views");
+    // The status reports the mounts as asked, each with the image's ID (KEP-5365: the
+    // image_ref PullImage answered).
+    let image_ref = calls::pull(&pods.channel().await, &fx.image).await;
+    let with_ref = |m: &cri::Mount| {
+        let mut m = m.clone();
+        m.image.as_mut().unwrap().image_ref = image_ref.clone();
+        m
+    };
     let st = rt
         .container_status(cri::ContainerStatusRequest {
             container_id: c.clone(),
@@ -507,7 +542,7 @@ async fn image_volume_is_a_read_only_view_released_on_remove() {
         .into_inner()
         .status
         .unwrap();
-    assert_eq!(st.mounts, vec![volume]);
+    assert_eq!(st.mounts, vec![with_ref(&volume), with_ref(&etc)]);
 
     // A missing image is NotFound, and nothing is left of the attempt.
     let mut bad = container("bad", &fx.image, "true");
@@ -529,14 +564,14 @@ async fn image_volume_is_a_read_only_view_released_on_remove() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
-    assert_eq!(snapshots(), before + 2);
+    assert_eq!(snapshots(), before + 3);
 
     rt.remove_container(cri::RemoveContainerRequest {
         container_id: c.clone(),
     })
     .await
     .expect("RemoveContainer");
-    assert_eq!(snapshots(), before, "the view went with the container");
+    assert_eq!(snapshots(), before, "the views went with the container");
     let dir = pods.state().join("containers").join(&c);
     assert!(!dir.exists());
     calls::remove_pod(&mut rt, &pod).await;

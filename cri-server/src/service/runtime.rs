@@ -193,8 +193,8 @@ impl RuntimeService for Runtime {
                 // SupplementalGroupsPolicy Strict is honoured (spec::process), and
                 // ContainerStatus.user reports the groups the container runs with.
                 supplemental_groups_policy: true,
-                // Not probed or honoured yet: Mount.mount_options is ignored, and user
-                // namespaces with the host network are not offered.
+                // Not served yet: a mount with mount_options is refused (spec::mounts), and
+                // user namespaces with the host network are not offered.
                 user_namespaces_host_network: false,
                 mount_options: false,
             }),

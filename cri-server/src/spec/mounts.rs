@@ -187,6 +187,17 @@ pub fn container(c: &ContainerMounts<'_>) -> Result<Mounts, SpecError> {
                 }
             }
         }
+        // KEP-5855's extra bind options: not honoured yet (RuntimeFeatures.mount_options says
+        // so), so refused rather than dropped.
+        if !m.mount_options.is_empty() {
+            return Err(SpecError::Invalid {
+                field: "mounts.mount_options",
+                reason: format!(
+                    "{:?}: mount options {:?} are not supported by berth yet",
+                    m.container_path, m.mount_options
+                ),
+            });
+        }
         if m.recursive_read_only {
             if !m.readonly {
                 return Err(SpecError::Invalid {
@@ -351,6 +362,21 @@ mod tests {
             resolv_conf: Some(dir.join("resolv.conf")),
             shm: Some(dir.join("shm")),
         }
+    }
+
+    #[test]
+    fn mount_options_are_refused_not_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = SandboxFiles::default();
+        let m = cri::Mount {
+            container_path: "/data".into(),
+            host_path: dir.path().display().to_string(),
+            mount_options: vec!["noatime".into()],
+            ..Default::default()
+        };
+        let err = container(&base(&[m], &files)).err().unwrap().to_string();
+        assert!(err.contains("mounts.mount_options"), "{err}");
+        assert!(err.contains("noatime"), "{err}");
     }
 
     #[test]

@@ -334,6 +334,14 @@ fn build(
     crate::service::crash_point::reached(crate::service::crash_point::CONTAINER_SHIM_CREATED);
 
     let resources = config.linux.as_ref().and_then(|l| l.resources.clone());
+    let stop_signal = super::stop_signal::choose(
+        &config,
+        image
+            .config
+            .config()
+            .as_ref()
+            .and_then(|c| c.stop_signal().clone()),
+    );
     let meta = ContainerMeta {
         id: id.to_owned(),
         name: name.to_owned(),
@@ -350,12 +358,7 @@ fn build(
         shim_dir,
         runtime_handler: handler,
         cgroups_path,
-        stop_signal: image
-            .config
-            .config()
-            .as_ref()
-            .and_then(|c| c.stop_signal().clone())
-            .filter(|s| !s.is_empty()),
+        stop_signal,
         created_at: Utc::now(),
         image_volumes: undo.image_volumes.clone(),
     };

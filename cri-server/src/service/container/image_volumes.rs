@@ -7,7 +7,10 @@
 //! mappings if the kubelet gave some, else the pod's), as the rootfs is, so the image's files
 //! keep their owners inside the pod whatever the OCI runtime; the spec then binds it plainly.
 
-use std::path::Path;
+use std::os::fd::AsRawFd;
+use std::path::{Component, Path, PathBuf};
+
+use berth_runtime::rootfs::secure_path::RootDir;
 
 use cri_api::v1 as cri;
 
@@ -77,8 +80,23 @@ pub(super) fn mount_all(
         };
         match mount_one(inner, id, name, dir, volumes.len(), asked, idmap.as_ref()) {
             Ok(v) => {
+                let host_path = match sub_path(&v.path, &m.image_sub_path) {
+                    Ok(p) => p,
+                    Err(reason) => {
+                        volumes.push(v);
+                        release(inner, id, &volumes);
+                        return Err(ContainerError::Invalid {
+                            rpc: "CreateContainer",
+                            reason: format!(
+                                "container {name}: mount {} of image {asked}: {reason}",
+                                m.container_path
+                            ),
+                        });
+                    }
+                };
                 let mut bound = m.clone();
-                bound.host_path = v.path.display().to_string();
+                bound.host_path = host_path.display().to_string();
+                bound.image_sub_path.clear();
                 bound.image = None;
                 bound.readonly = true;
                 if idmap.is_some() {
@@ -96,6 +114,37 @@ pub(super) fn mount_all(
         }
     }
     Ok((out, volumes))
+}
+
+/// Where the image volume mounted at `root` is bound from: `root` itself, or the path
+/// `image_sub_path` names inside the image, resolved as if `root` were `/` (a symlink in the
+/// image cannot lead out of it; the view is read-only, so what was found stays what it names).
+/// Kubernetes' own rule for sub paths: relative, no `..`. A sub path the image does not have is
+/// refused, as containerd does.
+fn sub_path(root: &Path, sub: &str) -> Result<PathBuf, String> {
+    if sub.is_empty() {
+        return Ok(root.to_owned());
+    }
+    let rel = Path::new(sub);
+    if rel.is_absolute() || rel.components().any(|c| c == Component::ParentDir) {
+        return Err(format!(
+            "image_sub_path {sub:?} must be a relative path without '..'"
+        ));
+    }
+    let dir = RootDir::open(root).map_err(|e| e.to_string())?;
+    let fd = dir.resolve_follow(rel).map_err(|e| match e {
+        berth_runtime::RuntimeError::Sys {
+            source: nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR,
+            ..
+        } => format!("image_sub_path {sub:?} does not exist in the image"),
+        e => format!("image_sub_path {sub:?}: {e}"),
+    })?;
+    let found = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map_err(|e| format!("image_sub_path {sub:?}: read its path back: {e}"))?;
+    if !found.starts_with(root) {
+        return Err(format!("image_sub_path {sub:?} resolves outside the image"));
+    }
+    Ok(found)
 }
 
 /// The mappings an image volume is idmapped with: none outside a user namespace; the mount's
@@ -223,4 +272,39 @@ pub(super) fn try_release(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sub_paths_stay_inside_the_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("view");
+        std::fs::create_dir_all(root.join("etc/ssl")).unwrap();
+        std::fs::write(root.join("etc/passwd"), "root:x:0:0::/:/bin/sh\n").unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../..", root.join("etc/up")).unwrap();
+        let root = root.canonicalize().unwrap();
+
+        assert_eq!(sub_path(&root, "").unwrap(), root);
+        assert_eq!(sub_path(&root, "etc").unwrap(), root.join("etc"));
+        assert_eq!(
+            sub_path(&root, "etc/passwd").unwrap(),
+            root.join("etc/passwd")
+        );
+        // Symlinks resolve inside the image, never on the host.
+        assert_eq!(sub_path(&root, "abs/ssl").unwrap(), root.join("etc/ssl"));
+        assert_eq!(sub_path(&root, "etc/up").unwrap(), root);
+        let missing = sub_path(&root, "nope").unwrap_err();
+        assert!(missing.contains("does not exist in the image"), "{missing}");
+        assert!(sub_path(&root, "etc/passwd/x")
+            .unwrap_err()
+            .contains("does not exist"));
+        for bad in ["/etc", "../etc", "etc/../.."] {
+            let e = sub_path(&root, bad).unwrap_err();
+            assert!(e.contains("relative path without '..'"), "{bad}: {e}");
+        }
+    }
 }

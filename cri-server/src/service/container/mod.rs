@@ -21,6 +21,7 @@ mod start;
 mod stats;
 mod status;
 mod stop;
+mod stop_signal;
 mod sweep;
 mod update;
 

@@ -64,7 +64,7 @@ pub(super) fn cri_status(c: &Container, _verbose: bool) -> cri::ContainerStatus 
         message,
         labels: config.labels.clone(),
         annotations: config.annotations.clone(),
-        mounts: config.mounts.clone(),
+        mounts: mounts_with_image_refs(c),
         log_path: c
             .meta
             .log_path
@@ -77,10 +77,30 @@ pub(super) fn cri_status(c: &Container, _verbose: bool) -> cri::ContainerStatus 
         }),
         image_id: c.meta.image_id.clone(),
         user: None,
-        // ContainerConfig.stop_signal is not honoured yet (StopContainer sends the image's
-        // STOPSIGNAL, else SIGTERM): report the runtime's default.
-        stop_signal: cri::Signal::RuntimeDefault as i32,
+        // What StopContainer sends: the config's, else the image's STOPSIGNAL, else SIGTERM.
+        stop_signal: super::stop_signal::reported(c.meta.stop_signal.as_deref()) as i32,
     }
+}
+
+/// The mounts as asked, each image volume with the ID of the image it mounts (ImageSpec's
+/// image_ref, KEP-5365: the image PullImage named by that ref). Image volumes are recorded in
+/// the order their mounts come.
+fn mounts_with_image_refs(c: &Container) -> Vec<cri::Mount> {
+    let mut volumes = c.meta.image_volumes.iter();
+    c.meta
+        .config
+        .mounts
+        .iter()
+        .map(|m| {
+            let mut m = m.clone();
+            if let Some(image) = m.image.as_mut().filter(|i| !i.image.is_empty()) {
+                if let Some(v) = volumes.next() {
+                    image.image_ref = v.image.clone();
+                }
+            }
+            m
+        })
+        .collect()
 }
 
 /// The process user of the container's spec (`ContainerStatus.user`). Blocking.
