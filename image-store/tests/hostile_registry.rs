@@ -667,10 +667,21 @@ fn tls_failures_are_permanent_and_name_the_registry() {
         .enable_all()
         .build()
         .unwrap();
-    // HTTPS to a plain-HTTP server: a TLS failure, tried once, not retried.
+    // HTTPS to a plain-HTTP server: a TLS failure, tried once, not retried. The server is
+    // named HTTPS in hosts.toml: unconfigured, a loopback registry would fall back to HTTP
+    // (containerd's rule for local registries).
     let plain = PlainHttp::start();
     let root = tempfile::tempdir().unwrap();
-    let store = ImageStore::open(StoreConfig::new(root.path())).unwrap();
+    let d = root.path().join("certs.d").join(&plain.host);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(
+        d.join("hosts.toml"),
+        format!("server = \"https://{}\"\n", plain.host),
+    )
+    .unwrap();
+    let mut cfg = StoreConfig::new(&root.path().join("store"));
+    cfg.registry.config_path = Some(root.path().join("certs.d"));
+    let store = ImageStore::open(cfg).unwrap();
     let r: Reference = format!("{}/bad:1", plain.host).parse().unwrap();
     let err = rt
         .block_on(store.pull(&r, &PullOptions::default()))
