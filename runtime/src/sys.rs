@@ -64,6 +64,22 @@ pub fn spawn_ns_holder(extra: nix::sched::CloneFlags) -> nix::Result<nix::unistd
     }
 }
 
+/// Gives SIGPIPE back its default action. Rust's runtime ignores SIGPIPE in every Rust
+/// program, and an ignored signal stays ignored across execve: without this, every process of a
+/// container berth-runtime starts would ignore SIGPIPE (`yes | head` would make `yes` fail with
+/// EPIPE instead of ending quietly), unlike under runc. Run right before execve.
+pub fn default_sigpipe() -> nix::Result<()> {
+    // SAFETY: SIG_DFL installs no handler, so no Rust code can run in a signal context; the
+    // previous disposition (SIG_IGN) is not a handler either, so nothing is lost or dangling.
+    unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        )
+    }
+    .map(drop)
+}
+
 /// Ends a forked child at once, without running exit handlers or flushing stdio buffers it
 /// shares with its parent.
 pub fn exit_child(code: i32) -> ! {

@@ -59,6 +59,32 @@ fn capabilities_ambient_non_root() {
     assert!(o.out().contains("CapEff:\t0000000000000400"), "{o:?}");
 }
 
+/// SIGPIPE is not ignored in the container because the runtime (a Rust program, which ignores
+/// it) did: berth-runtime's processes ignored SIGPIPE, runc's do not (`yes | head`). Only that
+/// bit is compared: other ignored signals come from whoever started the test, and runc's Go
+/// runtime does not pass all of them on.
+#[test]
+fn sigpipe_is_not_ignored() {
+    require_root!();
+    let mut b = Bundle::new();
+    b.sh("grep SigIgn /proc/self/status");
+    let (berth, runc) = berth_tests::compare::run_both("sigign", &b);
+    let sigpipe_ignored = |o: &berth_tests::Outcome| {
+        let mask = o
+            .out()
+            .trim()
+            .strip_prefix("SigIgn:\t")
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            .unwrap_or_else(|| panic!("no SigIgn line: {o:?}"));
+        mask & (1 << (libc::SIGPIPE - 1)) != 0
+    };
+    assert!(!sigpipe_ignored(&runc), "{runc:?}");
+    assert!(
+        !sigpipe_ignored(&berth),
+        "SIGPIPE ignored in the container: {berth:?}"
+    );
+}
+
 #[test]
 fn no_new_privileges() {
     require_root!();

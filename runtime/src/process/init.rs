@@ -368,6 +368,10 @@ fn exec(p: Prepared) -> Infallible {
             sys::exit_child(1);
         }
     }
+    if let Err(e) = sys::default_sigpipe() {
+        eprintln!("berth-runtime: reset SIGPIPE: {e}");
+        sys::exit_child(1);
+    }
     let err = nix::unistd::execve(&p.exe, &p.args, &p.env).unwrap_err();
     eprintln!("berth-runtime: exec {:?}: {err}", p.exe);
     sys::exit_child(127)
