@@ -32,28 +32,6 @@ fn can_run(test: &str) -> bool {
     support::can_run(test) && pods::can_run(test)
 }
 
-/// The value of metric `name` whose label `key` is `value` (any, without a label).
-fn metric(
-    descriptors: &[cri::MetricDescriptor],
-    metrics: &[cri::Metric],
-    name: &str,
-    label: Option<(&str, &str)>,
-) -> Option<u64> {
-    let d = descriptors.iter().find(|d| d.name == name)?;
-    metrics
-        .iter()
-        .find(|m| {
-            m.name == name
-                && label.is_none_or(|(k, v)| {
-                    d.label_keys
-                        .iter()
-                        .position(|x| x == k)
-                        .is_some_and(|i| m.label_values[i] == v)
-                })
-        })
-        .and_then(|m| m.value.as_ref().map(|v| v.value))
-}
-
 /// The labels of a metric as a map (checked against its descriptor).
 fn labels(descriptors: &[cri::MetricDescriptor], m: &cri::Metric) -> HashMap<String, String> {
     let d = descriptors
@@ -145,13 +123,13 @@ async fn metrics_statuses_and_events_of_a_networked_pod() {
             .find(|c| c.container_id == app)
             .map(|c| c.metrics.clone())
             .unwrap_or_default();
-        let rx = metric(
+        let rx = calls::metric(
             &descriptors,
             &p.metrics,
             "container_network_receive_bytes_total",
             Some(("interface", "eth0")),
         );
-        let fs = metric(&descriptors, &c, "container_fs_usage_bytes", None);
+        let fs = calls::metric(&descriptors, &c, "container_fs_usage_bytes", None);
         if rx.unwrap_or(0) >= 20 * 200 && fs.unwrap_or(0) >= busybox {
             break (p.metrics, c);
         }
@@ -188,7 +166,7 @@ async fn metrics_statuses_and_events_of_a_networked_pod() {
         );
         assert_eq!(m.timestamp, 0, "live values");
     }
-    let get = |name: &str| metric(&descriptors, &app_metrics, name, None);
+    let get = |name: &str| calls::metric(&descriptors, &app_metrics, name, None);
     assert!(get("container_memory_working_set_bytes").unwrap() > 0);
     assert!(get("container_memory_usage_bytes").unwrap() > 0);
     assert!(get("container_memory_rss").is_some());
@@ -201,7 +179,7 @@ async fn metrics_statuses_and_events_of_a_networked_pod() {
         "unlimited"
     );
     assert!(get("container_start_time_seconds").unwrap() > 1_600_000_000);
-    assert!(metric(
+    assert!(calls::metric(
         &descriptors,
         &pod_metrics,
         "container_memory_working_set_bytes",
@@ -209,7 +187,7 @@ async fn metrics_statuses_and_events_of_a_networked_pod() {
     )
     .is_some());
     assert!(
-        metric(
+        calls::metric(
             &descriptors,
             &pod_metrics,
             "container_network_transmit_bytes_total",

@@ -288,3 +288,25 @@ pub async fn next_event(
         }
     }
 }
+
+/// The value of metric `name` whose label `key` is `value` (any, without a label).
+pub fn metric(
+    descriptors: &[cri::MetricDescriptor],
+    metrics: &[cri::Metric],
+    name: &str,
+    label: Option<(&str, &str)>,
+) -> Option<u64> {
+    let d = descriptors.iter().find(|d| d.name == name)?;
+    metrics
+        .iter()
+        .find(|m| {
+            m.name == name
+                && label.is_none_or(|(k, v)| {
+                    d.label_keys
+                        .iter()
+                        .position(|x| x == k)
+                        .is_some_and(|i| m.label_values[i] == v)
+                })
+        })
+        .and_then(|m| m.value.as_ref().map(|v| v.value))
+}

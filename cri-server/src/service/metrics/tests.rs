@@ -7,65 +7,15 @@ use nix::sys::stat::{major, minor};
 use super::*;
 
 /// cAdvisor's container metrics that the CRI validation suite (critest) expects a runtime to
-/// describe and, for a running pod, to report.
-const EXPECTED: &[&str] = &[
-    "container_blkio_device_usage_total",
-    "container_cpu_cfs_periods_total",
-    "container_cpu_cfs_throttled_periods_total",
-    "container_cpu_cfs_throttled_seconds_total",
-    "container_cpu_system_seconds_total",
-    "container_cpu_usage_seconds_total",
-    "container_cpu_user_seconds_total",
-    "container_file_descriptors",
-    "container_fs_inodes_free",
-    "container_fs_inodes_total",
-    "container_fs_limit_bytes",
-    "container_fs_reads_bytes_total",
-    "container_fs_reads_total",
-    "container_fs_usage_bytes",
-    "container_fs_writes_bytes_total",
-    "container_fs_writes_total",
-    "container_hugetlb_max_usage_bytes",
-    "container_hugetlb_usage_bytes",
-    "container_last_seen",
-    "container_memory_cache",
-    "container_memory_failcnt",
-    "container_memory_failures_total",
-    "container_memory_kernel_usage",
-    "container_memory_mapped_file",
-    "container_memory_max_usage_bytes",
-    "container_memory_rss",
-    "container_memory_swap",
-    "container_memory_usage_bytes",
-    "container_memory_working_set_bytes",
-    "container_network_receive_bytes_total",
-    "container_network_receive_errors_total",
-    "container_network_receive_packets_dropped_total",
-    "container_network_receive_packets_total",
-    "container_network_transmit_bytes_total",
-    "container_network_transmit_errors_total",
-    "container_network_transmit_packets_dropped_total",
-    "container_network_transmit_packets_total",
-    "container_oom_events_total",
-    "container_pressure_cpu_stalled_seconds_total",
-    "container_pressure_cpu_waiting_seconds_total",
-    "container_pressure_io_stalled_seconds_total",
-    "container_pressure_io_waiting_seconds_total",
-    "container_pressure_memory_stalled_seconds_total",
-    "container_pressure_memory_waiting_seconds_total",
-    "container_processes",
-    "container_sockets",
-    "container_spec_cpu_period",
-    "container_spec_cpu_quota",
-    "container_spec_cpu_shares",
-    "container_spec_memory_limit_bytes",
-    "container_spec_memory_reservation_limit_bytes",
-    "container_spec_memory_swap_limit_bytes",
-    "container_start_time_seconds",
-    "container_threads",
-    "container_threads_max",
-    "container_ulimits_soft",
-];
+/// describe and, for a running pod, to report (tests/data/critest_metrics.txt).
+fn expected() -> impl Iterator<Item = &'static str> {
+    include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/critest_metrics.txt"
+    ))
+    .lines()
+    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+}
 
 #[test]
 fn descriptors_are_unique_sorted_and_cover_every_metric() {
@@ -87,7 +37,7 @@ fn descriptors_are_unique_sorted_and_cover_every_metric() {
 #[test]
 fn every_expected_metric_is_described_with_help_and_labels() {
     let all = descriptors();
-    for name in EXPECTED {
+    for name in expected() {
         let d = all
             .iter()
             .find(|d| d.name == *name)
@@ -446,8 +396,8 @@ fn values_from_a_fake_cgroup_v2_and_proc_tree() {
 
     // Every metric critest asks values of is there, except the blkio ones (none here would be
     // fine too) and those berth does not report.
-    for name in EXPECTED {
-        let absent_ok = [HUGETLB_MAX_USAGE, SPEC_MEM_RESERVATION].contains(name)
+    for name in expected() {
+        let absent_ok = [HUGETLB_MAX_USAGE, SPEC_MEM_RESERVATION].contains(&name)
             || name.starts_with("container_network_");
         assert!(absent_ok || v(name).is_some(), "{name}: no value");
     }
