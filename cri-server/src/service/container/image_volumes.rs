@@ -39,6 +39,12 @@ pub(super) fn mount_all(
     mounts: &[cri::Mount],
     userns: Option<&PodUserns>,
 ) -> Result<(Vec<cri::Mount>, Vec<ImageVolume>), ContainerError> {
+    // What can be refused from the request alone is refused before anything is mounted.
+    for m in mounts {
+        if let Some(asked) = image_of(m) {
+            refuse_invalid(m, asked)?;
+        }
+    }
     let mut volumes = Vec::new();
     let mut out = Vec::with_capacity(mounts.len());
     for m in mounts {
@@ -46,28 +52,6 @@ pub(super) fn mount_all(
             out.push(m.clone());
             continue;
         };
-        if !m.host_path.is_empty() {
-            release(inner, id, &volumes);
-            return Err(ContainerError::Invalid {
-                rpc: "CreateContainer",
-                reason: format!(
-                    "mount {}: host_path and image are mutually exclusive",
-                    m.container_path
-                ),
-            });
-        }
-        // The CRI: image volumes are read-only, and a runtime should refuse one asked
-        // read-write rather than quietly mount it read-only.
-        if !m.readonly {
-            release(inner, id, &volumes);
-            return Err(ContainerError::Invalid {
-                rpc: "CreateContainer",
-                reason: format!(
-                    "mount {}: image volume {asked:?} must be read-only (readonly: true)",
-                    m.container_path
-                ),
-            });
-        }
         let idmap = match volume_idmap(m, userns) {
             Ok(idmap) => idmap,
             Err(source) => {
@@ -145,6 +129,23 @@ fn sub_path(root: &Path, sub: &str) -> Result<PathBuf, String> {
         return Err(format!("image_sub_path {sub:?} resolves outside the image"));
     }
     Ok(found)
+}
+
+/// An image volume's mount that cannot be served as asked: with a host path too, or
+/// read-write (the CRI: image volumes are read-only, and a runtime should refuse one asked
+/// read-write rather than quietly mount it read-only).
+fn refuse_invalid(m: &cri::Mount, asked: &str) -> Result<(), ContainerError> {
+    let reason = if !m.host_path.is_empty() {
+        "host_path and image are mutually exclusive".to_owned()
+    } else if !m.readonly {
+        format!("image volume {asked:?} must be read-only (readonly: true)")
+    } else {
+        return Ok(());
+    };
+    Err(ContainerError::Invalid {
+        rpc: "CreateContainer",
+        reason: format!("mount {}: {reason}", m.container_path),
+    })
 }
 
 /// The mappings an image volume is idmapped with: none outside a user namespace; the mount's
