@@ -154,6 +154,29 @@ pub enum CgroupError {
         /// Why it is rejected.
         reason: &'static str,
     },
+
+    /// A D-Bus call to systemd (the systemd cgroup driver) failed.
+    #[error("systemd {op} of unit {unit}: {source}")]
+    Systemd {
+        /// The call: "connect", "StartTransientUnit", "StopUnit", "SetUnitProperties"...
+        op: &'static str,
+        /// The unit it was about ("" for the connection).
+        unit: String,
+        /// zbus's error (systemd's D-Bus error name and message for a refused call).
+        #[source]
+        source: Box<zbus::Error>,
+    },
+
+    /// A systemd job did not end as "done" (or did not end in time).
+    #[error("systemd {op} of unit {unit}: job ended {result:?}")]
+    SystemdJob {
+        /// "start" or "stop".
+        op: &'static str,
+        /// The unit.
+        unit: String,
+        /// systemd's job result ("failed", "timeout", "canceled"...) or "no answer within N s".
+        result: String,
+    },
 }
 
 impl CgroupError {

@@ -1,4 +1,5 @@
-//! berth's cgroup manager (cgroupfs driver) for cgroup v1, hybrid and v2 hosts.
+//! berth's cgroup manager for cgroup v1, hybrid and v2 hosts: the cgroupfs driver ([`v1`],
+//! [`v2`]) and the systemd driver ([`systemd`], cgroup v2).
 //!
 //! ```no_run
 //! use berth_cgroups::{manager, CgroupPath};
@@ -20,6 +21,7 @@ mod error;
 pub mod path;
 pub mod setup;
 pub mod stats;
+pub mod systemd;
 pub mod v1;
 pub mod v2;
 
@@ -30,7 +32,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::LinuxResources;
 
 pub use error::CgroupError;
-pub use path::CgroupPath;
+pub use path::{CgroupPath, SystemdUnit};
 pub use setup::{detect_setup, CgroupSetup};
 pub use stats::Stats;
 pub use v1::V1Manager;

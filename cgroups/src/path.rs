@@ -65,39 +65,8 @@ impl CgroupPath {
 
     /// Converts `slice:prefix:name` to the cgroupfs path of the unit.
     fn from_systemd(spec: &str) -> Result<Self, CgroupError> {
-        let parts: Vec<&str> = spec.split(':').collect();
-        let [slice, prefix, name] = parts[..] else {
-            return Err(invalid(
-                spec,
-                "systemd cgroupsPath must be \"slice:prefix:name\"",
-            ));
-        };
-        if [slice, prefix, name].iter().any(|p| p.contains('/')) {
-            return Err(invalid(spec, "systemd unit names cannot contain '/'"));
-        }
-        if name.is_empty() {
-            return Err(invalid(spec, "systemd cgroupsPath has an empty name"));
-        }
-        let path = if name.ends_with(".slice") {
-            // The container asked for a slice of its own: its path comes from its name alone.
-            expand_slice(name).ok_or_else(|| invalid(spec, "invalid systemd slice name"))?
-        } else {
-            let slice = if slice.is_empty() {
-                "system.slice"
-            } else {
-                slice
-            };
-            let parent =
-                expand_slice(slice).ok_or_else(|| invalid(spec, "invalid systemd slice name"))?;
-            let unit = if prefix.is_empty() {
-                format!("{name}.scope")
-            } else {
-                format!("{prefix}-{name}.scope")
-            };
-            parent.join(unit)
-        };
         Ok(Self {
-            path: normalize(&path.to_string_lossy())?,
+            path: SystemdUnit::parse(spec)?.cgroup_path()?,
             relative_to_own: false,
         })
     }
@@ -135,6 +104,98 @@ impl CgroupPath {
             dir.push(self.path.strip_prefix("/").unwrap_or(&self.path));
         }
         dir
+    }
+}
+
+/// The systemd unit of a container under the systemd cgroup driver, from its OCI cgroupsPath
+/// `slice:prefix:name`: the scope `prefix-name.scope` (or `name.scope` without a prefix) in
+/// `slice` (`system.slice` when empty), or the slice `name` itself when `name` ends in `.slice`
+/// (runc's rule: then `slice` is ignored and the new slice's parent comes from its name).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct SystemdUnit {
+    /// The unit: `prefix-name.scope`, or `name` when that is a slice.
+    pub name: String,
+    /// The slice it is placed in.
+    pub slice: String,
+}
+
+impl SystemdUnit {
+    /// Parses `slice:prefix:name`.
+    pub fn parse(spec: &str) -> Result<Self, CgroupError> {
+        let parts: Vec<&str> = spec.split(':').collect();
+        let [slice, prefix, name] = parts[..] else {
+            return Err(invalid(
+                spec,
+                "systemd cgroupsPath must be \"slice:prefix:name\"",
+            ));
+        };
+        if [slice, prefix, name].iter().any(|p| p.contains('/')) {
+            return Err(invalid(spec, "systemd unit names cannot contain '/'"));
+        }
+        if name.is_empty() {
+            return Err(invalid(spec, "systemd cgroupsPath has an empty name"));
+        }
+        let slice = if slice.is_empty() {
+            "system.slice"
+        } else {
+            slice
+        };
+        expand_slice(slice).ok_or_else(|| invalid(spec, "invalid systemd slice name"))?;
+        let unit = if name.ends_with(".slice") {
+            expand_slice(name).ok_or_else(|| invalid(spec, "invalid systemd slice name"))?;
+            let parent = parent_slice(name);
+            return Ok(Self {
+                name: name.to_owned(),
+                slice: parent,
+            });
+        } else if prefix.is_empty() {
+            format!("{name}.scope")
+        } else {
+            format!("{prefix}-{name}.scope")
+        };
+        if unit.len() > 255 || !unit.bytes().all(unit_name_byte) {
+            return Err(invalid(spec, "not a valid systemd unit name"));
+        }
+        Ok(Self {
+            name: unit,
+            slice: slice.to_owned(),
+        })
+    }
+
+    /// True when the unit is a slice (the container asked for a slice of its own).
+    pub fn is_slice(&self) -> bool {
+        self.name.ends_with(".slice")
+    }
+
+    /// The unit's cgroup, relative to the cgroup root: `/a.slice/a-b.slice/p-n.scope`.
+    pub fn cgroup_path(&self) -> Result<PathBuf, CgroupError> {
+        let path = if self.is_slice() {
+            expand_slice(&self.name)
+        } else {
+            expand_slice(&self.slice).map(|p| p.join(&self.name))
+        };
+        let path = path.ok_or_else(|| invalid(&self.name, "invalid systemd slice name"))?;
+        normalize(&path.to_string_lossy())
+    }
+}
+
+impl std::fmt::Display for SystemdUnit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.name)
+    }
+}
+
+/// systemd's unit-name characters (unit_name_is_valid): ASCII letters, digits, `:-_.\\@`.
+fn unit_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b":-_.\\@".contains(&b)
+}
+
+/// The parent of slice `a-b-c.slice`: `a-b.slice`; of a top-level slice: `-.slice`.
+fn parent_slice(slice: &str) -> String {
+    let stem = slice.strip_suffix(".slice").unwrap_or(slice);
+    match stem.rsplit_once('-') {
+        Some((parent, _)) if !parent.is_empty() => format!("{parent}.slice"),
+        _ => "-.slice".to_owned(),
     }
 }
 
@@ -315,6 +376,35 @@ mod tests {
         ] {
             assert!(p(Some(bad), true).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn systemd_units() {
+        let u = SystemdUnit::parse("kubepods-besteffort-podx.slice:berth:abc").unwrap();
+        assert_eq!(u.name, "berth-abc.scope");
+        assert_eq!(u.slice, "kubepods-besteffort-podx.slice");
+        assert!(!u.is_slice());
+        let u = SystemdUnit::parse(":berth:abc").unwrap();
+        assert_eq!(
+            (u.name.as_str(), u.slice.as_str()),
+            ("berth-abc.scope", "system.slice")
+        );
+        let u = SystemdUnit::parse("ignored.slice:p:my-own.slice").unwrap();
+        assert_eq!(
+            (u.name.as_str(), u.slice.as_str()),
+            ("my-own.slice", "my.slice")
+        );
+        assert!(u.is_slice());
+        assert_eq!(
+            u.cgroup_path().unwrap(),
+            Path::new("/my.slice/my-own.slice")
+        );
+        let u = SystemdUnit::parse("x.slice::top.slice").unwrap();
+        assert_eq!(u.slice, "-.slice");
+        for bad in ["x.slice:p:a b", "x.slice:p:a\"x", "x.slice:p:ä"] {
+            assert!(SystemdUnit::parse(bad).is_err(), "{bad} accepted");
+        }
+        assert!(SystemdUnit::parse(&format!("x.slice:p:{}", "a".repeat(250))).is_err());
     }
 
     #[test]
