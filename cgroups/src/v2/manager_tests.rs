@@ -77,6 +77,44 @@ fn kill_all_uses_cgroup_kill_for_sigkill() {
 }
 
 #[test]
+fn partial_update_keeps_the_current_quota_and_memory_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = layout(tmp.path(), "c1");
+    let m = manager(tmp.path(), "/c1");
+    let w = |f: &str, c: &str| fs::write(dir.join(f), c).unwrap();
+    let read = |f: &str| fs::read_to_string(dir.join(f)).unwrap();
+    let r = |json: &str| -> LinuxResources { serde_json::from_str(json).unwrap() };
+    let period = r(r#"{"cpu": {"period": 50000}}"#);
+    let swap = r(r#"{"memory": {"swap": 167772160}}"#);
+    // `update --cpu-period 50000` of a container with a quota: the quota stays.
+    w("cpu.max", "25000 100000\n");
+    m.apply(&period).unwrap();
+    assert_eq!(read("cpu.max"), "25000 50000");
+    // `update --memory-swap 160M` with memory.max 96M: 64M of swap.
+    w("memory.max", "100663296\n");
+    m.apply(&swap).unwrap();
+    assert_eq!(read("memory.swap.max"), "67108864");
+    assert_eq!(read("memory.max"), "100663296");
+    // Without a quota the period comes with "max"; without a memory limit, swap is refused.
+    w("cpu.max", "max 100000\n");
+    m.apply(&period).unwrap();
+    assert_eq!(read("cpu.max"), "max 50000");
+    w("memory.max", "max\n");
+    assert!(matches!(
+        m.apply(&swap),
+        Err(CgroupError::InvalidResource {
+            what: "memory.swap",
+            ..
+        })
+    ));
+    // Both given: the files are not consulted.
+    w("cpu.max", "garbage");
+    m.apply(&r(r#"{"cpu": {"quota": 1000, "period": 2000}}"#))
+        .unwrap();
+    assert_eq!(read("cpu.max"), "1000 2000");
+}
+
+#[test]
 fn stats_and_oom_from_files() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = layout(tmp.path(), "c1");

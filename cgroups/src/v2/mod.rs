@@ -94,6 +94,41 @@ impl V2Manager {
         Ok(FlatKeyed::read(&self.dir, "cgroup.events")?.get("frozen") == Some(1))
     }
 
+    /// `r` completed from the cgroup where v2 joins two OCI values in one file: cpu.max holds the
+    /// quota and the period, memory.swap.max is memory+swap minus the memory limit. A period
+    /// without a quota keeps the current quota (instead of "max PERIOD", which lifted it), and
+    /// memory+swap without a memory limit is converted against the current memory.max (instead
+    /// of failing), as v1's separate files and runc's update (from its stored configuration)
+    /// do. In a new cgroup the current values are the kernel's defaults, "max".
+    fn with_current_limits(&self, r: &LinuxResources) -> Result<LinuxResources, CgroupError> {
+        let current = |file: &str| -> Result<Option<i64>, CgroupError> {
+            let content = cgroupfs::read_opt(&self.dir, file)?.unwrap_or_default();
+            let Some(first) = content.split_whitespace().next() else {
+                return Ok(None);
+            };
+            let v = cgroupfs::parse_u64(&self.dir.join(file), first)?;
+            Ok(Some(i64::try_from(v).unwrap_or(-1)))
+        };
+        let mut r = r.clone();
+        if let Some(mut cpu) = r.cpu().clone() {
+            if cpu.quota().is_none() && cpu.period().is_some_and(|p| p != 0) {
+                if let Some(quota) = current("cpu.max")? {
+                    cpu.set_quota(Some(quota));
+                    r.set_cpu(Some(cpu));
+                }
+            }
+        }
+        if let Some(mut mem) = *r.memory() {
+            if mem.limit().is_none() && mem.swap().is_some_and(|s| s > 0) {
+                if let Some(limit) = current("memory.max")? {
+                    mem.set_limit(Some(limit));
+                    r.set_memory(Some(mem));
+                }
+            }
+        }
+        Ok(r)
+    }
+
     fn set_frozen(&self, frozen: bool) -> Result<(), CgroupError> {
         cgroupfs::write(&self.dir, "cgroup.freeze", if frozen { "1" } else { "0" })?;
         let start = Instant::now();
@@ -132,7 +167,9 @@ impl CgroupManager for V2Manager {
     }
 
     fn apply(&self, r: &LinuxResources) -> Result<(), CgroupError> {
-        let writes = resources::plan(r, |f| cgroupfs::exists(&self.dir, f))?;
+        let writes = resources::plan(&self.with_current_limits(r)?, |f| {
+            cgroupfs::exists(&self.dir, f)
+        })?;
         for w in writes {
             cgroupfs::write(&self.dir, &w.file, &w.value)?;
         }
