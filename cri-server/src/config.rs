@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::cgroup_driver::CgroupDriver;
+use crate::cgroup_driver::{Choice, HostFacts};
+
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/berth/config.toml";
 
 #[derive(Debug, thiserror::Error)]
@@ -51,18 +54,14 @@ pub struct Config {
     pub runtimes: BTreeMap<String, RuntimeHandler>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CgroupConfig {
-    /// `cgroupfs` or `systemd` (reported to the kubelet by RuntimeConfig).
-    pub driver: CgroupDriver,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CgroupDriver {
-    Cgroupfs,
-    Systemd,
+    /// `cgroupfs` or `systemd` (reported to the kubelet by RuntimeConfig). Unset: resolved at
+    /// start ([`Config::with_resolved_cgroup_driver`]) to `systemd` where systemd is PID 1 on
+    /// cgroup v2, `cgroupfs` elsewhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver: Option<CgroupDriver>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,14 +125,6 @@ impl Default for Config {
             sandbox: SandboxConfig::default(),
             streaming: StreamingConfig::default(),
             runtimes: BTreeMap::new(),
-        }
-    }
-}
-
-impl Default for CgroupConfig {
-    fn default() -> Self {
-        Self {
-            driver: CgroupDriver::Cgroupfs,
         }
     }
 }
@@ -228,6 +219,34 @@ impl Config {
         Ok(self)
     }
 
+    /// Sets `[cgroup] driver` when the file did not: systemd where `host` says systemd is PID 1
+    /// and /sys/fs/cgroup is cgroup v2, cgroupfs elsewhere (logged with why). An explicit value
+    /// wins. berthd calls it once at start, and [`crate::server::serve`] for a config that
+    /// comes without one, so that everything after sees a concrete driver.
+    pub fn with_resolved_cgroup_driver(mut self, host: impl FnOnce() -> HostFacts) -> Self {
+        let (driver, choice) = crate::cgroup_driver::resolve(self.cgroup.driver, host);
+        match choice {
+            Choice::Configured => {
+                tracing::info!(driver = driver.name(), "cgroup driver as configured");
+            }
+            Choice::Detected(facts) => tracing::info!(
+                driver = driver.name(),
+                systemd_booted = facts.systemd_booted,
+                cgroup2 = facts.cgroup2,
+                "cgroup driver chosen for this host ([cgroup] driver is not set): {}",
+                choice.reason()
+            ),
+        }
+        self.cgroup.driver = Some(driver);
+        self
+    }
+
+    /// The cgroup driver in use: resolved at start ([`Self::with_resolved_cgroup_driver`]);
+    /// a config never resolved (one built by a unit test) means cgroupfs.
+    pub fn cgroup_driver(&self) -> CgroupDriver {
+        self.cgroup.driver.unwrap_or(CgroupDriver::Cgroupfs)
+    }
+
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("the config serializes")
     }
@@ -267,6 +286,33 @@ mod tests {
         );
         let again = Config::parse(Path::new("y.toml"), &c.to_toml()).unwrap();
         assert_eq!(again, c);
+    }
+
+    #[test]
+    fn an_unset_cgroup_driver_is_resolved_for_the_host_and_an_explicit_one_wins() {
+        let unset = Config::parse(Path::new("x.toml"), "").unwrap();
+        assert_eq!(unset.cgroup.driver, None);
+        assert!(!unset.to_toml().contains("driver"));
+        let systemd_v2 = || HostFacts {
+            systemd_booted: true,
+            cgroup2: true,
+        };
+        let resolved = unset.with_resolved_cgroup_driver(systemd_v2);
+        assert_eq!(resolved.cgroup_driver(), CgroupDriver::Systemd);
+        // --print-config shows the driver in use.
+        assert!(
+            resolved
+                .to_toml()
+                .contains("[cgroup]\ndriver = \"systemd\""),
+            "{}",
+            resolved.to_toml()
+        );
+        let explicit = Config::parse(Path::new("x.toml"), "[cgroup]\ndriver = \"cgroupfs\"\n")
+            .unwrap()
+            .with_resolved_cgroup_driver(systemd_v2);
+        assert_eq!(explicit.cgroup_driver(), CgroupDriver::Cgroupfs);
+        let err = Config::parse(Path::new("x.toml"), "[cgroup]\ndriver = \"auto\"\n");
+        assert!(err.is_err());
     }
 
     #[test]

@@ -66,6 +66,14 @@ pub async fn serve(
     listener: UnixListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    // berthd resolved it already; a config built otherwise (tests) gets this host's default.
+    let config = match config.cgroup.driver {
+        Some(_) => config,
+        None => Arc::new(
+            Config::clone(&config)
+                .with_resolved_cgroup_driver(crate::cgroup_driver::HostFacts::probe),
+        ),
+    };
     crate::shim_client::prepare_socket_dir(&config.shim_socket_dir)?;
     let store = image::open_store(&config).map_err(|source| ServeError::ImageStore {
         path: config.root.clone(),

@@ -11,6 +11,7 @@ use std::time::Duration;
 use berth_runtime::shim_protocol::{ExitRecord, Ready, Reply, ShimRequest, ShimState, SOCKET};
 use sha2::{Digest, Sha256};
 
+use crate::config::CgroupDriver;
 use crate::sealed_runtime::SealedRuntime;
 
 /// Control requests get an answer within this bound.
@@ -116,6 +117,9 @@ pub struct ShimArgs {
     pub stdin_once: bool,
     /// Start the container as the runtime creates it (`run --detach`), for a pause.
     pub start: bool,
+    /// The container's cgroup driver: under systemd the shim runs the runtime with
+    /// `--systemd-cgroup` (as berthd does for every later command).
+    pub cgroup_driver: CgroupDriver,
 }
 
 /// A running (or exited) shim, found by its state directory.
@@ -161,6 +165,9 @@ impl Shim {
         }
         if args.start {
             cmd.arg("--start");
+        }
+        if args.cgroup_driver.is_systemd() {
+            cmd.arg("--systemd-cgroup");
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use berth_cri::cgroup_driver::{self, CgroupDriver, HostFacts};
 use berth_cri::config::Config;
 use berth_cri::server;
 use cri_api::v1 as cri;
@@ -32,14 +33,28 @@ async fn start(
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<()>,
 ) {
-    let config = Config {
+    start_with(dir, None).await
+}
+
+/// [`start`] with `[cgroup] driver` set (or not).
+async fn start_with(
+    dir: &Path,
+    cgroup_driver: Option<CgroupDriver>,
+) -> (
+    Channel,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let mut config = Config {
         root: dir.join("root"),
         state: dir.join("state"),
         listen: dir.join("berth.sock"),
         ..Config::default()
-    }
-    .with_detected_runtimes(Some(Path::new(env!("CARGO_MANIFEST_DIR"))))
-    .unwrap();
+    };
+    config.cgroup.driver = cgroup_driver;
+    let config = config
+        .with_detected_runtimes(Some(Path::new(env!("CARGO_MANIFEST_DIR"))))
+        .unwrap();
     let listener = server::bind(&config.listen).unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -83,15 +98,14 @@ async fn version_status_and_runtime_config() {
     // Not offered until berth honours them.
     assert!(!features.user_namespaces_host_network && !features.mount_options);
 
+    // No [cgroup] driver: this host's default (systemd only under systemd on cgroup v2).
     let c = rt
         .runtime_config(cri::RuntimeConfigRequest {})
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(
-        c.linux.unwrap().cgroup_driver,
-        cri::CgroupDriver::Cgroupfs as i32
-    );
+    let (default, _) = cgroup_driver::resolve(None, HostFacts::probe);
+    assert_eq!(c.linux.unwrap().cgroup_driver, cri_driver(default));
 
     rt.update_runtime_config(cri::UpdateRuntimeConfigRequest {
         runtime_config: Some(cri::RuntimeConfig {
@@ -111,6 +125,29 @@ async fn version_status_and_runtime_config() {
 
     stop.send(()).unwrap();
     task.await.unwrap();
+}
+
+fn cri_driver(driver: CgroupDriver) -> i32 {
+    match driver {
+        CgroupDriver::Systemd => cri::CgroupDriver::Systemd as i32,
+        CgroupDriver::Cgroupfs => cri::CgroupDriver::Cgroupfs as i32,
+    }
+}
+
+#[tokio::test]
+async fn runtime_config_reports_the_configured_cgroup_driver() {
+    for driver in [CgroupDriver::Systemd, CgroupDriver::Cgroupfs] {
+        let dir = tempfile::tempdir().unwrap();
+        let (channel, stop, task) = start_with(dir.path(), Some(driver)).await;
+        let c = RuntimeServiceClient::new(channel)
+            .runtime_config(cri::RuntimeConfigRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(c.linux.unwrap().cgroup_driver, cri_driver(driver));
+        stop.send(()).unwrap();
+        task.await.unwrap();
+    }
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use berth_cri::cgroup_driver::HostFacts;
 use berth_cri::config::{Config, DEFAULT_CONFIG_PATH};
 use berth_cri::server;
 use clap::Parser;
@@ -44,7 +45,9 @@ fn load_config(args: &Args) -> Result<Config> {
     let exe_dir = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(PathBuf::from));
-    Ok(config.with_detected_runtimes(exe_dir.as_deref())?)
+    Ok(config
+        .with_detected_runtimes(exe_dir.as_deref())?
+        .with_resolved_cgroup_driver(HostFacts::probe))
 }
 
 /// glibc malloc arenas for berthd's threads. glibc's default (8 per CPU) gives each of the

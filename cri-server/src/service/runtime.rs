@@ -29,6 +29,20 @@ fn not_streamed(rpc: &str, unary: &str) -> Status {
     ))
 }
 
+/// RuntimeConfig: the cgroup driver in use (resolved at start), which the kubelet (1.34+)
+/// adopts.
+fn runtime_config_of(config: &Config) -> cri::RuntimeConfigResponse {
+    let driver = match config.cgroup_driver() {
+        CgroupDriver::Cgroupfs => cri::CgroupDriver::Cgroupfs,
+        CgroupDriver::Systemd => cri::CgroupDriver::Systemd,
+    };
+    cri::RuntimeConfigResponse {
+        linux: Some(cri::LinuxRuntimeConfiguration {
+            cgroup_driver: driver as i32,
+        }),
+    }
+}
+
 /// A CRI streaming request the server refused.
 fn streaming_status(e: berth_streaming::RequestError) -> Status {
     match e {
@@ -205,15 +219,7 @@ impl RuntimeService for Runtime {
         &self,
         _: Request<cri::RuntimeConfigRequest>,
     ) -> Result<Response<cri::RuntimeConfigResponse>, Status> {
-        let driver = match self.config.cgroup.driver {
-            CgroupDriver::Cgroupfs => cri::CgroupDriver::Cgroupfs,
-            CgroupDriver::Systemd => cri::CgroupDriver::Systemd,
-        };
-        Ok(Response::new(cri::RuntimeConfigResponse {
-            linux: Some(cri::LinuxRuntimeConfiguration {
-                cgroup_driver: driver as i32,
-            }),
-        }))
+        Ok(Response::new(runtime_config_of(&self.config)))
     }
 
     async fn update_runtime_config(
@@ -533,5 +539,35 @@ impl RuntimeService for Runtime {
             .metrics(&self.containers)
             .await
             .map(Response::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroup_driver::HostFacts;
+
+    fn reported(config: Config) -> i32 {
+        runtime_config_of(&config).linux.unwrap().cgroup_driver
+    }
+
+    #[test]
+    fn runtime_config_reports_the_resolved_driver() {
+        let systemd_v2 = || HostFacts {
+            systemd_booted: true,
+            cgroup2: true,
+        };
+        let plain = || HostFacts {
+            systemd_booted: false,
+            cgroup2: false,
+        };
+        let detected = Config::default().with_resolved_cgroup_driver(systemd_v2);
+        assert_eq!(reported(detected), cri::CgroupDriver::Systemd as i32);
+        let detected = Config::default().with_resolved_cgroup_driver(plain);
+        assert_eq!(reported(detected), cri::CgroupDriver::Cgroupfs as i32);
+        let mut explicit = Config::default();
+        explicit.cgroup.driver = Some(CgroupDriver::Cgroupfs);
+        let explicit = explicit.with_resolved_cgroup_driver(systemd_v2);
+        assert_eq!(reported(explicit), cri::CgroupDriver::Cgroupfs as i32);
     }
 }

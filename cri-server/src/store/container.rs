@@ -155,7 +155,7 @@ pub struct ContainerMeta {
     pub bundle: PathBuf,
     pub shim_dir: PathBuf,
     pub runtime_handler: String,
-    /// The OCI `linux.cgroupsPath` (stats, OOM kills).
+    /// The OCI `linux.cgroupsPath` (stats, OOM kills; its form says the cgroup driver).
     pub cgroups_path: String,
     /// The image's StopSignal (None: SIGTERM).
     #[serde(default)]
@@ -164,6 +164,14 @@ pub struct ContainerMeta {
     /// Image volumes, released by RemoveContainer.
     #[serde(default)]
     pub image_volumes: Vec<ImageVolume>,
+}
+
+impl ContainerMeta {
+    /// The cgroup driver the container was made under (its cgroupsPath says), which its
+    /// runtime commands and cgroup paths keep whatever berthd is configured with now.
+    pub fn cgroup_driver(&self) -> crate::config::CgroupDriver {
+        crate::config::CgroupDriver::of_cgroups_path(&self.cgroups_path)
+    }
 }
 
 #[derive(Serialize)]

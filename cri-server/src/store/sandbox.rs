@@ -72,7 +72,8 @@ pub struct SandboxMeta {
     pub created_at: DateTime<Utc>,
     /// The pod's IPs, the primary first.
     pub ips: Vec<IpAddr>,
-    /// The pod's cgroup (the kubelet's cgroup_parent, or berth's own default).
+    /// The pod's cgroup: the kubelet's cgroup_parent (with the systemd driver its last
+    /// component, the pod's slice), or berth's own (`/berth/<id>`, `berth-pod<id>.slice`).
     pub cgroup_parent: String,
     /// Whether berth made `cgroup_parent` (and so removes it).
     pub owns_cgroup_parent: bool,
@@ -107,6 +108,11 @@ impl SandboxMeta {
     }
     pub fn host_network(&self) -> bool {
         self.netns.is_none()
+    }
+    /// The cgroup driver the pod was made under (its pause's cgroupsPath says), which its
+    /// runtime commands and cgroup paths keep whatever berthd is configured with now.
+    pub fn cgroup_driver(&self) -> crate::config::CgroupDriver {
+        crate::config::CgroupDriver::of_cgroups_path(&self.cgroups_path)
     }
 }
 

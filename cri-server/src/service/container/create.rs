@@ -76,17 +76,6 @@ pub(super) async fn create(
     Ok(cri::CreateContainerResponse { container_id: id })
 }
 
-/// The container's `linux.cgroupsPath` under the pod's cgroup (the pause's rule).
-pub(super) fn cgroups_path(parent: &str, id: &str, systemd: bool) -> String {
-    let parent = parent.trim_end_matches('/');
-    match (systemd, parent.is_empty()) {
-        (true, true) => format!("system.slice:berth:{id}"),
-        (true, false) => format!("{parent}:berth:{id}"),
-        (false, true) => format!("/berth/{id}"),
-        (false, false) => format!("{parent}/{id}"),
-    }
-}
-
 /// What has been done so far, undone in reverse on failure.
 struct Undo<'a> {
     inner: &'a Containers,
@@ -171,11 +160,14 @@ fn build(
     } else {
         sandbox.runtime_handler.clone()
     };
-    let runtime =
-        OciRuntime::for_handler(&inner.config, &handler).ok_or(ContainerError::UnknownHandler {
+    // The container's cgroup goes in the pod's, under the pod's driver.
+    let driver = sandbox.cgroup_driver;
+    let runtime = OciRuntime::for_handler(&inner.config, &handler, driver).ok_or(
+        ContainerError::UnknownHandler {
             name: name.to_owned(),
             handler: handler.clone(),
-        })?;
+        },
+    )?;
     if config.mounts.iter().any(|m| m.recursive_read_only) {
         let features = inner.features.of(&runtime.path);
         refuse_unsupported_rro(name, &handler, &config.mounts, &features)?;
@@ -245,7 +237,7 @@ fn build(
         }
     }
 
-    let cgroups_path = cgroups_path(&sandbox.cgroup_parent, id, inner.systemd());
+    let cgroups_path = driver.cgroups_path(&sandbox.cgroup_parent, id);
     let pod = sandbox.config.metadata.clone().unwrap_or_default();
     let container_name = config
         .metadata
@@ -324,6 +316,7 @@ fn build(
         stdin: config.stdin,
         stdin_once: config.stdin_once,
         start: false,
+        cgroup_driver: driver,
     };
     // From here the runtime may hold a container, even if the shim reports a failure.
     undo.shim = Some((runtime.clone(), shim_dir.clone()));

@@ -322,7 +322,8 @@ impl Containers {
     }
 
     fn runtime(&self, c: &Container) -> Result<OciRuntime, ContainerError> {
-        OciRuntime::for_handler(&self.config, &c.meta.runtime_handler).ok_or_else(|| {
+        let driver = c.meta.cgroup_driver();
+        OciRuntime::for_handler(&self.config, &c.meta.runtime_handler, driver).ok_or_else(|| {
             ContainerError::UnknownHandler {
                 name: c.meta.name.clone(),
                 handler: c.meta.runtime_handler.clone(),
@@ -338,11 +339,16 @@ impl Containers {
             init_pid: pid,
         }
     }
+}
 
-    /// Whether the cgroup driver is systemd (cgroupsPath syntax).
-    fn systemd(&self) -> bool {
-        self.config.cgroup.driver == crate::config::CgroupDriver::Systemd
-    }
+/// The container's cgroup (under systemd, the cgroupfs directory of its scope unit), from its
+/// cgroupsPath under the driver it was made with: for stats and OOM kills.
+fn cgroup_path(c: &Container) -> Result<berth_cgroups::CgroupPath, berth_cgroups::CgroupError> {
+    berth_cgroups::CgroupPath::from_spec(
+        Some(&c.meta.cgroups_path),
+        c.id(),
+        c.meta.cgroup_driver().is_systemd(),
+    )
 }
 
 /// The shim installed next to the berth runtime (or next to berthd).

@@ -261,7 +261,7 @@ pub(super) fn observe_exit(inner: &Containers, c: &Container) -> Result<bool, Co
         return Ok(false);
     };
     // Before the runtime's delete removes the cgroup: did the OOM killer strike?
-    let oom = oom_killed(inner, c);
+    let oom = oom_killed(c);
     let changed = c.update(|s| {
         let started_at = match &s.state {
             State::Exited { .. } => return Ok::<_, ContainerError>(false),
@@ -307,11 +307,10 @@ fn mark_lost(inner: &Containers, c: &Container, why: String) -> Result<(), Conta
 }
 
 /// Whether the OOM killer killed a process in the container's cgroup.
-pub(super) fn oom_killed(inner: &Containers, c: &Container) -> bool {
-    let count =
-        berth_cgroups::CgroupPath::from_spec(Some(&c.meta.cgroups_path), c.id(), inner.systemd())
-            .and_then(|p| berth_cgroups::manager(&p))
-            .and_then(|m| m.oom_kill_count());
+pub(super) fn oom_killed(c: &Container) -> bool {
+    let count = super::cgroup_path(c)
+        .and_then(|p| berth_cgroups::manager(&p))
+        .and_then(|m| m.oom_kill_count());
     match count {
         Ok(n) => n > 0,
         Err(e) => {

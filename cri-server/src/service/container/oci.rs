@@ -1,5 +1,6 @@
 //! The OCI runtime of a container's RuntimeClass handler, driven through runc's command line:
-//! `start`, `kill`, `delete --force`, `update --resources -`, `exec --process`. Blocking.
+//! `start`, `kill`, `delete --force`, `update --resources -`, `exec --process`, each with
+//! `--systemd-cgroup` for a container under the systemd cgroup driver. Blocking.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -7,23 +8,32 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
 use super::error::ContainerError;
-use crate::config::Config;
+use crate::config::{CgroupDriver, Config};
 use crate::sealed_runtime::{self, SealedRuntime};
 
-/// One handler's runtime binary and its `--root`.
+/// One handler's runtime binary and its `--root`, for containers under one cgroup driver.
 #[derive(Debug, Clone)]
 pub(crate) struct OciRuntime {
     pub path: PathBuf,
     pub root: PathBuf,
+    /// The container's cgroup driver (`--systemd-cgroup` on every command under systemd).
+    pub cgroup_driver: CgroupDriver,
     /// berthd's sealed copy of `path`, run instead of it when set ([`Self::with_sealed_copy`]).
     sealed: Option<Arc<SealedRuntime>>,
 }
 
 impl OciRuntime {
-    pub fn for_handler(config: &Config, handler: &str) -> Option<OciRuntime> {
+    /// The runtime of `handler` for containers under `cgroup_driver` (a container's own:
+    /// [`crate::store::container::ContainerMeta::cgroup_driver`]).
+    pub fn for_handler(
+        config: &Config,
+        handler: &str,
+        cgroup_driver: CgroupDriver,
+    ) -> Option<OciRuntime> {
         config.runtimes.get(handler).map(|h| OciRuntime {
             path: h.path.clone(),
             root: h.root.clone(),
+            cgroup_driver,
             sealed: None,
         })
     }
@@ -41,7 +51,9 @@ impl OciRuntime {
             Some(copy) => copy.command(),
             None => Command::new(&self.path),
         };
-        cmd.arg("--root").arg(&self.root);
+        cmd.arg("--root")
+            .arg(&self.root)
+            .args(self.cgroup_driver.runtime_flags());
         cmd
     }
 
@@ -134,5 +146,52 @@ impl OciRuntime {
             .arg(pid_file)
             .arg(id);
         cmd
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(cmd: &Command) -> Vec<String> {
+        cmd.get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    fn runtime(driver: CgroupDriver) -> OciRuntime {
+        let mut config = Config::default();
+        config.runtimes.insert(
+            "crun".into(),
+            crate::config::RuntimeHandler {
+                path: "/usr/bin/crun".into(),
+                root: "/run/berth/runtimes/crun".into(),
+            },
+        );
+        OciRuntime::for_handler(&config, "crun", driver).unwrap()
+    }
+
+    #[test]
+    fn every_command_carries_systemd_cgroup_under_systemd() {
+        let rt = runtime(CgroupDriver::Systemd);
+        let base = ["--root", "/run/berth/runtimes/crun", "--systemd-cgroup"];
+        assert_eq!(args(&rt.command()), base);
+        let exec = rt.exec_command("c1", Path::new("/p.json"), Path::new("/pid"));
+        assert_eq!(exec.get_program(), "/usr/bin/crun");
+        assert_eq!(
+            args(&exec)[..4],
+            [
+                "--root",
+                "/run/berth/runtimes/crun",
+                "--systemd-cgroup",
+                "exec"
+            ]
+        );
+        let rt = runtime(CgroupDriver::Cgroupfs);
+        assert_eq!(args(&rt.command()), base[..2]);
+        assert!(
+            !args(&rt.exec_command("c1", Path::new("/p.json"), Path::new("/pid")))
+                .contains(&"--systemd-cgroup".to_owned())
+        );
     }
 }

@@ -3,6 +3,7 @@
 use cri_api::v1 as cri;
 
 use super::error::{blocking, ContainerError};
+use crate::config::CgroupDriver;
 use crate::service::sandbox::SandboxService;
 use crate::spec::SandboxFiles;
 use crate::store::sandbox::SandboxState;
@@ -18,6 +19,8 @@ pub(super) struct SandboxView {
     pub runtime_handler: String,
     /// The pod's cgroup; the container's is `<parent>/<id>` (`<parent>:berth:<id>`).
     pub cgroup_parent: String,
+    /// The pod's cgroup driver, which its containers share.
+    pub cgroup_driver: CgroupDriver,
     pub files: SandboxFiles,
 }
 
@@ -53,6 +56,7 @@ pub(super) async fn lookup(
         pid,
         runtime_handler: meta.runtime.handler.clone(),
         cgroup_parent: meta.cgroup_parent.clone(),
+        cgroup_driver: meta.cgroup_driver(),
         files: SandboxFiles {
             hostname: meta.files.hostname.clone(),
             hosts: meta.files.hosts.clone(),

@@ -61,10 +61,9 @@ fn one(inner: &Containers, c: &Container) -> cri::ContainerStats {
         }),
         ..Default::default()
     };
-    let cgroup =
-        berth_cgroups::CgroupPath::from_spec(Some(&c.meta.cgroups_path), c.id(), inner.systemd())
-            .and_then(|p| berth_cgroups::manager(&p))
-            .and_then(|m| m.stats());
+    let cgroup = super::cgroup_path(c)
+        .and_then(|p| berth_cgroups::manager(&p))
+        .and_then(|m| m.stats());
     match cgroup {
         Ok(s) => {
             out.cpu = Some(cri::CpuUsage {
@@ -126,12 +125,7 @@ pub(super) fn metrics_in_sandbox(
             let State::Running { started_at, .. } = status.state else {
                 return None;
             };
-            let manager = berth_cgroups::CgroupPath::from_spec(
-                Some(&c.meta.cgroups_path),
-                c.id(),
-                inner.systemd(),
-            )
-            .and_then(|p| berth_cgroups::manager(&p));
+            let manager = super::cgroup_path(&c).and_then(|p| berth_cgroups::manager(&p));
             let (cgroup, oom_kills) = match manager {
                 Ok(m) => (m.stats().ok(), m.oom_kill_count().ok()),
                 Err(e) => {

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use super::oci::OciRuntime;
 use super::Containers;
+use crate::config::CgroupDriver;
 
 /// Sweeps every orphan. Blocking; called once, before serving.
 pub(super) fn orphans(inner: &Containers) {
@@ -27,8 +28,11 @@ fn sweep(inner: &Containers, id: &str, dir: &Path) {
     let warn = |what: &str, e: &dyn std::fmt::Display| {
         tracing::warn!(container = id, error = %e, "sweep: {what}");
     };
+    // The driver the container was being made under: its bundle's, else this berthd's.
+    let driver = CgroupDriver::of_bundle(&dir.join("bundle"))
+        .unwrap_or_else(|| inner.config.cgroup_driver());
     for name in inner.config.runtimes.keys() {
-        let Some(runtime) = OciRuntime::for_handler(&inner.config, name) else {
+        let Some(runtime) = OciRuntime::for_handler(&inner.config, name, driver) else {
             continue;
         };
         if runtime.root.join(id).exists() {

@@ -7,6 +7,7 @@
 //! threads; no lock is held across it except the sandbox's own lifecycle lock, so pods start
 //! and stop in parallel.
 
+mod cgroup;
 mod error;
 mod files;
 mod image;
@@ -225,8 +226,10 @@ impl SandboxService {
 }
 
 impl Sandboxes {
-    fn systemd(&self) -> bool {
-        self.config.cgroup.driver == crate::config::CgroupDriver::Systemd
+    /// The cgroup driver new pods get (a pod keeps the one it was made under:
+    /// [`crate::store::sandbox::SandboxMeta::cgroup_driver`]).
+    fn cgroup_driver(&self) -> crate::config::CgroupDriver {
+        self.config.cgroup_driver()
     }
 
     /// See [`SandboxService::refresh`].

@@ -1,4 +1,5 @@
-//! The pause container through its OCI runtime (runc's command line) and its shim: `kill`,
+//! The pause container through its OCI runtime (runc's command line, with
+//! `--systemd-cgroup` for a pod under the systemd cgroup driver) and its shim: `kill`,
 //! `delete --force`, and waiting for the shim's exit record (its shim creates and starts it).
 //! Blocking.
 
@@ -9,26 +10,47 @@ use std::time::{Duration, Instant};
 use berth_runtime::shim_protocol::{ExitRecord, SHIM_PID_FILE};
 
 use super::error::{Result, SandboxError};
+use crate::config::CgroupDriver;
 use crate::process_watch::{alive, wait_gone};
 use crate::store::sandbox::RuntimeRef;
 
 /// How often [`wait_exit`] looks for the exit record while the shim still runs.
 const RECHECK: Duration = Duration::from_millis(20);
 
-/// Runs `<runtime> --root <root> <args…> <id> <tail…>`; its stderr is the error message.
-fn run(rt: &RuntimeRef, op: &'static str, args: &[&str], id: &str, tail: &[&str]) -> Result<()> {
+/// `<runtime> --root <root> [--systemd-cgroup] <args…> <id> <tail…>`.
+fn command(
+    rt: &RuntimeRef,
+    driver: CgroupDriver,
+    args: &[&str],
+    id: &str,
+    tail: &[&str],
+) -> Command {
+    let mut cmd = Command::new(&rt.path);
+    cmd.arg("--root")
+        .arg(&rt.root)
+        .args(driver.runtime_flags())
+        .args(args)
+        .arg(id)
+        .args(tail);
+    cmd
+}
+
+/// Runs [`command`]; its stderr is the error message.
+fn run(
+    rt: &RuntimeRef,
+    driver: CgroupDriver,
+    op: &'static str,
+    args: &[&str],
+    id: &str,
+    tail: &[&str],
+) -> Result<()> {
     let err = |message| SandboxError::Runtime {
         runtime: rt.path.clone(),
         op,
         id: id.to_owned(),
         message,
     };
-    let out = Command::new(&rt.path)
-        .arg("--root")
-        .arg(&rt.root)
-        .args(args)
-        .arg(id)
-        .args(tail)
+    let out = command(rt, driver, args, id, tail)
         .stdin(Stdio::null())
         .output()
         .map_err(|e| err(e.to_string()))?;
@@ -42,8 +64,8 @@ fn run(rt: &RuntimeRef, op: &'static str, args: &[&str], id: &str, tail: &[&str]
 /// Sends SIGKILL to the pause. An error from the runtime only counts if the process is still
 /// alive afterwards (runtimes refuse to signal a stopped container); then the pid is
 /// signalled directly.
-pub fn kill(rt: &RuntimeRef, id: &str, pid: i32) -> Result<()> {
-    let Err(e) = run(rt, "kill", &["kill"], id, &["KILL"]) else {
+pub fn kill(rt: &RuntimeRef, driver: CgroupDriver, id: &str, pid: i32) -> Result<()> {
+    let Err(e) = run(rt, driver, "kill", &["kill"], id, &["KILL"]) else {
         return Ok(());
     };
     if !alive(pid) {
@@ -61,8 +83,8 @@ pub fn kill(rt: &RuntimeRef, id: &str, pid: i32) -> Result<()> {
 
 /// `delete --force`: the runtime's state and the container's cgroup go. A container the
 /// runtime does not know is fine.
-pub fn delete(rt: &RuntimeRef, id: &str) -> Result<()> {
-    match run(rt, "delete", &["delete", "--force"], id, &[]) {
+pub fn delete(rt: &RuntimeRef, driver: CgroupDriver, id: &str) -> Result<()> {
+    match run(rt, driver, "delete", &["delete", "--force"], id, &[]) {
         Ok(()) => Ok(()),
         Err(e) if !rt.root.join(id).exists() => {
             tracing::debug!(sandbox = id, error = %e, "runtime delete of an unknown container");
@@ -123,4 +145,54 @@ fn shim_pid(shim_dir: &Path) -> Option<i32> {
 fn is_shim(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .is_ok_and(|comm| comm.trim().starts_with("berth-shim"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(cmd: &Command) -> Vec<String> {
+        cmd.get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn systemd_pods_run_the_runtime_with_systemd_cgroup() {
+        let rt = RuntimeRef {
+            handler: "runc".into(),
+            path: "/usr/sbin/runc".into(),
+            root: "/run/berth/runtimes/runc".into(),
+        };
+        let cmd = command(&rt, CgroupDriver::Systemd, &["kill"], "p1", &["KILL"]);
+        assert_eq!(cmd.get_program(), "/usr/sbin/runc");
+        assert_eq!(
+            args(&cmd),
+            [
+                "--root",
+                "/run/berth/runtimes/runc",
+                "--systemd-cgroup",
+                "kill",
+                "p1",
+                "KILL"
+            ]
+        );
+        let cmd = command(
+            &rt,
+            CgroupDriver::Cgroupfs,
+            &["delete", "--force"],
+            "p1",
+            &[],
+        );
+        assert_eq!(
+            args(&cmd),
+            [
+                "--root",
+                "/run/berth/runtimes/runc",
+                "delete",
+                "--force",
+                "p1"
+            ]
+        );
+    }
 }

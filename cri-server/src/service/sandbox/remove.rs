@@ -9,7 +9,7 @@ use tonic::Status;
 
 use super::error::{Result, SandboxError};
 use super::stop::{find_for_teardown, stop_locked};
-use super::{blocking, files, image, oci, stats, Sandboxes};
+use super::{blocking, cgroup, files, image, oci, Sandboxes};
 use crate::service::container::ContainerService;
 use crate::store::sandbox::Sandbox;
 
@@ -55,7 +55,7 @@ async fn remove_locked(
     blocking(move || {
         let sandbox = sb;
         let meta = &sandbox.meta;
-        oci::delete(&meta.runtime, &meta.id)?;
+        oci::delete(&meta.runtime, meta.cgroup_driver(), &meta.id)?;
         oci::reap_shim(&meta.shim_dir(), Duration::from_secs(5));
         // A shim that ended cleanly removed its socket; one that was killed left it.
         let socket = crate::shim_client::socket_path(&ctx.config.shim_socket_dir, &meta.shim_dir());
@@ -70,7 +70,7 @@ async fn remove_locked(
             image::release_rootfs(&ctx.images, &meta.id, &meta.rootfs())?;
         }
         if meta.owns_cgroup_parent {
-            stats::remove_pod_cgroup(&meta.cgroup_parent, &meta.id, ctx.systemd())?;
+            cgroup::remove(&meta.cgroup_parent, &meta.id, meta.cgroup_driver())?;
         }
         files::remove_dir(&meta.state_dir)?;
         ctx.stats.forget(&meta.id);

@@ -10,6 +10,7 @@ use chrono::Utc;
 use cri_api::v1 as cri;
 use tonic::Status;
 
+use super::cgroup::{self, PodCgroup};
 use super::error::{io, Result, SandboxError};
 use super::image::{self, SandboxImage};
 use super::{blocking, files, oci, Sandboxes};
@@ -25,8 +26,9 @@ pub(super) async fn run(
     let m = config.metadata.clone().unwrap_or_default();
     let pod = format!("{}/{}", m.namespace, m.name);
     let prepared = prepare(ctx, &config, &req.runtime_handler);
-    let (id, name, runtime) = prepared.map_err(|e| e.into_status(&pod))?;
-    tracing::info!(pod = %pod, sandbox = %id, handler = %runtime.handler, "RunPodSandbox");
+    let (id, name, runtime, cgroup) = prepared.map_err(|e| e.into_status(&pod))?;
+    tracing::info!(pod = %pod, sandbox = %id, handler = %runtime.handler,
+        cgroup_driver = ctx.cgroup_driver().name(), pod_cgroup = %cgroup.parent, "RunPodSandbox");
     let image = match ctx.config.sandbox.image.as_str() {
         "" => Ok(None),
         name => image::ensure(&ctx.images, &ctx.image_pulls, name)
@@ -36,7 +38,7 @@ pub(super) async fn run(
     let done = match image {
         Ok(image) => {
             let (ctx2, id2, name2) = (ctx.clone(), id.clone(), name.clone());
-            blocking(move || create(&ctx2, id2, name2, config, runtime, image)).await
+            blocking(move || create(&ctx2, id2, name2, config, runtime, cgroup, image)).await
         }
         Err(e) => Err(e),
     };
@@ -53,12 +55,13 @@ pub(super) async fn run(
     }
 }
 
-/// Checks the request and reserves the name; returns the new ID, the name and the runtime.
+/// Checks the request and reserves the name; returns the new ID, the name, the runtime and
+/// the pod's cgroup.
 fn prepare(
     ctx: &Sandboxes,
     config: &cri::PodSandboxConfig,
     handler: &str,
-) -> Result<(String, String, RuntimeRef)> {
+) -> Result<(String, String, RuntimeRef, PodCgroup)> {
     let Some(m) = &config.metadata else {
         return Err(SandboxError::InvalidConfig("metadata is missing".into()));
     };
@@ -91,6 +94,8 @@ fn prepare(
         });
     };
     let id = crate::store::new_id()?;
+    let cgroup_parent = config.linux.as_ref().map(|l| l.cgroup_parent.as_str());
+    let cgroup = cgroup::plan(ctx.cgroup_driver(), cgroup_parent.unwrap_or_default(), &id)?;
     let name = format!("{}_{}_{}_{}", m.name, m.namespace, m.uid, m.attempt);
     ctx.store.reserve_name(&name, &id)?;
     let runtime = RuntimeRef {
@@ -98,7 +103,7 @@ fn prepare(
         path: rt.path.clone(),
         root: rt.root.clone(),
     };
-    Ok((id, name, runtime))
+    Ok((id, name, runtime, cgroup))
 }
 
 /// What has been done so far, to undo on failure.
@@ -113,6 +118,7 @@ struct Undo<'a> {
     userns: Option<PathBuf>,
     attached: bool,
     created: Option<(RuntimeRef, i32)>,
+    /// The pod cgroup berth made (its slice, under systemd), to remove.
     pod_cgroup: Option<String>,
     /// The sandbox image's snapshot was prepared (and maybe mounted).
     image_rootfs: bool,
@@ -124,15 +130,16 @@ impl Undo<'_> {
         let warn = |what: &str, e: &dyn std::fmt::Display| {
             tracing::warn!(sandbox = %id, error = %e, "undo RunPodSandbox: {what}");
         };
+        let driver = self.ctx.cgroup_driver();
         if let Some((rt, pid)) = &self.created {
-            if let Err(e) = oci::kill(rt, id, *pid) {
+            if let Err(e) = oci::kill(rt, driver, id, *pid) {
                 warn("kill the pause", &e);
             }
             let shim_dir = self.state_dir.join("shim");
             if let Err(e) = oci::wait_exit(&shim_dir, *pid, Duration::from_secs(10)) {
                 warn("wait for the pause", &e);
             }
-            if let Err(e) = oci::delete(rt, id) {
+            if let Err(e) = oci::delete(rt, driver, id) {
                 warn("delete the pause container", &e);
             }
             oci::reap_shim(&shim_dir, Duration::from_secs(5));
@@ -162,7 +169,7 @@ impl Undo<'_> {
             warn("unmount /dev/shm", &e);
         }
         if let Some(parent) = &self.pod_cgroup {
-            if let Err(e) = super::stats::remove_pod_cgroup(parent, id, self.ctx.systemd()) {
+            if let Err(e) = cgroup::remove(parent, id, driver) {
                 warn("remove the pod cgroup", &e);
             }
         }
@@ -179,6 +186,7 @@ fn create(
     name: String,
     config: cri::PodSandboxConfig,
     runtime: RuntimeRef,
+    cgroup: PodCgroup,
     image: Option<SandboxImage>,
 ) -> Result<Option<std::net::IpAddr>> {
     let state_dir = ctx.config.state.join("sandboxes").join(&id);
@@ -195,7 +203,7 @@ fn create(
         pod_cgroup: None,
         image_rootfs: false,
     };
-    match create_steps(ctx, &id, &name, &config, runtime, image, &mut undo) {
+    match create_steps(ctx, &id, &name, &config, runtime, cgroup, image, &mut undo) {
         Ok(ip) => Ok(ip),
         Err(e) => {
             undo.run();
@@ -204,12 +212,14 @@ fn create(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn create_steps(
     ctx: &Sandboxes,
     id: &str,
     name: &str,
     config: &cri::PodSandboxConfig,
     runtime: RuntimeRef,
+    cgroup: PodCgroup,
     image: Option<SandboxImage>,
     undo: &mut Undo<'_>,
 ) -> Result<Option<std::net::IpAddr>> {
@@ -272,6 +282,7 @@ fn create_steps(
             id,
             config,
             &runtime,
+            &cgroup,
             image.as_ref(),
             host_network,
             host_ipc,
@@ -313,9 +324,9 @@ fn create_steps(
         state_dir,
         created_at,
         ips: ips.clone(),
-        cgroup_parent: pause.cgroup_parent,
-        owns_cgroup_parent: pause.owns_cgroup_parent,
-        cgroups_path: pause.cgroups_path,
+        cgroup_parent: cgroup.parent,
+        owns_cgroup_parent: cgroup.owns,
+        cgroups_path: cgroup.cgroups_path,
         files: undo.files.clone(),
         image: image.map(|i| i.name),
     };
@@ -336,12 +347,9 @@ fn create_steps(
 /// The running pause container.
 struct Pause {
     init_pid: i32,
-    cgroup_parent: String,
-    owns_cgroup_parent: bool,
-    cgroups_path: String,
 }
 
-/// The pod's files, its cgroup path, the pause's rootfs and spec, and its shim, which
+/// The pod's files, the pause's rootfs and spec (in the pod's cgroup), and its shim, which
 /// creates and starts it through the runtime (in the pinned netns, if any).
 #[allow(clippy::too_many_arguments)]
 fn create_pause(
@@ -349,6 +357,7 @@ fn create_pause(
     id: &str,
     config: &cri::PodSandboxConfig,
     runtime: &RuntimeRef,
+    cgroup: &PodCgroup,
     image: Option<&SandboxImage>,
     host_network: bool,
     host_ipc: bool,
@@ -364,20 +373,10 @@ fn create_pause(
     };
     files::make(&state_dir, &inputs, &mut undo.files)?;
 
-    let (cgroup_parent, owns_cgroup_parent) = match config.linux.as_ref().map(|l| &l.cgroup_parent)
-    {
-        Some(parent) if !parent.is_empty() => (parent.clone(), false),
-        _ if ctx.systemd() => ("system.slice".to_owned(), false),
-        _ => (format!("/berth/{id}"), true),
-    };
-    if owns_cgroup_parent {
-        undo.pod_cgroup = Some(cgroup_parent.clone());
+    // The runtime makes the pod cgroup (systemd its slice) with the pause's.
+    if cgroup.owns {
+        undo.pod_cgroup = Some(cgroup.parent.clone());
     }
-    let cgroups_path = if ctx.systemd() {
-        format!("{cgroup_parent}:berth:{id}")
-    } else {
-        format!("{}/{id}", cgroup_parent.trim_end_matches('/'))
-    };
 
     // The pause container: the configured sandbox image on its own snapshot, or the
     // built-in pause (shared, read-only).
@@ -400,7 +399,7 @@ fn create_pause(
         args,
         netns: undo.netns.clone(),
         userns: undo.userns.clone(),
-        cgroups_path: cgroups_path.clone(),
+        cgroups_path: cgroup.cgroups_path.clone(),
         files: SandboxFiles {
             hostname: undo.files.hostname.clone(),
             hosts: undo.files.hosts.clone(),
@@ -438,6 +437,7 @@ fn create_pause(
         stdin_once: false,
         // The pause needs nothing done between create and start.
         start: true,
+        cgroup_driver: ctx.cgroup_driver(),
     });
     let shim = match shim {
         Ok(shim) => shim,
@@ -450,8 +450,5 @@ fn create_pause(
     undo.created = Some((runtime.clone(), shim.init_pid));
     Ok(Pause {
         init_pid: shim.init_pid,
-        cgroup_parent,
-        owns_cgroup_parent,
-        cgroups_path,
     })
 }

@@ -1,11 +1,10 @@
 //! PodSandboxStats and ListPodSandboxStats: CPU and memory from the pod's cgroup, network
 //! from the pause's netns (`/proc/<pid>/net/dev`), and the containers' stats from the
-//! container service. Also the pod cgroup's removal.
+//! container service.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use berth_cgroups::CgroupPath;
 use chrono::Utc;
 use cri_api::v1 as cri;
 use tonic::Status;
@@ -13,7 +12,7 @@ use tonic::Status;
 use super::error::{Result, SandboxError};
 use super::network::POD_IFNAME;
 use super::status::{labels_match, nanos};
-use super::{blocking, Sandboxes};
+use super::{blocking, cgroup, Sandboxes};
 use crate::service::container::ContainerService;
 use crate::service::metrics::{parse_net_dev, Identity, Usage};
 use crate::store::sandbox::{Sandbox, SandboxState};
@@ -36,29 +35,6 @@ impl CpuSamples {
     pub(super) fn forget(&self, id: &str) {
         self.0.lock().expect("cpu samples lock").remove(id);
     }
-}
-
-/// The pod cgroup as a cgroup path (a systemd slice name, or a cgroupfs path).
-fn pod_cgroup(parent: &str, id: &str, systemd: bool) -> Result<CgroupPath> {
-    let spec = if systemd {
-        format!("::{parent}")
-    } else {
-        parent.to_owned()
-    };
-    CgroupPath::from_spec(Some(&spec), id, systemd).map_err(|source| SandboxError::Cgroup {
-        path: parent.to_owned(),
-        source: Box::new(source),
-    })
-}
-
-/// Removes the pod cgroup berth made (`/berth/<id>`) in every hierarchy. Idempotent.
-pub(super) fn remove_pod_cgroup(parent: &str, id: &str, systemd: bool) -> Result<()> {
-    let cgroup = |source| SandboxError::Cgroup {
-        path: parent.to_owned(),
-        source: Box::new(source),
-    };
-    let manager = berth_cgroups::manager(&pod_cgroup(parent, id, systemd)?).map_err(cgroup)?;
-    manager.remove().map_err(cgroup)
 }
 
 pub(super) async fn stats(
@@ -149,7 +125,7 @@ fn measure(ctx: &Sandboxes, sandbox: &Sandbox) -> Result<cri::LinuxPodSandboxSta
         path: meta.cgroup_parent.clone(),
         source: Box::new(source),
     };
-    let path = pod_cgroup(&meta.cgroup_parent, &meta.id, ctx.systemd())?;
+    let path = cgroup::path(&meta.cgroup_parent, &meta.id, meta.cgroup_driver())?;
     let usage = berth_cgroups::manager(&path)
         .and_then(|m| m.stats())
         .map_err(cgroup)?;
@@ -235,27 +211,19 @@ pub(super) async fn metrics(
         .into_iter()
         .filter(|s| s.state().is_ready())
         .collect();
-    let (ctx, containers) = (ctx.clone(), containers.clone());
-    let pod_metrics = blocking(move || {
-        Ok(ready
-            .iter()
-            .map(|s| pod_metrics(&ctx, s, &containers))
-            .collect())
-    })
-    .await
-    .map_err(|e| e.into_status("metrics"))?;
+    let containers = containers.clone();
+    let pod_metrics =
+        blocking(move || Ok(ready.iter().map(|s| pod_metrics(s, &containers)).collect()))
+            .await
+            .map_err(|e| e.into_status("metrics"))?;
     Ok(cri::ListPodSandboxMetricsResponse { pod_metrics })
 }
 
 /// Blocking: reads cgroup files and /proc.
-fn pod_metrics(
-    ctx: &Sandboxes,
-    sandbox: &Sandbox,
-    containers: &ContainerService,
-) -> cri::PodSandboxMetrics {
+fn pod_metrics(sandbox: &Sandbox, containers: &ContainerService) -> cri::PodSandboxMetrics {
     let meta = &sandbox.meta;
     let pod = meta.config.metadata.clone().unwrap_or_default();
-    let cgroup = pod_cgroup(&meta.cgroup_parent, &meta.id, ctx.systemd())
+    let cgroup = cgroup::path(&meta.cgroup_parent, &meta.id, meta.cgroup_driver())
         .ok()
         .and_then(|p| berth_cgroups::manager(&p).ok())
         .and_then(|m| m.stats().ok());

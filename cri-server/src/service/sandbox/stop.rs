@@ -104,7 +104,7 @@ fn kill_pause(ctx: &Sandboxes, sandbox: &Sandbox) -> Result<()> {
     let SandboxState::Ready { pid } = ctx.refresh(sandbox)? else {
         return Ok(());
     };
-    oci::kill(&meta.runtime, &meta.id, pid)?;
+    oci::kill(&meta.runtime, meta.cgroup_driver(), &meta.id, pid)?;
     let exit = oci::wait_exit(&meta.shim_dir(), pid, KILL_WAIT)?;
     if sandbox.mark_exited(exit.map(PauseExit::from))? {
         ctx.exited(sandbox);

@@ -2,15 +2,18 @@
 //! a sandbox directory without a record — is torn down: the pause (every handler's `delete
 //! --force`), its shim, the CNI attachment (DEL with the pod config RunPodSandbox wrote first,
 //! in `pod.json`), the pinned netns and user namespace, mounts (/dev/shm, the sandbox image's
-//! rootfs) and its snapshot, the pod cgroup berth made, and the directory. Pinned netns with no
-//! sandbox go too. Nothing that has a record is touched.
+//! rootfs) and its snapshot, the pod cgroup berth made (with the systemd driver, the pod's
+//! slice), and the directory. Pinned netns with no sandbox go too. Nothing that has a record
+//! is touched. The pod keeps the cgroup driver it was made under: its pause's bundle says
+//! which.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cri_api::v1 as cri;
 
-use super::{files, image, oci, stats, Sandboxes};
+use super::{cgroup, files, image, oci, Sandboxes};
+use crate::config::CgroupDriver;
 use crate::store::sandbox::RuntimeRef;
 
 /// The pod config, written before anything else is made for the pod.
@@ -49,6 +52,8 @@ fn sweep(ctx: &Sandboxes, id: &str, state_dir: &Path) {
     let config: Option<cri::PodSandboxConfig> = std::fs::read(state_dir.join(POD_CONFIG))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
+    let bundle = state_dir.join("bundle");
+    let driver = CgroupDriver::of_bundle(&bundle).unwrap_or_else(|| ctx.cgroup_driver());
     // The pause, whichever handler made it.
     for handler in ctx.config.runtimes.values() {
         let rt = RuntimeRef {
@@ -57,7 +62,7 @@ fn sweep(ctx: &Sandboxes, id: &str, state_dir: &Path) {
             root: handler.root.clone(),
         };
         if rt.root.join(id).exists() {
-            if let Err(e) = oci::delete(&rt, id) {
+            if let Err(e) = oci::delete(&rt, driver, id) {
                 warn("delete the pause", &e);
             }
         }
@@ -89,8 +94,10 @@ fn sweep(ctx: &Sandboxes, id: &str, state_dir: &Path) {
     let owns_cgroup = config
         .as_ref()
         .is_none_or(|c| c.linux.as_ref().is_none_or(|l| l.cgroup_parent.is_empty()));
-    if owns_cgroup && !ctx.systemd() {
-        if let Err(e) = stats::remove_pod_cgroup(&format!("/berth/{id}"), id, false) {
+    if owns_cgroup {
+        let removed =
+            cgroup::plan(driver, "", id).and_then(|own| cgroup::remove(&own.parent, id, driver));
+        if let Err(e) = removed {
             warn("remove the pod cgroup", &e);
         }
     }

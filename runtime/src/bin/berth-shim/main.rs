@@ -78,6 +78,10 @@ struct Args {
     /// which needs nothing done between the two; saves a runtime exec on every pod start.
     #[arg(long)]
     start: bool,
+    /// Run the runtime with `--systemd-cgroup` (berthd's systemd cgroup driver: the
+    /// container's cgroup is a systemd scope unit).
+    #[arg(long = "systemd-cgroup")]
+    systemd_cgroup: bool,
 }
 
 fn main() -> ExitCode {
@@ -248,6 +252,9 @@ fn supervise(args: &Args, ready: &mut Option<File>) -> Result<()> {
         .arg(&runtime_log)
         .arg("--log-format")
         .arg("json");
+    if args.systemd_cgroup {
+        cmd.arg("--systemd-cgroup");
+    }
     if args.start {
         cmd.arg("run").arg("--detach");
     } else {
