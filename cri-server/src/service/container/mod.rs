@@ -15,6 +15,7 @@ pub(crate) mod image;
 mod image_volumes;
 mod monitor;
 mod oci;
+mod oom_watch;
 mod remove;
 mod sandbox_view;
 mod start;
@@ -68,6 +69,8 @@ pub(crate) struct Containers {
     host: crate::spec::HostInfo,
     /// What each handler's runtime can do (whether berthd idmaps volumes for it).
     features: Arc<HandlerFeatures>,
+    /// OOM kills the exit watcher saw in running containers' memory.events.
+    oom_kills: oom_watch::OomKills,
 }
 
 impl ContainerService {
@@ -97,6 +100,7 @@ impl ContainerService {
             ),
             sandboxes: std::sync::OnceLock::new(),
             features,
+            oom_kills: oom_watch::OomKills::default(),
         });
         monitor::recover(&inner);
         sweep::orphans(&inner);

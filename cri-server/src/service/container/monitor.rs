@@ -4,7 +4,8 @@
 //! container's cgroup saw an OOM kill), publishes the event and wakes StopContainer's waiters;
 //! a slow poll of every running container backs it up. The RPCs that care (stop, status,
 //! remove) also observe exits themselves. At startup, [`recover`] re-adopts every shim left
-//! by a previous berthd.
+//! by a previous berthd. The same watcher follows `memory.events` of running systemd-driver
+//! containers, whose cgroup may be gone by their exit ([`super::oom_watch`]).
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
@@ -83,19 +84,38 @@ fn spawn_poll_only(inner: Weak<Containers>) {
         });
 }
 
-/// What a watched shim directory belongs to.
+/// What a watched shim directory (or file) belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Watched {
     Container(String),
     /// A Ready sandbox: its pause's shim.
     Sandbox(String),
+    /// A running systemd-driver container's `memory.events`.
+    MemoryEvents(String),
 }
 
-/// The shim directories to watch: every live container's and every Ready sandbox's.
+impl Watched {
+    fn flags(&self) -> AddWatchFlags {
+        match self {
+            Watched::MemoryEvents(_) => AddWatchFlags::IN_MODIFY,
+            _ => AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE,
+        }
+    }
+}
+
+/// What to watch: every live container's and every Ready sandbox's shim directory, and the
+/// memory.events of the running containers that need it.
 fn live_dirs(inner: &Containers) -> HashMap<Watched, PathBuf> {
-    let containers = inner
-        .store
-        .list()
+    let all = inner.store.list();
+    let memory_events = all
+        .iter()
+        .filter(|c| c.status().state.is_running())
+        .filter_map(|c| {
+            super::oom_watch::events_file(c)
+                .map(|file| (Watched::MemoryEvents(c.id().to_owned()), file))
+        })
+        .collect::<Vec<_>>();
+    let containers = all
         .into_iter()
         .filter(|c| !matches!(c.status().state, State::Exited { .. }))
         .map(|c| {
@@ -103,7 +123,8 @@ fn live_dirs(inner: &Containers) -> HashMap<Watched, PathBuf> {
                 Watched::Container(c.id().to_owned()),
                 c.meta.shim_dir.clone(),
             )
-        });
+        })
+        .chain(memory_events);
     let sandboxes = inner
         .sandboxes
         .get()
@@ -134,13 +155,14 @@ fn watch(weak: Weak<Containers>, inotify: Inotify) {
             if watched.contains_key(what) {
                 continue;
             }
-            match inotify.add_watch(
-                dir,
-                AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE,
-            ) {
+            match inotify.add_watch(dir, what.flags()) {
                 Ok(wd) => {
                     watched.insert(what.clone(), wd);
                     by_wd.insert(wd, what.clone());
+                    // An OOM kill before the watch existed.
+                    if let Watched::MemoryEvents(id) = what {
+                        oom_sample(&inner, id);
+                    }
                 }
                 Err(e) => {
                     tracing::debug!(watched = ?what, error = %e, "cannot watch the shim dir");
@@ -165,12 +187,17 @@ fn watch(weak: Weak<Containers>, inotify: Inotify) {
             }
         }
         events.drain();
-        let mut exited = Vec::new();
+        let (mut exited, mut memory_events) = (Vec::new(), Vec::new());
         while let Ok(batch) = inotify.read_events() {
             if batch.is_empty() {
                 break;
             }
             for e in batch {
+                if e.mask.contains(AddWatchFlags::IN_MODIFY) {
+                    if let Some(Watched::MemoryEvents(id)) = by_wd.get(&e.wd) {
+                        memory_events.push(id.clone());
+                    }
+                }
                 if e.name.as_deref().is_some_and(|n| n == EXIT_FILE) {
                     if let Some(what) = by_wd.get(&e.wd) {
                         exited.push(what.clone());
@@ -183,16 +210,29 @@ fn watch(weak: Weak<Containers>, inotify: Inotify) {
                 }
             }
         }
-        if exited.is_empty() {
+        if exited.is_empty() && memory_events.is_empty() {
             continue;
         }
         let Some(inner) = weak.upgrade() else { break };
+        // Before the exits: the OOM kill that ended a container is read while its cgroup
+        // may still be there.
+        memory_events.dedup();
+        for id in memory_events {
+            oom_sample(&inner, &id);
+        }
         for what in exited {
             match what {
                 Watched::Container(id) => container_exited(&inner, &id),
                 Watched::Sandbox(id) => sandbox_exited(&inner, &id),
+                Watched::MemoryEvents(_) => {}
             }
         }
+    }
+}
+
+fn oom_sample(inner: &Containers, id: &str) {
+    if let Ok(c) = inner.store.get(id) {
+        inner.oom_kills.sample(&c);
     }
 }
 
@@ -261,7 +301,7 @@ pub(super) fn observe_exit(inner: &Containers, c: &Container) -> Result<bool, Co
         return Ok(false);
     };
     // Before the runtime's delete removes the cgroup: did the OOM killer strike?
-    let oom = oom_killed(c);
+    let oom = inner.oom_kills.killed(c);
     let changed = c.update(|s| {
         let started_at = match &s.state {
             State::Exited { .. } => return Ok::<_, ContainerError>(false),
@@ -304,20 +344,6 @@ fn mark_lost(inner: &Containers, c: &Container, why: String) -> Result<(), Conta
     })?;
     super::events::publish(inner, c, cri::ContainerEventType::ContainerStoppedEvent);
     Ok(())
-}
-
-/// Whether the OOM killer killed a process in the container's cgroup.
-pub(super) fn oom_killed(c: &Container) -> bool {
-    let count = super::cgroup_path(c)
-        .and_then(|p| berth_cgroups::manager(&p))
-        .and_then(|m| m.oom_kill_count());
-    match count {
-        Ok(n) => n > 0,
-        Err(e) => {
-            tracing::debug!(container = %c.id(), error = %e, "no OOM kill count");
-            false
-        }
-    }
 }
 
 /// Re-adopts the containers of a previous berthd: an exit recorded while berthd was down

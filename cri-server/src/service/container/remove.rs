@@ -112,6 +112,7 @@ fn teardown(inner: &Containers, c: &Container) -> Result<(), ContainerError> {
         }
     }
     inner.store.delete(id)?;
+    inner.oom_kills.forget(id);
     // As containerd: the pod's status and its remaining containers' statuses.
     super::events::publish(inner, c, cri::ContainerEventType::ContainerDeletedEvent);
     tracing::info!(container = %id, pod = %c.meta.sandbox_id, "container removed");
