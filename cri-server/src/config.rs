@@ -13,6 +13,12 @@ use crate::cgroup_driver::{Choice, HostFacts};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/berth/config.toml";
 
+/// The host the systemd driver runs on.
+const SYSTEMD_V2: HostFacts = HostFacts {
+    systemd_booted: true,
+    cgroup2: true,
+};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("read config {path}: {source}")]
@@ -223,11 +229,24 @@ impl Config {
     /// and /sys/fs/cgroup is cgroup v2, cgroupfs elsewhere (logged with why). An explicit value
     /// wins. berthd calls it once at start, and [`crate::server::serve`] for a config that
     /// comes without one, so that everything after sees a concrete driver.
-    pub fn with_resolved_cgroup_driver(mut self, host: impl FnOnce() -> HostFacts) -> Self {
-        let (driver, choice) = crate::cgroup_driver::resolve(self.cgroup.driver, host);
+    pub fn with_resolved_cgroup_driver(mut self, host: impl Fn() -> HostFacts) -> Self {
+        let (driver, choice) = crate::cgroup_driver::resolve(self.cgroup.driver, &host);
         match choice {
             Choice::Configured => {
                 tracing::info!(driver = driver.name(), "cgroup driver as configured");
+                let facts = if driver.is_systemd() {
+                    host()
+                } else {
+                    SYSTEMD_V2
+                };
+                if facts != SYSTEMD_V2 {
+                    tracing::warn!(
+                        systemd_booted = facts.systemd_booted,
+                        cgroup2 = facts.cgroup2,
+                        "[cgroup] driver = \"systemd\" needs systemd as PID 1 on cgroup v2: \
+                         pods will fail to start here"
+                    );
+                }
             }
             Choice::Detected(facts) => tracing::info!(
                 driver = driver.name(),
