@@ -6,8 +6,8 @@
 //! - `relative/path`: under the caller's own cgroup in each hierarchy;
 //! - `slice:prefix:name` with the systemd driver: the cgroupfs path systemd would give the scope
 //!   `prefix-name.scope` in `slice`, e.g. `kubepods-besteffort.slice:cri:abc` →
-//!   `/kubepods.slice/kubepods-besteffort.slice/cri-abc.scope`. berth writes cgroupfs directly
-//!   instead of asking systemd over D-Bus.
+//!   `/kubepods.slice/kubepods-besteffort.slice/cri-abc.scope` ([`SystemdUnit`]; the unit itself
+//!   is started by [`crate::systemd::SystemdManager`]).
 
 use std::path::{Component, Path, PathBuf};
 

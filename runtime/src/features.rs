@@ -1,8 +1,9 @@
 //! `berth-runtime features`: what this runtime supports, as the OCI runtime-spec "features"
 //! document (`runc features` prints the same shape).
 //!
-//! True to berth rather than copied from runc: no systemd cgroup driver, no AppArmor, SELinux or
-//! Intel RDT, no CRIU checkpointing; idmapped mounts are supported. The seccomp lists come from
+//! True to berth rather than copied from runc: the systemd cgroup driver on cgroup v2 (not a
+//! user's systemd), no AppArmor, SELinux or Intel RDT, no CRIU checkpointing; idmapped mounts
+//! are supported. The seccomp lists come from
 //! the seccomp module (flags probed against the running kernel), the capabilities from the ones
 //! berth knows. `archs` lists what libseccomp can put in a filter on this host: its own
 //! endianness only (a filter cannot mix them), so big-endian arches are absent on x86_64.
@@ -158,7 +159,9 @@ pub fn features() -> Features {
             CgroupBuilder::default()
                 .v1(true)
                 .v2(true)
-                .systemd(false)
+                // `--systemd-cgroup` (transient units over D-Bus, cgroup v2); not as a user's
+                // systemd (rootless).
+                .systemd(true)
                 .systemd_user(false)
                 .rdma(false)
                 .build()
@@ -271,7 +274,7 @@ mod tests {
         assert!(caps.contains(&"CAP_CHECKPOINT_RESTORE".into()));
         assert_eq!(
             linux["cgroup"],
-            serde_json::json!({"v1": true, "v2": true, "systemd": false, "systemdUser": false, "rdma": false})
+            serde_json::json!({"v1": true, "v2": true, "systemd": true, "systemdUser": false, "rdma": false})
         );
         let sc = &linux["seccomp"];
         assert_eq!(sc["enabled"], true);

@@ -53,6 +53,9 @@ trait Manager {
 
     fn subscribe(&self) -> zbus::Result<()>;
 
+    #[zbus(property)]
+    fn version(&self) -> zbus::Result<String>;
+
     #[zbus(signal)]
     fn job_removed(
         &self,
@@ -66,6 +69,7 @@ trait Manager {
 /// A connection to systemd.
 pub struct Systemd {
     manager: ManagerProxy<'static>,
+    version: u32,
 }
 
 impl std::fmt::Debug for Systemd {
@@ -118,8 +122,20 @@ impl Systemd {
                 .subscribe()
                 .await
                 .map_err(|e| err("Subscribe", "", e))?;
-            Ok(Self { manager })
+            // "252.33-1~deb12u1" → 252; unknown → 0 (the oldest behaviour assumed).
+            let version = manager.version().await.unwrap_or_default();
+            let version = version
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            Ok(Self { manager, version })
         })
+    }
+
+    /// systemd's version (252 for "252.33-1~deb12u1"; 0 when it did not say).
+    pub fn version(&self) -> u32 {
+        self.version
     }
 
     /// Starts `name` as a transient unit (mode `replace`) and waits for its job. A unit of that
@@ -273,6 +289,7 @@ fn to_dbus(p: &Property) -> (&'static str, Value<'static>) {
     let value = match &p.value {
         PropertyValue::U64(v) => Value::from(*v),
         PropertyValue::Bytes(b) => Value::from(b.clone()),
+        PropertyValue::Str(v) => Value::from(*v),
     };
     (p.name, value)
 }

@@ -131,7 +131,21 @@ impl SystemdManager {
             resources: props,
         };
         tracing::debug!(unit = %self.unit, slice = %self.unit.slice, %pid, "starting transient unit");
-        self.with_client(|c| c.start_transient_unit(&self.unit.name, &unit))?;
+        self.with_client(|c| {
+            let mut unit = unit;
+            if c.version() < properties::OOM_POLICY_SINCE
+                && unit.resources.iter().any(|p| p.name == "OOMPolicy")
+            {
+                tracing::warn!(
+                    unit = %self.unit,
+                    systemd = c.version(),
+                    "systemd before 253 takes no OOMPolicy for a scope: memory.oom.group is \
+                     written to the file, and systemd resets it to 0 when it reloads"
+                );
+                unit.resources.retain(|p| p.name != "OOMPolicy");
+            }
+            c.start_transient_unit(&self.unit.name, &unit)
+        })?;
         // systemd enabled the controllers it knows for the delegated unit; the others
         // (hugetlb, rdma, misc) are enabled down to it as the cgroupfs driver does (runc's
         // CreateCgroupPath does the same).
@@ -176,7 +190,12 @@ impl CgroupManager for SystemdManager {
                 Ok(())
             }
             Phase::Started => {
-                let props = properties::from_writes(&plan(resources, |_| true)?)?;
+                // What cpu.max and memory.swap.max share with values this update leaves out
+                // comes from the files, as the cgroupfs driver does.
+                let full = self.fs.with_current_limits(resources)?;
+                let mut props = properties::from_writes(&plan(&full, |_| true)?)?;
+                // A unit's OOMPolicy is set when it starts; the file carries a change.
+                props.retain(|p| p.name != "OOMPolicy");
                 self.with_client(|c| c.set_unit_properties(&self.unit.name, &props))?;
                 self.fs.apply(resources)
             }

@@ -21,7 +21,13 @@ pub enum PropertyValue {
     U64(u64),
     /// `ay`: a CPU or NUMA node bitmask, byte 0 holding bits 0-7.
     Bytes(Vec<u8>),
+    /// `s`.
+    Str(&'static str),
 }
+
+/// The first systemd version taking `OOMPolicy` for a scope. Older ones reset memory.oom.group
+/// to 0 whenever they realize the unit (a reload), whatever berth wrote.
+pub const OOM_POLICY_SINCE: u32 = 253;
 
 /// One unit property.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +87,12 @@ pub fn from_writes(writes: &[FileWrite]) -> Result<Vec<Property>, CgroupError> {
             "memory.min" => set("MemoryMin", limit(w, value)?),
             "memory.swap.max" => set("MemorySwapMax", limit(w, value)?),
             "pids.max" => set("TasksMax", limit(w, value)?),
+            // systemd writes memory.oom.group from the unit's OOMPolicy (kill: 1); scopes take
+            // OOMPolicy from systemd 253 on (see [`OOM_POLICY_SINCE`]).
+            "memory.oom.group" => set(
+                "OOMPolicy",
+                PropertyValue::Str(if value == "1" { "kill" } else { "continue" }),
+            ),
             "io.weight" => {
                 // "default N" or "N"; per-device weights ("8:0 N") stay in the file.
                 let n = value.strip_prefix("default ").unwrap_or(value);
@@ -209,9 +221,15 @@ mod tests {
     fn files_systemd_cannot_express_are_left_to_the_files() {
         let p = props(
             r#"{"hugepageLimits": [{"pageSize": "2MB", "limit": 4194304}],
-                "unified": {"memory.oom.group": "1", "cpu.idle": "1"}}"#,
+                "unified": {"cpu.idle": "1", "memory.oom.group": "1"}}"#,
         );
-        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(
+            p,
+            [Property {
+                name: "OOMPolicy",
+                value: PropertyValue::Str("kill")
+            }]
+        );
     }
 
     #[test]

@@ -100,7 +100,10 @@ impl V2Manager {
     /// memory+swap without a memory limit is converted against the current memory.max (instead
     /// of failing), as v1's separate files and runc's update (from its stored configuration)
     /// do. In a new cgroup the current values are the kernel's defaults, "max".
-    fn with_current_limits(&self, r: &LinuxResources) -> Result<LinuxResources, CgroupError> {
+    pub(crate) fn with_current_limits(
+        &self,
+        r: &LinuxResources,
+    ) -> Result<LinuxResources, CgroupError> {
         let current = |file: &str| -> Result<Option<i64>, CgroupError> {
             let content = cgroupfs::read_opt(&self.dir, file)?.unwrap_or_default();
             let Some(first) = content.split_whitespace().next() else {

@@ -6,7 +6,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
-use berth_cgroups::{CgroupManager, CgroupPath};
+use berth_cgroups::systemd::SystemdManager;
+use berth_cgroups::{CgroupManager, CgroupPath, SystemdUnit};
 use chrono::Utc;
 use nix::fcntl::{open, OFlag};
 use nix::sched::CloneFlags;
@@ -103,20 +104,33 @@ pub fn create(root: &Root, id: &ContainerId, opts: &CreateOptions) -> Result<Cre
 
     let ns = NamespacePlan::from_spec(&spec)?;
     let linux = spec.linux().clone().unwrap_or_default();
+    let spec_cgroups_path = linux
+        .cgroups_path()
+        .as_ref()
+        .map(|p| p.to_string_lossy().into_owned());
     let cg_path = absolute_cgroup_path(&CgroupPath::from_spec(
-        linux
-            .cgroups_path()
-            .as_ref()
-            .map(|p| p.to_string_lossy())
-            .as_deref(),
+        spec_cgroups_path.as_deref(),
         id.as_str(),
         opts.systemd_cgroup,
     )?)?;
-    let cgroup = berth_cgroups::manager(&CgroupPath::from_spec(
-        Some(&cg_path.to_string_lossy()),
-        id.as_str(),
-        false,
-    )?)?;
+    // With --systemd-cgroup the cgroup is a transient unit systemd starts with the container's
+    // first process; without, a directory berth makes.
+    let systemd_unit = if opts.systemd_cgroup {
+        let spec_path = spec_cgroups_path
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| format!("system.slice:berth:{id}"));
+        Some(SystemdUnit::parse(&spec_path)?)
+    } else {
+        None
+    };
+    let cgroup: Box<dyn CgroupManager> = match &systemd_unit {
+        Some(unit) => Box::new(SystemdManager::new(unit.clone())?),
+        None => berth_cgroups::manager(&CgroupPath::from_spec(
+            Some(&cg_path.to_string_lossy()),
+            id.as_str(),
+            false,
+        )?)?,
+    };
     cgroup.create()?;
     let cgroup = cleanup.cgroup.insert(cgroup);
     cgroup.apply(&effective_resources(&spec))?;
@@ -231,6 +245,7 @@ pub fn create(root: &Root, id: &ContainerId, opts: &CreateOptions) -> Result<Cre
         owner: String::new(),
         annotations: base_state.annotations,
         cgroup_path: cg_path,
+        systemd_unit,
         own_pid_ns: ns.creates(CloneFlags::CLONE_NEWPID),
         host_mount_ns,
     };

@@ -8,7 +8,8 @@ use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use berth_cgroups::{CgroupManager, CgroupPath};
+use berth_cgroups::systemd::SystemdManager;
+use berth_cgroups::{CgroupManager, CgroupPath, SystemdUnit};
 use chrono::{DateTime, Utc};
 use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
@@ -117,6 +118,10 @@ pub struct ContainerRecord {
     pub annotations: HashMap<String, String>,
     /// The cgroup as an absolute path below the hierarchy roots.
     pub cgroup_path: PathBuf,
+    /// Under the systemd cgroup driver (`--systemd-cgroup`), the unit holding the cgroup:
+    /// updates go through its properties and `delete` stops it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd_unit: Option<SystemdUnit>,
     /// Whether the container has its own PID namespace (else `kill --all` / `delete --force`
     /// must signal every process of its cgroup).
     pub own_pid_ns: bool,
@@ -155,6 +160,9 @@ impl Container {
     }
 
     pub fn cgroup(&self) -> Result<Box<dyn CgroupManager>> {
+        if let Some(unit) = &self.state.systemd_unit {
+            return Ok(Box::new(SystemdManager::existing(unit.clone())?));
+        }
         let path = CgroupPath::from_spec(
             Some(&self.state.cgroup_path.to_string_lossy()),
             &self.state.id,

@@ -22,7 +22,8 @@ pub struct Cli {
     /// Log debug messages too.
     #[arg(long, global = true)]
     pub debug: bool,
-    /// Treat cgroupsPath as systemd's `slice:prefix:name` (berth drives cgroupfs directly).
+    /// systemd cgroup driver: cgroupsPath is `slice:prefix:name` and the container's cgroup is the
+    /// transient unit `prefix-name.scope` in `slice`, started and stopped over D-Bus (cgroup v2).
     #[arg(long = "systemd-cgroup", global = true)]
     pub systemd_cgroup: bool,
     /// Accepted for compatibility ("true", "false", "auto"). Not global: `spec --rootless`
