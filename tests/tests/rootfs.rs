@@ -373,6 +373,31 @@ fn normalize_ls(out: &str) -> Vec<String> {
     v
 }
 
+/// A linux.devices node is usable only as the spec's device rules allow: read-only here, so
+/// opening it for writing is refused by the devices cgroup (berth once appended an "rwm" rule
+/// for every linux.devices entry; runc adds none). As runc.
+#[test]
+fn extra_device_only_as_the_rules_allow() {
+    require_root!();
+    let mut b = Bundle::new();
+    b.push(
+        "/linux/devices",
+        json!({"path": "/dev/fuse-ro", "type": "c", "major": 10, "minor": 229,
+               "fileMode": 438, "uid": 0, "gid": 0}),
+    );
+    b.push(
+        "/linux/resources/devices",
+        json!({"allow": true, "type": "c", "major": 10, "minor": 229, "access": "r"}),
+    );
+    b.args(&[
+        "sh",
+        "-c",
+        "if (exec 3>/dev/fuse-ro) 2>/dev/null; then echo writable; else echo refused; fi",
+    ]);
+    let o = run_both_same("dev-extra-ro", &b);
+    assert_eq!(o.out(), "refused");
+}
+
 /// Extra devices from linux.devices are created with their type, numbers, mode and owner.
 #[test]
 fn extra_device() {

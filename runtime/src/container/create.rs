@@ -465,7 +465,8 @@ fn absolute_cgroup_path(path: &CgroupPath) -> Result<PathBuf> {
 }
 
 /// The spec's device rules plus the devices every container may use (its /dev nodes and
-/// ptys), appended after them as runc appends its allowed devices.
+/// ptys), appended after them as runc appends its allowed devices. `linux.devices` entries get
+/// no rule of their own.
 pub fn effective_resources(spec: &Spec) -> LinuxResources {
     let linux = spec.linux().clone().unwrap_or_default();
     let mut res = linux.resources().clone().unwrap_or_default();
@@ -490,9 +491,9 @@ pub fn effective_resources(spec: &Spec) -> LinuxResources {
     }
     rules.push(rule(LinuxDeviceType::C, Some(136), None, "rwm")); // /dev/pts/*
     rules.push(rule(LinuxDeviceType::C, Some(5), Some(2), "rwm")); // /dev/ptmx
-    for dev in linux.devices().iter().flatten() {
-        rules.push(rule(dev.typ(), Some(dev.major()), Some(dev.minor()), "rwm"));
-    }
+                                                                   // The nodes of `linux.devices` are made in the container, but what it may do with them is
+                                                                   // the spec's rules' to say (runc's rule): an allow rule here would make a device the spec
+                                                                   // allows read-only (a CRI device with permissions "r") writable.
     res.set_devices(Some(rules));
     res
 }
