@@ -6,6 +6,7 @@ pub mod container;
 pub mod crash_point;
 pub mod handler_features;
 pub mod image;
+pub mod list_stream;
 pub mod metrics;
 pub mod runtime;
 pub mod sandbox;

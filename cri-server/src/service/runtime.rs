@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 
 use super::container::{ContainerService, EventStream as ContainerEvents};
 use super::handler_features::HandlerFeatures;
+use super::list_stream::ListStream;
 use super::sandbox::SandboxService;
 use super::streaming::{StreamingBackend, StreamingError};
 use crate::config::{CgroupDriver, Config};
@@ -18,16 +19,6 @@ use image_store::ImageStore;
 pub const CRI_VERSION: &str = "v1";
 pub const RUNTIME_NAME: &str = "berth";
 pub const RUNTIME_VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// The stream type of a list-streaming RPC berth does not serve yet (it never yields).
-type NotStreamed<T> = tokio_stream::Empty<Result<T, Status>>;
-
-/// UNIMPLEMENTED for a list-streaming RPC (KEP-5825), naming the unary RPC that is served.
-fn not_streamed(rpc: &str, unary: &str) -> Status {
-    Status::unimplemented(format!(
-        "berth: {rpc} is not served yet; {unary} is (one reply, gRPC's message size limit)"
-    ))
-}
 
 /// RuntimeConfig: the cgroup driver in use (resolved at start), which the kubelet (1.34+)
 /// adopts.
@@ -473,42 +464,46 @@ impl RuntimeService for Runtime {
         ))
     }
 
-    type StreamPodSandboxesStream = NotStreamed<cri::StreamPodSandboxesResponse>;
+    type StreamPodSandboxesStream = ListStream<cri::StreamPodSandboxesResponse>;
     async fn stream_pod_sandboxes(
         &self,
-        _: Request<cri::StreamPodSandboxesRequest>,
+        req: Request<cri::StreamPodSandboxesRequest>,
     ) -> Result<Response<Self::StreamPodSandboxesStream>, Status> {
-        Err(not_streamed("StreamPodSandboxes", "ListPodSandbox"))
+        Ok(Response::new(self.sandboxes.stream(req.into_inner())))
     }
-    type StreamContainersStream = NotStreamed<cri::StreamContainersResponse>;
+    type StreamContainersStream = ListStream<cri::StreamContainersResponse>;
     async fn stream_containers(
         &self,
-        _: Request<cri::StreamContainersRequest>,
+        req: Request<cri::StreamContainersRequest>,
     ) -> Result<Response<Self::StreamContainersStream>, Status> {
-        Err(not_streamed("StreamContainers", "ListContainers"))
+        Ok(Response::new(self.containers.stream(req.into_inner())))
     }
-    type StreamContainerStatsStream = NotStreamed<cri::StreamContainerStatsResponse>;
+    type StreamContainerStatsStream = ListStream<cri::StreamContainerStatsResponse>;
     async fn stream_container_stats(
         &self,
-        _: Request<cri::StreamContainerStatsRequest>,
+        req: Request<cri::StreamContainerStatsRequest>,
     ) -> Result<Response<Self::StreamContainerStatsStream>, Status> {
-        Err(not_streamed("StreamContainerStats", "ListContainerStats"))
+        Ok(Response::new(
+            self.containers.stream_stats(req.into_inner()),
+        ))
     }
-    type StreamPodSandboxStatsStream = NotStreamed<cri::StreamPodSandboxStatsResponse>;
+    type StreamPodSandboxStatsStream = ListStream<cri::StreamPodSandboxStatsResponse>;
     async fn stream_pod_sandbox_stats(
         &self,
-        _: Request<cri::StreamPodSandboxStatsRequest>,
+        req: Request<cri::StreamPodSandboxStatsRequest>,
     ) -> Result<Response<Self::StreamPodSandboxStatsStream>, Status> {
-        Err(not_streamed("StreamPodSandboxStats", "ListPodSandboxStats"))
+        let req = req.into_inner();
+        Ok(Response::new(
+            self.sandboxes.stream_stats(req, &self.containers),
+        ))
     }
-    type StreamPodSandboxMetricsStream = NotStreamed<cri::StreamPodSandboxMetricsResponse>;
+    type StreamPodSandboxMetricsStream = ListStream<cri::StreamPodSandboxMetricsResponse>;
     async fn stream_pod_sandbox_metrics(
         &self,
         _: Request<cri::StreamPodSandboxMetricsRequest>,
     ) -> Result<Response<Self::StreamPodSandboxMetricsStream>, Status> {
-        Err(not_streamed(
-            "StreamPodSandboxMetrics",
-            "ListPodSandboxMetrics",
+        Ok(Response::new(
+            self.sandboxes.stream_metrics(&self.containers),
         ))
     }
 

@@ -1,9 +1,9 @@
 //! Containers: CreateContainer, StartContainer, StopContainer, RemoveContainer,
 //! ListContainers, ContainerStatus, UpdateContainerResources, ReopenContainerLog, ExecSync,
-//! the container stats RPCs and GetContainerEvents — one file per RPC family, as containerd's
-//! CRI plugin (`internal/cri/server/container_*.go`). State lives in
-//! [`crate::store::container`]; the processes are berth-shim monitors (which outlive berthd)
-//! and the handler's OCI runtime.
+//! the container stats RPCs, GetContainerEvents and the list streams (StreamContainers,
+//! StreamContainerStats) — one file per RPC family, as containerd's CRI plugin
+//! (`internal/cri/server/container_*.go`). State lives in [`crate::store::container`]; the
+//! processes are berth-shim monitors (which outlive berthd) and the handler's OCI runtime.
 
 mod create;
 mod error;
@@ -23,6 +23,7 @@ mod stats;
 mod status;
 mod stop;
 mod stop_signal;
+mod stream;
 mod sweep;
 mod update;
 

@@ -27,7 +27,16 @@ pub(super) async fn list_stats(
     inner: &Arc<Containers>,
     req: cri::ListContainerStatsRequest,
 ) -> Result<cri::ListContainerStatsResponse, ContainerError> {
-    let filter = req.filter.unwrap_or_default();
+    let stats = records(inner, req.filter.unwrap_or_default()).await?;
+    Ok(cri::ListContainerStatsResponse { stats })
+}
+
+/// The stats of the containers that have not exited and pass `filter`, oldest first
+/// (ListContainerStats and StreamContainerStats).
+pub(super) async fn records(
+    inner: &Arc<Containers>,
+    filter: cri::ContainerStatsFilter,
+) -> Result<Vec<cri::ContainerStats>, ContainerError> {
     let containers: Vec<Arc<Container>> = inner
         .store
         .list()
@@ -37,9 +46,7 @@ pub(super) async fn list_stats(
         .collect();
     let inner = inner.clone();
     blocking("list container stats", move || {
-        Ok(cri::ListContainerStatsResponse {
-            stats: containers.iter().map(|c| one(&inner, c)).collect(),
-        })
+        Ok(containers.iter().map(|c| one(&inner, c)).collect())
     })
     .await
 }

@@ -221,14 +221,20 @@ pub(super) fn list(
     inner: &Containers,
     req: cri::ListContainersRequest,
 ) -> cri::ListContainersResponse {
-    let filter = req.filter.unwrap_or_default();
-    let containers = inner
+    cri::ListContainersResponse {
+        containers: containers(inner, &req.filter.unwrap_or_default()),
+    }
+}
+
+/// The containers passing `filter`, oldest first (ListContainers and StreamContainers).
+pub(super) fn containers(inner: &Containers, filter: &cri::ContainerFilter) -> Vec<cri::Container> {
+    inner
         .store
         .list()
         .into_iter()
         .filter_map(|c| {
             let state = c.status().state.cri();
-            matches(&c, state, &filter).then(|| {
+            matches(&c, state, filter).then(|| {
                 let s = cri_status(&c, false);
                 cri::Container {
                     id: s.id,
@@ -244,6 +250,5 @@ pub(super) fn list(
                 }
             })
         })
-        .collect();
-    cri::ListContainersResponse { containers }
+        .collect()
 }

@@ -1,6 +1,9 @@
 //! ListImages (optionally filtered by an image spec) and ImageStatus.
 
+use std::sync::Arc;
+
 use cri_api::v1 as cri;
+use image_store::ImageStore;
 
 use super::{blocking, convert, lookup, ImageServiceError, Images};
 
@@ -8,12 +11,20 @@ pub(super) async fn list(
     images: &Images,
     req: cri::ListImagesRequest,
 ) -> Result<cri::ListImagesResponse, ImageServiceError> {
-    let filter = req
-        .filter
+    let images = records(images.store.clone(), req.filter).await?;
+    Ok(cri::ListImagesResponse { images })
+}
+
+/// The images `filter` names (all of them without one) as CRI images (ListImages and
+/// StreamImages).
+pub(super) async fn records(
+    store: Arc<ImageStore>,
+    filter: Option<cri::ImageFilter>,
+) -> Result<Vec<cri::Image>, ImageServiceError> {
+    let filter = filter
         .and_then(|f| f.image)
         .map(|s| s.image)
         .filter(|s| !s.trim().is_empty());
-    let store = images.store.clone();
     blocking("ListImages", move || {
         let store_err = |source| ImageServiceError::Store {
             image: filter.clone().unwrap_or_else(|| "*".into()),
@@ -26,9 +37,7 @@ pub(super) async fn list(
                 .collect(),
             None => lookup::all(&store).map_err(store_err)?,
         };
-        Ok(cri::ListImagesResponse {
-            images: found.iter().map(|i| convert::to_cri(&store, i)).collect(),
-        })
+        Ok(found.iter().map(|i| convert::to_cri(&store, i)).collect())
     })
     .await
 }

@@ -10,6 +10,7 @@ mod list;
 mod lookup;
 mod pull;
 mod remove;
+mod stream;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status};
 
 use crate::config::Config;
+use crate::service::list_stream::ListStream;
 
 pub use error::ImageServiceError;
 
@@ -108,15 +110,13 @@ impl ImageService for Images {
         Ok(Response::new(list::list(self, req.into_inner()).await?))
     }
 
-    type StreamImagesStream = tokio_stream::Empty<Result<cri::StreamImagesResponse, Status>>;
+    type StreamImagesStream = ListStream<cri::StreamImagesResponse>;
 
     async fn stream_images(
         &self,
-        _: Request<cri::StreamImagesRequest>,
+        req: Request<cri::StreamImagesRequest>,
     ) -> Result<Response<Self::StreamImagesStream>, Status> {
-        Err(Status::unimplemented(
-            "berth: StreamImages is not served yet; ListImages is",
-        ))
+        Ok(Response::new(stream::stream(self, req.into_inner())))
     }
 
     async fn image_status(

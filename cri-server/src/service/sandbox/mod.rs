@@ -1,7 +1,7 @@
 //! Pod sandboxes: RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus,
-//! ListPodSandbox and the sandbox stats RPCs — one file per RPC family, after containerd's
-//! `internal/cri/server/podsandbox/`. Records live in [`crate::store::sandbox`]; the pause
-//! process runs under a berth-shim, which outlives berthd.
+//! ListPodSandbox, the sandbox stats RPCs and their list streams — one file per RPC family,
+//! after containerd's `internal/cri/server/podsandbox/`. Records live in
+//! [`crate::store::sandbox`]; the pause process runs under a berth-shim, which outlives berthd.
 //!
 //! Blocking work (CNI plugins, mounts, the OCI runtime, checkpoint writes) runs on blocking
 //! threads; no lock is held across it except the sandbox's own lifecycle lock, so pods start
@@ -18,6 +18,7 @@ mod run;
 mod stats;
 mod status;
 mod stop;
+mod stream;
 mod sweep;
 
 use std::path::PathBuf;
