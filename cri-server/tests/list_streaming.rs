@@ -6,7 +6,17 @@
 //! record, in order, in messages of at most 1 MiB, with ListContainers' filter semantics.
 //! The other five streams answer on the same node (nothing to list: no pod, no image, no
 //! running container) and end without error, as their unary Lists do.
+//!
+//! Then, on a node running two pods (one on its own network, one on the host's) with running
+//! and exited containers and a pulled image, each of the six streams gives what its List
+//! gives, filtered or not (stats and metrics compared by whom they describe: their values move).
 
+#[path = "support/calls.rs"]
+mod calls;
+#[path = "support/node.rs"]
+mod node;
+#[path = "support/pods.rs"]
+mod pods;
 mod support;
 
 use std::collections::HashMap;
@@ -303,5 +313,285 @@ async fn ten_thousand_exited_containers_stream_where_the_unary_list_is_too_big()
     tokio::time::timeout(Duration::from_secs(30), server.stop())
         .await
         .expect("berthd stops");
+    eprintln!("done in {:?}", t0.elapsed());
+}
+
+/// Collects every message of a server stream.
+async fn all<T>(stream: Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>) -> Vec<T> {
+    let mut stream = stream.expect("the stream starts").into_inner();
+    let mut out = Vec::new();
+    while let Some(m) = stream.message().await.expect("a message") {
+        out.push(m);
+    }
+    out
+}
+
+fn container_ids(stats: &[cri::ContainerStats]) -> Vec<String> {
+    stats
+        .iter()
+        .map(|s| s.attributes.clone().unwrap_or_default().id)
+        .collect()
+}
+
+/// Each pod's ID with its attributes and the IDs of its containers' stats.
+fn pod_ids(stats: &[cri::PodSandboxStats]) -> Vec<(cri::PodSandboxAttributes, Vec<String>)> {
+    stats
+        .iter()
+        .map(|s| {
+            let containers = s.linux.as_ref().map(|l| container_ids(&l.containers));
+            (
+                s.attributes.clone().unwrap_or_default(),
+                containers.unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Each pod's ID, its metric names and its containers' IDs and metric names.
+fn metric_names(metrics: &[cri::PodSandboxMetrics]) -> Vec<(String, Vec<String>, Vec<String>)> {
+    let names = |m: &[cri::Metric]| {
+        let mut n: Vec<String> = m.iter().map(|m| m.name.clone()).collect();
+        n.sort();
+        n.dedup();
+        n
+    };
+    metrics
+        .iter()
+        .map(|p| {
+            let containers = p
+                .container_metrics
+                .iter()
+                .flat_map(|c| {
+                    let mut v = vec![c.container_id.clone()];
+                    v.extend(names(&c.metrics));
+                    v
+                })
+                .collect();
+            (p.pod_sandbox_id.clone(), names(&p.metrics), containers)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_stream_gives_what_its_list_gives_on_running_pods() {
+    let test = "each_stream_gives_what_its_list_gives_on_running_pods";
+    if !(support::can_run(test) && pods::can_run(test)) {
+        return;
+    }
+    let t0 = Instant::now();
+    let fx = calls::Busybox::push();
+    let (pods, guard, mut rt) = calls::pods_pulling(43, fx.host(), &[&fx.image]).await;
+    let channel = pods.channel().await;
+    let mut images = ImageServiceClient::new(channel.clone());
+
+    let mut ids = Vec::new();
+    for config in [pods::pod("stream-a"), pods::host_network_pod("stream-b")] {
+        let pod = calls::run_pod(&mut rt, &config, "").await;
+        guard.sandbox(&pod);
+        let name = config.metadata.as_ref().unwrap().name.clone();
+        let sleeper = calls::shell_container(&format!("{name}-sleep"), &fx.image, "sleep 300");
+        calls::run_container(&mut rt, &pod, &config, sleeper).await;
+        let done = calls::shell_container(&format!("{name}-done"), &fx.image, "true");
+        calls::run_container(&mut rt, &pod, &config, done).await;
+        ids.push(pod);
+    }
+    let exited = || cri::ContainerFilter {
+        state: Some(cri::ContainerStateValue {
+            state: cri::ContainerState::ContainerExited as i32,
+        }),
+        ..Default::default()
+    };
+    let both_exited = node::wait_until(Duration::from_secs(20), || {
+        let mut rt = rt.clone();
+        async move {
+            list_containers(&mut rt, Some(exited()))
+                .await
+                .is_ok_and(|c| c.len() == 2)
+        }
+    })
+    .await;
+    assert!(both_exited, "the two `true` containers did not exit");
+
+    // Pods: all, by label, by ID prefix, by state.
+    let pod_filters = [
+        None,
+        Some(cri::PodSandboxFilter {
+            label_selector: HashMap::from([("app".to_owned(), "stream-b".to_owned())]),
+            ..Default::default()
+        }),
+        Some(cri::PodSandboxFilter {
+            id: ids[0][..12].to_owned(),
+            ..Default::default()
+        }),
+        Some(cri::PodSandboxFilter {
+            state: Some(cri::PodSandboxStateValue {
+                state: cri::PodSandboxState::SandboxReady as i32,
+            }),
+            ..Default::default()
+        }),
+    ];
+    for filter in pod_filters {
+        let listed = rt
+            .list_pod_sandbox(cri::ListPodSandboxRequest {
+                filter: filter.clone(),
+            })
+            .await
+            .expect("ListPodSandbox")
+            .into_inner()
+            .items;
+        let streamed: Vec<_> = all(rt
+            .stream_pod_sandboxes(cri::StreamPodSandboxesRequest {
+                filter: filter.clone(),
+            })
+            .await)
+        .await
+        .into_iter()
+        .flat_map(|m| m.pod_sandboxes)
+        .collect();
+        assert!(!listed.is_empty(), "{filter:?}: no pod");
+        assert_eq!(streamed, listed, "{filter:?}");
+    }
+
+    // Containers: all, running, exited, one pod's.
+    let container_filters = [
+        None,
+        Some(cri::ContainerFilter {
+            state: Some(cri::ContainerStateValue {
+                state: cri::ContainerState::ContainerRunning as i32,
+            }),
+            ..Default::default()
+        }),
+        Some(exited()),
+        Some(cri::ContainerFilter {
+            pod_sandbox_id: ids[1].clone(),
+            ..Default::default()
+        }),
+    ];
+    for filter in container_filters {
+        let listed = list_containers(&mut rt, filter.clone())
+            .await
+            .expect("ListContainers");
+        let (streamed, _) = stream_containers(&mut rt, filter.clone()).await;
+        assert!(!listed.is_empty(), "{filter:?}: no container");
+        assert_eq!(streamed, listed, "{filter:?}");
+    }
+
+    // Container stats: the running containers, all or one pod's.
+    for filter in [
+        None,
+        Some(cri::ContainerStatsFilter {
+            pod_sandbox_id: ids[0].clone(),
+            ..Default::default()
+        }),
+    ] {
+        let listed = rt
+            .list_container_stats(cri::ListContainerStatsRequest {
+                filter: filter.clone(),
+            })
+            .await
+            .expect("ListContainerStats")
+            .into_inner()
+            .stats;
+        let streamed: Vec<_> = all(rt
+            .stream_container_stats(cri::StreamContainerStatsRequest {
+                filter: filter.clone(),
+            })
+            .await)
+        .await
+        .into_iter()
+        .flat_map(|m| m.container_stats)
+        .collect();
+        assert!(!listed.is_empty(), "{filter:?}: no stats");
+        assert_eq!(
+            container_ids(&streamed),
+            container_ids(&listed),
+            "{filter:?}"
+        );
+        assert!(streamed
+            .iter()
+            .all(|s| s.cpu.is_some() && s.memory.is_some()));
+    }
+
+    // Pod stats: all, or one pod by ID prefix.
+    for filter in [
+        None,
+        Some(cri::PodSandboxStatsFilter {
+            id: ids[1][..12].to_owned(),
+            ..Default::default()
+        }),
+    ] {
+        let listed = rt
+            .list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest {
+                filter: filter.clone(),
+            })
+            .await
+            .expect("ListPodSandboxStats")
+            .into_inner()
+            .stats;
+        let streamed: Vec<_> = all(rt
+            .stream_pod_sandbox_stats(cri::StreamPodSandboxStatsRequest {
+                filter: filter.clone(),
+            })
+            .await)
+        .await
+        .into_iter()
+        .flat_map(|m| m.pod_sandbox_stats)
+        .collect();
+        assert!(!listed.is_empty(), "{filter:?}: no pod stats");
+        assert_eq!(pod_ids(&streamed), pod_ids(&listed), "{filter:?}");
+    }
+
+    // Pod metrics.
+    let listed = rt
+        .list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
+        .await
+        .expect("ListPodSandboxMetrics")
+        .into_inner()
+        .pod_metrics;
+    let streamed: Vec<_> = all(rt
+        .stream_pod_sandbox_metrics(cri::StreamPodSandboxMetricsRequest {})
+        .await)
+    .await
+    .into_iter()
+    .flat_map(|m| m.pod_sandbox_metrics)
+    .collect();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(metric_names(&streamed), metric_names(&listed));
+
+    // Images: all, and one by name.
+    for filter in [
+        None,
+        Some(cri::ImageFilter {
+            image: Some(cri::ImageSpec {
+                image: fx.image.clone(),
+                ..Default::default()
+            }),
+        }),
+    ] {
+        let listed = images
+            .list_images(cri::ListImagesRequest {
+                filter: filter.clone(),
+            })
+            .await
+            .expect("ListImages")
+            .into_inner()
+            .images;
+        let streamed: Vec<_> = all(images
+            .stream_images(cri::StreamImagesRequest {
+                filter: filter.clone(),
+            })
+            .await)
+        .await
+        .into_iter()
+        .flat_map(|m| m.images)
+        .collect();
+        assert!(!listed.is_empty(), "{filter:?}: no image");
+        assert_eq!(streamed, listed, "{filter:?}");
+    }
+
+    for pod in &ids {
+        calls::remove_pod(&mut rt, pod).await;
+    }
+    drop(pods);
     eprintln!("done in {:?}", t0.elapsed());
 }
