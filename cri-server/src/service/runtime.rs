@@ -1,5 +1,6 @@
-//! RuntimeService: version, status, runtime config. Pod sandboxes and containers come with
-//! the sandbox/container stores (issue 5); until then their RPCs answer UNIMPLEMENTED.
+//! RuntimeService: version, status, runtime config here; the pod sandbox and container RPCs,
+//! their stats and their list streams (KEP-5825, [`super::list_stream`]) go to the sandbox
+//! and container services.
 
 use std::sync::{Arc, Mutex};
 
