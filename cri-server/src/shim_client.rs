@@ -181,12 +181,17 @@ impl Shim {
         let out = cmd.output().map_err(spawn_err)?;
         let line = String::from_utf8_lossy(&out.stdout);
         match serde_json::from_str::<Ready>(line.trim()) {
-            Ok(Ready::Created { init_pid, .. }) => Ok(Shim {
-                id: args.id.clone(),
-                state_dir: args.state_dir.clone(),
-                socket: args.socket.clone(),
-                init_pid,
-            }),
+            Ok(Ready::Created { init_pid, shim_pid }) => {
+                if args.cgroup_driver.is_systemd() {
+                    move_to_own_scope(&args.id, shim_pid);
+                }
+                Ok(Shim {
+                    id: args.id.clone(),
+                    state_dir: args.state_dir.clone(),
+                    socket: args.socket.clone(),
+                    init_pid,
+                })
+            }
             Ok(Ready::Failed { error }) => Err(ShimError::Create {
                 id: args.id.clone(),
                 message: error,
@@ -312,6 +317,41 @@ impl Shim {
     }
 }
 
+/// The shim's own scope under the systemd driver: `berth-shim-<id>.scope` in system.slice.
+pub fn shim_scope(id: &str) -> Result<berth_cgroups::SystemdUnit, berth_cgroups::CgroupError> {
+    berth_cgroups::SystemdUnit::parse(&format!("system.slice:berth-shim:{id}"))
+}
+
+/// Under the systemd driver the shim leaves berthd's unit for a scope of its own,
+/// [`shim_scope`] (as CRI-O's conmon gets `crio-conmon-<id>.scope`): `systemctl kill` of
+/// berthd's unit signals every process in its cgroup whatever its KillMode, and a shim killed
+/// with berthd loses its container (re-adopted as exited while it still runs in its scope).
+/// systemd removes the scope when the shim exits. A failure is only logged: the shim then stays
+/// in berthd's cgroup, where KillMode=process keeps it across restarts.
+fn move_to_own_scope(id: &str, shim_pid: i32) {
+    let moved = shim_scope(id).and_then(|unit| {
+        let scope = berth_cgroups::systemd::client::TransientUnit {
+            slice: unit.slice.clone(),
+            description: format!("berth shim of {id}"),
+            pids: vec![shim_pid as u32],
+            ..Default::default()
+        };
+        berth_cgroups::systemd::Systemd::connect()?.start_transient_unit(&unit.name, &scope)?;
+        Ok(unit.name)
+    });
+    match moved {
+        Ok(name) => {
+            tracing::debug!(container = id, shim_pid, scope = %name, "shim in its own scope")
+        }
+        Err(e) => tracing::warn!(
+            container = id,
+            shim_pid,
+            error = %e,
+            "cannot move the shim to a scope of its own; it stays in berthd's cgroup"
+        ),
+    }
+}
+
 /// The shim binary installed next to berthd.
 pub fn default_shim_binary() -> PathBuf {
     std::env::current_exe()
@@ -337,6 +377,20 @@ mod tests {
             a,
             socket_path(Path::new("/run/berth/s"), &long.join("containers/c1/shim"))
         );
+    }
+
+    #[test]
+    fn the_shim_scope_is_a_valid_unit_in_system_slice() {
+        let id = "0123456789abcdef".repeat(4);
+        let unit = shim_scope(&id).unwrap();
+        assert_eq!(unit.name, format!("berth-shim-{id}.scope"));
+        assert_eq!(unit.slice, "system.slice");
+        assert_eq!(
+            unit.cgroup_path().unwrap(),
+            Path::new(&format!("/system.slice/berth-shim-{id}.scope"))
+        );
+        // Never a container's scope (berth-<id>.scope) whatever the ID.
+        assert_ne!(unit.name, format!("berth-{id}.scope"));
     }
 
     #[test]
