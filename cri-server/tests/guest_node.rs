@@ -92,19 +92,32 @@ fn sh(cmd: &str) -> String {
 }
 
 /// berth's units systemd knows (loaded, active or not): containers' scopes `berth-<id>.scope`,
-/// pod slices `berth-pod<id>.slice` and `berth.slice` (the guest lane's own `berth-*.mount`
-/// and `berth-guest-runner.service` are not berth's).
+/// shims' `berth-shim-<id>.scope`, pod slices `berth-pod<id>.slice` (the guest lane's own
+/// `berth-*.mount` and `berth-guest-runner.service` are not berth's; `berth.slice`, the parent
+/// systemd makes for the pod slices, stays active and empty, as system.slice does).
 fn berth_units() -> Vec<String> {
     sh("systemctl list-units --all --plain --no-legend")
         .lines()
         .filter_map(|l| l.split_whitespace().next())
-        .filter(|u| {
-            u.starts_with("berth")
-                && (u.ends_with(".scope") || u.ends_with(".slice"))
-                && (u.starts_with("berth-") || *u == "berth.slice")
-        })
+        .filter(|u| u.starts_with("berth-") && (u.ends_with(".scope") || u.ends_with(".slice")))
         .map(str::to_owned)
         .collect()
+}
+
+/// Waits (bounded) until no unit of [`berth_units`] matches `left`; panics naming them.
+async fn wait_units_gone(what: &str, left: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let units: Vec<String> = berth_units().into_iter().filter(|u| left(u)).collect();
+        if units.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: units left after 60 s: {units:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// A busybox image with the applets the flow runs, in a registry of the test's own.
@@ -541,14 +554,8 @@ async fn pod_flow(driver: CgroupDriver, n: u32) {
         "{cg} left after RemoveContainer"
     );
     if systemd {
-        let left: Vec<_> = berth_units()
-            .into_iter()
-            .filter(|u| u.contains(&main) || u.contains(&oom))
-            .collect();
-        assert!(
-            left.is_empty(),
-            "units left after RemoveContainer: {left:?}"
-        );
+        // The containers' scopes and their shims' (berth-shim-<id>.scope).
+        wait_units_gone("RemoveContainer", |u| u.contains(&main) || u.contains(&oom)).await;
     }
     ok(
         t0,
@@ -587,8 +594,7 @@ async fn pod_flow(driver: CgroupDriver, n: u32) {
         assert!(!Path::new("/sys/fs/cgroup/berth.slice")
             .join(format!("berth-pod{own}.slice"))
             .exists());
-        let left = berth_units();
-        assert!(left.is_empty(), "berth units left: {left:?}");
+        wait_units_gone("RemovePodSandbox", |_| true).await;
         ok(t0, "systemd: a pod without cgroup_parent in berth-pod<id>.slice, removed with it; no berth- unit left");
     }
     drop(pods);
@@ -728,8 +734,9 @@ async fn restart_survival_systemd() {
     let pid = info["pid"].as_i64().expect("the container's pid");
     let cg = cgroup_of(pid);
     assert_eq!(cg, format!("{parent}/berth-{c}.scope"));
-    // The shims stay in berthd's unit (KillMode=process keeps them across a restart); the
-    // container and the pause are in their scopes.
+    // Each shim has a scope of its own in system.slice, out of berthd's unit (which
+    // `systemctl kill` empties whatever KillMode says); the container and the pause are in
+    // their scopes in the pod's slice.
     let shim_pid: i64 = fs::read_to_string(
         pods.state()
             .join("containers")
@@ -743,7 +750,7 @@ async fn restart_survival_systemd() {
     let shim_cg = cgroup_of(shim_pid);
     assert_eq!(
         shim_cg,
-        format!("/system.slice/{SERVICE}"),
+        format!("/system.slice/berth-shim-{c}.scope"),
         "the shim's cgroup"
     );
     ok(
@@ -766,6 +773,23 @@ async fn restart_survival_systemd() {
     assert!(pods::alive(shim_pid), "the shim died with berthd");
     ok(t0, &format!("SIGKILL of berthd's main process: restarted {pid2} -> {pid3}, the container re-adopted"));
 
+    // `systemctl kill -s KILL`: every process of berthd's unit (--kill-who=all, the default);
+    // the shims are not in it.
+    sh(&format!("systemctl kill -s KILL {SERVICE}"));
+    let (pid4, mut rt) = wait_berthd(&pods, pid3, Duration::from_secs(120)).await;
+    assert!(pods::alive(shim_pid), "the shim died with berthd's unit");
+    let (pst, _) = calls::pod_status(&mut rt, &pod).await;
+    assert_eq!(
+        pst.state,
+        cri::PodSandboxState::SandboxReady as i32,
+        "the pod after systemctl kill"
+    );
+    assert_adopted(&mut rt, &c, pid, "after systemctl kill -s KILL").await;
+    ok(
+        t0,
+        &format!("systemctl kill -s KILL {SERVICE}: restarted {pid3} -> {pid4}, the container re-adopted"),
+    );
+
     rt.stop_container(cri::StopContainerRequest {
         container_id: c.clone(),
         timeout: 30,
@@ -779,8 +803,7 @@ async fn restart_survival_systemd() {
     .expect("RemoveContainer");
     calls::remove_pod(&mut rt, &pod).await;
     sh("systemctl stop kubepods.slice");
-    let left = berth_units();
-    assert!(left.is_empty(), "berth units left: {left:?}");
+    wait_units_gone("teardown after the restarts", |_| true).await;
     assert!(!pods::alive(shim_pid), "the shim outlived RemoveContainer");
     sh(&format!("systemctl stop {SERVICE}"));
     ok(
