@@ -19,6 +19,7 @@ mod cgroupfs;
 pub mod devices;
 mod error;
 pub mod path;
+mod read_back;
 pub mod setup;
 pub mod stats;
 pub mod systemd;
@@ -33,6 +34,7 @@ use oci_spec::runtime::LinuxResources;
 
 pub use error::CgroupError;
 pub use path::{CgroupPath, SystemdUnit};
+pub use read_back::cpu_weight_to_shares;
 pub use setup::{detect_setup, CgroupSetup};
 pub use stats::Stats;
 pub use v1::V1Manager;
@@ -78,6 +80,12 @@ pub trait CgroupManager: Send + Sync + std::fmt::Debug {
 
     /// Resource usage.
     fn stats(&self) -> Result<Stats, CgroupError>;
+
+    /// The limits in force now, read back from the cgroup's files (not what was last applied):
+    /// cpu shares (v2: from cpu.weight), CFS quota and period, cpuset cpus and mems, memory
+    /// and memory+swap limits, huge page limits, and (v2) the files named in `unified` that
+    /// exist. Unlimited reads as -1; a missing controller leaves its fields unset.
+    fn read_resources(&self, unified: &[String]) -> Result<LinuxResources, CgroupError>;
 
     /// How many processes the OOM killer killed in this cgroup.
     fn oom_kill_count(&self) -> Result<u64, CgroupError>;

@@ -222,6 +222,10 @@ impl CgroupManager for SystemdManager {
         self.fs.stats()
     }
 
+    fn read_resources(&self, unified: &[String]) -> Result<LinuxResources, CgroupError> {
+        self.fs.read_resources(unified)
+    }
+
     fn oom_kill_count(&self) -> Result<u64, CgroupError> {
         self.fs.oom_kill_count()
     }

@@ -569,3 +569,116 @@ fn freezer_state_parsing() {
         Err(CgroupError::NotFound { .. })
     ));
 }
+
+#[test]
+fn read_resources_reads_the_live_files_back() {
+    let fx = Fixture::new(ALL, false);
+    let m = fx.manager("/berth/c1");
+    fx.layout(&m);
+    let write = |ctrl: &str, f: &str, v: &str| {
+        fs::write(m.controller_dir(ctrl).unwrap().join(f), v).unwrap()
+    };
+    // A new cgroup as the kernel shows it: no limits, cpuset copied from the parent.
+    write("cpu", "cpu.shares", "1024\n");
+    write("cpu", "cpu.cfs_quota_us", "-1\n");
+    write("cpu", "cpu.cfs_period_us", "100000\n");
+    write("cpuset", "cpuset.cpus", "0-1\n");
+    write("cpuset", "cpuset.mems", "0\n");
+    write("memory", "memory.limit_in_bytes", "9223372036854771712\n");
+    write(
+        "memory",
+        "memory.memsw.limit_in_bytes",
+        "9223372036854771712\n",
+    );
+    let r = m.read_resources(&[]).unwrap();
+    let cpu = r.cpu().clone().unwrap();
+    assert_eq!(cpu.shares(), Some(1024));
+    assert_eq!(cpu.quota(), Some(-1));
+    assert_eq!(cpu.period(), Some(100000));
+    assert_eq!(cpu.cpus().as_deref(), Some("0-1"));
+    assert_eq!(cpu.mems().as_deref(), Some("0"));
+    let mem = r.memory().unwrap();
+    assert_eq!((mem.limit(), mem.swap()), (Some(-1), Some(-1)));
+    assert!(r.hugepage_limits().is_none());
+    assert!(r.unified().is_none());
+
+    // What apply wrote is what is read back (the files are the truth, not the request).
+    m.apply(&resources(
+        r#"{"cpu": {"shares": 512, "quota": 25000, "period": 50000, "cpus": "0"},
+            "memory": {"limit": 104857600, "swap": 209715200}}"#,
+    ))
+    .unwrap();
+    let r = m.read_resources(&["memory.high".to_owned()]).unwrap();
+    let cpu = r.cpu().clone().unwrap();
+    assert_eq!(
+        (cpu.shares(), cpu.quota(), cpu.period()),
+        (Some(512), Some(25000), Some(50000))
+    );
+    assert_eq!(cpu.cpus().as_deref(), Some("0"));
+    let mem = r.memory().unwrap();
+    assert_eq!(
+        (mem.limit(), mem.swap()),
+        (Some(104857600), Some(209715200))
+    );
+    assert!(r.unified().is_none(), "v1 has no unified files");
+    // Someone else (the kernel, another tool) changed a file: the read says so.
+    write("memory", "memory.limit_in_bytes", "52428800\n");
+    assert_eq!(
+        m.read_resources(&[]).unwrap().memory().unwrap().limit(),
+        Some(52428800)
+    );
+}
+
+#[test]
+fn read_resources_without_controllers_leaves_them_unset() {
+    let fx = Fixture::new(&["memory", "systemd"], false);
+    let m = fx.manager("/berth/c1");
+    fx.layout(&m);
+    fs::write(
+        m.controller_dir("memory")
+            .unwrap()
+            .join("memory.limit_in_bytes"),
+        "4096\n",
+    )
+    .unwrap();
+    let r = m.read_resources(&[]).unwrap();
+    assert!(r.cpu().is_none());
+    assert_eq!(r.memory().unwrap().limit(), Some(4096));
+    // memsw exists but is empty in the fake tree: unset.
+    assert_eq!(r.memory().unwrap().swap(), None);
+}
+
+#[test]
+fn read_resources_reads_hugetlb_limits() {
+    let fx = Fixture::new(&["memory"], false);
+    let tmp = fx.tmp.path().join("hugetlb");
+    fs::create_dir_all(tmp.join("berth/c1")).unwrap();
+    let mut mounts = fx.mounts.clone();
+    mounts.v1.push(V1Mount {
+        mount_point: tmp.clone(),
+        root: "/".into(),
+        controllers: vec!["hugetlb".into()],
+    });
+    let path = CgroupPath::from_spec(Some("/berth/c1"), "c1", false).unwrap();
+    let m = V1Manager::with_mounts(&mounts, &[], &path).unwrap();
+    let dir = tmp.join("berth/c1");
+    fs::write(dir.join("hugetlb.2MB.limit_in_bytes"), "4194304\n").unwrap();
+    fs::write(dir.join("hugetlb.2MB.rsvd.limit_in_bytes"), "4194304\n").unwrap();
+    fs::write(
+        dir.join("hugetlb.1GB.limit_in_bytes"),
+        "9223372036854771712\n",
+    )
+    .unwrap();
+    let r = m.read_resources(&[]).unwrap();
+    let got: Vec<(String, i64)> = r
+        .hugepage_limits()
+        .clone()
+        .unwrap()
+        .iter()
+        .map(|l| (l.page_size().clone(), l.limit()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![("1GB".to_owned(), -1), ("2MB".to_owned(), 4194304)]
+    );
+}

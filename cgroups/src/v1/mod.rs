@@ -302,6 +302,17 @@ impl CgroupManager for V1Manager {
         Ok(s)
     }
 
+    /// v1 has no `unified` files: `unified` is not read.
+    fn read_resources(&self, _unified: &[String]) -> Result<LinuxResources, CgroupError> {
+        crate::read_back::read_v1(&crate::read_back::V1Dirs {
+            cpu: self.controller_dir("cpu"),
+            cpuset: self.controller_dir("cpuset"),
+            memory: self.controller_dir("memory"),
+            hugetlb: self.controller_dir("hugetlb"),
+            unified: self.unified_dir(),
+        })
+    }
+
     fn oom_kill_count(&self) -> Result<u64, CgroupError> {
         let dir = self
             .controller_dir("memory")

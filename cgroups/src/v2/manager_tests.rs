@@ -207,3 +207,90 @@ fn pids_and_remove() {
     let empty = manager(tmp.path(), "/gone");
     empty.remove().unwrap();
 }
+
+#[test]
+fn read_resources_reads_the_live_files_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = layout(tmp.path(), "c1");
+    let m = manager(tmp.path(), "/c1");
+    // A new cgroup as the kernel shows it.
+    for (f, v) in [
+        ("cpu.weight", "100\n"),
+        ("cpu.max", "max 100000\n"),
+        ("memory.max", "max\n"),
+        ("memory.swap.max", "max\n"),
+        ("hugetlb.2MB.max", "max\n"),
+        ("hugetlb.2MB.rsvd.max", "max\n"),
+        ("hugetlb.1GB.max", "max\n"),
+        ("memory.high", "max\n"),
+    ] {
+        fs::write(dir.join(f), v).unwrap();
+    }
+    let r = m.read_resources(&[]).unwrap();
+    let cpu = r.cpu().clone().unwrap();
+    assert_eq!(
+        cpu.shares(),
+        Some(crate::cpu_weight_to_shares(100)),
+        "cpu.weight 100 reads as the shares that give it"
+    );
+    assert_eq!(
+        crate::v2::resources::cpu_shares_to_weight(cpu.shares().unwrap()),
+        100
+    );
+    assert_eq!((cpu.quota(), cpu.period()), (Some(-1), Some(100000)));
+    assert_eq!((cpu.cpus().as_deref(), cpu.mems().as_deref()), (None, None));
+    let mem = r.memory().unwrap();
+    assert_eq!((mem.limit(), mem.swap()), (Some(-1), Some(-1)));
+    assert_eq!(r.hugepage_limits().as_ref().map(Vec::len), Some(2));
+    assert!(r.unified().is_none());
+
+    m.apply(&crate::v2::resources::tests::resources(
+        r#"{"cpu": {"shares": 1024, "quota": 50000, "period": 100000, "cpus": "0-1", "mems": "0"},
+            "memory": {"limit": 104857600, "swap": 209715200},
+            "hugepageLimits": [{"pageSize": "2MB", "limit": 4194304}],
+            "unified": {"memory.high": "94371840"}}"#,
+    ))
+    .unwrap();
+    let r = m
+        .read_resources(&[
+            "memory.high".to_owned(),
+            "memory.absent".to_owned(),
+            "../escape".to_owned(),
+        ])
+        .unwrap();
+    let cpu = r.cpu().clone().unwrap();
+    assert_eq!(cpu.shares(), Some(crate::cpu_weight_to_shares(39)));
+    assert_eq!(
+        crate::v2::resources::cpu_shares_to_weight(cpu.shares().unwrap()),
+        crate::v2::resources::cpu_shares_to_weight(1024)
+    );
+    assert_eq!((cpu.quota(), cpu.period()), (Some(50000), Some(100000)));
+    assert_eq!(
+        (cpu.cpus().as_deref(), cpu.mems().as_deref()),
+        (Some("0-1"), Some("0"))
+    );
+    let mem = r.memory().unwrap();
+    // memory.swap.max holds swap only; OCI's swap is memory+swap.
+    assert_eq!(
+        fs::read_to_string(dir.join("memory.swap.max")).unwrap(),
+        "104857600"
+    );
+    assert_eq!(
+        (mem.limit(), mem.swap()),
+        (Some(104857600), Some(209715200))
+    );
+    let huge: Vec<(String, i64)> = r
+        .hugepage_limits()
+        .clone()
+        .unwrap()
+        .iter()
+        .map(|l| (l.page_size().clone(), l.limit()))
+        .collect();
+    assert_eq!(
+        huge,
+        vec![("1GB".to_owned(), -1), ("2MB".to_owned(), 4194304)]
+    );
+    let unified = r.unified().clone().unwrap();
+    assert_eq!(unified.len(), 1, "{unified:?}");
+    assert_eq!(unified["memory.high"], "94371840");
+}

@@ -212,6 +212,10 @@ impl CgroupManager for V2Manager {
         stats::read(&self.dir)
     }
 
+    fn read_resources(&self, unified: &[String]) -> Result<LinuxResources, CgroupError> {
+        crate::read_back::read_v2(&self.dir, unified)
+    }
+
     fn oom_kill_count(&self) -> Result<u64, CgroupError> {
         match cgroupfs::read_opt(&self.dir, "memory.events")? {
             Some(s) => {

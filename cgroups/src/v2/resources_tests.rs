@@ -3,7 +3,7 @@ use std::fs;
 
 use crate::{CgroupManager, CgroupPath, V2Manager};
 
-fn resources(json: &str) -> LinuxResources {
+pub(crate) fn resources(json: &str) -> LinuxResources {
     serde_json::from_str(json).expect("valid linux.resources JSON")
 }
 
