@@ -31,6 +31,7 @@ mod tests_runtime;
 
 pub use container::container_spec;
 pub use namespaces::{container_userns, mappings as id_mappings, PodUserns};
+pub use resources::apply as apply_resources;
 pub use sandbox::sandbox_spec;
 
 #[derive(Debug, thiserror::Error)]

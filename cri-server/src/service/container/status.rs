@@ -82,6 +82,101 @@ pub(super) fn cri_status(c: &Container, _verbose: bool) -> cri::ContainerStatus 
     }
 }
 
+/// `ContainerStatus.resources`: for a created or running container, the limits in force in
+/// its cgroup now (read back from the files, so a change made outside berthd, or one the kernel
+/// adjusted, shows); for an exited container, or when the cgroup cannot be read (it went with
+/// the container), the ones last applied. Blocking.
+fn live_resources(c: &Container) -> Option<cri::ContainerResources> {
+    let status = c.status();
+    let recorded = status.resources;
+    let live = match status.state {
+        State::Created | State::Running { .. } => {
+            let unified: Vec<String> = recorded
+                .as_ref()
+                .map(|r| r.unified.keys().cloned().collect())
+                .unwrap_or_default();
+            match super::cgroup_path(c)
+                .and_then(|p| berth_cgroups::manager(&p))
+                .and_then(|m| m.read_resources(&unified))
+            {
+                Ok(live) => Some(live),
+                Err(e) => {
+                    tracing::debug!(container = %c.id(), error = %e, "cgroup limits not readable: the recorded ones are reported");
+                    None
+                }
+            }
+        }
+        State::Exited { .. } => None,
+    };
+    let linux = match live {
+        Some(live) => Some(from_cgroup(&live, recorded.as_ref(), cgroup_v2())),
+        None => recorded,
+    };
+    linux.map(|l| cri::ContainerResources {
+        linux: Some(l),
+        windows: None,
+    })
+}
+
+/// True on a cgroup v2 (unified) host, where cpu.shares is read back from cpu.weight.
+fn cgroup_v2() -> bool {
+    static V2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *V2.get_or_init(|| {
+        matches!(
+            berth_cgroups::detect_setup(),
+            Ok(berth_cgroups::CgroupSetup::Unified)
+        )
+    })
+}
+
+/// The CRI form of limits read back from a cgroup (unlimited, -1, is the CRI's 0: not set).
+/// What a cgroup does not hold (oom_score_adj) comes from `recorded`. On cgroup v2 cpu.weight
+/// is coarser than shares: when the recorded shares give the weight in force, they are
+/// reported (the kubelet compares them with what it asked for); otherwise the shares the
+/// weight stands for.
+fn from_cgroup(
+    live: &oci_spec::runtime::LinuxResources,
+    recorded: Option<&cri::LinuxContainerResources>,
+    v2: bool,
+) -> cri::LinuxContainerResources {
+    let set = |v: Option<i64>| v.filter(|&v| v > 0).unwrap_or(0);
+    let mut out = recorded.cloned().unwrap_or_default();
+    let cpu = live.cpu().clone().unwrap_or_default();
+    let memory = live.memory().unwrap_or_default();
+    let shares = cpu.shares().unwrap_or(0);
+    out.cpu_shares = match recorded.map(|r| r.cpu_shares).filter(|&r| r > 0) {
+        Some(asked)
+            if v2
+                && berth_cgroups::v2::resources::cpu_shares_to_weight(asked as u64)
+                    == berth_cgroups::v2::resources::cpu_shares_to_weight(shares) =>
+        {
+            asked
+        }
+        _ => i64::try_from(shares).unwrap_or(i64::MAX),
+    };
+    out.cpu_quota = set(cpu.quota());
+    out.cpu_period = cpu
+        .period()
+        .and_then(|p| i64::try_from(p).ok())
+        .unwrap_or(0);
+    out.cpuset_cpus = cpu.cpus().clone().unwrap_or_default();
+    out.cpuset_mems = cpu.mems().clone().unwrap_or_default();
+    out.memory_limit_in_bytes = set(memory.limit());
+    out.memory_swap_limit_in_bytes = set(memory.swap());
+    out.hugepage_limits = live
+        .hugepage_limits()
+        .iter()
+        .flatten()
+        .filter(|h| h.limit() >= 0)
+        .map(|h| cri::HugepageLimit {
+            page_size: h.page_size().clone(),
+            limit: h.limit() as u64,
+        })
+        .collect();
+    out.unified = live.unified().clone().unwrap_or_default();
+    out
+}
+
 /// The mounts as asked, each image volume with the ID of the image it mounts (ImageSpec's
 /// image_ref, KEP-5365: the image PullImage named by that ref). Image volumes are recorded in
 /// the order their mounts come.
@@ -130,6 +225,7 @@ pub(super) async fn status(
             monitor::observe_exit(&inner, &c)?;
         }
         let mut status = cri_status(&c, req.verbose);
+        status.resources = live_resources(&c);
         let spec: Option<serde_json::Value> = std::fs::read(c.meta.bundle.join("config.json"))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
@@ -181,7 +277,9 @@ pub(super) async fn in_sandbox(
             if c.status().state.is_running() {
                 monitor::observe_exit(&inner, &c)?;
             }
-            out.push(cri_status(&c, false));
+            let mut status = cri_status(&c, false);
+            status.resources = live_resources(&c);
+            out.push(status);
         }
         Ok(out)
     })
@@ -251,4 +349,93 @@ pub(super) fn containers(inner: &Containers, filter: &cri::ContainerFilter) -> V
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live(json: &str) -> oci_spec::runtime::LinuxResources {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn read_back_limits_replace_the_recorded_ones() {
+        let recorded = cri::LinuxContainerResources {
+            cpu_shares: 512,
+            cpu_quota: 50000,
+            cpu_period: 100000,
+            memory_limit_in_bytes: 64 << 20,
+            oom_score_adj: 900,
+            ..Default::default()
+        };
+        let got = from_cgroup(
+            &live(
+                r#"{"cpu": {"shares": 1024, "quota": 20000, "period": 100000, "cpus": "0-1",
+                            "mems": "0"},
+                    "memory": {"limit": 33554432, "swap": -1},
+                    "hugepageLimits": [{"pageSize": "2MB", "limit": 0},
+                                       {"pageSize": "1GB", "limit": -1}]}"#,
+            ),
+            Some(&recorded),
+            false,
+        );
+        assert_eq!(
+            got,
+            cri::LinuxContainerResources {
+                cpu_shares: 1024,
+                cpu_quota: 20000,
+                cpu_period: 100000,
+                cpuset_cpus: "0-1".into(),
+                cpuset_mems: "0".into(),
+                memory_limit_in_bytes: 32 << 20,
+                memory_swap_limit_in_bytes: 0,
+                oom_score_adj: 900,
+                hugepage_limits: vec![cri::HugepageLimit {
+                    page_size: "2MB".into(),
+                    limit: 0
+                }],
+                ..Default::default()
+            }
+        );
+    }
+
+    #[test]
+    fn unlimited_reads_as_not_set() {
+        let got = from_cgroup(
+            &live(
+                r#"{"cpu": {"shares": 2, "quota": -1, "period": 100000}, "memory": {"limit": -1}}"#,
+            ),
+            None,
+            false,
+        );
+        assert_eq!((got.cpu_quota, got.memory_limit_in_bytes), (0, 0));
+        assert_eq!((got.cpu_shares, got.cpu_period), (2, 100000));
+    }
+
+    #[test]
+    fn v2_reports_the_recorded_shares_when_they_give_the_weight_in_force() {
+        let recorded = cri::LinuxContainerResources {
+            cpu_shares: 1024,
+            unified: [("memory.high".to_owned(), "1".to_owned())].into(),
+            ..Default::default()
+        };
+        // cpu.weight 39 (from 1024 shares) reads back as 1014 shares.
+        let shares = berth_cgroups::cpu_weight_to_shares(39);
+        assert_ne!(shares, 1024);
+        let r = live(&format!(
+            r#"{{"cpu": {{"shares": {shares}}}, "unified": {{"memory.high": "94371840"}}}}"#
+        ));
+        let got = from_cgroup(&r, Some(&recorded), true);
+        assert_eq!(got.cpu_shares, 1024);
+        assert_eq!(got.unified["memory.high"], "94371840");
+        // On v1 shares are exact: the file wins.
+        assert_eq!(
+            from_cgroup(&r, Some(&recorded), false).cpu_shares,
+            shares as i64
+        );
+        // Another weight: the shares it stands for.
+        let other = live(r#"{"cpu": {"shares": 2}}"#);
+        assert_eq!(from_cgroup(&other, Some(&recorded), true).cpu_shares, 2);
+    }
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use cri_api::v1 as cri;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 use super::error::{blocking, ContainerError};
 use super::Containers;
@@ -19,12 +19,21 @@ pub(super) async fn update_resources(
     let Some(resources) = req.linux else {
         return Ok(cri::UpdateContainerResourcesResponse {});
     };
+    // The OCI form CreateContainer gives the same values (memory+swap follows the memory
+    // limit unless set, so that a larger limit is not refused by the memory+swap limit
+    // CreateContainer set to the old one).
+    let oci = oci_resources(&resources, &inner.host).map_err(|e| ContainerError::Invalid {
+        rpc: "UpdateContainerResources",
+        reason: format!("container {}: {e}", c.id()),
+    })?;
     let inner = inner.clone();
     blocking("update container resources", move || {
         let runtime = inner.runtime(&c)?;
+        // `<runtime> update` writes the cgroup of the running container in place: the same
+        // resources again write the same values, and the container is never restarted.
         c.update(|s| {
             if matches!(s.state, State::Created | State::Running { .. }) {
-                runtime.update(c.id(), &oci_resources(&resources))?;
+                runtime.update(c.id(), &oci)?;
             }
             s.resources = Some(resources.clone());
             Ok::<_, ContainerError>(())
@@ -35,50 +44,15 @@ pub(super) async fn update_resources(
     .await
 }
 
-/// OCI `linux.resources` from the CRI's (zero means "not set", as the CRI defines it).
-pub(super) fn oci_resources(r: &cri::LinuxContainerResources) -> Value {
-    let mut out = Map::new();
-    let mut cpu = Map::new();
-    if r.cpu_shares > 0 {
-        cpu.insert("shares".into(), json!(r.cpu_shares));
-    }
-    if r.cpu_quota != 0 {
-        cpu.insert("quota".into(), json!(r.cpu_quota));
-    }
-    if r.cpu_period > 0 {
-        cpu.insert("period".into(), json!(r.cpu_period));
-    }
-    if !r.cpuset_cpus.is_empty() {
-        cpu.insert("cpus".into(), json!(r.cpuset_cpus));
-    }
-    if !r.cpuset_mems.is_empty() {
-        cpu.insert("mems".into(), json!(r.cpuset_mems));
-    }
-    if !cpu.is_empty() {
-        out.insert("cpu".into(), Value::Object(cpu));
-    }
-    let mut memory = Map::new();
-    if r.memory_limit_in_bytes > 0 {
-        memory.insert("limit".into(), json!(r.memory_limit_in_bytes));
-    }
-    if r.memory_swap_limit_in_bytes > 0 {
-        memory.insert("swap".into(), json!(r.memory_swap_limit_in_bytes));
-    }
-    if !memory.is_empty() {
-        out.insert("memory".into(), Value::Object(memory));
-    }
-    if !r.hugepage_limits.is_empty() {
-        let limits: Vec<Value> = r
-            .hugepage_limits
-            .iter()
-            .map(|h| json!({"pageSize": h.page_size, "limit": h.limit}))
-            .collect();
-        out.insert("hugepageLimits".into(), Value::Array(limits));
-    }
-    if !r.unified.is_empty() {
-        out.insert("unified".into(), json!(r.unified));
-    }
-    Value::Object(out)
+/// OCI `linux.resources` from the CRI's, as CreateContainer converts them (zero means "not
+/// set", as the CRI defines it).
+pub(super) fn oci_resources(
+    r: &cri::LinuxContainerResources,
+    host: &crate::spec::HostInfo,
+) -> Result<Value, crate::spec::SpecError> {
+    let mut out = oci_spec::runtime::LinuxResources::default();
+    crate::spec::apply_resources(r, host, &mut out)?;
+    Ok(serde_json::to_value(out).expect("OCI resources serialize"))
 }
 
 pub(super) async fn reopen_log(
@@ -110,19 +84,38 @@ pub(super) async fn reopen_log(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
-    fn zero_fields_are_left_out() {
+    fn zero_fields_are_left_out_and_swap_follows_the_limit() {
         let r = cri::LinuxContainerResources {
             cpu_shares: 512,
             memory_limit_in_bytes: 16 << 20,
             cpuset_cpus: "0".into(),
             ..Default::default()
         };
+        let host = crate::spec::HostInfo::default();
         assert_eq!(
-            oci_resources(&r),
+            oci_resources(&r, &host).unwrap(),
+            json!({"cpu": {"shares": 512, "cpus": "0"},
+                   "memory": {"limit": 16777216, "swap": 16777216}})
+        );
+        let no_swap = crate::spec::HostInfo {
+            swap_controller: false,
+            ..Default::default()
+        };
+        assert_eq!(
+            oci_resources(&r, &no_swap).unwrap(),
             json!({"cpu": {"shares": 512, "cpus": "0"}, "memory": {"limit": 16777216}})
         );
-        assert_eq!(oci_resources(&Default::default()), json!({}));
+        assert_eq!(
+            oci_resources(&Default::default(), &host).unwrap(),
+            json!({})
+        );
+        let negative = cri::LinuxContainerResources {
+            cpu_shares: -1,
+            ..Default::default()
+        };
+        assert!(oci_resources(&negative, &host).is_err());
     }
 }
