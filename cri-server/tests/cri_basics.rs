@@ -211,12 +211,6 @@ async fn metric_descriptors_and_unserved_rpcs() {
                 .await
                 .map(|_| ()),
         ),
-        (
-            "UpdatePodSandboxResources",
-            rt.update_pod_sandbox_resources(cri::UpdatePodSandboxResourcesRequest::default())
-                .await
-                .map(|_| ()),
-        ),
     ];
     for (rpc, answer) in refused {
         let err = answer.expect_err(rpc);
@@ -226,6 +220,17 @@ async fn metric_descriptors_and_unserved_rpcs() {
             "{rpc}: {err}"
         );
     }
+    // UpdatePodSandboxResources is served (tests/resize.rs): an unknown pod is NOT_FOUND,
+    // named.
+    let err = rt
+        .update_pod_sandbox_resources(cri::UpdatePodSandboxResourcesRequest {
+            pod_sandbox_id: "nosuchpod".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
+    assert!(err.message().contains("nosuchpod"), "{err}");
     // The list streams are served (tests/list_streaming.rs): on an empty node each ends at
     // once, without error and without a message.
     async fn empty<T>(

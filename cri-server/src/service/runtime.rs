@@ -457,12 +457,12 @@ impl RuntimeService for Runtime {
     }
     async fn update_pod_sandbox_resources(
         &self,
-        _: Request<cri::UpdatePodSandboxResourcesRequest>,
+        req: Request<cri::UpdatePodSandboxResourcesRequest>,
     ) -> Result<Response<cri::UpdatePodSandboxResourcesResponse>, Status> {
-        Err(Status::unimplemented(
-            "berth: UpdatePodSandboxResources is not served yet: the pod cgroup keeps the \
-             limits it was created with (containers are resized by UpdateContainerResources)",
-        ))
+        self.sandboxes
+            .update_resources(req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     type StreamPodSandboxesStream = ListStream<cri::StreamPodSandboxesResponse>;

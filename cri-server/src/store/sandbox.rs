@@ -161,16 +161,30 @@ impl SandboxState {
     }
 }
 
+/// The pod-level resources UpdatePodSandboxResources last gave (in-place pod resize,
+/// KEP-1287/KEP-5419): the pod's overhead and the sum of its containers' resources. Until
+/// the first update, RunPodSandbox's `linux.overhead` and `linux.resources` hold.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PodResources {
+    pub overhead: Option<cri::LinuxContainerResources>,
+    pub resources: Option<cri::LinuxContainerResources>,
+}
+
 #[derive(Serialize)]
 struct CheckpointRef<'a> {
     meta: &'a SandboxMeta,
     state: &'a SandboxState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resources: Option<&'a PodResources>,
 }
 
 #[derive(Deserialize)]
 pub struct Checkpoint {
     meta: SandboxMeta,
     state: SandboxState,
+    /// Absent in records written before UpdatePodSandboxResources was served.
+    #[serde(default)]
+    resources: Option<PodResources>,
 }
 
 /// One sandbox: its metadata, its state, and a lock that serializes Stop and Remove.
@@ -178,15 +192,23 @@ pub struct Checkpoint {
 pub struct Sandbox {
     pub meta: SandboxMeta,
     state: Mutex<SandboxState>,
+    /// Set by UpdatePodSandboxResources; saved with the state. Lock order: `state`, then this.
+    resources: Mutex<Option<PodResources>>,
     checkpoints: CheckpointDir,
     lifecycle: tokio::sync::Mutex<()>,
 }
 
 impl Sandbox {
-    fn new(meta: SandboxMeta, state: SandboxState, checkpoints: CheckpointDir) -> Self {
+    fn new(
+        meta: SandboxMeta,
+        state: SandboxState,
+        resources: Option<PodResources>,
+        checkpoints: CheckpointDir,
+    ) -> Self {
         Sandbox {
             meta,
             state: Mutex::new(state),
+            resources: Mutex::new(resources),
             checkpoints,
             lifecycle: tokio::sync::Mutex::new(()),
         }
@@ -203,17 +225,53 @@ impl Sandbox {
         let mut next = state.clone();
         let out = change(&mut next);
         if next != *state {
+            let resources = self.resources.lock().expect("sandbox resources lock");
             self.checkpoints.save(
                 &self.meta.id,
                 &CheckpointRef {
                     meta: &self.meta,
                     state: &next,
+                    resources: resources.as_ref(),
                 },
             )?;
             tracing::debug!(pod = %self.meta.pod(), sandbox = %self.meta.id, state = ?next, "sandbox state");
             *state = next;
         }
         Ok(out)
+    }
+
+    /// The pod-level resources in force: the last UpdatePodSandboxResources', else
+    /// RunPodSandbox's.
+    pub fn resources(&self) -> PodResources {
+        if let Some(r) = &*self.resources.lock().expect("sandbox resources lock") {
+            return r.clone();
+        }
+        let linux = self.meta.config.linux.as_ref();
+        PodResources {
+            overhead: linux.and_then(|l| l.overhead.clone()),
+            resources: linux.and_then(|l| l.resources.clone()),
+        }
+    }
+
+    /// Records the pod-level resources UpdatePodSandboxResources gave: the checkpoint is
+    /// written first, then they are in force. The same resources again write nothing.
+    /// Blocking.
+    pub fn set_resources(&self, resources: PodResources) -> Result<(), StoreError> {
+        let state = self.state.lock().expect("sandbox state lock");
+        let mut current = self.resources.lock().expect("sandbox resources lock");
+        if current.as_ref() == Some(&resources) {
+            return Ok(());
+        }
+        self.checkpoints.save(
+            &self.meta.id,
+            &CheckpointRef {
+                meta: &self.meta,
+                state: &state,
+                resources: Some(&resources),
+            },
+        )?;
+        *current = Some(resources);
+        Ok(())
     }
 
     /// A Ready sandbox whose pause exited (the shim left its exit record, or the process is
@@ -265,7 +323,7 @@ impl Object for Sandbox {
     type Checkpoint = Checkpoint;
 
     fn from_checkpoint(cp: Checkpoint, checkpoints: CheckpointDir) -> Self {
-        Sandbox::new(cp.meta, cp.state, checkpoints)
+        Sandbox::new(cp.meta, cp.state, cp.resources, checkpoints)
     }
     fn id(&self) -> &str {
         &self.meta.id
@@ -277,11 +335,14 @@ impl Object for Sandbox {
         self.meta.created_at
     }
     fn save(&self) -> Result<(), StoreError> {
+        let state = self.state.lock().expect("sandbox state lock");
+        let resources = self.resources.lock().expect("sandbox resources lock");
         self.checkpoints.save(
             &self.meta.id,
             &CheckpointRef {
                 meta: &self.meta,
-                state: &self.state(),
+                state: &state,
+                resources: resources.as_ref(),
             },
         )
     }
@@ -307,7 +368,7 @@ impl ObjectStore<Sandbox> {
     /// Adds a sandbox (its name reserved first): writes its checkpoint, then makes it
     /// visible. Blocking.
     pub fn add(&self, meta: SandboxMeta, state: SandboxState) -> Result<Arc<Sandbox>, StoreError> {
-        self.add_object(Sandbox::new(meta, state, self.checkpoints().clone()))
+        self.add_object(Sandbox::new(meta, state, None, self.checkpoints().clone()))
     }
 }
 
@@ -411,5 +472,41 @@ mod tests {
         ));
         let (store, _) = SandboxStore::open_sandboxes(&dir);
         assert_eq!(store.list().len(), 1);
+    }
+
+    #[test]
+    fn pod_resources_come_from_the_config_until_updated_and_survive_a_reopen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("sandboxes");
+        let (store, _) = SandboxStore::open_sandboxes(&dir);
+        let mut m = meta("aaa1", "n1", tmp.path().join("a"));
+        let cpu = |quota| cri::LinuxContainerResources {
+            cpu_quota: quota,
+            cpu_period: 100000,
+            ..Default::default()
+        };
+        m.config.linux = Some(cri::LinuxPodSandboxConfig {
+            resources: Some(cpu(10000)),
+            ..Default::default()
+        });
+        let pid = std::process::id() as i32;
+        let a = store.add(m, SandboxState::Ready { pid }).unwrap();
+        assert_eq!(a.resources().resources, Some(cpu(10000)));
+        assert_eq!(a.resources().overhead, None);
+        let updated = PodResources {
+            overhead: Some(cpu(5000)),
+            resources: Some(cpu(20000)),
+        };
+        a.set_resources(updated.clone()).unwrap();
+        a.set_resources(updated.clone()).unwrap();
+        assert_eq!(a.resources(), updated);
+        // A state change keeps them in the checkpoint.
+        a.mark_exited(None).unwrap();
+        drop((a, store));
+        let (store, errors) = SandboxStore::open_sandboxes(&dir);
+        assert!(errors.is_empty(), "{errors:?}");
+        let a = store.get("aaa1").unwrap();
+        assert_eq!(a.resources(), updated);
+        assert!(!a.state().is_ready());
     }
 }

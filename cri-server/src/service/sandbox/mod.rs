@@ -20,6 +20,7 @@ mod status;
 mod stop;
 mod stream;
 mod sweep;
+mod update;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -181,6 +182,15 @@ impl SandboxService {
         containers: &ContainerService,
     ) -> Result<cri::PodSandboxStatusResponse, Status> {
         status::status(&self.inner, req, containers).await
+    }
+
+    /// UpdatePodSandboxResources: records the pod's new overhead and resources (see
+    /// `update` for why the pod cgroup is not written).
+    pub async fn update_resources(
+        &self,
+        req: cri::UpdatePodSandboxResourcesRequest,
+    ) -> Result<cri::UpdatePodSandboxResourcesResponse, Status> {
+        update::update_resources(&self.inner, req).await
     }
 
     /// The CRI status of sandbox `id` from its record (no I/O), for container events.

@@ -102,6 +102,7 @@ fn verbose_info(
     spec: Option<serde_json::Value>,
 ) -> serde_json::Value {
     let meta = &sandbox.meta;
+    let resources = sandbox.resources();
     let pid = match state {
         SandboxState::Ready { pid } => *pid,
         SandboxState::NotReady { .. } => meta.pid,
@@ -119,6 +120,10 @@ fn verbose_info(
         "cgroupsPath": meta.cgroups_path,
         "stateDir": meta.state_dir,
         "files": meta.files,
+        // The pod-level resources in force (UpdatePodSandboxResources', else the config's):
+        // PodSandboxStatus has no field for them.
+        "overhead": resources.overhead,
+        "resources": resources.resources,
         "config": meta.config,
         "runtimeSpec": spec,
     })
