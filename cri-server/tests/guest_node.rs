@@ -617,6 +617,24 @@ fn main_pid() -> u32 {
     unit_prop(SERVICE, "MainPID").parse().unwrap_or(0)
 }
 
+/// A channel to the CRI socket at `path`, or None while it cannot be connected to (a
+/// restarting berthd removes the old socket and binds a new one: no retry here, the caller
+/// polls).
+async fn try_connect(path: &Path) -> Option<tonic::transport::Channel> {
+    let path = path.to_owned();
+    tonic::transport::Endpoint::try_from("http://[::]:50051")
+        .ok()?
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(&path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await
+        .ok()
+}
+
 /// Waits until berthd's unit runs a main process other than `old` and answers on its socket;
 /// returns the new main PID and a client.
 async fn wait_berthd(pods: &Pods, old: u32, timeout: Duration) -> (u32, Rt) {
@@ -624,14 +642,13 @@ async fn wait_berthd(pods: &Pods, old: u32, timeout: Duration) -> (u32, Rt) {
     loop {
         let pid = main_pid();
         if pid != 0 && pid != old && pods.config.listen.exists() {
-            let path = pods.config.listen.clone();
-            let answered = tokio::time::timeout(Duration::from_secs(10), async move {
-                let channel = support::connect(&path).await;
-                let mut rt = Rt::new(channel);
-                rt.version(cri::VersionRequest::default()).await.map(|_| rt)
+            let answered = tokio::time::timeout(Duration::from_secs(10), async {
+                let mut rt = Rt::new(try_connect(&pods.config.listen).await?);
+                rt.version(cri::VersionRequest::default()).await.ok()?;
+                Some(rt)
             })
             .await;
-            if let Ok(Ok(rt)) = answered {
+            if let Ok(Some(rt)) = answered {
                 return (pid, rt);
             }
         }
