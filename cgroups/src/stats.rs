@@ -1,12 +1,11 @@
 //! Resource usage of a cgroup, the same numbers on v1 and v2 (what the CRI's ContainerStats and
-//! cAdvisor-style consumers want). Values the host's cgroups do not expose are 0 / `None`.
-
-use std::path::Path;
+//! cAdvisor-style consumers want). Values the host's cgroups do not expose are 0 / `None`;
+//! pressure stall information is `None`, never zero, where there is none to read.
 
 use serde::Serialize;
 
 /// Everything `CgroupManager::stats` reports.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Stats {
     /// CPU time and CFS throttling.
     pub cpu: CpuStats,
@@ -18,8 +17,12 @@ pub struct Stats {
     pub hugetlb: Vec<HugetlbStats>,
     /// Block I/O, one entry per device with traffic.
     pub blkio: Vec<BlkioDeviceStats>,
-    /// Pressure stall information (cgroup v2's `*.pressure`; on a hybrid host, of the
-    /// cgroup's unified-hierarchy side, which tracks stalls whatever controllers it has).
+    /// I/O pressure (what the CRI's IoUsage carries besides its timestamp).
+    pub io: IoStats,
+    /// Pressure stall information of every resource, for cAdvisor-style metrics: cgroup v2's
+    /// `*.pressure`, and on a hybrid host those of the cgroup's unified-hierarchy side, which
+    /// tracks stalls whatever controllers it has. `cpu.psi`, `memory.psi` and `io.psi` are
+    /// the same numbers on cgroup v2 only (what the CRI reports: none on v1, as containerd).
     pub pressure: PressureStats,
     /// The processes (thread-group leaders) in this cgroup itself, not in its children: its
     /// `cgroup.procs` (v1: of the cpu hierarchy, as cAdvisor reads it). Sorted.
@@ -27,7 +30,7 @@ pub struct Stats {
 }
 
 /// CPU usage.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct CpuStats {
     /// Total CPU time consumed, nanoseconds.
     pub usage_total_ns: u64,
@@ -41,10 +44,12 @@ pub struct CpuStats {
     pub throttled_periods: u64,
     /// Total time throttled, nanoseconds.
     pub throttled_time_ns: u64,
+    /// `cpu.pressure` of a cgroup v2 cgroup; `None` on v1 and where PSI is missing or off.
+    pub psi: Option<Psi>,
 }
 
 /// Memory usage.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct MemoryStats {
     /// Current usage in bytes (v1 memory.usage_in_bytes, v2 memory.current).
     pub usage: u64,
@@ -85,6 +90,15 @@ pub struct MemoryStats {
     /// The reservation (v1 memory.soft_limit_in_bytes, v2 memory.min, as cAdvisor reads it);
     /// `None` means unlimited or not supported.
     pub reservation: Option<u64>,
+    /// `memory.pressure` of a cgroup v2 cgroup; `None` on v1 and where PSI is missing or off.
+    pub psi: Option<Psi>,
+}
+
+/// I/O of the cgroup as a whole (per-device counters are in [`Stats::blkio`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct IoStats {
+    /// `io.pressure` of a cgroup v2 cgroup; `None` on v1 and where PSI is missing or off.
+    pub psi: Option<Psi>,
 }
 
 /// Number of processes.
@@ -96,60 +110,36 @@ pub struct PidsStats {
     pub limit: Option<u64>,
 }
 
-/// Cumulative stall times of the cgroup's tasks, per resource; `None` where the kernel has no
-/// pressure file (cgroup v1 alone, a kernel without PSI).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// Pressure stall information per resource; `None` where the kernel has no pressure file
+/// (cgroup v1 alone, a kernel without PSI) or refuses to read it (PSI disabled: EOPNOTSUPP).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct PressureStats {
     pub cpu: Option<Psi>,
     pub memory: Option<Psi>,
     pub io: Option<Psi>,
 }
 
-/// The totals of one `<resource>.pressure` file, microseconds.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// One `<resource>.pressure` file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Psi {
-    /// Time some tasks were stalled waiting for the resource ("some ... total=").
-    pub some_total_us: u64,
-    /// Time all non-idle tasks were stalled at once ("full ... total="; 0 where the kernel has
-    /// no full line, as cpu.pressure before 5.13).
-    pub full_total_us: u64,
+    /// Some tasks were stalled waiting for the resource (the "some" line).
+    pub some: PsiData,
+    /// All non-idle tasks were stalled at once (the "full" line); `None` where the kernel
+    /// has no such line (cpu.pressure before 5.13).
+    pub full: Option<PsiData>,
 }
 
-/// Reads `cpu.pressure`, `memory.pressure` and `io.pressure` in a cgroup v2 directory. A file
-/// that is absent or cannot be read (PSI disabled: EOPNOTSUPP) gives `None`.
-pub(crate) fn read_pressure(dir: &Path) -> PressureStats {
-    let read = |file: &str| {
-        std::fs::read_to_string(dir.join(file))
-            .ok()
-            .and_then(|text| parse_psi(&text))
-    };
-    PressureStats {
-        cpu: read("cpu.pressure"),
-        memory: read("memory.pressure"),
-        io: read("io.pressure"),
-    }
-}
-
-/// Parses "some avg10=0.00 avg60=0.00 avg300=0.00 total=N\nfull ... total=M".
-pub(crate) fn parse_psi(text: &str) -> Option<Psi> {
-    let mut psi = Psi::default();
-    let mut seen = false;
-    for line in text.lines() {
-        let mut fields = line.split_whitespace();
-        let kind = fields.next();
-        let total = fields
-            .find_map(|f| f.strip_prefix("total="))
-            .and_then(|v| v.parse::<u64>().ok());
-        match (kind, total) {
-            (Some("some"), Some(t)) => {
-                psi.some_total_us = t;
-                seen = true;
-            }
-            (Some("full"), Some(t)) => psi.full_total_us = t,
-            _ => {}
-        }
-    }
-    seen.then_some(psi)
+/// One line of a pressure file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PsiData {
+    /// Cumulative stall time, microseconds ("total=").
+    pub total_us: u64,
+    /// Share of wall time stalled over the last 10 s, percent ("avg10=").
+    pub avg10: f64,
+    /// The same over 60 s ("avg60=").
+    pub avg60: f64,
+    /// The same over 300 s ("avg300=").
+    pub avg300: f64,
 }
 
 /// Usage of one huge page size.
@@ -239,29 +229,6 @@ mod tests {
         assert_eq!(limit_or_none(u64::MAX), None);
         assert_eq!(limit_or_none(9223372036854771712), None);
         assert_eq!(limit_or_none(8 << 20), Some(8 << 20));
-    }
-
-    #[test]
-    fn pressure_files() {
-        let cpu = "some avg10=0.00 avg60=0.00 avg300=0.00 total=1500\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=700\n";
-        assert_eq!(
-            parse_psi(cpu),
-            Some(Psi {
-                some_total_us: 1500,
-                full_total_us: 700
-            })
-        );
-        let old_cpu = "some avg10=0.00 avg60=0.00 avg300=0.00 total=9\n";
-        assert_eq!(
-            parse_psi(old_cpu).map(|p| (p.some_total_us, p.full_total_us)),
-            Some((9, 0))
-        );
-        assert_eq!(parse_psi(""), None);
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("io.pressure"), cpu).unwrap();
-        let p = read_pressure(dir.path());
-        assert_eq!((p.cpu, p.memory), (None, None));
-        assert_eq!(p.io.map(|p| p.full_total_us), Some(700));
     }
 
     #[test]

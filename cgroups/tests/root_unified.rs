@@ -43,6 +43,18 @@ fn core_files_freeze_stats_kill() {
     std::thread::sleep(Duration::from_millis(400));
     let s = cg.stats().unwrap();
     assert!(s.cpu.usage_total_ns > 0, "{s:?}");
+    // The kernel's own pressure files parse (they exist in every cgroup2 directory, whatever
+    // controllers it has, when the kernel has PSI on).
+    if std::path::Path::new("/proc/pressure/cpu").exists() {
+        for (what, psi) in [
+            ("cpu", &s.cpu.psi),
+            ("memory", &s.memory.psi),
+            ("io", &s.io.psi),
+        ] {
+            assert!(psi.is_some(), "{what}.pressure: {s:?}");
+        }
+        assert_eq!(s.cpu.psi, s.pressure.cpu);
+    }
 
     assert_eq!(cg.freezer_state().unwrap(), FreezerState::Thawed);
     cg.freeze().unwrap();

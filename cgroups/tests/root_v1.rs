@@ -130,6 +130,11 @@ fn lifecycle_limits_freeze_stats_kill_remove() {
     assert!(s.pids.current >= 1, "{s:?}");
     assert_eq!(s.pids.limit, None);
     assert_eq!(s.memory.oom_kill_count, 0);
+    // No pressure stall information in the usage types on v1 (not zero).
+    assert_eq!(
+        (&s.cpu.psi, &s.memory.psi, &s.io.psi),
+        (&None, &None, &None)
+    );
 
     assert_eq!(cg.freezer_state().unwrap(), FreezerState::Thawed);
     cg.freeze().unwrap();

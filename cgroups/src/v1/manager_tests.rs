@@ -414,10 +414,16 @@ fn pressure_from_the_unified_side_on_hybrid_hosts() {
         "some avg10=0.00 avg60=0.00 avg300=0.00 total=2500000\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=1000000\n",
     )
     .unwrap();
-    let p = m.stats().unwrap().pressure;
+    let s = m.stats().unwrap();
+    let p = s.pressure;
     let cpu = p.cpu.unwrap();
-    assert_eq!((cpu.some_total_us, cpu.full_total_us), (2500000, 1000000));
+    assert_eq!(
+        (cpu.some.total_us, cpu.full.map(|f| f.total_us)),
+        (2500000, Some(1000000))
+    );
     assert_eq!((p.memory, p.io), (None, None));
+    // The usage types' psi (what the CRI reports) is v2's only: none on v1, not zero.
+    assert_eq!((s.cpu.psi, s.memory.psi, s.io.psi), (None, None, None));
 }
 
 /// The memory files stats() needs to read.

@@ -152,6 +152,7 @@ pub(super) fn stats(dir: &Path) -> Result<MemoryStats, CgroupError> {
         mapped_file: get("mapped_file"),
         reservation: cgroupfs::read_u64_opt(dir, "memory.soft_limit_in_bytes")?
             .and_then(limit_or_none),
+        psi: None,
     })
 }
 

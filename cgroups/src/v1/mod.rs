@@ -291,8 +291,10 @@ impl CgroupManager for V1Manager {
         {
             s.procs = cgroupfs::procs(dir)?;
         }
+        // For the metrics only: the CRI's psi fields (cpu.psi, memory.psi, io.psi) stay
+        // `None` on v1, as containerd leaves them.
         if let Some(u) = &self.unified {
-            s.pressure = crate::stats::read_pressure(&u.dir);
+            s.pressure = crate::v2::psi::read(&u.dir);
         }
         match (self.controller_dir("hugetlb"), &self.unified) {
             (Some(dir), _) => s.hugetlb = hugetlb::stats(dir)?,

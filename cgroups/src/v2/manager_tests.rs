@@ -133,7 +133,11 @@ fn stats_and_oom_from_files() {
     w("memory.min", "65536\n");
     w(
         "memory.pressure",
-        "some avg10=0.00 avg60=0.00 avg300=0.00 total=3000000\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=2000000\n",
+        "some avg10=1.50 avg60=0.00 avg300=0.25 total=3000000\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=2000000\n",
+    );
+    w(
+        "cpu.pressure",
+        "some avg10=0.00 avg60=0.00 avg300=0.00 total=42\n",
     );
     w("cgroup.procs", "9\n3\n");
     w("memory.swap.current", "0\n");
@@ -169,10 +173,19 @@ fn stats_and_oom_from_files() {
     assert_eq!(s.procs, vec![3, 9]);
     let memory = s.pressure.memory.as_ref().unwrap();
     assert_eq!(
-        (memory.some_total_us, memory.full_total_us),
-        (3000000, 2000000)
+        (
+            memory.some.total_us,
+            memory.full.as_ref().map(|f| f.total_us)
+        ),
+        (3000000, Some(2000000))
     );
-    assert_eq!((&s.pressure.cpu, &s.pressure.io), (&None, &None));
+    assert_eq!((memory.some.avg10, memory.some.avg300), (1.5, 0.25));
+    assert_eq!(s.memory.psi.as_ref(), Some(memory));
+    // cpu.pressure of a kernel before 5.13: no full line, so no full.
+    let cpu = s.cpu.psi.as_ref().unwrap();
+    assert_eq!((cpu.some.total_us, &cpu.full), (42, &None));
+    // No io.pressure (PSI off): none, not zero.
+    assert_eq!((&s.pressure.io, &s.io.psi), (&None, &None));
     assert_eq!(s.pids.current, 3);
     assert_eq!(s.pids.limit, Some(100));
     let huge: Vec<_> = s

@@ -3,6 +3,7 @@
 
 mod bpf_syscall;
 pub mod devices_bpf;
+pub(crate) mod psi;
 pub mod resources;
 mod stats;
 

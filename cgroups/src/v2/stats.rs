@@ -1,5 +1,6 @@
-//! cgroup v2 statistics: cpu.stat, memory.*, pids.*, hugetlb.*, io.stat. Files of controllers
-//! that are not enabled are absent and read as zero.
+//! cgroup v2 statistics: cpu.stat, memory.*, pids.*, hugetlb.*, io.stat, and the pressure
+//! files (`super::psi`). Files of controllers that are not enabled are absent and read as zero;
+//! pressure files that are absent or unreadable read as `None`.
 
 use std::path::Path;
 
@@ -57,7 +58,10 @@ pub(super) fn read(dir: &Path) -> Result<Stats, CgroupError> {
 
     s.hugetlb = super::resources::hugetlb_stats(dir)?;
     s.procs = cgroupfs::procs(dir)?;
-    s.pressure = crate::stats::read_pressure(dir);
+    s.pressure = super::psi::read(dir);
+    s.cpu.psi = s.pressure.cpu.clone();
+    s.memory.psi = s.pressure.memory.clone();
+    s.io.psi = s.pressure.io.clone();
     if let Some(io) = cgroupfs::read_opt(dir, "io.stat")? {
         s.blkio = parse_io_stat(&io);
     }

@@ -228,8 +228,9 @@ fn pressure(b: &mut Builder, s: &Stats) {
         (&p.io, PSI_IO_STALLED, PSI_IO_WAITING),
     ] {
         if let Some(psi) = psi {
-            b.push(stalled, psi.full_total_us / US_PER_SEC, &[]);
-            b.push(waiting, psi.some_total_us / US_PER_SEC, &[]);
+            let full = psi.full.as_ref().map_or(0, |f| f.total_us);
+            b.push(stalled, full / US_PER_SEC, &[]);
+            b.push(waiting, psi.some.total_us / US_PER_SEC, &[]);
         }
     }
 }
