@@ -45,6 +45,7 @@ use crate::store::container::{Container, ContainerStore};
 
 pub use error::ContainerError;
 pub(crate) use oci::OciRuntime;
+pub(crate) use stats::cgroup_usage;
 
 pub type EventStream =
     Pin<Box<dyn Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;

@@ -1,5 +1,7 @@
-//! ContainerStats and ListContainerStats: CPU and memory from the container's cgroup, the
-//! writable layer from its snapshot (containerd: `container_stats_list.go`).
+//! ContainerStats and ListContainerStats: CPU, memory and I/O pressure from the container's
+//! cgroup, the writable layer from its snapshot (containerd: `container_stats_list.go`).
+//! Pressure stall information (KEP-4205) is cgroup v2's: on v1 `cpu.psi`, `memory.psi` and
+//! `io` are absent, never zero.
 
 use std::sync::Arc;
 
@@ -55,6 +57,62 @@ fn value(v: u64) -> Option<cri::UInt64Value> {
     Some(cri::UInt64Value { value: v })
 }
 
+/// A cgroup's usage in the CRI's terms, the same for pods and containers.
+pub(crate) struct CgroupUsage {
+    /// `usage_nano_cores` is left to the caller (a rate between two samples).
+    pub(crate) cpu: cri::CpuUsage,
+    pub(crate) memory: cri::MemoryUsage,
+    /// `None` where the cgroup has no I/O pressure (cgroup v1, PSI off): IoUsage carries
+    /// nothing else.
+    pub(crate) io: Option<cri::IoUsage>,
+}
+
+/// Converts a cgroup's stats, sampled at `now` (nanoseconds since the epoch).
+pub(crate) fn cgroup_usage(s: &berth_cgroups::Stats, now: i64) -> CgroupUsage {
+    let m = &s.memory;
+    CgroupUsage {
+        cpu: cri::CpuUsage {
+            timestamp: now,
+            usage_core_nano_seconds: value(s.cpu.usage_total_ns),
+            usage_nano_cores: None,
+            psi: s.cpu.psi.as_ref().map(psi),
+        },
+        memory: cri::MemoryUsage {
+            timestamp: now,
+            working_set_bytes: value(m.working_set),
+            available_bytes: m
+                .limit
+                .map(|l| l.saturating_sub(m.working_set))
+                .and_then(value),
+            usage_bytes: value(m.usage),
+            rss_bytes: value(m.rss),
+            page_faults: value(m.pgfault),
+            major_page_faults: value(m.pgmajfault),
+            psi: m.psi.as_ref().map(psi),
+        },
+        io: s.io.psi.as_ref().map(|p| cri::IoUsage {
+            timestamp: now,
+            psi: Some(psi(p)),
+        }),
+    }
+}
+
+/// A pressure file as the CRI's PsiStats: totals in microseconds, as the kernel counts them
+/// (and cAdvisor and containerd pass them on), averages in percent; `Full` absent where the
+/// kernel has no full line.
+fn psi(p: &berth_cgroups::stats::Psi) -> cri::PsiStats {
+    let data = |d: &berth_cgroups::stats::PsiData| cri::PsiData {
+        total: d.total_us,
+        avg10: d.avg10,
+        avg60: d.avg60,
+        avg300: d.avg300,
+    };
+    cri::PsiStats {
+        full: p.full.as_ref().map(data),
+        some: Some(data(&p.some)),
+    }
+}
+
 /// One container's stats; what cannot be measured (a cgroup already gone) is left unset.
 fn one(inner: &Containers, c: &Container) -> cri::ContainerStats {
     let now = super::status::now_ns();
@@ -73,26 +131,10 @@ fn one(inner: &Containers, c: &Container) -> cri::ContainerStats {
         .and_then(|m| m.stats());
     match cgroup {
         Ok(s) => {
-            out.cpu = Some(cri::CpuUsage {
-                timestamp: now,
-                usage_core_nano_seconds: value(s.cpu.usage_total_ns),
-                usage_nano_cores: None,
-                psi: None,
-            });
-            let m = &s.memory;
-            out.memory = Some(cri::MemoryUsage {
-                timestamp: now,
-                working_set_bytes: value(m.working_set),
-                available_bytes: m
-                    .limit
-                    .map(|l| l.saturating_sub(m.working_set))
-                    .and_then(value),
-                usage_bytes: value(m.usage),
-                rss_bytes: value(m.rss),
-                page_faults: value(m.pgfault),
-                major_page_faults: value(m.pgmajfault),
-                psi: None,
-            });
+            let usage = cgroup_usage(&s, now);
+            out.cpu = Some(usage.cpu);
+            out.memory = Some(usage.memory);
+            out.io = usage.io;
         }
         Err(e) => {
             tracing::debug!(container = %c.id(), error = %e, "no cgroup stats");
@@ -173,4 +215,75 @@ pub(super) fn metrics_in_sandbox(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use berth_cgroups::stats::{Psi, PsiData};
+    use berth_cgroups::Stats;
+
+    use super::*;
+
+    fn line(total_us: u64, avg10: f64) -> PsiData {
+        PsiData {
+            total_us,
+            avg10,
+            avg60: 0.5,
+            avg300: 0.25,
+        }
+    }
+
+    #[test]
+    fn pressure_is_converted_where_the_cgroup_has_it() {
+        let mut s = Stats::default();
+        s.cpu.usage_total_ns = 7;
+        s.cpu.psi = Some(Psi {
+            some: line(1_500, 4.57),
+            // cpu.pressure of a kernel before 5.13.
+            full: None,
+        });
+        s.memory.psi = Some(Psi {
+            some: line(3_000_000, 1.0),
+            full: Some(line(2_000_000, 0.1)),
+        });
+        s.io.psi = Some(Psi {
+            some: line(9, 0.0),
+            full: Some(line(4, 0.0)),
+        });
+        let u = cgroup_usage(&s, 42);
+        assert_eq!(u.cpu.usage_core_nano_seconds.unwrap().value, 7);
+        let cpu = u.cpu.psi.unwrap();
+        assert_eq!(
+            cpu.some,
+            Some(cri::PsiData {
+                total: 1_500,
+                avg10: 4.57,
+                avg60: 0.5,
+                avg300: 0.25
+            })
+        );
+        assert_eq!(cpu.full, None);
+        let memory = u.memory.psi.unwrap();
+        assert_eq!(memory.some.unwrap().total, 3_000_000);
+        assert_eq!(
+            memory.full.map(|f| (f.total, f.avg10)),
+            Some((2_000_000, 0.1))
+        );
+        let io = u.io.unwrap();
+        assert_eq!(io.timestamp, 42);
+        let io = io.psi.unwrap();
+        assert_eq!((io.some.unwrap().total, io.full.unwrap().total), (9, 4));
+    }
+
+    #[test]
+    fn no_pressure_leaves_the_fields_absent() {
+        // cgroup v1, or PSI off: the cgroup gives none.
+        let u = cgroup_usage(&Stats::default(), 42);
+        assert_eq!(u.cpu.psi, None);
+        assert_eq!(u.memory.psi, None);
+        assert_eq!(u.io, None);
+        // The rest is still there.
+        assert_eq!(u.memory.usage_bytes.unwrap().value, 0);
+        assert_eq!(u.memory.timestamp, 42);
+    }
 }

@@ -1,6 +1,6 @@
-//! PodSandboxStats and ListPodSandboxStats: CPU and memory from the pod's cgroup, network
-//! from the pause's netns (`/proc/<pid>/net/dev`), and the containers' stats from the
-//! container service.
+//! PodSandboxStats and ListPodSandboxStats: CPU, memory and I/O pressure from the pod's cgroup
+//! (pressure stall information on cgroup v2 only, absent on v1), network from the pause's
+//! netns (`/proc/<pid>/net/dev`), and the containers' stats from the container service.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,7 +13,7 @@ use super::error::{Result, SandboxError};
 use super::network::POD_IFNAME;
 use super::status::{labels_match, nanos};
 use super::{blocking, cgroup, Sandboxes};
-use crate::service::container::ContainerService;
+use crate::service::container::{cgroup_usage, ContainerService};
 use crate::service::metrics::{parse_net_dev, Identity, Usage};
 use crate::store::sandbox::{Sandbox, SandboxState};
 
@@ -129,29 +129,11 @@ fn measure(ctx: &Sandboxes, sandbox: &Sandbox) -> Result<cri::LinuxPodSandboxSta
     let usage = berth_cgroups::manager(&path)
         .and_then(|m| m.stats())
         .map_err(cgroup)?;
-    let cpu = cri::CpuUsage {
-        timestamp: now,
-        usage_core_nano_seconds: value(usage.cpu.usage_total_ns),
-        usage_nano_cores: ctx
-            .stats
-            .rate(&meta.id, now, usage.cpu.usage_total_ns)
-            .and_then(value),
-        psi: None,
-    };
-    let mem = &usage.memory;
-    let memory = cri::MemoryUsage {
-        timestamp: now,
-        working_set_bytes: value(mem.working_set),
-        available_bytes: mem
-            .limit
-            .map(|l| l.saturating_sub(mem.working_set))
-            .and_then(value),
-        usage_bytes: value(mem.usage),
-        rss_bytes: value(mem.rss),
-        page_faults: value(mem.pgfault),
-        major_page_faults: value(mem.pgmajfault),
-        psi: None,
-    };
+    let mut converted = cgroup_usage(&usage, now);
+    converted.cpu.usage_nano_cores = ctx
+        .stats
+        .rate(&meta.id, now, usage.cpu.usage_total_ns)
+        .and_then(value);
     let network = match sandbox.state() {
         SandboxState::Ready { pid } if !meta.host_network() => {
             std::fs::read_to_string(format!("/proc/{pid}/net/dev"))
@@ -161,16 +143,15 @@ fn measure(ctx: &Sandboxes, sandbox: &Sandbox) -> Result<cri::LinuxPodSandboxSta
         _ => None,
     };
     Ok(cri::LinuxPodSandboxStats {
-        cpu: Some(cpu),
-        memory: Some(memory),
+        cpu: Some(converted.cpu),
+        memory: Some(converted.memory),
         network,
         process: Some(cri::ProcessUsage {
             timestamp: now,
             process_count: value(usage.pids.current),
         }),
         containers: Vec::new(),
-        // PSI and I/O stats are not read yet: absent, not zero.
-        io: None,
+        io: converted.io,
     })
 }
 
