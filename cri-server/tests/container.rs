@@ -140,6 +140,14 @@ fn snapshot_count(root: &Path) -> usize {
         .unwrap_or(0)
 }
 
+/// Whether ContainerStats should carry pressure stall information here: on a cgroup v2 host
+/// whose kernel has PSI. On cgroup v1 (hybrid hosts too, although the unified side has
+/// pressure files) it is absent, not zero.
+fn psi_expected() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+        && Path::new("/proc/pressure/cpu").exists()
+}
+
 fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| {
@@ -327,9 +335,21 @@ async fn container_lifecycle_logs_exec_stop_oom_remove() {
         .into_inner()
         .stats
         .unwrap();
-    assert!(stats.cpu.unwrap().usage_core_nano_seconds.unwrap().value > 0);
-    assert!(stats.memory.unwrap().usage_bytes.unwrap().value > 0);
+    let cpu = stats.cpu.clone().unwrap();
+    let memory = stats.memory.clone().unwrap();
+    assert!(cpu.usage_core_nano_seconds.unwrap().value > 0);
+    assert!(memory.usage_bytes.unwrap().value > 0);
     assert!(stats.writable_layer.is_some());
+    for (what, present) in [
+        ("cpu.psi", cpu.psi.is_some()),
+        ("memory.psi", memory.psi.is_some()),
+        ("io", stats.io.is_some()),
+    ] {
+        assert_eq!(present, psi_expected(), "{what}: {stats:?}");
+    }
+    if let Some(io) = &stats.io {
+        assert!(io.psi.as_ref().unwrap().some.is_some(), "{io:?}");
+    }
     let all = rt
         .list_container_stats(cri::ListContainerStatsRequest { filter: None })
         .await
@@ -337,6 +357,8 @@ async fn container_lifecycle_logs_exec_stop_oom_remove() {
         .into_inner()
         .stats;
     assert_eq!(all.len(), 1);
+    assert_eq!(all[0].cpu.as_ref().unwrap().psi.is_some(), psi_expected());
+    assert_eq!(all[0].io.is_some(), psi_expected());
     rt.update_container_resources(cri::UpdateContainerResourcesRequest {
         container_id: main.clone(),
         linux: Some(cri::LinuxContainerResources {

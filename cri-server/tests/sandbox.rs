@@ -6,7 +6,7 @@
 mod pods;
 mod support;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use cri_api::v1 as cri;
 use pods::{alive, can_run, cgroup_dirs, host_network_pod, is_mounted, pod, Pods};
@@ -199,8 +199,17 @@ async fn run_status_stop_remove() {
         .stats
         .unwrap();
     let linux = s.linux.unwrap();
-    assert!(linux.memory.unwrap().working_set_bytes.is_some());
-    assert!(linux.cpu.unwrap().usage_core_nano_seconds.is_some());
+    // Pressure stall information: cgroup v2's (with PSI in the kernel); absent on v1.
+    let psi = Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+        && Path::new("/proc/pressure/cpu").exists();
+    let memory = linux.memory.unwrap();
+    let cpu = linux.cpu.unwrap();
+    assert!(memory.working_set_bytes.is_some());
+    assert!(cpu.usage_core_nano_seconds.is_some());
+    assert_eq!(
+        (cpu.psi.is_some(), memory.psi.is_some(), linux.io.is_some()),
+        (psi, psi, psi)
+    );
     assert_eq!(
         linux.network.unwrap().default_interface.unwrap().name,
         "eth0"
