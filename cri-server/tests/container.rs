@@ -335,8 +335,8 @@ async fn container_lifecycle_logs_exec_stop_oom_remove() {
         .into_inner()
         .stats
         .unwrap();
-    let cpu = stats.cpu.clone().unwrap();
-    let memory = stats.memory.clone().unwrap();
+    let cpu = stats.cpu.unwrap();
+    let memory = stats.memory.unwrap();
     assert!(cpu.usage_core_nano_seconds.unwrap().value > 0);
     assert!(memory.usage_bytes.unwrap().value > 0);
     assert!(stats.writable_layer.is_some());
