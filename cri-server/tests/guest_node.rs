@@ -461,6 +461,20 @@ async fn pod_flow(driver: CgroupDriver, n: u32) {
         .into_inner()
         .stats
         .expect("container stats");
+    // Pressure stall information (KEP-4205): the guest is cgroup v2 with PSI in its kernel, so
+    // cpu, memory and io pressure are there (on cgroup v1 they are absent).
+    let psi = [
+        ("cpu.psi", stats.cpu.and_then(|c| c.psi)),
+        ("memory.psi", stats.memory.and_then(|m| m.psi)),
+        ("io.psi", stats.io.and_then(|io| io.psi)),
+    ];
+    for (what, p) in &psi {
+        assert!(
+            p.is_some_and(|p| p.some.is_some()),
+            "ContainerStats {what} absent on cgroup v2 (/proc/pressure/cpu exists: {}): {stats:?}",
+            Path::new("/proc/pressure/cpu").exists()
+        );
+    }
     let mem = stats.memory.expect("memory stats");
     let usage = mem.usage_bytes.map(|v| v.value).unwrap_or_default();
     assert!(usage > 0, "container memory usage {mem:?}");
