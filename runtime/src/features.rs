@@ -104,6 +104,12 @@ pub const MOUNT_OPTIONS: [&str; 62] = [
 pub const ANNOTATION_VERSION: &str = "io.github.berth.version";
 /// The libseccomp version berth is linked with (the key runc uses).
 pub const ANNOTATION_LIBSECCOMP_VERSION: &str = "io.github.seccomp.libseccomp.version";
+/// berth's own annotation: env values that are not UTF-8, exactly. `process.env` (JSON strings)
+/// cannot carry them, so berthd puts a lossy `KEY=value` there (U+FFFD for each invalid byte,
+/// what containerd gives runc) and, for a runtime that lists this key in its features, a JSON
+/// object `{"KEY": "<base64 of the raw bytes>"}` here; the init's execve gets the bytes
+/// (see `process::env_bytes`).
+pub const ANNOTATION_ENV_BYTES: &str = "run.berth.env-bytes";
 
 /// The features document as oci-spec's type.
 pub fn features() -> Features {
@@ -124,10 +130,13 @@ pub fn features() -> Features {
         .map(|(f, _)| f.to_string())
         .collect();
 
-    let mut annotations = HashMap::from([(
-        ANNOTATION_VERSION.to_string(),
-        env!("CARGO_PKG_VERSION").to_string(),
-    )]);
+    let mut annotations = HashMap::from([
+        (
+            ANNOTATION_VERSION.to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
+        (ANNOTATION_ENV_BYTES.to_string(), "1".to_string()),
+    ]);
     if let Ok(v) = libseccomp::ScmpVersion::current() {
         annotations.insert(
             ANNOTATION_LIBSECCOMP_VERSION.to_string(),
@@ -301,6 +310,10 @@ mod tests {
         assert_eq!(
             v["annotations"][ANNOTATION_VERSION],
             env!("CARGO_PKG_VERSION")
+        );
+        assert!(
+            v["annotations"][ANNOTATION_ENV_BYTES].is_string(),
+            "berth-runtime honours {ANNOTATION_ENV_BYTES}"
         );
     }
 

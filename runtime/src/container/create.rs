@@ -415,6 +415,7 @@ fn protocol(id: &ContainerId, what: &str) -> RuntimeError {
 fn validate(spec: &Spec) -> Result<()> {
     spec_support::check_version(spec.version())?;
     spec_support::check_unsupported(spec)?;
+    crate::process::env_bytes::from_spec(spec)?;
     apparmor::check(
         spec.process()
             .as_ref()

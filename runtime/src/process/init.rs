@@ -13,7 +13,7 @@ use oci_spec::runtime::{LinuxSeccomp, Process, Spec};
 
 use super::stage1::fail;
 use super::sync::{SyncSocket, ToChild, ToParent};
-use super::{apparmor, capabilities, console, fds, rlimits, seccomp, user};
+use super::{apparmor, capabilities, console, env_bytes, fds, rlimits, seccomp, user};
 use crate::error::{Result, RuntimeError};
 use crate::hooks::{self, HookKind};
 use crate::rootfs::{self, paths, MountEnv, RootDir};
@@ -176,7 +176,14 @@ fn setup(cfg: &mut InitConfig, sync: &SyncSocket) -> Result<Prepared> {
     }
     rootfs::finalize(&spec)?;
     let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
-    prepare_process(&process, seccomp, cfg.preserve_fds, sync)
+    let env_bytes = env_bytes::from_spec(&spec)?;
+    prepare_process(
+        &process,
+        seccomp,
+        cfg.preserve_fds,
+        env_bytes.as_ref(),
+        sync,
+    )
 }
 
 fn set_hostname(spec: &Spec, own_uts: bool) -> Result<()> {
@@ -283,6 +290,7 @@ fn prepare_process(
     process: &Process,
     seccomp: Option<LinuxSeccomp>,
     preserve_fds: u32,
+    env_bytes: Option<&env_bytes::EnvBytes>,
     sync: &SyncSocket,
 ) -> Result<Prepared> {
     fds::cloexec_from(3 + preserve_fds)
@@ -355,7 +363,7 @@ fn prepare_process(
     Ok(Prepared {
         exe,
         args: args.into_iter().map(cstr).collect::<Result<_>>()?,
-        env: env.into_iter().map(cstr).collect::<Result<_>>()?,
+        env: env_bytes::environ(env, env_bytes)?,
         late_seccomp,
     })
 }
@@ -406,7 +414,8 @@ pub fn run_exec(
                 .map(|b| (b.height() as u16, b.width() as u16));
             console::setup(socket, size, false)?;
         }
-        prepare_process(&process, seccomp, preserve_fds, &sync)
+        // CRI exec carries no env: the annotation's bytes are the init's only.
+        prepare_process(&process, seccomp, preserve_fds, None, &sync)
     })();
     match result {
         Ok(p) => {

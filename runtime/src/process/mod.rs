@@ -9,6 +9,7 @@
 pub mod apparmor;
 pub mod capabilities;
 pub mod console;
+pub mod env_bytes;
 pub mod fds;
 pub mod init;
 pub mod namespaces;
