@@ -32,6 +32,10 @@ pub struct Features {
     /// containerd asks): RuntimeStatus's `recursive_read_only_mounts`, and CreateContainer
     /// refuses a `recursive_read_only` mount for a handler without it.
     pub rro_mounts: bool,
+    /// It execs the init with the exact bytes of env values that are not UTF-8 (`features`'
+    /// `annotations` has berth's `run.berth.env-bytes`): berthd passes them in that annotation,
+    /// else only lossily (U+FFFD for each invalid byte) in `process.env`.
+    pub env_bytes: bool,
 }
 
 impl Features {
@@ -77,6 +81,7 @@ impl HandlerFeatures {
             user_namespace = features.user_namespace,
             idmap_mounts = features.idmap_mounts,
             rro_mounts = features.rro_mounts,
+            env_bytes = features.env_bytes,
             reprobed = previous.is_some(),
             changed = previous.is_some_and(|p| p != features),
             "runtime handler probed"
@@ -98,6 +103,7 @@ fn probe(path: &Path) -> Features {
         idmap_mounts: idmaps,
         // Without `features` a runtime cannot say; containerd then assumes no.
         rro_mounts: false,
+        env_bytes: false,
     }
 }
 
@@ -112,6 +118,9 @@ fn from_features(json: &serde_json::Value) -> Features {
         rro_mounts: json["mountOptions"]
             .as_array()
             .is_some_and(|o| o.iter().any(|o| o == "rro")),
+        env_bytes: json["annotations"]
+            .get(berth_runtime::features::ANNOTATION_ENV_BYTES)
+            .is_some(),
     }
 }
 
@@ -169,10 +178,11 @@ mod tests {
             user_namespace: true,
             idmap_mounts: true,
             rro_mounts: true,
+            env_bytes: true,
         };
         assert_eq!(
             from_features(&json(
-                r#"{"mountOptions":["ro","rro"],"linux":{"namespaces":["net","user"],"mountExtensions":{"idmap":{"enabled":true}}}}"#
+                r#"{"mountOptions":["ro","rro"],"annotations":{"run.berth.env-bytes":"1"},"linux":{"namespaces":["net","user"],"mountExtensions":{"idmap":{"enabled":true}}}}"#
             )),
             all
         );
@@ -186,9 +196,20 @@ mod tests {
                 user_namespace: true,
                 idmap_mounts: false,
                 rro_mounts: false,
+                env_bytes: false,
             }
         );
         assert!(runc_1_1.user_namespaces());
+        // runc: its own annotations only.
+        assert!(
+            !from_features(&json(
+                r#"{"annotations":{"io.github.seccomp.libseccomp.version":"2.5.5"}}"#
+            ))
+            .env_bytes
+        );
+        // berth-runtime's own features document says it.
+        let ours = serde_json::to_value(berth_runtime::features::features()).unwrap();
+        assert!(from_features(&ours).env_bytes);
         let no_user = from_features(&json(
             r#"{"linux":{"namespaces":["net"],"mountExtensions":{"idmap":{"enabled":true}}}}"#,
         ));
@@ -251,6 +272,7 @@ mod tests {
             user_namespace: true,
             idmap_mounts: false,
             rro_mounts: false,
+            env_bytes: false,
         };
         assert_eq!(cache.of(&bin), old);
         assert_eq!(cache.of(&bin), old);
@@ -262,6 +284,7 @@ mod tests {
             user_namespace: true,
             idmap_mounts: true,
             rro_mounts: false,
+            env_bytes: false,
         };
         assert_eq!(cache.of(&bin), new);
         assert_eq!(cache.of(&bin), new);

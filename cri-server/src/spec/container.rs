@@ -60,7 +60,7 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
         &[process::DEFAULT_PATH_ENV.to_string()],
         &[format!("HOSTNAME={hostname}")],
         image.env().as_deref().unwrap_or_default(),
-        &process::config_env(&config.envs)?,
+        &process::config_env(&config.envs),
     ]);
     let user = process::resolve_user(&process::UserRequest {
         run_as_username: &sc.run_as_username,

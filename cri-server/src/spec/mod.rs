@@ -31,6 +31,7 @@ mod tests_runtime;
 
 pub use container::container_spec;
 pub use namespaces::{container_userns, mappings as id_mappings, PodUserns};
+pub use process::env_bytes;
 pub use resources::apply as apply_resources;
 pub use sandbox::sandbox_spec;
 
@@ -63,12 +64,6 @@ pub enum SpecError {
     },
     #[error("{what} is not supported yet")]
     NotYet { what: &'static str },
-    /// An env value that is not UTF-8 (KeyValue.value is bytes since cri-api 0.34); the
-    /// value itself is never shown, it may be a Secret's.
-    #[error(
-        "env {key:?}: the value is not valid UTF-8 (berth passes only UTF-8 env values for now)"
-    )]
-    EnvNotUtf8 { key: String },
 }
 
 /// Facts about the node that containerd looks up while building a spec.

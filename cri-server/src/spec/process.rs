@@ -61,17 +61,39 @@ pub fn merge_env(layers: &[&[String]]) -> Vec<String> {
     env
 }
 
-/// The config's envs as `KEY=VALUE`. A value arrives as bytes; one that is not UTF-8 is
-/// refused by name, since the OCI spec (JSON) carries env entries as text.
-pub fn config_env(envs: &[cri::KeyValue]) -> Result<Vec<String>, SpecError> {
+/// The config's envs as `KEY=VALUE`. A value arrives as bytes; one that is not UTF-8 cannot be
+/// carried by the OCI spec (JSON strings) and goes in lossily, each invalid byte a U+FFFD — what
+/// containerd gives runc. [`env_bytes`] has the exact bytes for a runtime that takes them.
+pub fn config_env(envs: &[cri::KeyValue]) -> Vec<String> {
     envs.iter()
-        .map(|kv| match std::str::from_utf8(&kv.value) {
-            Ok(value) => Ok(format!("{}={value}", kv.key)),
-            Err(_) => Err(SpecError::EnvNotUtf8 {
-                key: kv.key.clone(),
-            }),
-        })
+        .map(|kv| format!("{}={}", kv.key, String::from_utf8_lossy(&kv.value)))
         .collect()
+}
+
+/// The config's env values that are not UTF-8, by key (the last of a key wins, as in
+/// [`merge_env`]): the value of berth's annotation [`berth_runtime::features::ANNOTATION_ENV_BYTES`],
+/// a JSON object `{"KEY": "<base64 of the raw bytes>"}`; `None` when every value is UTF-8.
+pub fn env_bytes(envs: &[cri::KeyValue]) -> Option<(String, Vec<String>)> {
+    use base64::Engine;
+    let mut raw = std::collections::BTreeMap::new();
+    for kv in envs {
+        if std::str::from_utf8(&kv.value).is_ok() {
+            raw.remove(&kv.key);
+        } else {
+            raw.insert(
+                kv.key.clone(),
+                base64::engine::general_purpose::STANDARD.encode(&kv.value),
+            );
+        }
+    }
+    if raw.is_empty() {
+        return None;
+    }
+    let keys = raw.keys().cloned().collect();
+    Some((
+        serde_json::to_string(&raw).expect("strings serialize"),
+        keys,
+    ))
 }
 
 /// The working directory: the config's, else the image's, else `/`.
@@ -311,33 +333,45 @@ mod tests {
             config_env(&[cri::KeyValue {
                 key: "K".into(),
                 value: "a=b".into()
-            }])
-            .expect("UTF-8"),
+            }]),
             ["K=a=b"]
         );
     }
 
     #[test]
-    fn env_bytes_must_be_utf8() {
+    fn env_bytes_go_in_lossily_and_exactly_in_the_annotation() {
         let kv = |key: &str, value: &[u8]| cri::KeyValue {
             key: key.into(),
             value: value.to_vec(),
         };
         assert_eq!(
-            config_env(&[kv("GREETING", "grüß".as_bytes()), kv("EMPTY", b"")]).expect("UTF-8"),
+            config_env(&[kv("GREETING", "grüß".as_bytes()), kv("EMPTY", b"")]),
             ["GREETING=grüß", "EMPTY="]
         );
-        let err = config_env(&[kv("OK", b"1"), kv("SECRET", &[0x73, 0xff, 0xfe])])
-            .expect_err("not UTF-8");
-        assert!(
-            matches!(&err, SpecError::EnvNotUtf8 { key } if key == "SECRET"),
-            "{err:?}"
+        assert_eq!(env_bytes(&[kv("GREETING", "grüß".as_bytes())]), None);
+        let envs = [
+            kv("OK", b"1"),
+            kv("SECRET", b"\xff\xfeok\x80"),
+            kv("LATER", b"\xff"),
+            kv("LATER", b"fine"),
+        ];
+        assert_eq!(
+            config_env(&envs),
+            [
+                "OK=1",
+                "SECRET=\u{fffd}\u{fffd}ok\u{fffd}",
+                "LATER=\u{fffd}",
+                "LATER=fine"
+            ]
         );
-        let shown = err.to_string();
-        assert!(
-            shown.contains("SECRET") && shown.contains("UTF-8"),
-            "{shown}"
-        );
+        // The later UTF-8 LATER wins: only SECRET's bytes.
+        let (json, keys) = env_bytes(&envs).expect("a value is not UTF-8");
+        assert_eq!(keys, ["SECRET"]);
+        assert_eq!(json, r#"{"SECRET":"//5va4A="}"#);
+        // What berth-runtime reads back.
+        let merged = merge_env(&[&config_env(&envs)]);
+        let parsed = berth_runtime::process::env_bytes::parse(&json, &merged).unwrap();
+        assert_eq!(parsed["SECRET"], b"\xff\xfeok\x80");
     }
 
     #[test]

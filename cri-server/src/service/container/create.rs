@@ -244,7 +244,7 @@ fn build(
         .as_ref()
         .map(|m| m.name.clone())
         .unwrap_or_default();
-    let annotations: HashMap<String, String> = [
+    let mut annotations: HashMap<String, String> = [
         ("io.kubernetes.cri.container-type", "container".to_owned()),
         ("io.kubernetes.cri.container-name", container_name),
         ("io.kubernetes.cri.sandbox-id", sandbox.id.clone()),
@@ -256,6 +256,29 @@ fn build(
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
+    // Env values that are not UTF-8: lossy in process.env, exact in berth's annotation for a
+    // runtime that takes it.
+    if let Some((bytes, keys)) = spec::env_bytes(&config.envs) {
+        if inner.features.of(&runtime.path).env_bytes {
+            annotations.insert(
+                berth_runtime::features::ANNOTATION_ENV_BYTES.to_owned(),
+                bytes,
+            );
+        } else {
+            // The names only: a value may be a Secret's.
+            for key in &keys {
+                tracing::warn!(
+                    container = %name,
+                    id,
+                    handler = %handler,
+                    variable = %key,
+                    "env value is not UTF-8 and the handler's runtime does not take its bytes \
+                     ({}): the process gets it with U+FFFD for each invalid byte",
+                    berth_runtime::features::ANNOTATION_ENV_BYTES
+                );
+            }
+        }
+    }
     // Image volumes: read-only views of their images, bound like host paths.
     let mut spec_config = config.clone();
     let (mounts, volumes) =
