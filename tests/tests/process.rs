@@ -3,7 +3,7 @@
 //! in /proc/self, compared with runc.
 
 use berth_tests::compare::run_both_same;
-use berth_tests::{json, require_root, Bundle};
+use berth_tests::{json, require_root, Bundle, Runtime};
 
 const STATUS: &str = "grep -E '^(Cap|NoNewPrivs|Seccomp)' /proc/self/status";
 
@@ -278,5 +278,50 @@ fn selinux_labels_refused_without_selinux() {
             "{field}: berth: {ob:?}\nrunc: {or:?}"
         );
         assert!(ob.stderr.contains(field), "{ob:?}");
+    }
+}
+
+/// berth's `run.berth.env-bytes` annotation: berth-runtime execs the init with a listed env
+/// value's exact bytes (not UTF-8, so not in config.json's strings); runc ignores it and the
+/// process sees process.env's lossy value. A malformed annotation fails create naming it.
+#[test]
+fn env_bytes_annotation() {
+    require_root!();
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let mut b = Bundle::new();
+    b.env("SECRET=\u{fffd}\u{fffd}ok\u{fffd}");
+    // b"\xff\xfeok\x80"
+    b.set(
+        "/annotations",
+        json!({"run.berth.env-bytes": r#"{"SECRET":"//5va4A="}"#}),
+    );
+    b.args(&["od", "-An", "-tx1", "/proc/self/environ"]);
+    for (rt, want) in [
+        (Runtime::berth(), hex(b"\0SECRET=\xff\xfeok\x80\0")),
+        (
+            Runtime::runc(),
+            hex("\0SECRET=\u{fffd}\u{fffd}ok\u{fffd}\0".as_bytes()),
+        ),
+    ] {
+        let o = rt.run_new("env-bytes", &b).ok();
+        let got: String = o.stdout.split_whitespace().collect();
+        assert!(got.contains(&want), "{}: {want} not in {got}", rt.name());
+    }
+
+    let berth = Runtime::berth();
+    for bad in [
+        "not json",
+        r#"{"SECRET":"***"}"#,
+        r#"{"OTHER":"YQ=="}"#,
+        r#"{"SECRET":"YQBi"}"#,
+    ] {
+        b.set("/annotations", json!({"run.berth.env-bytes": bad}));
+        let id = berth.new_id("env-bytes-bad");
+        let o = berth.create(&id, &b, &[]).failed();
+        assert!(o.stderr.contains("run.berth.env-bytes"), "{bad}: {o:?}");
+        assert!(
+            berth.try_state(&id).is_none(),
+            "{bad}: a container was left"
+        );
     }
 }
