@@ -292,10 +292,11 @@ impl ObjectStore<Container> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn meta(id: &str, name: &str) -> ContainerMeta {
+    /// A container record for unit tests (also `service::container::oom_watch`'s).
+    pub(crate) fn meta(id: &str, name: &str) -> ContainerMeta {
         ContainerMeta {
             id: id.into(),
             name: name.into(),

@@ -94,24 +94,8 @@ mod tests {
         cgroups_path: &str,
     ) -> std::sync::Arc<Container> {
         let meta = ContainerMeta {
-            id: id.into(),
-            name: id.into(),
-            sandbox_id: "s".into(),
-            config: Default::default(),
-            image_name: "busybox".into(),
-            image_id: "sha256:x".into(),
-            image_ref: "sha256:x".into(),
-            log_path: None,
-            snapshot_key: id.into(),
-            rootfs: "/r".into(),
-            dir: "/d".into(),
-            bundle: "/b".into(),
-            shim_dir: "/s".into(),
-            runtime_handler: "berth".into(),
             cgroups_path: cgroups_path.into(),
-            stop_signal: None,
-            created_at: chrono::Utc::now(),
-            image_volumes: Vec::new(),
+            ..crate::store::container::tests::meta(id, id)
         };
         let status = Status {
             state: State::Created,
