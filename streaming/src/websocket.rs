@@ -12,6 +12,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, warn};
@@ -160,7 +162,16 @@ impl Mux {
                 };
                 let (msg, last) = match msg {
                     Some(WsOut::Msg(m)) => (m, false),
-                    Some(WsOut::Close) => (Message::Close(None), true),
+                    // A normal closure (1000), not a close frame without a status (1005):
+                    // client-go (crictl, kubectl) takes only 1000 as the end of the streams and
+                    // reports anything else as an error reading the error channel.
+                    Some(WsOut::Close) => (
+                        Message::Close(Some(CloseFrame {
+                            code: CloseCode::Normal,
+                            reason: "".into(),
+                        })),
+                        true,
+                    ),
                     None => break,
                 };
                 match tokio::time::timeout(limits.write_timeout, sink.send(msg)).await {

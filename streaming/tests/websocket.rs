@@ -50,7 +50,13 @@ async fn drain(ws: &mut Ws) -> Vec<Vec<u8>> {
     {
         match msg.unwrap() {
             Message::Binary(b) => channels[b[0] as usize].extend_from_slice(&b[1..]),
-            Message::Close(_) => break,
+            Message::Close(frame) => {
+                // client-go ends the streams only on a normal closure (1000); a close frame
+                // without a status (1005) made `crictl exec -r websocket` fail after the output.
+                let code = frame.map(|f| u16::from(f.code));
+                assert_eq!(code, Some(1000), "the server's close frame");
+                break;
+            }
             _ => {}
         }
     }
