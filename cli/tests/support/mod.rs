@@ -189,8 +189,10 @@ impl Drop for Env {
     }
 }
 
-/// A test's network: bridge `bc<pid%10000>` on 10.<230 + pid%20>.<pid%250>.0/24, host-local
-/// IPAM under the test's dir, no masquerade, portmap rules in nft table `bc<pid%10000>`.
+/// A test's network: bridge `bc<pid%10000>n<k>` on 10.<230 + k%20>.<pid%250>.0/24, where k
+/// counts the networks this test process made (the tests of one binary run in parallel, and
+/// one test's teardown must not delete another's bridge), host-local IPAM under the test's
+/// dir, no masquerade, portmap rules in an nft table of the bridge's name.
 pub struct TestNet {
     pub bridge: String,
     pub subnet: String,
@@ -198,10 +200,12 @@ pub struct TestNet {
 
 impl TestNet {
     fn new() -> TestNet {
+        static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let k = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let pid = std::process::id();
         TestNet {
-            bridge: format!("bc{}", pid % 10000),
-            subnet: format!("10.{}.{}.0/24", 230 + pid % 20, pid % 250),
+            bridge: format!("bc{}n{}", pid % 10000, k),
+            subnet: format!("10.{}.{}.0/24", 230 + k % 20, pid % 250),
         }
     }
 
