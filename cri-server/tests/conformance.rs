@@ -6,7 +6,8 @@
 //! itself succeed; RuntimeStatus lists the default handler under "" with what it can do; a
 //! recursive read-only mount is refused for a handler that does not say it makes one; env
 //! values (bytes on the wire) that are not UTF-8 reach the process as those bytes under
-//! berth-runtime and with U+FFFD for each invalid byte under runc (as containerd's). Every root test
+//! berth-runtime and with U+FFFD for each invalid byte under runc (as containerd's); a volume's
+//! KEP-5855 mount options (noexec, nodev, nosuid) reach its bind, others are refused. Every root test
 //! of this crate runs with a state directory too long for any socket under it
 //! (`pods::STATE_DIR`), which once failed every RunPodSandbox.
 
@@ -238,6 +239,97 @@ async fn env_values_are_bytes_exact_under_berth_runtime_lossy_under_runc() {
             has_entry(&got, "GREETING=grüß dich".as_bytes()),
             "handler {handler:?}: {:?}",
             String::from_utf8_lossy(&got)
+        );
+        calls::remove_pod(&mut rt, &pod).await;
+    }
+    drop(guard);
+    drop(pods);
+}
+
+/// The options field of `dest`'s line in a /proc/self/mountinfo text.
+fn mount_opts_of<'a>(mountinfo: &'a str, dest: &str) -> &'a str {
+    mountinfo
+        .lines()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .find(|f| f.get(4) == Some(&dest))
+        .map(|f| f[5])
+        .unwrap_or_else(|| panic!("{dest} is not mounted: {mountinfo}"))
+}
+
+/// KEP-5855: a volume mount's `mount_options` (noexec, nodev, nosuid) are applied to its bind,
+/// under berth-runtime and runc alike; an option berth does not take is refused, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn volume_mount_options_are_applied_and_unknown_ones_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let test = "volume_mount_options_are_applied_and_unknown_ones_refused";
+    if !can_run(test) {
+        return;
+    }
+    let fx = Busybox::push();
+    let (pods, guard, mut rt) = calls::pods_pulling(36, fx.host(), &[&fx.image]).await;
+    let vol = pods.dir.path().join("vol");
+    std::fs::create_dir_all(&vol).unwrap();
+    let script = vol.join("run.sh");
+    std::fs::write(&script, "#!/bin/sh\necho ran\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bind = |path: &str, options: &[&str]| cri::Mount {
+        container_path: path.into(),
+        host_path: vol.display().to_string(),
+        mount_options: options.iter().map(|o| o.to_string()).collect(),
+        ..Default::default()
+    };
+    let mut handlers = vec![""];
+    if std::path::Path::new("/usr/sbin/runc").exists() {
+        handlers.push("runc");
+    } else {
+        eprintln!("SKIP {test} for runc: /usr/sbin/runc is not installed (scripts/install-deps)");
+    }
+    for handler in handlers {
+        let config = minimal_pod(&format!("mountopts{handler}"));
+        let pod = run_pod(&mut rt, &config, handler).await;
+        guard.sandbox(&pod);
+        let mut c = container("opts", &fx.image, "sleep 300");
+        c.mounts = vec![
+            bind("/plain", &[]),
+            bind("/locked", &["noexec", "nosuid", "nodev"]),
+        ];
+        let c = run_container(&mut rt, &pod, &config, c).await;
+        let (code, out) = exec(&mut rt, &c, "/plain/run.sh").await;
+        assert_eq!(
+            (code, out.trim()),
+            (0, "ran"),
+            "handler {handler:?}: /plain"
+        );
+        let (code, out) = exec(&mut rt, &c, "/locked/run.sh; echo rc=$?").await;
+        assert_eq!(
+            out.trim(),
+            "rc=126",
+            "handler {handler:?}: /locked ({code})"
+        );
+        let (_, mountinfo) = exec(&mut rt, &c, "cat /proc/self/mountinfo").await;
+        let locked = mount_opts_of(&mountinfo, "/locked");
+        for o in ["noexec", "nosuid", "nodev"] {
+            assert!(
+                locked.split(',').any(|x| x == o),
+                "handler {handler:?}: /locked {locked}"
+            );
+        }
+        assert!(
+            !mount_opts_of(&mountinfo, "/plain")
+                .split(',')
+                .any(|x| x == "noexec"),
+            "handler {handler:?}: /plain"
+        );
+
+        let mut bad = container("bad", &fx.image, "sleep 300");
+        bad.mounts = vec![bind("/odd", &["nosuid", "noatime"])];
+        let err = calls::create_container(&mut rt, &pod, &config, bad)
+            .await
+            .expect_err("an unknown mount option");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(
+            err.message().contains("noatime") && err.message().contains("/odd"),
+            "{err:?}"
         );
         calls::remove_pod(&mut rt, &pod).await;
     }

@@ -95,8 +95,21 @@ async fn version_status_and_runtime_config() {
     assert!(s.info["config"].contains("listen"));
     let features = s.features.unwrap();
     assert!(features.supplemental_groups_policy);
-    // Not offered until berth honours them.
-    assert!(!features.user_namespaces_host_network && !features.mount_options);
+    // KEP-5855's bind options are honoured (tests/container.rs); KEP-5607's host-network user
+    // namespaces where the default handler (listed as "") joins user namespaces and mounts rro.
+    assert!(features.mount_options);
+    let default = s
+        .runtime_handlers
+        .iter()
+        .find(|h| h.name.is_empty())
+        .unwrap();
+    let f = default.features.unwrap();
+    assert_eq!(
+        features.user_namespaces_host_network,
+        f.user_namespaces && f.recursive_read_only_mounts,
+        "{:?}",
+        s.runtime_handlers
+    );
 
     // No [cgroup] driver: this host's default (systemd only under systemd on cgroup v2).
     let c = rt

@@ -798,7 +798,8 @@ async fn crash_in_a_userns_run_pod_sandbox_leaves_no_pin() {
 
 /// A user-namespaced pod on the host network: a new user namespace with the pod's mappings
 /// (no netns of its own, so nothing pinned but shared files), the host's /sys bound read-only
-/// (sysfs needs the user namespace owning the host's netns), under every handler.
+/// (sysfs needs the user namespace owning the host's netns), under every handler; Status
+/// says so (RuntimeFeatures.user_namespaces_host_network).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn host_network_userns_pod_sees_the_hosts_sys() {
     let test = "host_network_userns_pod_sees_the_hosts_sys";
@@ -808,6 +809,15 @@ async fn host_network_userns_pod_sees_the_hosts_sys() {
     let fx = fixture();
     let host = fx.registry.host.clone();
     let (pods, guard, mut rt) = calls::pods_pulling(25, host, &[&fx.image]).await;
+    // What the pods below show, berthd reports to the kubelet (KEP-5607).
+    let features = rt
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .expect("Status")
+        .into_inner()
+        .features
+        .unwrap_or_default();
+    assert!(features.user_namespaces_host_network, "{features:?}");
     let host_iface = std::fs::read_to_string("/proc/net/route")
         .unwrap_or_default()
         .lines()

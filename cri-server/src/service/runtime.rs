@@ -36,6 +36,17 @@ fn runtime_config_of(config: &Config) -> cri::RuntimeConfigResponse {
 }
 
 /// A CRI streaming request the server refused.
+/// Whether a host-network pod can have its own user namespace: the default handler (listed
+/// under "") joins user namespaces and mounts recursively read-only, which the host's /sys
+/// bound into such a pod needs.
+fn userns_host_network(handlers: &[cri::RuntimeHandler]) -> bool {
+    handlers
+        .iter()
+        .find(|h| h.name.is_empty())
+        .and_then(|h| h.features.as_ref())
+        .is_some_and(|f| f.user_namespaces && f.recursive_read_only_mounts)
+}
+
 fn streaming_status(e: berth_streaming::RequestError) -> Status {
     match e {
         berth_streaming::RequestError::TooManyInFlight { .. } => {
@@ -189,6 +200,7 @@ impl RuntimeService for Runtime {
             info.insert("podCIDR".to_owned(), self.pod_cidr());
         }
         let handlers = self.runtime_handlers().await;
+        let userns_host_network = userns_host_network(&handlers);
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus {
                 conditions: self.conditions(),
@@ -199,10 +211,14 @@ impl RuntimeService for Runtime {
                 // SupplementalGroupsPolicy Strict is honoured (spec::process), and
                 // ContainerStatus.user reports the groups the container runs with.
                 supplemental_groups_policy: true,
-                // Not served yet: a mount with mount_options is refused (spec::mounts), and
-                // user namespaces with the host network are not offered.
-                user_namespaces_host_network: false,
-                mount_options: false,
+                // KEP-5607: a host-network pod in its own user namespace gets the host's
+                // /sys bound recursively read-only (spec::mounts::sysfs_for_userns), so it
+                // works where the default handler joins user namespaces and mounts rro
+                // (cri-server/tests/userns.rs runs one under every handler).
+                user_namespaces_host_network: userns_host_network,
+                // KEP-5855: noexec, nodev and nosuid reach the bind's OCI options (every
+                // runtime remounts with them); other options are refused (spec::mounts).
+                mount_options: true,
             }),
         }))
     }
@@ -565,5 +581,27 @@ mod tests {
         explicit.cgroup.driver = Some(CgroupDriver::Cgroupfs);
         let explicit = explicit.with_resolved_cgroup_driver(systemd_v2);
         assert_eq!(reported(explicit), cri::CgroupDriver::Cgroupfs as i32);
+    }
+
+    #[test]
+    fn userns_host_network_follows_the_default_handler() {
+        let handler = |name: &str, userns: bool, rro: bool| cri::RuntimeHandler {
+            name: name.into(),
+            features: Some(cri::RuntimeHandlerFeatures {
+                recursive_read_only_mounts: rro,
+                user_namespaces: userns,
+            }),
+        };
+        assert!(userns_host_network(&[
+            handler("", true, true),
+            handler("runc", true, true)
+        ]));
+        // Another handler's support does not count; each feature is needed.
+        assert!(!userns_host_network(&[
+            handler("", false, true),
+            handler("crun", true, true)
+        ]));
+        assert!(!userns_host_network(&[handler("", true, false)]));
+        assert!(!userns_host_network(&[]));
     }
 }

@@ -187,17 +187,7 @@ pub fn container(c: &ContainerMounts<'_>) -> Result<Mounts, SpecError> {
                 }
             }
         }
-        // KEP-5855's extra bind options: not honoured yet (RuntimeFeatures.mount_options says
-        // so), so refused rather than dropped.
-        if !m.mount_options.is_empty() {
-            return Err(SpecError::Invalid {
-                field: "mounts.mount_options",
-                reason: format!(
-                    "{:?}: mount options {:?} are not supported by berth yet",
-                    m.container_path, m.mount_options
-                ),
-            });
-        }
+        options.extend(bind_options(m)?);
         if m.recursive_read_only {
             if !m.readonly {
                 return Err(SpecError::Invalid {
@@ -237,6 +227,32 @@ pub fn container(c: &ContainerMounts<'_>) -> Result<Mounts, SpecError> {
         mounts,
         rootfs_propagation: propagation,
     })
+}
+
+/// The bind options KEP-5855 lets a volume mount ask for (`Mount.mount_options`); each takes a
+/// right away from the mount, so a runtime that remounts the bind with them (every OCI runtime
+/// does) honours them. Anything else is refused, naming it, rather than passed to the runtime.
+pub const BIND_OPTIONS: [&str; 3] = ["noexec", "nodev", "nosuid"];
+
+/// `m.mount_options`, checked against [`BIND_OPTIONS`], without repeats, in request order.
+fn bind_options(m: &cri::Mount) -> Result<Vec<String>, SpecError> {
+    let mut out: Vec<String> = Vec::new();
+    for o in &m.mount_options {
+        if !BIND_OPTIONS.contains(&o.as_str()) {
+            return Err(SpecError::Invalid {
+                field: "mounts.mount_options",
+                reason: format!(
+                    "{:?}: mount option {o:?} is not supported (supported: {})",
+                    m.container_path,
+                    BIND_OPTIONS.join(", ")
+                ),
+            });
+        }
+        if !out.contains(o) {
+            out.push(o.clone());
+        }
+    }
+    Ok(out)
 }
 
 /// The sandbox's files as CRI mounts: read-only with a read-only rootfs, id-mapped in a pod
@@ -365,18 +381,34 @@ mod tests {
     }
 
     #[test]
-    fn mount_options_are_refused_not_dropped() {
+    fn mount_options_reach_the_bind_and_unknown_ones_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let files = SandboxFiles::default();
-        let m = cri::Mount {
+        let with = |options: &[&str]| cri::Mount {
             container_path: "/data".into(),
             host_path: dir.path().display().to_string(),
-            mount_options: vec!["noatime".into()],
+            readonly: true,
+            mount_options: options.iter().map(|o| o.to_string()).collect(),
             ..Default::default()
         };
-        let err = container(&base(&[m], &files)).err().unwrap().to_string();
+        let ok = container(&base(
+            &[with(&["noexec", "nosuid", "nodev", "noexec"])],
+            &files,
+        ))
+        .unwrap();
+        let data = opts(find(&ok.mounts, "/data").unwrap());
+        assert_eq!(
+            data,
+            ["rbind", "rprivate", "noexec", "nosuid", "nodev", "ro"]
+        );
+
+        let err = container(&base(&[with(&["noexec", "noatime"])], &files))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("mounts.mount_options"), "{err}");
-        assert!(err.contains("noatime"), "{err}");
+        assert!(err.contains("\"noatime\""), "{err}");
+        assert!(err.contains("/data"), "{err}");
     }
 
     #[test]
