@@ -235,6 +235,23 @@ async fn env_values_are_bytes_exact_under_berth_runtime_lossy_under_runc() {
             String::from_utf8_lossy(&want),
             String::from_utf8_lossy(&got)
         );
+        // An exec'd process (ExecSync runs `cat` itself) gets the container's env, the same
+        // bytes.
+        let r = rt
+            .exec_sync(cri::ExecSyncRequest {
+                container_id: c.clone(),
+                cmd: vec!["cat".into(), "/proc/self/environ".into()],
+                timeout: 10,
+            })
+            .await
+            .expect("ExecSync cat /proc/self/environ")
+            .into_inner();
+        assert!(
+            has_entry(&r.stdout, &want),
+            "handler {handler:?}: exec: want {:?} in {:?}",
+            String::from_utf8_lossy(&want),
+            String::from_utf8_lossy(&r.stdout)
+        );
         assert!(
             has_entry(&got, "GREETING=grüß dich".as_bytes()),
             "handler {handler:?}: {:?}",

@@ -16,7 +16,7 @@ use crate::error::{Result, RuntimeError};
 use crate::process::namespaces::NamespacePlan;
 use crate::process::stage1;
 use crate::process::sync::{self, ToChild, ToParent};
-use crate::process::{console, init};
+use crate::process::{console, env_bytes, init};
 use crate::sys;
 
 #[derive(Debug)]
@@ -67,6 +67,10 @@ pub fn exec(container: &Container, opts: ExecOptions) -> Result<Exec> {
     }
     let (parent, child) = sync::pair()?;
     let process = opts.process.clone();
+    let env_bytes = env_bytes::for_exec(
+        &container.spec,
+        process.env().as_deref().unwrap_or_default(),
+    );
     let preserve = opts.preserve_fds;
     let stage1_pid = match sys::fork().map_err(|e| RuntimeError::sys("fork stage 1", e))? {
         ForkResult::Child => {
@@ -75,7 +79,7 @@ pub fn exec(container: &Container, opts: ExecOptions) -> Result<Exec> {
                 stage1::fail(&child, "oom_score_adj", &e);
             }
             stage1::run(child, &plan, |sync| {
-                init::run_exec(process, seccomp, console, preserve, sync)
+                init::run_exec(process, seccomp, env_bytes, console, preserve, sync)
             })
         }
         ForkResult::Parent { child: pid } => pid,

@@ -3,7 +3,10 @@
 //! KEY's entry of `process.env` (a lossy stand-in, since JSON strings cannot carry the bytes) is
 //! replaced at the init's execve by `KEY=<raw bytes>`. Checked by `create` before anything is
 //! set up: bad JSON or base64, a NUL byte in a value, or a key absent from `process.env` fail it
-//! naming the annotation. `exec` never reads it.
+//! naming the annotation. `exec` gives a process the same bytes for each entry it carries
+//! exactly as the container's `process.env` has it (the caller copied the container's env, as
+//! containerd does for CRI exec, which carries no env of its own); an entry it sets otherwise
+//! is its own and stays as given.
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -69,6 +72,26 @@ pub fn from_spec(spec: &Spec) -> Result<Option<EnvBytes>> {
         .and_then(|p| p.env().clone())
         .unwrap_or_default();
     parse(value, &env).map(Some)
+}
+
+/// The bytes an exec'd process with `env` gets: the container's, for each listed key whose
+/// entry in `env` is the container's own (its lossy stand-in, unchanged). The container's
+/// annotation was checked by create; should it no longer parse, the exec gets none.
+pub fn for_exec(container: &Spec, env: &[String]) -> Option<EnvBytes> {
+    let all = from_spec(container).ok().flatten()?;
+    let theirs = container
+        .process()
+        .as_ref()
+        .and_then(|p| p.env().clone())
+        .unwrap_or_default();
+    let kept: EnvBytes = all
+        .into_iter()
+        .filter(|(key, _)| {
+            let of = |list: &[String]| list.iter().find(|e| key_of(e) == key).cloned();
+            of(&theirs).is_some_and(|entry| of(env) == Some(entry))
+        })
+        .collect();
+    (!kept.is_empty()).then_some(kept)
 }
 
 /// The environment for execve: `env` with each entry whose key `bytes` lists made
@@ -137,6 +160,30 @@ mod tests {
             );
         }
         assert!(parse("{}", &e).unwrap().is_empty());
+    }
+
+    #[test]
+    fn exec_gets_the_bytes_of_entries_copied_from_the_container() {
+        let mut spec = Spec::default();
+        let mut process = spec.process().clone().unwrap_or_default();
+        process.set_env(Some(env(&["K=\u{fffd}", "L=\u{fffd}x", "PATH=/bin"])));
+        spec.set_process(Some(process));
+        assert!(
+            for_exec(&spec, &env(&["K=\u{fffd}"])).is_none(),
+            "no annotation"
+        );
+        spec.set_annotations(Some(
+            [(
+                ANNOTATION_ENV_BYTES.to_string(),
+                r#"{"K":"/w==","L":"/3g="}"#.to_string(),
+            )]
+            .into(),
+        ));
+        // K copied from the container: its bytes; L set by the exec itself: left alone.
+        let got = for_exec(&spec, &env(&["PATH=/bin", "K=\u{fffd}", "L=mine"])).unwrap();
+        assert_eq!(got.keys().collect::<Vec<_>>(), ["K"]);
+        assert_eq!(got["K"], [0xff]);
+        assert!(for_exec(&spec, &env(&["PATH=/bin"])).is_none());
     }
 
     #[test]

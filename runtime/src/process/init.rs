@@ -391,6 +391,7 @@ fn exec(p: Prepared) -> Infallible {
 pub fn run_exec(
     process: Process,
     seccomp: Option<LinuxSeccomp>,
+    env_bytes: Option<env_bytes::EnvBytes>,
     console_socket: Option<OwnedFd>,
     preserve_fds: u32,
     sync: SyncSocket,
@@ -414,8 +415,7 @@ pub fn run_exec(
                 .map(|b| (b.height() as u16, b.width() as u16));
             console::setup(socket, size, false)?;
         }
-        // CRI exec carries no env: the annotation's bytes are the init's only.
-        prepare_process(&process, seccomp, preserve_fds, None, &sync)
+        prepare_process(&process, seccomp, preserve_fds, env_bytes.as_ref(), &sync)
     })();
     match result {
         Ok(p) => {
