@@ -29,20 +29,7 @@ const STATUSES: &[&str] = &[
 /// The request fields berth silently ignores although they ask for something (`Message.field`),
 /// as `docs/cri-fields.md` marks them: the to-do list. Fixing one means changing its row and
 /// removing it here.
-const KNOWN_DROPPED: &[&str] = &[
-    "CDIDevice.name",
-    "ContainerConfig.CDI_devices",
-    "LinuxContainerSecurityContext.apparmor",
-    "LinuxContainerSecurityContext.apparmor_profile",
-    "LinuxContainerSecurityContext.selinux_options",
-    "LinuxSandboxSecurityContext.apparmor",
-    "LinuxSandboxSecurityContext.selinux_options",
-    "Mount.selinux_relabel",
-    "SELinuxOption.level",
-    "SELinuxOption.role",
-    "SELinuxOption.type",
-    "SELinuxOption.user",
-];
+const KNOWN_DROPPED: &[&str] = &[];
 
 /// Every message of the proto, in order, with its fields in order. Map entries (which protoc
 /// makes nested messages) are not messages of the proto text; any other nested message would

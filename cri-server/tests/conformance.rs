@@ -7,7 +7,8 @@
 //! recursive read-only mount is refused for a handler that does not say it makes one; env
 //! values (bytes on the wire) that are not UTF-8 reach the process as those bytes under
 //! berth-runtime and with U+FFFD for each invalid byte under runc (as containerd's); a volume's
-//! KEP-5855 mount options (noexec, nodev, nosuid) reach its bind, others are refused. Every root test
+//! KEP-5855 mount options (noexec, nodev, nosuid) reach its bind, others are refused; AppArmor,
+//! SELinux and CDI requests are refused or ignored as containerd does, never dropped. Every root test
 //! of this crate runs with a state directory too long for any socket under it
 //! (`pods::STATE_DIR`), which once failed every RunPodSandbox.
 
@@ -350,6 +351,120 @@ async fn volume_mount_options_are_applied_and_unknown_ones_refused() {
         );
         calls::remove_pod(&mut rt, &pod).await;
     }
+    drop(guard);
+    drop(pods);
+}
+
+/// AppArmor, SELinux and CDI requests are never dropped: where this node lacks AppArmor a
+/// profile is refused naming the cause; SELinux labels where SELinux is off are ignored (the
+/// container runs); CDI devices are refused naming them, so no pod starts without its device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn apparmor_selinux_and_cdi_requests_are_refused_or_ignored_never_dropped() {
+    let test = "apparmor_selinux_and_cdi_requests_are_refused_or_ignored_never_dropped";
+    if !can_run(test) {
+        return;
+    }
+    let apparmor = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|v| v.starts_with('Y'));
+    let selinux = std::path::Path::new("/sys/fs/selinux/enforce").exists();
+    let fx = Busybox::push();
+    let (pods, guard, mut rt) = calls::pods_pulling(37, fx.host(), &[&fx.image]).await;
+    let config = minimal_pod("lsm");
+    let pod = run_pod(&mut rt, &config, "").await;
+    guard.sandbox(&pod);
+    let with_sc = |name: &str, sc: cri::LinuxContainerSecurityContext| cri::ContainerConfig {
+        linux: Some(cri::LinuxContainerConfig {
+            security_context: Some(sc),
+            ..Default::default()
+        }),
+        ..container(name, &fx.image, "sleep 300")
+    };
+
+    // AppArmor RuntimeDefault: refused without AppArmor, not yet with it (no default profile).
+    let aa = with_sc(
+        "aa",
+        cri::LinuxContainerSecurityContext {
+            apparmor: Some(cri::SecurityProfile {
+                profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
+                localhost_ref: String::new(),
+            }),
+            ..Default::default()
+        },
+    );
+    let err = calls::create_container(&mut rt, &pod, &config, aa)
+        .await
+        .expect_err("AppArmor RuntimeDefault");
+    if apparmor {
+        assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");
+    } else {
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains("AppArmor is not enabled"), "{err:?}");
+    }
+    // The deprecated string form, Localhost: the same where AppArmor is off; not loaded where on.
+    #[allow(deprecated)]
+    let old = with_sc(
+        "aa-old",
+        cri::LinuxContainerSecurityContext {
+            apparmor_profile: "localhost/berth-test-no-such-profile".into(),
+            ..Default::default()
+        },
+    );
+    let err = calls::create_container(&mut rt, &pod, &config, old)
+        .await
+        .expect_err("AppArmor localhost/");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let cause = if apparmor {
+        "is not loaded"
+    } else {
+        "AppArmor is not enabled"
+    };
+    assert!(err.message().contains(cause), "{err:?}");
+
+    // SELinux labels: ignored (and logged) where SELinux is off; the container runs.
+    if !selinux {
+        let labeled = with_sc(
+            "se",
+            cri::LinuxContainerSecurityContext {
+                selinux_options: Some(cri::SeLinuxOption {
+                    r#type: "spc_t".into(),
+                    level: "s0:c1,c2".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        );
+        let id = run_container(&mut rt, &pod, &config, labeled).await;
+        assert_eq!(exec(&mut rt, &id, "echo up").await, (0, "up\n".into()));
+    }
+
+    // CDI devices, by field and by annotation: refused, naming them.
+    let mut gpu = container("gpu", &fx.image, "sleep 300");
+    gpu.cdi_devices = vec![cri::CdiDevice {
+        name: "vendor.example/gpu=0".into(),
+    }];
+    let err = calls::create_container(&mut rt, &pod, &config, gpu)
+        .await
+        .expect_err("a CDI device");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("vendor.example/gpu=0"), "{err:?}");
+    let mut annotated = container("gpu2", &fx.image, "sleep 300");
+    annotated
+        .annotations
+        .insert("cdi.k8s.io/dev".into(), "vendor.example/nic=1".into());
+    let err = calls::create_container(&mut rt, &pod, &config, annotated)
+        .await
+        .expect_err("a CDI annotation");
+    assert!(err.message().contains("vendor.example/nic=1"), "{err:?}");
+
+    // Nothing refused was left behind: only the running container is listed.
+    let listed = rt
+        .list_containers(cri::ListContainersRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(listed.len(), usize::from(!selinux), "{listed:?}");
+    calls::remove_pod(&mut rt, &pod).await;
     drop(guard);
     drop(pods);
 }

@@ -6,7 +6,7 @@ use cri_api::v1 as cri;
 use oci_spec::runtime::{LinuxDeviceCgroup, Spec};
 
 use super::{
-    annotations, base, devices, mounts, namespaces, process, resources, seccomp, security,
+    annotations, base, devices, lsm, mounts, namespaces, process, resources, seccomp, security,
     ContainerSpecInput, SpecError,
 };
 
@@ -82,7 +82,19 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
         Some(r) => Some(resources::oom_score_adj(r.oom_score_adj, &input.host)?),
         None => None,
     };
+    #[allow(deprecated)]
+    let old_apparmor = sc.apparmor_profile.as_str();
+    let apparmor = lsm::apparmor_for(sc.apparmor.as_ref(), old_apparmor, privileged, &input.host)?;
+    let name = config.metadata.as_ref().map_or("", |m| m.name.as_str());
+    lsm::selinux(
+        name,
+        sc.selinux_options.as_ref(),
+        &config.mounts,
+        &input.host,
+    )?;
+    lsm::cdi(config)?;
     if let Some(p) = spec.process_mut() {
+        p.set_apparmor_profile(apparmor);
         p.set_args(Some(args));
         p.set_env(Some(env));
         p.set_cwd(process::cwd(&config.working_dir, image.working_dir().as_deref()).into());

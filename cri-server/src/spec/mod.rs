@@ -16,6 +16,7 @@ mod annotations;
 mod base;
 mod container;
 mod devices;
+pub mod lsm;
 mod mounts;
 mod namespaces;
 mod process;
@@ -86,6 +87,10 @@ pub struct HostInfo {
     /// without one (these VMs lack CAP_SYS_RESOURCE; so do nested and kind nodes) would
     /// otherwise fail every such create with "capset: Operation not permitted".
     pub held_caps: oci_spec::runtime::Capabilities,
+    /// AppArmor is enabled: profiles can be applied (else any but unconfined is refused).
+    pub apparmor: bool,
+    /// SELinux is enabled: labels would have to be applied (else they are ignored, logged).
+    pub selinux: bool,
 }
 
 impl Default for HostInfo {
@@ -97,6 +102,8 @@ impl Default for HostInfo {
             cgroup2_unified: false,
             min_oom_score_adj: None,
             held_caps: security::ALL_CAPS.into_iter().collect(),
+            apparmor: false,
+            selinux: false,
         }
     }
 }
@@ -139,6 +146,8 @@ impl HostInfo {
                 own_adj
             },
             held_caps: security::caps_in_mask(held),
+            apparmor: lsm::apparmor_enabled(),
+            selinux: lsm::selinux_enabled(),
         }
     }
 }

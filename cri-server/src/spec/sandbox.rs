@@ -4,8 +4,8 @@ use cri_api::v1 as cri;
 use oci_spec::runtime::Spec;
 
 use super::{
-    annotations, base, mounts, namespaces, process, resources, seccomp, security, SandboxSpecInput,
-    SpecError,
+    annotations, base, lsm, mounts, namespaces, process, resources, seccomp, security,
+    SandboxSpecInput, SpecError,
 };
 
 /// containerd's oom_score_adj for the pause (kubelet's `PodInfraOOMAdj`).
@@ -69,7 +69,15 @@ pub fn sandbox_spec(input: &SandboxSpecInput) -> Result<Spec, SpecError> {
     let old_seccomp_path = sc.seccomp_profile_path.as_str();
     let seccomp = seccomp::select(sc.seccomp.as_ref(), old_seccomp_path, privileged, &bounding)?;
     let oom = resources::oom_score_adj(SANDBOX_OOM_SCORE_ADJ, &input.host)?;
+    let apparmor = lsm::apparmor_for(sc.apparmor.as_ref(), "", privileged, &input.host)?;
+    let name = input
+        .config
+        .metadata
+        .as_ref()
+        .map_or("", |m| m.name.as_str());
+    lsm::selinux(name, sc.selinux_options.as_ref(), &[], &input.host)?;
     if let Some(p) = spec.process_mut() {
+        p.set_apparmor_profile(apparmor);
         p.set_args(Some(input.args.clone()));
         let env = process::merge_env(&[&p.env().clone().unwrap_or_default(), &input.image_env]);
         p.set_env(Some(env));

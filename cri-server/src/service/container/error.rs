@@ -120,6 +120,11 @@ impl ContainerError {
     pub fn code(&self) -> Code {
         use ContainerError as E;
         match self {
+            // What berth cannot do yet is Unimplemented, as for sandboxes.
+            E::Spec {
+                source: SpecError::NotYet { .. },
+                ..
+            } => Code::Unimplemented,
             E::Missing { .. } | E::Invalid { .. } | E::UnknownHandler { .. } | E::Spec { .. } => {
                 Code::InvalidArgument
             }
