@@ -13,7 +13,7 @@ use crate::chain_id::ChainId;
 use crate::content::ContentError;
 use crate::digest::Digest;
 use crate::metadata::{ImageRecord, MetadataError, SnapshotKind};
-use crate::snapshot::SnapshotError;
+use crate::snapshot::{Detached, SnapshotError};
 use crate::store::{ImageStore, StoreError};
 
 /// Why an image could not be removed.
@@ -113,8 +113,43 @@ impl ImageStore {
     }
 
     /// Removes every blob and snapshot no image or container references. Waits for running
-    /// pulls to finish and holds new ones off while it runs.
+    /// pulls to finish and holds new ones off only while it decides and drops the records
+    /// (and unlinks blobs); the doomed snapshots' files — thousands per layer — are deleted
+    /// afterwards, off the async runtime, while pulls go on (a pull of the image just removed
+    /// unpacks into new directories).
     pub async fn gc(&self) -> Result<GcReport, StoreError> {
+        let (mut report, detached) = self.gc_records().await?;
+        let (removed, failures) = tokio::task::spawn_blocking(move || {
+            let mut removed = Vec::new();
+            let mut failures = Vec::new();
+            for snap in detached {
+                let key = snap.key().to_owned();
+                match snap.remove() {
+                    Ok(()) => removed.push(key),
+                    Err(e) => {
+                        warn!(snapshot = key, error = %e, "gc: cannot delete a removed snapshot's files (removed at the next start)");
+                        failures.push(GcFailure::from(e));
+                    }
+                }
+            }
+            (removed, failures)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?;
+        report.snapshots_removed.extend(removed);
+        report.failures.extend(failures);
+        info!(
+            blobs = report.blobs_removed.len(),
+            snapshots = report.snapshots_removed.len(),
+            failures = report.failures.len(),
+            "gc done"
+        );
+        Ok(report)
+    }
+
+    /// GC's part under the exclusive lock: which blobs and snapshots go; blobs unlinked,
+    /// snapshot records removed, their directories returned.
+    async fn gc_records(&self) -> Result<(GcReport, Vec<Detached>), StoreError> {
         let _exclusive = self.gc_lock().write().await;
         let images = self.metadata().list_images()?;
         let snapshots = self.snapshots().list()?;
@@ -170,9 +205,10 @@ impl ImageStore {
         // Children before parents.
         doomed.sort_by_key(|k| std::cmp::Reverse(depth(k)));
         let mut report = GcReport::default();
+        let mut detached = Vec::new();
         for key in doomed {
-            match self.snapshots().remove(key) {
-                Ok(()) => report.snapshots_removed.push(key.to_owned()),
+            match self.snapshots().detach(key) {
+                Ok(d) => detached.push(d),
                 Err(e) => {
                     warn!(snapshot = key, error = %e, "gc: cannot remove snapshot");
                     report.failures.push(e.into());
@@ -191,13 +227,7 @@ impl ImageStore {
                 }
             }
         }
-        info!(
-            blobs = report.blobs_removed.len(),
-            snapshots = report.snapshots_removed.len(),
-            failures = report.failures.len(),
-            "gc done"
-        );
-        Ok(report)
+        Ok((report, detached))
     }
 }
 

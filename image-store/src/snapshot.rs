@@ -420,11 +420,20 @@ impl Snapshotter {
 
     /// Removes a snapshot (record first, then its directory). Fails while it has children.
     pub fn remove(&self, key: &str) -> Result<(), SnapshotError> {
+        self.detach(key)?.remove()
+    }
+
+    /// Removes snapshot `key`'s record, so nothing can find or reuse it (a new snapshot of the
+    /// same key gets a directory of its own), and returns its directory, to be deleted
+    /// whenever convenient ([`Detached::remove`]) — GC deletes them after it has let pulls go
+    /// on. A directory never deleted (a crash) is an orphan, removed at the next start.
+    pub fn detach(&self, key: &str) -> Result<Detached, SnapshotError> {
         let rec = self.meta.remove_snapshot(key)?;
         self.changed();
-        let d = self.id_dir(rec.id);
-        fs::remove_dir_all(&d).map_err(|e| io_err(key, "remove", &d, e))?;
-        Ok(())
+        Ok(Detached {
+            key: key.to_owned(),
+            dir: self.id_dir(rec.id),
+        })
     }
 
     /// A number that changes whenever a snapshot is added or removed (by any path: pulls,
@@ -547,5 +556,24 @@ pub fn disk_usage(dir: &Path) -> io::Result<Usage> {
 
 #[cfg(test)]
 mod native_tests;
+/// A snapshot whose record is gone and whose directory is still to be deleted.
+#[derive(Debug)]
+pub struct Detached {
+    key: String,
+    dir: PathBuf,
+}
+
+impl Detached {
+    /// The key it had.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Deletes its directory.
+    pub fn remove(self) -> Result<(), SnapshotError> {
+        fs::remove_dir_all(&self.dir).map_err(|e| io_err(&self.key, "remove", &self.dir, e))
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -53,6 +53,9 @@ pub enum StoreError {
     /// The snapshotter failed.
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    /// A blocking task of the store's died (a panic).
+    #[error("image store task failed: {0}")]
+    Task(String),
 }
 
 /// Images: pulled, stored, unpacked.

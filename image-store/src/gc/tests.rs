@@ -193,3 +193,37 @@ fn removals_racing_each_other_both_find_it_gone_or_remove_it() {
         assert_eq!(removed, 1, "round {round}");
     }
 }
+
+/// GC's exclusive part ends before the doomed snapshots' files are deleted: once the records
+/// are gone, a pull may take the lock and unpack the same layer into a directory of its own
+/// while the old files still wait for deletion (kubelet's RemoveImage then PullImage).
+#[test]
+fn removed_snapshots_files_go_after_the_lock_is_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(StoreConfig::new(dir.path())).unwrap();
+    let a = fake_image(&store, "r/a:1", &[b"base", b"top"]);
+    let on_disk = || {
+        fs::read_dir(dir.path().join("snapshots"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let before = on_disk();
+    store.remove_image("r/a:1", false).unwrap();
+    let rt = rt();
+    let (report, detached) = rt.block_on(store.gc_records()).unwrap();
+    assert_eq!(detached.len(), 2);
+    assert_eq!(report.blobs_removed.len(), 4, "layers, config, manifest");
+    // The lock is free, the records are gone, the files are still there.
+    assert!(store.gc_lock().try_write().is_ok());
+    assert!(store.snapshots().list().unwrap().is_empty());
+    assert_eq!(on_disk(), before);
+    // The same image again: new snapshots beside the doomed ones.
+    let again = fake_image(&store, "r/a:1", &[b"base", b"top"]);
+    assert_eq!(again.chain_id, a.chain_id);
+    assert_eq!(on_disk(), before + 2);
+    for d in detached {
+        d.remove().unwrap();
+    }
+    assert_eq!(on_disk(), before);
+    assert_eq!(store.snapshots().list().unwrap().len(), 2);
+}
