@@ -8,7 +8,10 @@
 mod support;
 
 use std::fs;
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::Arc;
 
 use image_store::{Credentials, ImageStore, PullOptions, Reference, StoreConfig};
 use support::*;
@@ -486,5 +489,72 @@ fn loopback_registry_without_hosts_toml_falls_back_to_plain_http() {
         )
         .unwrap_or_else(|e| panic!("pull from {host} with no configuration: {e}"));
         assert_eq!(image.layers.len(), 3);
+    }
+
+    // HTTPS is tried for the first request of a pull, not for every blob: a TLS failure marks
+    // the host down for the rest of the pull.
+    let proxy = CountingProxy::start(&reg.host);
+    let root = tempfile::tempdir().unwrap();
+    let image = pull(
+        root.path(),
+        &format!("{}/app:1", proxy.host),
+        Credentials::Anonymous,
+        |_| {},
+    )
+    .expect("pull through the counting proxy");
+    assert_eq!(image.layers.len(), 3);
+    let (tls, plain) = proxy.counts();
+    // The first request's only (oci-client's /v2/ check and the manifest GET): 10 when each
+    // blob tried HTTPS again.
+    assert!(tls <= 2, "{tls} TLS attempts ({plain} plain HTTP connections)");
+    assert!(plain >= 1);
+}
+
+/// A TCP proxy on a free loopback port in front of `upstream` that counts the connections
+/// opening with a TLS handshake record (0x16) and the others; both are forwarded as they are.
+struct CountingProxy {
+    host: String,
+    tls: Arc<AtomicUsize>,
+    plain: Arc<AtomicUsize>,
+}
+
+impl CountingProxy {
+    fn start(upstream: &str) -> CountingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let (tls, plain) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (t, p, upstream) = (tls.clone(), plain.clone(), upstream.to_owned());
+        // The accept loop ends with the test process (a blocked accept holds no resource of
+        // the test's); each connection's threads end when either side closes.
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { break };
+                let mut first = [0u8; 1];
+                if client.peek(&mut first).unwrap_or(0) == 1 && first[0] == 0x16 {
+                    t.fetch_add(1, AtomicOrdering::SeqCst);
+                } else {
+                    p.fetch_add(1, AtomicOrdering::SeqCst);
+                }
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    })
+                };
+                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+                pipe(server, client);
+            }
+        });
+        CountingProxy { host, tls, plain }
+    }
+
+    fn counts(&self) -> (usize, usize) {
+        (
+            self.tls.load(AtomicOrdering::SeqCst),
+            self.plain.load(AtomicOrdering::SeqCst),
+        )
     }
 }

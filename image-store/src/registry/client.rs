@@ -303,7 +303,10 @@ impl RegistryClient {
                     if !is_last {
                         warn!(registry = %self.registry, host = %e.url, error = %err, "registry host failed; trying the next");
                     }
-                    if err.is_connect() {
+                    // Unreachable, or TLS failed (which fails the same way every time: a
+                    // loopback registry speaking plain HTTP answers every ClientHello with
+                    // garbage): not asked again this pull.
+                    if err.is_connect() || matches!(err, RegistryError::Tls { .. }) {
                         e.down.store(true, Ordering::Relaxed);
                     }
                     last = Some(err);
