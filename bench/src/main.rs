@@ -5,12 +5,16 @@
 
 mod bundle;
 mod cni_latency;
+mod fixture_files;
 mod host;
+mod image_fixture;
 mod pod_cri;
 mod pod_daemon;
 mod pod_fixture;
 mod pods;
 mod pull;
+mod pull_cri;
+mod pull_cri_report;
 mod runtime_lifecycle;
 mod stats;
 mod sys;
@@ -35,6 +39,9 @@ enum Bench {
     /// pod start + teardown through the CRI, sequential and at once; daemon and shim memory:
     /// berthd vs containerd + runc.
     Pods(pods::Args),
+    /// PullImage through each daemon's CRI socket, image shapes × compressions: berthd vs
+    /// containerd's CRI plugin.
+    PullCri(pull_cri::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,5 +50,6 @@ fn main() -> anyhow::Result<()> {
         Bench::Pull(args) => pull::run(args),
         Bench::Cni(args) => cni_latency::run(args),
         Bench::Pods(args) => pods::run(args),
+        Bench::PullCri(args) => pull_cri::run(args),
     }
 }

@@ -19,9 +19,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use test_registry::containerd::CriConfig;
+use test_registry::containerd::{write_plain_http_hosts, CriConfig};
 
-use crate::pod_fixture::{Fixture, Proc};
+use crate::pod_fixture::Proc;
 
 pub const RUNC: &str = "/usr/sbin/runc";
 
@@ -64,7 +64,8 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    pub async fn berthd(dir: &Path, bin: &Path, fx: &Fixture) -> Result<Daemon> {
+    /// berthd pulling from the plain-HTTP registry `registry_host` (`127.0.0.1:PORT`).
+    pub async fn berthd(dir: &Path, bin: &Path, registry_host: &str) -> Result<Daemon> {
         let bin_dir = bin.parent().context("berthd's dir")?;
         for helper in [
             "berth-shim",
@@ -84,7 +85,7 @@ impl Daemon {
         let mut d = Daemon::new(Kind::Berth, dir)?;
         d.runtime_roots = dir.join("s/runtimes");
         d.write_net("berth-cni-")?;
-        fx.write_hosts_dir(&dir.join("certs.d"))?;
+        write_plain_http_hosts(&dir.join("certs.d"), registry_host)?;
         let config = dir.join("config.toml");
         fs::write(
             &config,
@@ -108,17 +109,24 @@ impl Daemon {
         Ok(d)
     }
 
-    pub async fn containerd(dir: &Path, bin: &Path, fx: &Fixture) -> Result<Daemon> {
+    /// containerd pulling from the plain-HTTP registry `registry_host`, its pods' sandboxes
+    /// running `sandbox_image` (pulled at the first RunPodSandbox).
+    pub async fn containerd(
+        dir: &Path,
+        bin: &Path,
+        registry_host: &str,
+        sandbox_image: &str,
+    ) -> Result<Daemon> {
         let mut d = Daemon::new(Kind::Containerd, dir)?;
         d.runtime_roots = dir.join("runc");
         d.write_net("")?;
         let certs = dir.join("certs.d");
-        fx.write_hosts_dir(&certs)?;
+        write_plain_http_hosts(&certs, registry_host)?;
         let config = dir.join("config.toml");
         let toml = CriConfig {
             dir,
             socket: &d.sock,
-            sandbox_image: &fx.pause,
+            sandbox_image,
             runc: Path::new(RUNC),
             cni_bin: Path::new("/usr/lib/cni"),
             certs_d: &certs,
@@ -440,4 +448,19 @@ fn remove_cgroup_tree(rel: &str) {
             }
         }
     }
+}
+
+/// The version containerd reports (`containerd --version`'s third word).
+pub fn containerd_version(bin: &Path) -> String {
+    std::process::Command::new(bin)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .nth(2)
+                .map(str::to_owned)
+        })
+        .unwrap_or_default()
 }

@@ -71,13 +71,6 @@ impl Fixture {
         push(&pause, &fx.pause)?;
         Ok(fx)
     }
-
-    /// Writes `<dir>/<host>/hosts.toml` marking the registry as plain HTTP.
-    pub fn write_hosts_dir(&self, dir: &Path) -> Result<()> {
-        Ok(test_registry::containerd::write_plain_http_hosts(
-            dir, &self.host,
-        )?)
-    }
 }
 
 fn build_busybox(work: &Path) -> Result<PathBuf> {

@@ -20,7 +20,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::host::HostLoad;
 use crate::pod_cri::{Client, StartTimes};
-use crate::pod_daemon::{memory_of, Daemon, Memory};
+use crate::pod_daemon::{containerd_version, memory_of, Daemon, Memory};
 use crate::pod_fixture::Fixture;
 use crate::stats::Summary;
 
@@ -115,8 +115,8 @@ async fn bench(args: &Args, berthd: &std::path::Path, work: &std::path::Path) ->
     let fx = Fixture::build(&work.join("fx"), &args.registry, &pause)?;
     // berthd's state is `<work>/b/s`: short, for the shims' sockets.
     let daemons = [
-        Daemon::berthd(&work.join("b"), berthd, &fx).await?,
-        Daemon::containerd(&work.join("c"), &args.containerd, &fx).await?,
+        Daemon::berthd(&work.join("b"), berthd, &fx.host).await?,
+        Daemon::containerd(&work.join("c"), &args.containerd, &fx.host, &fx.pause).await?,
     ];
     let mut clients = Vec::new();
     for d in &daemons {
@@ -428,18 +428,4 @@ fn report(args: &Args, sides: &[Side; 2], before: &HostLoad, after: &HostLoad) {
             );
         }
     }
-}
-
-fn containerd_version(bin: &std::path::Path) -> String {
-    std::process::Command::new(bin)
-        .arg("--version")
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .split_whitespace()
-                .nth(2)
-                .map(str::to_owned)
-        })
-        .unwrap_or_default()
 }

@@ -14,7 +14,7 @@
 //! `VmHWM` after the pull.
 
 use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,6 +24,7 @@ use anyhow::{bail, Context, Result};
 use test_registry::RegistryConfig;
 
 use crate::host::HostLoad;
+use crate::image_fixture::{self, require_tools, Compression};
 use crate::stats::Summary;
 use crate::sys;
 
@@ -79,9 +80,12 @@ pub fn run(args: Args) -> Result<()> {
             bail!("{} is not installed (scripts/install-deps)", tool.display());
         }
     }
-    for tool in ["umoci", "skopeo"] {
-        which(tool)?;
-    }
+    require_tools(&["umoci", "skopeo"])?;
+    let variants = args
+        .variants
+        .iter()
+        .map(|v| Compression::parse(v))
+        .collect::<Result<Vec<_>>>()?;
     fs::create_dir_all(&args.workdir)?;
     let work = tempfile::Builder::new()
         .prefix("berth-bench-pull-")
@@ -93,24 +97,22 @@ pub fn run(args: Args) -> Result<()> {
         "building the fixture ({} layers, ~{} MB)…",
         args.layers, args.size_mb
     );
-    let layout = fixture::build(w, args.layers, args.size_mb)?;
+    let layout = image_fixture::build_large_files(
+        w,
+        "bench",
+        args.layers,
+        args.size_mb,
+        &std::sync::atomic::AtomicBool::new(false),
+    )?;
     let reg = RegistryConfig::in_dir(&w.join("registry"))
         .binary(&args.registry)
         .start()?;
     let hosts_dir = w.join("certs.d");
-    let host_dir = hosts_dir.join(&reg.host);
-    fs::create_dir_all(&host_dir)?;
-    fs::write(
-        host_dir.join("hosts.toml"),
-        format!(
-            "server = \"http://{0}\"\n\n[host.\"http://{0}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
-            reg.host
-        ),
-    )?;
+    test_registry::containerd::write_plain_http_hosts(&hosts_dir, &reg.host)?;
     if let Some(secs) = args.serve_secs {
-        for variant in &args.variants {
-            let reference = format!("{}/bench:{variant}", reg.host);
-            fixture::push(&layout, &reference, variant)?;
+        for variant in &variants {
+            let reference = format!("{}/bench:{}", reg.host, variant.name());
+            layout.push(&reference, *variant)?;
             println!("{reference}");
         }
         println!("certs.d: {}", hosts_dir.display());
@@ -119,9 +121,10 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     let mut reports = Vec::new();
-    for variant in &args.variants {
+    for &compression in &variants {
+        let variant = compression.name();
         let reference = format!("{}/bench:{variant}", reg.host);
-        fixture::push(&layout, &reference, variant)?;
+        layout.push(&reference, compression)?;
         let mut side = [Side::new("berth"), Side::new("containerd")];
         let total = args.warmup + args.runs;
         for i in 0..total {
@@ -154,7 +157,7 @@ pub fn run(args: Args) -> Result<()> {
                 }
             }
         }
-        reports.push((variant.clone(), side));
+        reports.push((variant, side));
     }
     let registry = reg.host.clone();
     drop(reg);
@@ -167,18 +170,6 @@ pub fn run(args: Args) -> Result<()> {
     println!("after:  {}", after.describe());
     for (variant, side) in &reports {
         print_variant(variant, side);
-    }
-    Ok(())
-}
-
-fn which(tool: &str) -> Result<()> {
-    let ok = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        bail!("{tool} is not installed (scripts/install-deps)");
     }
     Ok(())
 }
@@ -425,165 +416,5 @@ impl Containerd {
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0)
-    }
-}
-
-/// The fixture image: generated files in layers, an OCI layout by umoci, pushed by skopeo.
-mod fixture {
-    use super::*;
-
-    /// A deterministic xorshift generator: the same fixture every run.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn fill(&mut self, buf: &mut [u8]) {
-            for c in buf.chunks_mut(8) {
-                let v = self.next().to_le_bytes();
-                c.copy_from_slice(&v[..c.len()]);
-            }
-        }
-    }
-
-    const WORDS: &[&str] = &[
-        "container",
-        "runtime",
-        "layer",
-        "snapshot",
-        "overlay",
-        "digest",
-        "manifest",
-        "registry",
-        "kubelet",
-        "sandbox",
-        "network",
-        "namespace",
-        "cgroup",
-        "mount",
-        "image",
-        "config",
-        "the",
-        "a",
-        "of",
-        "and",
-        "to",
-        "in",
-        "is",
-        "for",
-        "with",
-        "on",
-        "by",
-        "node",
-        "pod",
-    ];
-
-    /// Writes `bytes` of random data or of text made of words.
-    fn write_file(path: &Path, bytes: u64, text: bool, rng: &mut Rng) -> Result<()> {
-        let mut f = BufWriter::with_capacity(1 << 20, File::create(path)?);
-        let mut buf = vec![0u8; 1 << 16];
-        let mut left = bytes;
-        while left > 0 {
-            let n = left.min(buf.len() as u64) as usize;
-            if text {
-                let mut i = 0;
-                while i < n {
-                    let w = WORDS[(rng.next() % WORDS.len() as u64) as usize].as_bytes();
-                    for &b in w.iter().chain(b" ") {
-                        if i < n {
-                            buf[i] = b;
-                            i += 1;
-                        }
-                    }
-                }
-            } else {
-                rng.fill(&mut buf[..n]);
-            }
-            f.write_all(&buf[..n])?;
-            left -= n as u64;
-        }
-        f.flush()?;
-        Ok(())
-    }
-
-    /// One layer's files: ~45% random, ~45% text in a few MB-sized files, ~10% small files.
-    fn layer_files(dir: &Path, bytes: u64, rng: &mut Rng) -> Result<()> {
-        let big = bytes * 9 / 10;
-        let mut written = 0;
-        let mut i = 0;
-        while written < big {
-            let size = (1 << 20) + rng.next() % (7 << 20);
-            let size = size.min(big - written).max(1);
-            let text = i % 2 == 1;
-            let name = if text { "text" } else { "blob" };
-            write_file(&dir.join(format!("{name}-{i}.dat")), size, text, rng)?;
-            written += size;
-            i += 1;
-        }
-        let small_dir = dir.join("small");
-        let mut j = 0;
-        while written < bytes {
-            let sub = small_dir.join(format!("d{}", j / 64));
-            fs::create_dir_all(&sub)?;
-            let size = 512 + rng.next() % (16 << 10);
-            write_file(&sub.join(format!("f{j}")), size, j % 3 != 0, rng)?;
-            written += size;
-            j += 1;
-        }
-        Ok(())
-    }
-
-    pub fn build(work: &Path, layers: usize, size_mb: u64) -> Result<PathBuf> {
-        let layout = work.join("layout");
-        let img = format!("{}:bench", layout.display());
-        run(Command::new("umoci")
-            .arg("init")
-            .arg("--layout")
-            .arg(&layout))?;
-        run(Command::new("umoci").args(["new", "--image", &img]))?;
-        let layers = layers.max(1) as u64;
-        let weights: u64 = (1..=layers).sum();
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-        for l in 0..layers {
-            let src = work.join(format!("src{l}"));
-            fs::create_dir_all(&src)?;
-            let bytes = (size_mb << 20) * (layers - l) / weights;
-            layer_files(&src, bytes, &mut rng)?;
-            run(Command::new("umoci")
-                .args(["insert", "--image", &img])
-                .arg(&src)
-                .arg(format!("/layer{l}")))?;
-            fs::remove_dir_all(&src)?;
-        }
-        Ok(layout)
-    }
-
-    /// Pushes the layout's image as `reference`, recompressed with zstd for that variant.
-    pub fn push(layout: &Path, reference: &str, variant: &str) -> Result<()> {
-        let mut cmd = Command::new("skopeo");
-        cmd.args(["copy", "--quiet", "--dest-tls-verify=false"]);
-        match variant {
-            "gzip" => {}
-            "zstd" => {
-                cmd.args(["--dest-compress", "--dest-compress-format", "zstd"]);
-            }
-            other => bail!("unknown variant {other} (gzip, zstd)"),
-        }
-        run(cmd
-            .arg(format!("oci:{}:bench", layout.display()))
-            .arg(format!("docker://{reference}")))
-    }
-
-    fn run(cmd: &mut Command) -> Result<()> {
-        let out = cmd.output().with_context(|| format!("{cmd:?}"))?;
-        if !out.status.success() {
-            bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(())
     }
 }
