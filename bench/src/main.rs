@@ -16,6 +16,7 @@ mod pull;
 mod pull_cri;
 mod pull_cri_report;
 mod runtime_lifecycle;
+mod scratch_fs;
 mod stats;
 mod sys;
 

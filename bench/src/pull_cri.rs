@@ -32,6 +32,7 @@ use crate::host::HostLoad;
 use crate::image_fixture::{self, require_tools, Compression, Shape};
 use crate::pod_daemon::{containerd_version, Daemon, Kind};
 use crate::pull_cri_report::{report, Group, Sample, Side};
+use crate::scratch_fs::ScratchFs;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -74,8 +75,15 @@ pub struct Args {
     /// on a fresh root), seconds.
     #[arg(long, default_value_t = 120)]
     pub gc_timeout: u64,
+    /// Put the registry, the fixtures and both daemons' roots on a private ext4 of this many
+    /// GiB (a sparse image file in the workdir, loop-mounted), so that a daemon's syncfs
+    /// flushes the benchmark's writes only, not those of everything else writing to the
+    /// workdir's filesystem.
+    #[arg(long, value_name = "GIB")]
+    pub own_fs: Option<u64>,
     /// Keep the temp dir (the daemons' logs and roots, the registry) after the run; the
-    /// daemons are stopped and their mounts removed all the same.
+    /// daemons are stopped and their mounts removed all the same (with --own-fs, its image
+    /// goes too).
     #[arg(long)]
     pub keep: bool,
 }
@@ -119,7 +127,14 @@ pub fn run(args: Args) -> Result<()> {
         .rand_bytes(4)
         .tempdir_in(&args.workdir)
         .context("create the workdir")?;
-    let w = work.path();
+    let scratch = match args.own_fs {
+        Some(gib) => Some(ScratchFs::create(work.path(), gib)?),
+        None => None,
+    };
+    let w = scratch
+        .as_ref()
+        .map_or_else(|| work.path().to_owned(), |s| s.mnt.clone());
+    let w = w.as_path();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -166,6 +181,7 @@ pub fn run(args: Args) -> Result<()> {
         }
     });
     drop(reg);
+    drop(scratch);
     let after = HostLoad::now();
     if args.keep {
         eprintln!("kept {}", work.keep().display());

@@ -80,6 +80,16 @@ pub fn report(
         "{} pulls per side after {} warmup, interleaved (who goes first alternates); the image is removed (RemoveImage, store emptied) between pulls",
         args.runs, args.warmup
     );
+    match args.own_fs {
+        Some(gib) => println!(
+            "registry, fixtures and daemons' roots on a private {gib} GiB ext4 (loop-mounted image in {})",
+            args.workdir.display()
+        ),
+        None => println!(
+            "registry, fixtures and daemons' roots in {} (its filesystem shared with whatever else writes to it)",
+            args.workdir.display()
+        ),
+    }
     println!("before: {}", before.describe());
     println!("after:  {}", after.describe());
     for g in groups {
