@@ -249,11 +249,12 @@ async fn measure(
                     Ok(mut sample) => {
                         sample.removal_secs = sub.remove(&g.reference, args).await;
                         eprintln!(
-                            "  {:<10}{} {:.2} s (daemon cpu {:.2} s, peak rss {:.0} MiB)",
+                            "  {:<10}{} {:.2} s (daemon cpu {:.2} s, {:.2} s of it system, peak rss {:.0} MiB)",
                             sub.kind.name(),
                             if warm { " (warmup)" } else { "" },
                             sample.secs,
                             sample.cpu_secs,
+                            sample.sys_secs,
                             sample.peak_rss_kib as f64 / 1024.0
                         );
                         if !warm {
@@ -360,7 +361,7 @@ impl Subject {
         )
         .await;
         let secs = t.elapsed().as_secs_f64();
-        let cpu = cpu_secs(pid)? - cpu0;
+        let cpu1 = cpu_secs(pid)?;
         let peak = status_kib(pid, "VmHWM:");
         let dirty = meminfo_kib("Dirty:");
         match reply {
@@ -373,7 +374,8 @@ impl Subject {
         }
         Ok(Sample {
             secs,
-            cpu_secs: cpu,
+            cpu_secs: (cpu1.0 + cpu1.1) - (cpu0.0 + cpu0.1),
+            sys_secs: cpu1.1 - cpu0.1,
             peak_rss_kib: peak,
             dirty_kib: dirty,
             removal_secs: None,
@@ -505,8 +507,8 @@ fn store_count(d: &Daemon) -> (usize, usize) {
     (count(&blobs), count(&snapshots))
 }
 
-/// user + system CPU time of a process (all its threads), seconds.
-fn cpu_secs(pid: i32) -> Result<f64> {
+/// User and system CPU time of a process (all its threads), seconds.
+fn cpu_secs(pid: i32) -> Result<(f64, f64)> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("daemon {pid} is gone"))?;
     // Fields after the command name (which may hold spaces), from field 3 (state) on.
@@ -521,7 +523,10 @@ fn cpu_secs(pid: i32) -> Result<f64> {
         .ok()
         .flatten()
         .unwrap_or(100) as f64;
-    Ok(f.iter().sum::<u64>() as f64 / tck)
+    match f[..] {
+        [user, sys] => Ok((user as f64 / tck, sys as f64 / tck)),
+        _ => bail!("/proc/{pid}/stat: no utime and stime"),
+    }
 }
 
 /// A `kB` field of /proc/PID/status.

@@ -14,6 +14,8 @@ pub struct Sample {
     pub secs: f64,
     /// The daemon's user + system CPU time over the pull, seconds.
     pub cpu_secs: f64,
+    /// The system (kernel) part of `cpu_secs`.
+    pub sys_secs: f64,
     /// The daemon's peak RSS over the pull (VmHWM after resetting it), KiB.
     pub peak_rss_kib: u64,
     /// The machine's dirty page cache right after the reply (the bench syncs before every
@@ -165,7 +167,7 @@ fn print_group(g: &Group) {
         g.compressed_bytes as f64 / (1 << 20) as f64
     );
     println!(
-        "  {:<11} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>9} {:>9} {:>9}  failures",
+        "  {:<11} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>7} {:>9} {:>9} {:>9}  failures",
         "",
         "median s",
         "mean s",
@@ -174,6 +176,7 @@ fn print_group(g: &Group) {
         "sd s",
         "spread",
         "cpu s",
+        "sys s",
         "peak MiB",
         "dirty MiB",
         "remove s"
@@ -190,7 +193,7 @@ fn print_group(g: &Group) {
             s.map_or("-".to_owned(), |s| format!("{:.*}", prec, s.median))
         };
         println!(
-            "  {name:<11} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7.2} {:>7} {:>7} {:>9} {:>9} {:>9}  {}",
+            "  {name:<11} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7.2} {:>7} {:>7} {:>7} {:>9} {:>9} {:>9}  {}",
             t.median,
             t.mean,
             t.min,
@@ -198,6 +201,7 @@ fn print_group(g: &Group) {
             t.stddev,
             spread(Some(t)),
             med(side.summary(|s| Some(s.cpu_secs)), 2),
+            med(side.summary(|s| Some(s.sys_secs)), 2),
             med(side.summary(|s| Some(mib(s.peak_rss_kib))), 1),
             med(side.summary(|s| Some(mib(s.dirty_kib))), 0),
             med(side.summary(|s| s.removal_secs), 2),
