@@ -604,12 +604,34 @@ async fn pod_flow(driver: CgroupDriver, n: u32) {
             cg,
             format!("/berth.slice/berth-pod{own}.slice/berth-{own}.scope")
         );
+        // Its slice is berth's, so UpdatePodSandboxResources sizes it (resources plus
+        // overhead), through systemd's properties of the slice.
+        let mib = |n: i64| cri::LinuxContainerResources {
+            memory_limit_in_bytes: n << 20,
+            ..Default::default()
+        };
+        rt.update_pod_sandbox_resources(cri::UpdatePodSandboxResourcesRequest {
+            pod_sandbox_id: own.clone(),
+            overhead: Some(mib(16)),
+            resources: Some(mib(64)),
+        })
+        .await
+        .expect("UpdatePodSandboxResources of a pod in berth's own slice");
+        let max = std::fs::read_to_string(format!(
+            "/sys/fs/cgroup/berth.slice/berth-pod{own}.slice/memory.max"
+        ))
+        .expect("the pod slice's memory.max");
+        assert_eq!(
+            max.trim(),
+            (80u64 << 20).to_string(),
+            "the pod slice's memory.max"
+        );
         calls::remove_pod(&mut rt, &own).await;
         assert!(!Path::new("/sys/fs/cgroup/berth.slice")
             .join(format!("berth-pod{own}.slice"))
             .exists());
         wait_units_gone("RemovePodSandbox", |_| true).await;
-        ok(t0, "systemd: a pod without cgroup_parent in berth-pod<id>.slice, removed with it; no berth- unit left");
+        ok(t0, "systemd: a pod without cgroup_parent in berth-pod<id>.slice, sized by UpdatePodSandboxResources, removed with it; no berth- unit left");
     }
     drop(pods);
     drop(guard);

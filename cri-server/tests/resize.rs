@@ -1,10 +1,11 @@
 //! In-place resize through berthd's CRI (root; KEP-1287): a running container's CPU and
 //! memory go up and down with UpdateContainerResources without a restart, each change seen in
 //! the cgroup files and in ContainerStatus.resources (read back from the cgroup, so a change
-//! made behind berthd's back shows too); UpdatePodSandboxResources answers OK and, as
-//! containerd's does, records the pod's resources (verbose PodSandboxStatus) without writing
-//! the pod cgroup. Written for the cgroupfs driver on a cgroup v1 host (berth's own pod
-//! cgroup, `/berth/<pod>`); elsewhere the file checks are skipped.
+//! made behind berthd's back shows too); UpdatePodSandboxResources answers OK, records the
+//! pod's resources (verbose PodSandboxStatus) and, for the pod cgroup berth made (a pod
+//! without cgroup_parent), applies them plus the overhead, up and down. Written for the
+//! cgroupfs driver on a cgroup v1 host (berth's own pod cgroup, `/berth/<pod>`); elsewhere the
+//! file checks are skipped.
 
 #[path = "support/calls.rs"]
 mod calls;
@@ -169,34 +170,49 @@ async fn running_containers_resize_in_place_and_pod_resources_are_recorded() {
         );
     }
 
-    // UpdatePodSandboxResources: OK, twice; the pod cgroup is left as it was (containerd
-    // writes none either: it is the kubelet's), the resources are recorded.
+    // UpdatePodSandboxResources: OK, twice. This pod has no cgroup_parent, so its cgroup is
+    // berth's own (`/berth/<pod>`, which no kubelet sizes): it gets the resources plus the
+    // overhead; then smaller. (A kubelet's pod cgroup is left to the kubelet, as containerd
+    // does.) The resources are recorded.
     let pod_cgroup = v1_dir("memory", &format!("/berth/{pod}"));
     let pod_cpu = v1_dir("cpu", &format!("/berth/{pod}"));
-    let files_before = (
-        read(&pod_cgroup, "memory.limit_in_bytes"),
-        read(&pod_cpu, "cpu.cfs_quota_us"),
-        read(&pod_cpu, "cpu.shares"),
-    );
+    let pod_files = || {
+        (
+            read(&pod_cgroup, "memory.limit_in_bytes"),
+            read(&pod_cpu, "cpu.cfs_quota_us"),
+            read(&pod_cpu, "cpu.shares"),
+        )
+    };
     let (_, info) = calls::pod_status(&mut rt, &pod).await;
     assert!(info["resources"].is_null(), "{}", info["resources"]);
     let overhead = limits(64, 5_000, 16 << 20);
-    let resources = limits(1024, 300_000, 256 << 20);
-    for _ in 0..2 {
-        rt.update_pod_sandbox_resources(cri::UpdatePodSandboxResourcesRequest {
-            pod_sandbox_id: pod.clone(),
-            overhead: Some(overhead.clone()),
-            resources: Some(resources.clone()),
-        })
-        .await
-        .expect("UpdatePodSandboxResources");
+    for (resources, want) in [
+        (limits(1024, 300_000, 256 << 20), (272 << 20, 305_000, 1088)),
+        (limits(512, 200_000, 128 << 20), (144 << 20, 205_000, 576)),
+    ] {
+        for _ in 0..2 {
+            rt.update_pod_sandbox_resources(cri::UpdatePodSandboxResourcesRequest {
+                pod_sandbox_id: pod.clone(),
+                overhead: Some(overhead.clone()),
+                resources: Some(resources.clone()),
+            })
+            .await
+            .expect("UpdatePodSandboxResources");
+        }
+        if pod_cgroup.is_some() {
+            let (memory, quota, shares) = want;
+            assert_eq!(
+                pod_files(),
+                (
+                    Some(memory.to_string()),
+                    Some(quota.to_string()),
+                    Some(shares.to_string())
+                ),
+                "the pod cgroup after {resources:?}"
+            );
+        }
     }
-    let files_after = (
-        read(&pod_cgroup, "memory.limit_in_bytes"),
-        read(&pod_cpu, "cpu.cfs_quota_us"),
-        read(&pod_cpu, "cpu.shares"),
-    );
-    assert_eq!(files_before, files_after, "the pod cgroup was written");
+    let resources = limits(512, 200_000, 128 << 20);
     let (_, info) = calls::pod_status(&mut rt, &pod).await;
     let recorded: cri::LinuxContainerResources =
         serde_json::from_value(info["resources"].clone()).expect("resources recorded");
