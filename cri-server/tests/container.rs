@@ -350,6 +350,12 @@ async fn container_lifecycle_logs_exec_stop_oom_remove() {
     if let Some(io) = &stats.io {
         assert!(io.psi.as_ref().unwrap().some.is_some(), "{io:?}");
     }
+    // The first sample has no CPU rate; the next (ListContainerStats, later) has one. Swap is
+    // reported (zero used here: these hosts have no swap).
+    assert!(cpu.usage_nano_cores.is_none(), "{cpu:?}");
+    let swap = stats.swap.expect("swap usage");
+    assert!(swap.swap_usage_bytes.is_some(), "{swap:?}");
+    std::thread::sleep(std::time::Duration::from_millis(20));
     let all = rt
         .list_container_stats(cri::ListContainerStatsRequest { filter: None })
         .await
@@ -357,6 +363,11 @@ async fn container_lifecycle_logs_exec_stop_oom_remove() {
         .into_inner()
         .stats;
     assert_eq!(all.len(), 1);
+    assert!(
+        all[0].cpu.as_ref().unwrap().usage_nano_cores.is_some(),
+        "a rate from the second sample: {:?}",
+        all[0].cpu
+    );
     assert_eq!(all[0].cpu.as_ref().unwrap().psi.is_some(), psi_expected());
     assert_eq!(all[0].io.is_some(), psi_expected());
     rt.update_container_resources(cri::UpdateContainerResourcesRequest {

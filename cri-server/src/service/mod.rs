@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod container;
+mod cpu_rate;
 pub mod crash_point;
 pub mod handler_features;
 pub mod image;

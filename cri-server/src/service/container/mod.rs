@@ -73,6 +73,8 @@ pub(crate) struct Containers {
     features: Arc<HandlerFeatures>,
     /// OOM kills the exit watcher saw in running containers' memory.events.
     oom_kills: oom_watch::OomKills,
+    /// The last CPU usage of each container's stats, for `usage_nano_cores`.
+    cpu: crate::service::cpu_rate::CpuSamples,
 }
 
 impl ContainerService {
@@ -103,6 +105,7 @@ impl ContainerService {
             sandboxes: std::sync::OnceLock::new(),
             features,
             oom_kills: oom_watch::OomKills::default(),
+            cpu: Default::default(),
         });
         monitor::recover(&inner);
         sweep::orphans(&inner);

@@ -55,6 +55,7 @@ pub(super) async fn remove_container(
 fn teardown(inner: &Containers, c: &Container) -> Result<(), ContainerError> {
     let id = c.id();
     inner.runtime(c)?.delete(id)?;
+    inner.cpu.forget(id);
     wait_shim_gone(&c.meta.shim_dir);
     // A shim that ended cleanly removed its socket; one that was killed left it.
     let socket = crate::shim_client::socket_path(&inner.config.shim_socket_dir, &c.meta.shim_dir);

@@ -97,6 +97,20 @@ pub(crate) fn cgroup_usage(s: &berth_cgroups::Stats, now: i64) -> CgroupUsage {
     }
 }
 
+/// Swap in use, and on cgroup v2 (where memory.swap.max limits swap alone) what is left of
+/// the limit; cgroup v1's limit is of memory and swap together, which says nothing of swap.
+fn swap(m: &berth_cgroups::stats::MemoryStats, now: i64, v2: bool) -> cri::SwapUsage {
+    cri::SwapUsage {
+        timestamp: now,
+        swap_usage_bytes: value(m.swap_usage),
+        swap_available_bytes: m
+            .swap_limit
+            .filter(|_| v2)
+            .map(|l| l.saturating_sub(m.swap_usage))
+            .and_then(value),
+    }
+}
+
 /// A pressure file as the CRI's PsiStats: totals in microseconds, as the kernel counts them
 /// (and cAdvisor and containerd pass them on), averages in percent; `Full` absent where the
 /// kernel has no full line.
@@ -131,10 +145,15 @@ fn one(inner: &Containers, c: &Container) -> cri::ContainerStats {
         .and_then(|m| m.stats());
     match cgroup {
         Ok(s) => {
-            let usage = cgroup_usage(&s, now);
+            let mut usage = cgroup_usage(&s, now);
+            usage.cpu.usage_nano_cores = inner
+                .cpu
+                .rate(c.id(), now, s.cpu.usage_total_ns)
+                .and_then(value);
             out.cpu = Some(usage.cpu);
             out.memory = Some(usage.memory);
             out.io = usage.io;
+            out.swap = Some(swap(&s.memory, now, inner.host.cgroup2_unified));
         }
         Err(e) => {
             tracing::debug!(container = %c.id(), error = %e, "no cgroup stats");

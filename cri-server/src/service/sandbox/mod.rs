@@ -56,7 +56,7 @@ struct Sandboxes {
     /// cargo target dir).
     helper_dirs: Vec<PathBuf>,
     shim_binary: PathBuf,
-    stats: stats::CpuSamples,
+    stats: crate::service::cpu_rate::CpuSamples,
     /// Facts about the node the spec builder needs (probed once).
     host: crate::spec::HostInfo,
     /// The image store (the configured sandbox image, its snapshots).
@@ -107,7 +107,7 @@ impl SandboxService {
                 network,
                 helper_dirs,
                 shim_binary,
-                stats: stats::CpuSamples::default(),
+                stats: Default::default(),
                 host: crate::spec::HostInfo::probe(),
                 images,
                 image_pulls: tokio::sync::Mutex::new(()),

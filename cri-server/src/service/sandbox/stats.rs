@@ -2,8 +2,7 @@
 //! (pressure stall information on cgroup v2 only, absent on v1), network from the pause's
 //! netns (`/proc/<pid>/net/dev`), and the containers' stats from the container service.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::Utc;
 use cri_api::v1 as cri;
@@ -16,26 +15,6 @@ use super::{blocking, cgroup, Sandboxes};
 use crate::service::container::{cgroup_usage, ContainerService};
 use crate::service::metrics::{parse_net_dev, Identity, Usage};
 use crate::store::sandbox::{Sandbox, SandboxState};
-
-/// The last CPU usage seen per sandbox, for `usage_nano_cores` (a rate between two samples).
-#[derive(Debug, Default)]
-pub(super) struct CpuSamples(Mutex<HashMap<String, (i64, u64)>>);
-
-impl CpuSamples {
-    /// Records `(now, usage)` and returns the rate since the previous sample.
-    fn rate(&self, id: &str, now: i64, usage: u64) -> Option<u64> {
-        let mut samples = self.0.lock().expect("cpu samples lock");
-        let prev = samples.insert(id.to_owned(), (now, usage));
-        let (then, before) = prev?;
-        let dt = now.checked_sub(then).filter(|d| *d > 0)?;
-        let used = usage.checked_sub(before)?;
-        Some((used as u128 * 1_000_000_000 / dt as u128) as u64)
-    }
-
-    pub(super) fn forget(&self, id: &str) {
-        self.0.lock().expect("cpu samples lock").remove(id);
-    }
-}
 
 pub(super) async fn stats(
     ctx: &Arc<Sandboxes>,
@@ -242,7 +221,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn net_dev_and_cpu_rate() {
+    fn net_dev() {
         let text = "Inter-|   Receive                                                |  Transmit\n \
  face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    \
  lo:     100       1    0    0    0     0          0         0      100       1    0    0    0     0       0          0\n  \
@@ -255,11 +234,5 @@ eth0:    1500      10    2    0    0     0          0         0      700       7
         assert_eq!(d.tx_bytes.unwrap().value, 700);
         assert_eq!(d.tx_errors.unwrap().value, 1);
         assert!(u.interfaces.is_empty());
-
-        let s = CpuSamples::default();
-        assert_eq!(s.rate("a", 1_000_000_000, 0), None);
-        assert_eq!(s.rate("a", 3_000_000_000, 1_000_000_000), Some(500_000_000));
-        s.forget("a");
-        assert_eq!(s.rate("a", 4_000_000_000, 1), None);
     }
 }
