@@ -506,7 +506,10 @@ fn loopback_registry_without_hosts_toml_falls_back_to_plain_http() {
     let (tls, plain) = proxy.counts();
     // The first request's only (oci-client's /v2/ check and the manifest GET): 10 when each
     // blob tried HTTPS again.
-    assert!(tls <= 2, "{tls} TLS attempts ({plain} plain HTTP connections)");
+    assert!(
+        tls <= 2,
+        "{tls} TLS attempts ({plain} plain HTTP connections)"
+    );
     assert!(plain >= 1);
 }
 
