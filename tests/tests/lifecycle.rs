@@ -385,6 +385,27 @@ fn features_and_spec() {
     let b = Bundle::new();
     let again = rt.cmd(&["spec", "--bundle", b.path().to_str().unwrap()]);
     assert!(!again.success(), "spec overwrote config.json: {again:?}");
+
+    // `features | head -1`: a reader that goes away ends berth-runtime quietly (SIGPIPE, as
+    // runc and crun), not with println!'s panic.
+    // The pipe's read end is closed before berth-runtime starts, so its write always fails.
+    let (read_end, write_end) = nix::unistd::pipe().expect("pipe");
+    drop(read_end);
+    let out = std::process::Command::new(berth_tests::binaries::berth_runtime())
+        .arg("features")
+        .stdout(std::process::Stdio::from(write_end))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run berth-runtime features");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?} {stderr}",
+        out.status
+    );
 }
 
 /// ociVersion: configs of runtime spec 1.x run, 1.3.0 (runtime-tools' own) included, and the

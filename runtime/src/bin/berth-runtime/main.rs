@@ -17,7 +17,7 @@ use berth_runtime::container::create::{self, CreateOptions};
 use berth_runtime::container::exec::{self, ExecOptions};
 use berth_runtime::container::{delete, kill, lifecycle, start};
 use berth_runtime::process::{console, sealed_exe};
-use berth_runtime::{features, spec_default, ContainerId, Root};
+use berth_runtime::{features, spec_default, sys, ContainerId, Root};
 use clap::Parser;
 use oci_spec::runtime::{LinuxResources, Process, UserBuilder};
 
@@ -47,6 +47,19 @@ fn id(s: &str) -> Result<ContainerId> {
 
 fn run(cli: Cli) -> Result<i32> {
     let root = Root::new(&cli.root);
+    // Commands that only print (`features | head`, `list | grep -q`) end quietly on a closed
+    // pipe, as runc and crun do, instead of panicking in println!. Those that change a
+    // container keep SIGPIPE ignored: a closed pipe must never stop one halfway.
+    if matches!(
+        cli.command,
+        Command::State { .. }
+            | Command::Ps { .. }
+            | Command::List { .. }
+            | Command::Spec { .. }
+            | Command::Features
+    ) {
+        let _ = sys::default_sigpipe();
+    }
     match cli.command {
         Command::Create(args) => {
             sealed_exe::ensure_sealed()?;
