@@ -55,6 +55,18 @@ pub fn socket_path(socket_dir: &Path, shim_state_dir: &Path) -> PathBuf {
     socket_dir.join(&hex[..SOCKET_NAME_LEN])
 }
 
+/// Removes the socket of the shim whose state dir is `shim_state_dir`, once the shim is gone:
+/// a shim that ended cleanly removed it, one that was killed left it. Absent is fine; another
+/// failure is logged (nothing else depends on it).
+pub fn remove_socket(socket_dir: &Path, shim_state_dir: &Path) {
+    let socket = socket_path(socket_dir, shim_state_dir);
+    if let Err(e) = std::fs::remove_file(&socket) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(socket = %socket.display(), error = %e, "cannot remove a shim's socket");
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SocketDirError {
     #[error(

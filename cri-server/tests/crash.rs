@@ -42,6 +42,29 @@ fn pid_in(path: &Path) -> Option<i64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
+/// Kills (SIGKILL) the shim of the container whose init is `init` (the init's parent) and
+/// waits, bounded, until it is gone.
+fn kill_shim_of(init: i64) {
+    let stat = std::fs::read_to_string(format!("/proc/{init}/stat")).expect("the init's stat");
+    let shim: i32 = stat
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.split(' ').nth(1))
+        .and_then(|p| p.parse().ok())
+        .expect("the init's parent");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shim),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the shim");
+    for _ in 0..100 {
+        if !pods::alive(i64::from(shim)) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("shim {shim} still alive after SIGKILL");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn crash_in_run_pod_sandbox_is_swept_at_restart() {
     let test = "crash_in_run_pod_sandbox_is_swept_at_restart";
@@ -52,6 +75,7 @@ async fn crash_in_run_pod_sandbox_is_swept_at_restart() {
     let guard = Leftovers::new(pods.dir.path());
     let sandboxes = pods.state().join("sandboxes");
     let netns = pods.state().join("netns");
+    let sockets = pods.dir.path().join("sockets");
     for (n, point) in [
         crash_point::SANDBOX_NETWORK_ATTACHED,
         crash_point::SANDBOX_PAUSE_STARTED,
@@ -82,6 +106,13 @@ async fn crash_in_run_pod_sandbox_is_swept_at_restart() {
         let pause = pid_in(&sandboxes.join(&id).join("shim/init.pid"));
         if point == crash_point::SANDBOX_PAUSE_STARTED {
             assert!(pause.is_some_and(pods::alive), "{point}: the pause runs");
+            // Its shim is killed too: the socket it leaves is the sweep's to remove.
+            kill_shim_of(pause.unwrap());
+            assert_eq!(
+                entries(&sockets).len(),
+                1,
+                "{point}: the killed shim's socket"
+            );
         }
 
         // The next berthd sweeps it all.
@@ -100,6 +131,7 @@ async fn crash_in_run_pod_sandbox_is_swept_at_restart() {
         assert!(!pause.is_some_and(pods::alive), "{point}: pause left");
         assert!(pods::cgroup_dirs(&id).is_empty(), "{point}: cgroup left");
         assert!(node::mounts_under(&pods.state()).is_empty(), "{point}");
+        assert!(entries(&sockets).is_empty(), "{point}: a shim socket left");
 
         // The same pod can be made again (its name is free, its IP range too).
         let id = run_pod(&mut rt, &pods::pod(&name), "").await;
@@ -146,6 +178,8 @@ async fn crash_in_create_container_is_swept_at_restart() {
     };
     drop(rt);
     berthd.stop();
+    let sockets = pods.dir.path().join("sockets");
+    let sockets_before = entries(&sockets);
     for point in [
         crash_point::CONTAINER_ROOTFS_MOUNTED,
         crash_point::CONTAINER_SHIM_CREATED,
@@ -174,6 +208,13 @@ async fn crash_in_create_container_is_swept_at_restart() {
                 "{point}: the container was created"
             );
             assert!(pods::is_mounted(&dir.join("image-volumes/0")), "{point}");
+            // The shim dies too (the node's OOM killer, say): its socket stays behind, and
+            // the sweep must remove it.
+            kill_shim_of(init.unwrap());
+            assert!(
+                entries(&sockets).len() > sockets_before.len(),
+                "{point}: the killed shim's socket"
+            );
         }
 
         let berthd = Berthd::start(&pods, None);
@@ -189,6 +230,11 @@ async fn crash_in_create_container_is_swept_at_restart() {
         assert!(node::mounts_under(&containers).is_empty(), "{point}");
         assert_eq!(snapshots(), before, "{point}: snapshots left");
         assert!(!init.is_some_and(pods::alive), "{point}: container left");
+        assert_eq!(
+            entries(&sockets),
+            sockets_before,
+            "{point}: a shim socket left"
+        );
         // The pod was not touched.
         let st = rt
             .pod_sandbox_status(cri::PodSandboxStatusRequest {

@@ -57,9 +57,7 @@ fn teardown(inner: &Containers, c: &Container) -> Result<(), ContainerError> {
     inner.runtime(c)?.delete(id)?;
     inner.cpu.forget(id);
     wait_shim_gone(&c.meta.shim_dir);
-    // A shim that ended cleanly removed its socket; one that was killed left it.
-    let socket = crate::shim_client::socket_path(&inner.config.shim_socket_dir, &c.meta.shim_dir);
-    let _ = std::fs::remove_file(socket);
+    crate::shim_client::remove_socket(&inner.config.shim_socket_dir, &c.meta.shim_dir);
     match image_store::unmount(&c.meta.rootfs) {
         Ok(()) => {}
         Err(image_store::MountError::Sys { source, .. })

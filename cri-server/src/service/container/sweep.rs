@@ -1,6 +1,6 @@
 //! At startup: what a CreateContainer cut short by a crash (`kill -9` of berthd) left behind —
 //! a container directory without a record — is torn down: the container (every handler's
-//! `delete --force`), its shim, every mount under its directory (the rootfs and image volumes,
+//! `delete --force`), its shim and its socket, every mount under its directory (the rootfs and image volumes,
 //! idmapped or not, the volumes berthd bound idmapped, and in a user-namespaced pod the
 //! idmapped layers' scratch mount `m` if the crash came between it and the overlay), their
 //! snapshots, and the directory (kept if anything stays mounted under it). Nothing that has
@@ -42,6 +42,7 @@ fn sweep(inner: &Containers, id: &str, dir: &Path) {
         }
     }
     super::remove::wait_shim_gone(&dir.join("shim"));
+    crate::shim_client::remove_socket(&inner.config.shim_socket_dir, &dir.join("shim"));
     for m in crate::service::sandbox::mounts_under(dir).into_iter().rev() {
         if let Err(e) = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH) {
             warn("unmount", &e);

@@ -57,9 +57,7 @@ async fn remove_locked(
         let meta = &sandbox.meta;
         oci::delete(&meta.runtime, meta.cgroup_driver(), &meta.id)?;
         oci::reap_shim(&meta.shim_dir(), Duration::from_secs(5));
-        // A shim that ended cleanly removed its socket; one that was killed left it.
-        let socket = crate::shim_client::socket_path(&ctx.config.shim_socket_dir, &meta.shim_dir());
-        let _ = std::fs::remove_file(socket);
+        crate::shim_client::remove_socket(&ctx.config.shim_socket_dir, &meta.shim_dir());
         // Stop released these; again in case a crash came in between.
         if let Some(netns) = &meta.netns {
             cni::netns::remove_pinned(netns)?;

@@ -1,7 +1,7 @@
 //! At startup: what a RunPodSandbox cut short by a crash (`kill -9` of berthd) left behind —
 //! a sandbox directory without a record — is torn down: the pause (every handler's `delete
-//! --force`), its shim, the CNI attachment (DEL with the pod config RunPodSandbox wrote first,
-//! in `pod.json`), the pinned netns and user namespace, mounts (/dev/shm, the sandbox image's
+//! --force`), its shim and its socket, the CNI attachment (DEL with the pod config
+//! RunPodSandbox wrote first, in `pod.json`), the pinned netns and user namespace, mounts (/dev/shm, the sandbox image's
 //! rootfs) and its snapshot, the pod cgroup berth made (with the systemd driver, the pod's
 //! slice), and the directory. Pinned netns with no sandbox go too. Nothing that has a record
 //! is touched. The pod keeps the cgroup driver it was made under: its pause's bundle says
@@ -68,6 +68,7 @@ fn sweep(ctx: &Sandboxes, id: &str, state_dir: &Path) {
         }
     }
     oci::reap_shim(&state_dir.join("shim"), Duration::from_secs(5));
+    crate::shim_client::remove_socket(&ctx.config.shim_socket_dir, &state_dir.join("shim"));
     if let Ok(netns) = ctx.netns.path_of(id) {
         if let Some(config) = &config {
             if let Err(e) = ctx.network.detach(id, &netns, config) {
