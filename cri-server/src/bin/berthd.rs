@@ -28,6 +28,31 @@ struct Args {
     /// Print the effective configuration and exit.
     #[arg(long = "print-config")]
     print_config: bool,
+    /// The log's format on stderr: text (coloured only on a terminal) or json (one object per
+    /// line). The level comes from `BERTH_LOG` (default `info`).
+    #[arg(long = "log-format", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr);
+    match format {
+        // Escape codes only where a terminal shows them, not in a file or the journal.
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }
 
 fn load_config(args: &Args) -> Result<Config> {
@@ -60,13 +85,7 @@ fn main() -> Result<()> {
     // Before any thread starts (the async runtime's, the exit watcher).
     berth_runtime::sys::limit_malloc_arenas(MALLOC_ARENAS);
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(args.log_format);
     let config = load_config(&args)?;
     if args.print_config {
         print!("{}", config.to_toml());

@@ -18,16 +18,19 @@ pub struct Berthd(Child);
 
 impl Berthd {
     pub fn start(pods: &Pods, crash: Option<&str>) -> Berthd {
+        Self::start_with(pods, crash, &[])
+    }
+
+    /// [`Berthd::start`] with more command-line arguments.
+    pub fn start_with(pods: &Pods, crash: Option<&str>, args: &[&str]) -> Berthd {
         let config = pods.dir.path().join("berthd.toml");
         std::fs::write(&config, pods.config.to_toml()).unwrap();
         let _ = std::fs::remove_file(&pods.config.listen);
-        let log_path = pods
-            .dir
-            .path()
-            .join(format!("berthd-{}.log", crash.unwrap_or("plain")));
+        let log_path = Self::log_path(pods, crash);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_berthd"));
         cmd.arg("--config")
             .arg(&config)
+            .args(args)
             .env("BERTH_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -47,6 +50,13 @@ impl Berthd {
             std::thread::sleep(Duration::from_millis(20));
         }
         Berthd(child)
+    }
+
+    /// The file its stderr goes to.
+    pub fn log_path(pods: &Pods, crash: Option<&str>) -> std::path::PathBuf {
+        pods.dir
+            .path()
+            .join(format!("berthd-{}.log", crash.unwrap_or("plain")))
     }
 
     /// Waits (bounded) for berthd to die at its crash point.
