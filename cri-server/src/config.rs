@@ -54,6 +54,7 @@ pub struct Config {
     pub cgroup: CgroupConfig,
     pub registry: RegistryConfig,
     pub cni: CniConfig,
+    pub cdi: CdiConfig,
     pub sandbox: SandboxConfig,
     pub streaming: StreamingConfig,
     /// RuntimeClass handler name → OCI runtime.
@@ -86,6 +87,15 @@ pub struct CniConfig {
     /// Conflists; when it holds none, berthd uses its embedded bridge network.
     pub conf_dir: PathBuf,
     pub bin_dirs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CdiConfig {
+    /// CDI spec directories (`*.json`, `*.yaml`), in increasing priority: a device defined in
+    /// a later directory replaces the same device of an earlier one. Read when a container
+    /// asks for CDI devices.
+    pub spec_dirs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -128,6 +138,7 @@ impl Default for Config {
             cgroup: CgroupConfig::default(),
             registry: RegistryConfig::default(),
             cni: CniConfig::default(),
+            cdi: CdiConfig::default(),
             sandbox: SandboxConfig::default(),
             streaming: StreamingConfig::default(),
             runtimes: BTreeMap::new(),
@@ -149,6 +160,16 @@ impl Default for CniConfig {
         Self {
             conf_dir: "/etc/cni/net.d".into(),
             bin_dirs: vec!["/opt/cni/bin".into()],
+        }
+    }
+}
+
+impl Default for CdiConfig {
+    fn default() -> Self {
+        Self {
+            spec_dirs: crate::spec::CDI_DEFAULT_SPEC_DIRS
+                .map(PathBuf::from)
+                .to_vec(),
         }
     }
 }
@@ -281,6 +302,12 @@ mod tests {
         assert_eq!(c, Config::default());
         assert_eq!(c.listen, PathBuf::from("/run/berth/berth.sock"));
         assert_eq!(c.cni.bin_dirs, vec![PathBuf::from("/opt/cni/bin")]);
+        assert_eq!(
+            c.cdi.spec_dirs,
+            [PathBuf::from("/etc/cdi"), PathBuf::from("/var/run/cdi")]
+        );
+        let c = Config::parse(Path::new("x.toml"), "[cdi]\nspec_dirs = [\"/opt/cdi\"]\n").unwrap();
+        assert_eq!(c.cdi.spec_dirs, [PathBuf::from("/opt/cdi")]);
     }
 
     #[test]

@@ -7,10 +7,11 @@
 //! recursive read-only mount is refused for a handler that does not say it makes one; env
 //! values (bytes on the wire) that are not UTF-8 reach the process as those bytes under
 //! berth-runtime and with U+FFFD for each invalid byte under runc (as containerd's); a volume's
-//! KEP-5855 mount options (noexec, nodev, nosuid) reach its bind, others are refused; AppArmor,
-//! SELinux and CDI requests are refused or ignored as containerd does, never dropped. Every root test
-//! of this crate runs with a state directory too long for any socket under it
-//! (`pods::STATE_DIR`), which once failed every RunPodSandbox.
+//! KEP-5855 mount options (noexec, nodev, nosuid) reach its bind, others are refused; AppArmor
+//! and SELinux requests are refused or ignored as containerd does, never dropped; CDI devices
+//! (by field and by annotation) are injected from the configured spec dirs and an unknown one
+//! is refused naming it. Every root test of this crate runs with a state directory too long for
+//! any socket under it (`pods::STATE_DIR`), which once failed every RunPodSandbox.
 
 #[path = "support/calls.rs"]
 mod calls;
@@ -355,12 +356,12 @@ async fn volume_mount_options_are_applied_and_unknown_ones_refused() {
     drop(pods);
 }
 
-/// AppArmor, SELinux and CDI requests are never dropped: where this node lacks AppArmor a
-/// profile is refused naming the cause; SELinux labels where SELinux is off are ignored (the
-/// container runs); CDI devices are refused naming them, so no pod starts without its device.
+/// AppArmor and SELinux requests are never dropped: where this node lacks AppArmor a profile is
+/// refused naming the cause; SELinux labels where SELinux is off are ignored (the container
+/// runs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn apparmor_selinux_and_cdi_requests_are_refused_or_ignored_never_dropped() {
-    let test = "apparmor_selinux_and_cdi_requests_are_refused_or_ignored_never_dropped";
+async fn apparmor_and_selinux_requests_are_refused_or_ignored_never_dropped() {
+    let test = "apparmor_and_selinux_requests_are_refused_or_ignored_never_dropped";
     if !can_run(test) {
         return;
     }
@@ -437,25 +438,6 @@ async fn apparmor_selinux_and_cdi_requests_are_refused_or_ignored_never_dropped(
         assert_eq!(exec(&mut rt, &id, "echo up").await, (0, "up\n".into()));
     }
 
-    // CDI devices, by field and by annotation: refused, naming them.
-    let mut gpu = container("gpu", &fx.image, "sleep 300");
-    gpu.cdi_devices = vec![cri::CdiDevice {
-        name: "vendor.example/gpu=0".into(),
-    }];
-    let err = calls::create_container(&mut rt, &pod, &config, gpu)
-        .await
-        .expect_err("a CDI device");
-    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
-    assert!(err.message().contains("vendor.example/gpu=0"), "{err:?}");
-    let mut annotated = container("gpu2", &fx.image, "sleep 300");
-    annotated
-        .annotations
-        .insert("cdi.k8s.io/dev".into(), "vendor.example/nic=1".into());
-    let err = calls::create_container(&mut rt, &pod, &config, annotated)
-        .await
-        .expect_err("a CDI annotation");
-    assert!(err.message().contains("vendor.example/nic=1"), "{err:?}");
-
     // Nothing refused was left behind: only the running container is listed.
     let listed = rt
         .list_containers(cri::ListContainersRequest { filter: None })
@@ -464,6 +446,112 @@ async fn apparmor_selinux_and_cdi_requests_are_refused_or_ignored_never_dropped(
         .into_inner()
         .containers;
     assert_eq!(listed.len(), usize::from(!selinux), "{listed:?}");
+    calls::remove_pod(&mut rt, &pod).await;
+    drop(guard);
+    drop(pods);
+}
+
+/// CDI devices, as a device plugin or DRA driver asks for them: a spec file in a spec dir of
+/// berthd's config (`[cdi] spec_dirs`) injects `/dev/null` as `/dev/berth-cdi-null`, an env
+/// var and a bind mount of a host dir; a container asking by `CDI_devices` and one asking by a
+/// `cdi.k8s.io/` annotation both see all three, and an unknown device is refused naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cdi_devices_are_injected_by_field_and_annotation_unknown_ones_refused() {
+    let test = "cdi_devices_are_injected_by_field_and_annotation_unknown_ones_refused";
+    if !can_run(test) {
+        return;
+    }
+    let fx = Busybox::push();
+    let cdi = tempfile::tempdir().expect("CDI temp dir");
+    let (etc, run, shared) = (
+        cdi.path().join("etc"),
+        cdi.path().join("run"),
+        cdi.path().join("shared"),
+    );
+    for d in [&etc, &run, &shared] {
+        std::fs::create_dir(d).unwrap();
+    }
+    std::fs::write(shared.join("marker"), "from the host\n").unwrap();
+    // The device in the second (higher-priority) dir, JSON; a stale one of the same name in
+    // the first dir, YAML, that must lose.
+    let spec = serde_json::json!({
+        "cdiVersion": "0.6.0",
+        "kind": "berth.test/null",
+        "containerEdits": {"env": ["BERTH_CDI_SPEC=yes"]},
+        "devices": [{
+            "name": "null0",
+            "containerEdits": {
+                "deviceNodes": [{"path": "/dev/berth-cdi-null", "hostPath": "/dev/null"}],
+                "env": ["BERTH_CDI=null0"],
+                "mounts": [{
+                    "hostPath": shared,
+                    "containerPath": "/berth-cdi",
+                    "options": ["rbind", "ro", "nosuid", "nodev"]
+                }]
+            }
+        }]
+    });
+    std::fs::write(run.join("berth-test.json"), spec.to_string()).unwrap();
+    std::fs::write(
+        etc.join("berth-test.yaml"),
+        "cdiVersion: 0.6.0\nkind: berth.test/null\ndevices:\n- name: null0\n  \
+         containerEdits:\n    env: [BERTH_CDI=stale]\n",
+    )
+    .unwrap();
+    let dirs = vec![etc.clone(), run.clone()];
+    let registry = fx.host();
+    let pods = pods::Pods::start_with(38, |c| {
+        c.registry.insecure = vec![registry];
+        c.cdi.spec_dirs = dirs;
+    })
+    .await;
+    let guard = node::Leftovers::new(pods.dir.path());
+    let mut rt = pods.client().await;
+    calls::pull(&pods.channel().await, &fx.image).await;
+    let config = minimal_pod("cdi");
+    let pod = run_pod(&mut rt, &config, "").await;
+    guard.sandbox(&pod);
+
+    let mut by_field = container("by-field", &fx.image, "sleep 300");
+    by_field.cdi_devices = vec![cri::CdiDevice {
+        name: "berth.test/null=null0".into(),
+    }];
+    let mut by_annotation = container("by-annotation", &fx.image, "sleep 300");
+    by_annotation.annotations.insert(
+        "cdi.k8s.io/berth-test".into(),
+        "berth.test/null=null0".into(),
+    );
+    let check = "[ -c /dev/berth-cdi-null ] && echo -n x > /dev/berth-cdi-null && \
+                 echo \"$BERTH_CDI $BERTH_CDI_SPEC\" && cat /berth-cdi/marker && \
+                 grep -c ' /berth-cdi ro,' /proc/self/mountinfo";
+    for c in [by_field, by_annotation] {
+        let name = c.metadata.as_ref().unwrap().name.clone();
+        let id = run_container(&mut rt, &pod, &config, c).await;
+        assert_eq!(
+            exec(&mut rt, &id, check).await,
+            (0, "null0 yes\nfrom the host\n1\n".into()),
+            "{name}"
+        );
+    }
+
+    // An unknown device: refused, naming it, and nothing is left of the container.
+    let mut unknown = container("unknown", &fx.image, "sleep 300");
+    unknown.cdi_devices = vec![cri::CdiDevice {
+        name: "berth.test/null=gpu7".into(),
+    }];
+    let err = calls::create_container(&mut rt, &pod, &config, unknown)
+        .await
+        .expect_err("an unknown CDI device");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("berth.test/null=gpu7"), "{err:?}");
+    assert!(err.message().contains("unknown CDI device"), "{err:?}");
+    let listed = rt
+        .list_containers(cri::ListContainersRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(listed.len(), 2, "{listed:?}");
     calls::remove_pod(&mut rt, &pod).await;
     drop(guard);
     drop(pods);

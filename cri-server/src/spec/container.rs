@@ -6,8 +6,8 @@ use cri_api::v1 as cri;
 use oci_spec::runtime::{LinuxDeviceCgroup, Spec};
 
 use super::{
-    annotations, base, devices, lsm, mounts, namespaces, process, resources, seccomp, security,
-    ContainerSpecInput, SpecError,
+    annotations, base, cdi, devices, lsm, mounts, namespaces, process, resources, seccomp,
+    security, ContainerSpecInput, SpecError,
 };
 
 /// Sysctls that live in the IPC namespace (kubelet's namespaced list).
@@ -92,7 +92,8 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
         &config.mounts,
         &input.host,
     )?;
-    lsm::cdi(config)?;
+    // CDI devices: their spec files and host nodes read now, applied once the spec is built.
+    let cdi = cdi::resolve(config, &input.host.cdi_spec_dirs)?;
     if let Some(p) = spec.process_mut() {
         p.set_apparmor_profile(apparmor);
         p.set_args(Some(args));
@@ -178,6 +179,9 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
     res.set_devices(Some(rules));
     if let Some(r) = &linux.resources {
         resources::apply(r, &input.host, res)?;
+    }
+    if let Some(cdi) = &cdi {
+        cdi.apply(&mut spec);
     }
 
     spec.set_annotations(Some(annotations::container(

@@ -1,7 +1,7 @@
-//! The Linux security modules a pod or container may ask for — AppArmor and SELinux — and the
-//! CDI devices a container may ask for: applied where berth can, refused with a clear error
-//! where it cannot, logged where the request has no meaning on this node (SELinux labels where
-//! SELinux is off, as containerd does); never silently dropped.
+//! The Linux security modules a pod or container may ask for — AppArmor and SELinux: applied
+//! where berth can, refused with a clear error where it cannot, logged where the request has no
+//! meaning on this node (SELinux labels where SELinux is off, as containerd does); never
+//! silently dropped.
 //!
 //! AppArmor as containerd decides it: no profile or `Unconfined` leaves the process
 //! unconfined; on a node without AppArmor any other profile is refused; with AppArmor, a
@@ -172,31 +172,6 @@ pub fn selinux(
     Ok(())
 }
 
-/// CDI devices (`CDI_devices`, and the `cdi.k8s.io/` annotations a device plugin sets):
-/// refused, naming them, since berth cannot inject them yet — a pod must not start without
-/// its GPU.
-pub fn cdi(config: &cri::ContainerConfig) -> Result<(), SpecError> {
-    let mut asked: Vec<String> = config.cdi_devices.iter().map(|d| d.name.clone()).collect();
-    asked.extend(
-        config
-            .annotations
-            .iter()
-            .filter(|(k, _)| k.starts_with("cdi.k8s.io/"))
-            .map(|(k, v)| format!("{k}={v}")),
-    );
-    if asked.is_empty() {
-        return Ok(());
-    }
-    asked.sort();
-    Err(SpecError::Invalid {
-        field: "CDI_devices",
-        reason: format!(
-            "berth cannot inject CDI devices yet; asked for {}",
-            asked.join(", ")
-        ),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,20 +273,5 @@ mod tests {
         assert!(selinux("c", None, &[relabeled], &on).is_err());
         // An empty label asks for nothing, even where SELinux is on.
         assert!(selinux("c", Some(&cri::SeLinuxOption::default()), &[], &on).is_ok());
-    }
-
-    #[test]
-    fn cdi_devices_are_refused_by_name() {
-        let mut config = cri::ContainerConfig::default();
-        assert!(cdi(&config).is_ok());
-        config.cdi_devices = vec![cri::CdiDevice {
-            name: "nvidia.com/gpu=0".into(),
-        }];
-        config
-            .annotations
-            .insert("cdi.k8s.io/vfio".into(), "example.com/nic=1".into());
-        let err = cdi(&config).unwrap_err().to_string();
-        assert!(err.contains("nvidia.com/gpu=0"), "{err}");
-        assert!(err.contains("cdi.k8s.io/vfio=example.com/nic=1"), "{err}");
     }
 }

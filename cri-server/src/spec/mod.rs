@@ -5,7 +5,8 @@
 //! from the host is either passed in ([`HostInfo`], filled by [`HostInfo::probe`]) or done in
 //! one clearly named place: a CRI mount's missing host directory is created and its symlinks
 //! resolved (`mounts.rs`), a CRI device is stat'ed and a privileged container gets every
-//! device under /dev (`devices.rs`), and a Localhost seccomp profile is read (`seccomp.rs`).
+//! device under /dev (`devices.rs`), a Localhost seccomp profile is read (`seccomp.rs`), and the
+//! CDI spec files of the CDI devices a container asks for are read (`cdi.rs`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use cri_api::v1 as cri;
 
 mod annotations;
 mod base;
+mod cdi;
 mod container;
 mod devices;
 pub mod lsm;
@@ -30,6 +32,7 @@ mod test_support;
 #[cfg(test)]
 mod tests_runtime;
 
+pub use cdi::DEFAULT_SPEC_DIRS as CDI_DEFAULT_SPEC_DIRS;
 pub use container::container_spec;
 pub use namespaces::{container_userns, mappings as id_mappings, PodUserns};
 pub use process::env_bytes;
@@ -91,6 +94,9 @@ pub struct HostInfo {
     pub apparmor: bool,
     /// SELinux is enabled: labels would have to be applied (else they are ignored, logged).
     pub selinux: bool,
+    /// Where the node's CDI spec files are (`[cdi] spec_dirs`), in increasing priority; read
+    /// only for a container that asks for CDI devices.
+    pub cdi_spec_dirs: Vec<PathBuf>,
 }
 
 impl Default for HostInfo {
@@ -104,13 +110,15 @@ impl Default for HostInfo {
             held_caps: security::ALL_CAPS.into_iter().collect(),
             apparmor: false,
             selinux: false,
+            cdi_spec_dirs: cdi::DEFAULT_SPEC_DIRS.map(PathBuf::from).to_vec(),
         }
     }
 }
 
 impl HostInfo {
     /// Reads the facts from this host (hostname, cgroup controllers, our own oom_score_adj;
-    /// `min_oom_score_adj` is set only when we lack CAP_SYS_RESOURCE).
+    /// `min_oom_score_adj` is set only when we lack CAP_SYS_RESOURCE). `cdi_spec_dirs` are the
+    /// defaults: the daemon sets the configured ones.
     pub fn probe() -> Self {
         let hostname = nix::unistd::gethostname()
             .ok()
@@ -148,6 +156,7 @@ impl HostInfo {
             held_caps: security::caps_in_mask(held),
             apparmor: lsm::apparmor_enabled(),
             selinux: lsm::selinux_enabled(),
+            cdi_spec_dirs: cdi::DEFAULT_SPEC_DIRS.map(PathBuf::from).to_vec(),
         }
     }
 }

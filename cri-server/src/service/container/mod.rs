@@ -94,7 +94,10 @@ impl ContainerService {
         let (events, _) = broadcast::channel(1024);
         let inner = Arc::new(Containers {
             shim_binary: shim_binary(&config),
-            host: crate::spec::HostInfo::probe(),
+            host: crate::spec::HostInfo {
+                cdi_spec_dirs: config.cdi.spec_dirs.clone(),
+                ..crate::spec::HostInfo::probe()
+            },
             config,
             images,
             store,
