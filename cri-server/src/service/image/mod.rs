@@ -28,7 +28,7 @@ use crate::service::list_stream::ListStream;
 pub use error::ImageServiceError;
 
 /// Opens the image store under the configured root (`content/`, `snapshots/`, `metadata.db`
-/// directly in `root`, as design.md lays it out), with the configured plain-HTTP registries.
+/// directly in `root`, as docs/architecture.md lays it out), with the configured plain-HTTP registries.
 pub fn open_store(config: &Config) -> Result<ImageStore, StoreError> {
     let mut store = StoreConfig::new(&config.root);
     store.registry.insecure_hosts = config.registry.insecure.clone();
